@@ -1,0 +1,3 @@
+"""Version of torchmanager-callbacks, bumped together with the other torchmanager distributions."""
+
+__version__ = "2.0.0a0"

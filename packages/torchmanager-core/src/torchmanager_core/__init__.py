@@ -1,0 +1,5 @@
+"""torchmanager-core."""
+
+from .__about__ import __version__
+
+__all__ = ["__version__"]

@@ -1,0 +1,230 @@
+"""The `Metric` base class: batch values stream into state tensors kept on the metric's device.
+
+Who owns what: this module owns the state machinery (declaration, accumulation, reset,
+merging, `state_dict`); each concrete metric module only says how a batch updates its state
+and how the state becomes a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import torch
+
+__all__ = ["Metric", "MetricFn", "Reduction", "batch_size", "metric", "metric_fn"]
+
+MetricFn = Callable[[Any, Any], torch.Tensor]
+"""A function of `(input, target)` returning a metric tensor."""
+
+Reduction = Literal["sum", "max", "min", "cat"]
+"""How a state combines across batches and processes: sums, extremes, or concatenation."""
+
+_REDUCTIONS = ("sum", "max", "min", "cat")
+
+
+def batch_size(input: Any, target: Any) -> int:
+    """The number of samples in a batch: the first dimension of the label, else of the input.
+
+    Dicts, lists and tuples are searched for their first tensor; a batch without tensors or
+    with 0-dim tensors only counts as one sample.
+    """
+    for value in (target, input):
+        tensor = _first_tensor(value)
+        if tensor is not None and tensor.dim() > 0:
+            return int(tensor.shape[0])
+    return 1
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+class Metric(torch.nn.Module):
+    """A streaming metric: call it on each batch, read `result` at the end of the epoch.
+
+    `metric(input, target)` picks the `target` entry of dict inputs and labels, computes the
+    batch value with `forward` and adds it to the state. By default the state is a
+    sample-weighted running mean (`total`, `count`), so `result` is exact over uneven batches.
+    Metrics whose epoch value is not a mean (confusion matrices, FID) declare their own state
+    with `add_state` and override `update` and `compute`. States live on the device of the data
+    they accumulate, are reset by `reset()`, saved in `state_dict()` and merged with
+    `merge_state` (or reduced across processes) by their declared reduction. Nothing in an
+    update waits for the device.
+
+    Args:
+        metric_fn: Optional function of `(input, target)` giving the batch value; without it, a
+            subclass overrides `forward`.
+        target: Optional key picking one entry of dict model outputs and dict labels.
+    """
+
+    total: torch.Tensor
+    count: torch.Tensor
+
+    def __init__(self, metric_fn: MetricFn | None = None, target: str | None = None) -> None:
+        super().__init__()
+        if metric_fn is not None and not callable(metric_fn):
+            raise TypeError(f"`metric_fn` must be callable as fn(input, target). Received: metric_fn={metric_fn!r}")
+        if target is not None and not isinstance(target, str):
+            raise TypeError(f"`target` must be a key (str) of the model's output dict, or None. Received: target={target!r}")
+        self._metric_fn = metric_fn
+        self._target = target
+        self._reductions: dict[str, Reduction] = {}
+        self._defaults: dict[str, torch.Tensor] = {}
+        self._num_updates = 0
+        self.add_state("total", torch.zeros(()), "sum")
+        self.add_state("count", torch.zeros(()), "sum")
+
+    @property
+    def target(self) -> str | None:
+        """The key picked from dict outputs and labels, or `None` to use them whole."""
+        return self._target
+
+    @property
+    def result(self) -> torch.Tensor:
+        """The epoch value over all batches since the last `reset()` (NaN before any)."""
+        return self.compute()
+
+    @property
+    def reductions(self) -> dict[str, Reduction]:
+        """Each state's name and how it combines across batches and processes."""
+        return dict(self._reductions)
+
+    def add_state(self, name: str, default: torch.Tensor, reduction: Reduction = "sum") -> None:
+        """Declare a state tensor, reset to a copy of `default` by `reset()`.
+
+        A "cat" state is a 1-element-per-batch concatenation along dim 0 (memory grows with the
+        data): use it only where no constant-size statistic exists.
+        """
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"`reduction` must be one of {_REDUCTIONS}. Received: reduction={reduction!r}")
+        if not isinstance(default, torch.Tensor):
+            raise TypeError(f"A state's default must be a tensor. Received: {name}={default!r}")
+        self._reductions[name] = reduction
+        self._defaults[name] = default.detach().clone()
+        self.register_buffer(name, default.detach().clone())
+
+    def __call__(self, input: Any, target: Any = None) -> torch.Tensor:
+        """Update the state with one batch and return the batch value."""
+        return self.update(self._select(input, "model output"), self._select(target, "label"))
+
+    def forward(self, input: Any, target: Any) -> torch.Tensor:
+        """The batch value, without touching the state. Override it, or pass `metric_fn`."""
+        if self._metric_fn is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no `metric_fn`: pass one to the constructor or override `forward`."
+            )
+        return self._metric_fn(input, target)
+
+    def update(self, input: Any, target: Any) -> torch.Tensor:
+        """Add one batch to the state and return its value (the hook that `__call__` runs)."""
+        value = self.forward(input, target)
+        self.accumulate(value, batch_size(input, target))
+        return value
+
+    def accumulate(self, value: torch.Tensor, n: int = 1) -> None:
+        """Add a batch mean `value` over `n` samples to the running mean, on `value`'s device."""
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(value)
+        value = value.detach()
+        dtype = value.dtype if value.dtype in (torch.float32, torch.float64) else torch.float32
+        if self._num_updates == 0:
+            # the first batch after a reset decides the device and shape of the mean state
+            self.total = torch.zeros(value.shape, dtype=dtype, device=value.device)
+            self.count = torch.zeros((), dtype=dtype, device=value.device)
+        elif value.shape != self.total.shape:
+            raise ValueError(
+                f"{type(self).__name__} returned a value of shape {tuple(value.shape)} after values of shape "
+                f"{tuple(self.total.shape)}: a metric's value must keep one shape between resets."
+            )
+        self.total += value.to(dtype) * n
+        self.count += n
+        self._num_updates += 1
+
+    def compute(self) -> torch.Tensor:
+        """The epoch value from the state: by default the sample-weighted mean (NaN when empty)."""
+        return self.total / self.count
+
+    def reset(self) -> None:
+        """Forget every batch: each state goes back to its default, on its current device."""
+        for name, default in self._defaults.items():
+            current = getattr(self, name)
+            setattr(self, name, default.to(current.device).clone())
+        self._num_updates = 0
+
+    def merge_state(self, other: Metric) -> None:
+        """Fold another instance's state into this one, as if its batches had been seen here."""
+        if type(other) is not type(self):
+            raise TypeError(f"Cannot merge a {type(other).__name__} into a {type(self).__name__}.")
+        for name, reduction in self._reductions.items():
+            mine, theirs = getattr(self, name), getattr(other, name).to(getattr(self, name).device)
+            if reduction == "cat":
+                merged = torch.cat([mine, theirs])
+            elif name in ("total", "count") and (self._num_updates == 0 or other._num_updates == 0):
+                merged = theirs.clone() if self._num_updates == 0 else mine
+            elif reduction == "sum":
+                merged = mine + theirs
+            elif reduction == "max":
+                merged = torch.maximum(mine, theirs)
+            else:
+                merged = torch.minimum(mine, theirs)
+            setattr(self, name, merged)
+        self._num_updates += other._num_updates
+
+    def _select(self, value: Any, what: str) -> Any:
+        if self._target is None or not isinstance(value, Mapping):
+            return value
+        if self._target not in value:
+            raise KeyError(
+                f"{type(self).__name__}(target={self._target!r}) found no such key in the {what}. "
+                f"Expected one of {sorted(map(str, value))}: fix `target` or the model's output dict."
+            )
+        return value[self._target]
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # a saved mean state has the shape of its values: adopt it before copying
+        for name in self._defaults:
+            saved = state_dict.get(prefix + name)
+            if isinstance(saved, torch.Tensor) and saved.shape != getattr(self, name).shape:
+                setattr(self, name, torch.zeros_like(saved, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._num_updates = int(self.count.item())  # loading is not the hot path: reading count is fine
+
+    def extra_repr(self) -> str:
+        return f"target={self._target!r}" if self._target is not None else ""
+
+
+class _FunctionMetric(Metric):
+    """A metric made from a plain function by the `metric` and `metric_fn` decorators."""
+
+    def __init__(self, fn: MetricFn, target: str | None = None) -> None:
+        super().__init__(fn, target=target)
+        self.__name__ = getattr(fn, "__name__", type(self).__name__)
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    @torch.no_grad()
+    def forward(self, input: Any, target: Any) -> torch.Tensor:
+        return super().forward(input, target)
+
+
+def metric(fn: MetricFn) -> Metric:
+    """Decorator turning `fn(input, target) -> Tensor` into a streaming `Metric`."""
+    return _FunctionMetric(fn)
+
+
+def metric_fn(target: str | None = None) -> Callable[[MetricFn], Metric]:
+    """Decorator factory: like `metric`, picking `target` from dict outputs and labels."""
+
+    def wrap(fn: MetricFn) -> Metric:
+        return _FunctionMetric(fn, target=target)
+
+    return wrap
