@@ -1,5 +1,28 @@
-"""torchmanager-data."""
+"""torchmanager-data: a PyTorch `Dataset` and its `DataLoader` in one, with sliding windows.
+
+`Dataset` (subclass it: `unbatched_len` and `__getitem__`), `PreprocessedDataset` (`load` and
+`transforms`), `batched` (turn a plain torch dataset builder into a loader builder),
+`distribute` (shard a dataset across processes), `sliding_window` and its reverse.
+"""
+
+from torch.utils.data import DataLoader
 
 from .__about__ import __version__
+from .batching import batched
+from .dataset import Dataset
+from .distributed import distribute
+from .errors import TransformError
+from .preprocessed import PreprocessedDataset
+from .sliding import reversed_sliding_window, sliding_window
 
-__all__ = ["__version__"]
+__all__ = [
+    "DataLoader",
+    "Dataset",
+    "PreprocessedDataset",
+    "TransformError",
+    "__version__",
+    "batched",
+    "distribute",
+    "reversed_sliding_window",
+    "sliding_window",
+]

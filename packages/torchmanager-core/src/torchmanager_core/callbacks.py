@@ -1,0 +1,116 @@
+"""The callback protocol of the training loop: `Callback` hooks and the `CallbackList` the loop calls.
+
+Hook order in `fit` (each hook is called only on callbacks whose class overrides it):
+
+=====================================  ==================================================
+hook                                   when
+=====================================  ==================================================
+``on_train_start(initial_epoch)``      once, after the model moved to its device
+``on_epoch_start(epoch)``              each epoch, after losses and metrics were reset
+``on_batch_start(batch)``              each batch (index within the epoch), before the step
+``on_batch_end(batch, summary)``       after `train_step`; `summary` is the step's dict of
+                                       batch values (device tensors: reading them syncs)
+``on_epoch_end(epoch, summary,         after validation; `summary` and `val_summary` are
+val_summary)``                         the epoch's floats (`val_summary` None without one)
+``on_train_end(model)``                once, always (also after `StopTraining`, Ctrl-C or an
+                                       error), with the raw (unwrapped) model
+=====================================  ==================================================
+
+Raising `torchmanager_core.errors.StopTraining` from any hook, or setting the manager's
+`stop_training` flag, ends training cleanly at the next batch or epoch boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["HOOKS", "Callback", "CallbackList", "overrides"]
+
+HOOKS = ("on_train_start", "on_epoch_start", "on_batch_start", "on_batch_end", "on_epoch_end", "on_train_end")
+"""The hook names, in the order of a training run."""
+
+
+class Callback:
+    """A training callback: override the hooks you need, the others cost nothing."""
+
+    def on_train_start(self, initial_epoch: int = 0) -> None:
+        """Training starts at epoch index `initial_epoch`."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Epoch `epoch` (0-based) starts."""
+
+    def on_batch_start(self, batch: int) -> None:
+        """Batch `batch` (0-based, within the epoch) starts."""
+
+    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:  # noqa: B006 (read-only, upstream signature)
+        """Batch `batch` ended with the step's `summary` of batch values."""
+
+    def on_epoch_end(
+        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None  # noqa: B006
+    ) -> None:
+        """Epoch `epoch` ended with its training `summary` and optional `val_summary`."""
+
+    def on_train_end(self, model: torch.nn.Module) -> None:
+        """Training ended (normally or not); `model` is the raw trained model."""
+
+
+def overrides(callback: Callback, hook: str) -> bool:
+    """Whether `callback`'s class overrides `hook` of `Callback`."""
+    return getattr(type(callback), hook) is not getattr(Callback, hook)
+
+
+class CallbackList(Callback):
+    """Several callbacks called as one, each only for the hooks its class overrides.
+
+    Args:
+        callbacks: The callbacks, in calling order.
+    Raises:
+        TypeError: An item is not a `Callback`.
+    """
+
+    def __init__(self, callbacks: Iterable[Callback] | None = None) -> None:
+        if callbacks is not None and (isinstance(callbacks, (str, bytes, Mapping)) or not isinstance(callbacks, Iterable)):
+            raise TypeError(f"`callbacks_list` must be a list of Callback objects. Received: callbacks_list={callbacks!r}")
+        self._callbacks = list(callbacks or [])
+        for i, callback in enumerate(self._callbacks):
+            if not isinstance(callback, Callback):
+                raise TypeError(
+                    "Every callback must be an instance of torchmanager_core.callbacks.Callback (subclass it). "
+                    f"Received: callbacks_list[{i}]={callback!r} of type {type(callback).__name__}"
+                )
+        self._by_hook = {hook: [c for c in self._callbacks if overrides(c, hook)] for hook in HOOKS}
+
+    def __iter__(self) -> Iterator[Callback]:
+        return iter(self._callbacks)
+
+    def __len__(self) -> int:
+        return len(self._callbacks)
+
+    def on_train_start(self, initial_epoch: int = 0) -> None:
+        for callback in self._by_hook["on_train_start"]:
+            callback.on_train_start(initial_epoch)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        for callback in self._by_hook["on_epoch_start"]:
+            callback.on_epoch_start(epoch)
+
+    def on_batch_start(self, batch: int) -> None:
+        for callback in self._by_hook["on_batch_start"]:
+            callback.on_batch_start(batch)
+
+    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:  # noqa: B006
+        for callback in self._by_hook["on_batch_end"]:
+            callback.on_batch_end(batch, summary)
+
+    def on_epoch_end(
+        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None  # noqa: B006
+    ) -> None:
+        for callback in self._by_hook["on_epoch_end"]:
+            callback.on_epoch_end(epoch, summary, val_summary)
+
+    def on_train_end(self, model: torch.nn.Module) -> None:
+        for callback in self._by_hook["on_train_end"]:
+            callback.on_train_end(model)

@@ -1,0 +1,157 @@
+"""Device selection and moves: CUDA > MPS > CPU, `device=`/`devices=` parsing, DataParallel.
+
+Who owns what: this module decides where things run and moves batches and optimizer state;
+the managers decide when (before and after `fit`/`test`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+import torch
+
+__all__ = ["CPU", "DeviceLike", "data_parallel", "default_device", "empty_cache", "move_optimizer_state", "move_to_device", "select", "use_data_parallel"]
+
+CPU = torch.device("cpu")
+"""The CPU, where managers keep their model between runs."""
+
+DeviceLike = torch.device | str | int
+"""A device, its name (`"cuda:1"`, `"cpu"`) or a CUDA index."""
+
+T = TypeVar("T")
+_logger = logging.getLogger("torchmanager")
+_warned: set[str] = set()
+
+
+def default_device() -> torch.device:
+    """The best available device: the current CUDA device, else MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return CPU
+
+
+def _parse(value: object, name: str) -> torch.device:
+    if isinstance(value, torch.device):
+        device = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        device = torch.device("cuda", value)
+    elif isinstance(value, str):
+        try:
+            device = torch.device(value)
+        except RuntimeError:
+            raise ValueError(
+                f"`{name}` must name a device such as 'cpu', 'cuda', 'cuda:1' or 'mps'. Received: {name}={value!r}"
+            ) from None
+    else:
+        raise TypeError(f"`{name}` must be a torch.device, a device name or a CUDA index. Received: {name}={value!r}")
+    _check_available(device, name)
+    return device
+
+
+def _check_available(device: torch.device, name: str) -> None:
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise ValueError(f"`{name}` asks for {device} but {count} CUDA device(s) are visible. Received: {name}={device}")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"`{name}` asks for MPS but MPS is not available here. Received: {name}={device}")
+
+
+def select(
+    device: DeviceLike | Sequence[DeviceLike] | None = None, devices: DeviceLike | Sequence[DeviceLike] | None = None
+) -> tuple[torch.device, list[torch.device]]:
+    """Resolve the `device=` (upstream) / `devices=` (README) arguments of `fit`, `test` and `predict`.
+
+    Returns:
+        The main device (where the model, losses, metrics and batches go) and all target devices
+        (several only for DataParallel).
+    Raises:
+        ValueError: Both arguments given, an empty list, unknown or unavailable devices, or a list
+            mixing device types.
+    """
+    if device is not None and devices is not None:
+        raise ValueError(
+            f"Pass either `device` (upstream name) or `devices` (README name), not both. Received: device={device!r}, devices={devices!r}"
+        )
+    name, spec = ("devices", devices) if devices is not None else ("device", device)
+    if spec is None:
+        main = default_device()
+        if main.type == "cuda":
+            return main, [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        return main, [main]
+    if isinstance(spec, (list, tuple)):
+        if len(spec) == 0:
+            raise ValueError(f"`{name}` must not be an empty list. Received: {name}={spec!r}")
+        targets = [_parse(d, name) for d in spec]
+        if len({d.type for d in targets}) > 1:
+            raise ValueError(f"All `{name}` must be of one type (all CUDA, or one CPU/MPS). Received: {name}={targets}")
+        return targets[0], targets
+    main = _parse(spec, name)
+    return main, [main]
+
+
+def use_data_parallel(targets: Sequence[torch.device], use_multi_gpus: bool) -> bool:
+    """Whether to wrap the model in DataParallel: asked for and several CUDA devices at hand.
+
+    Asked for without them, logs once per process that the single device is used.
+    """
+    if not use_multi_gpus:
+        return False
+    cuda = [d for d in targets if d.type == "cuda"]
+    if len(cuda) >= 2:
+        return True
+    message = (
+        f"`use_multi_gpus=True` needs several CUDA devices; found {len(cuda)}, so training runs on "
+        f"{targets[0] if targets else CPU} alone. For multi-GPU or multi-node runs, launch with torchrun."
+    )
+    if message not in _warned:
+        _warned.add(message)
+        _logger.warning(message)
+    return False
+
+
+def data_parallel(model: torch.nn.Module, targets: Sequence[torch.device]) -> torch.nn.DataParallel:  # type: ignore[type-arg]
+    """Wrap `model` (already on `targets[0]`) in DataParallel over the CUDA `targets`."""
+    ids = [d.index if d.index is not None else i for i, d in enumerate(targets)]
+    return torch.nn.DataParallel(model, device_ids=ids, output_device=ids[0])
+
+
+def move_to_device(data: T, device: torch.device) -> T:
+    """Move the tensors in `data` (nested in dicts, lists, tuples) to `device`, non-blocking.
+
+    Tensors already there are returned as they are: the CPU path copies nothing.
+    """
+    if isinstance(data, torch.Tensor):
+        return data if data.device == device else data.to(device, non_blocking=True)  # type: ignore[return-value]
+    if isinstance(data, Mapping):
+        return type(data)({k: move_to_device(v, device) for k, v in data.items()})  # type: ignore[call-arg]
+    if isinstance(data, tuple) and hasattr(data, "_fields"):
+        return type(data)(*(move_to_device(v, device) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(move_to_device(v, device) for v in data)  # type: ignore[return-value]
+    return data
+
+
+def move_optimizer_state(optimizer: torch.optim.Optimizer | None, device: torch.device) -> None:
+    """Move an optimizer's state tensors (momentum buffers...) next to the parameters on `device`."""
+    if optimizer is None:
+        return
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            # Adam's `step` counters stay on the CPU unless the optimizer is capturable/fused
+            if isinstance(value, torch.Tensor) and value.device != device and not (key == "step" and value.dim() == 0):
+                state[key] = value.to(device, non_blocking=True)
+
+
+def empty_cache() -> None:
+    """Release cached CUDA memory after a run (a no-op without CUDA)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+

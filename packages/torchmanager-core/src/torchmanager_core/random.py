@@ -1,0 +1,188 @@
+"""Random seeds: freeze or re-randomise every generator a training run draws from, and capture their states.
+
+`freeze_seed`/`unfreeze_seed` keep upstream torchmanager's names and return values; `get_rng_state` and
+`set_rng_state` give a checkpoint-safe (weights_only-loadable) snapshot for an exact resume. NumPy is
+optional: it is seeded and captured only when installed.
+"""
+
+from __future__ import annotations
+
+import os
+import random as _python_random
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import rand, rand_like, randint, randint_like, randn, randn_like, randperm
+
+__all__ = [
+    "freeze_seed",
+    "get_rng_state",
+    "rand",
+    "rand_like",
+    "randbool",
+    "randbool_like",
+    "randint",
+    "randint_like",
+    "randn",
+    "randn_like",
+    "randperm",
+    "set_rng_state",
+    "unfreeze_seed",
+]
+
+_CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+_STATE_KEYS = ("python", "torch", "cuda", "numpy")
+# Deterministic-mode settings in force before `freeze_seed(..., deterministic=True)`, restored by `unfreeze_seed`.
+_saved_flags: dict[str, Any] | None = None
+
+
+def _numpy() -> ModuleType | None:
+    """NumPy when installed, else None (it is optional)."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+def _set_deterministic() -> None:
+    """Turn on deterministic algorithms, remembering the previous settings once."""
+    global _saved_flags
+    if _saved_flags is None:
+        _saved_flags = {
+            "algorithms": torch.are_deterministic_algorithms_enabled(),
+            "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cublas": os.environ.get(_CUBLAS_ENV),
+        }
+    os.environ.setdefault(_CUBLAS_ENV, ":4096:8")  # cuBLAS needs it for deterministic results on CUDA >= 10.2
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def _restore_deterministic() -> None:
+    """Put back the settings saved by `_set_deterministic`, if any."""
+    global _saved_flags
+    if _saved_flags is None:
+        return
+    flags, _saved_flags = _saved_flags, None
+    torch.use_deterministic_algorithms(flags["algorithms"], warn_only=flags["warn_only"])
+    torch.backends.cudnn.deterministic = flags["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = flags["cudnn_benchmark"]
+    if flags["cublas"] is None:
+        os.environ.pop(_CUBLAS_ENV, None)
+    else:
+        os.environ[_CUBLAS_ENV] = flags["cublas"]
+
+
+def freeze_seed(seed: int, /, *, deterministic: bool = False) -> None:
+    """Seed Python `random`, NumPy (when installed) and torch on CPU and every CUDA device.
+
+    Args:
+        seed: An int in [0, 2**32), the range every generator accepts.
+        deterministic: Also make torch and cuDNN pick deterministic algorithms (slower); undone by `unfreeze_seed`.
+    Raises:
+        TypeError: `seed` is not an int.
+        ValueError: `seed` is outside [0, 2**32).
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"`seed` must be an int. Received: seed={seed!r}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"`seed` must be in [0, 2**32) so that NumPy accepts it. Received: seed={seed}")
+    _python_random.seed(seed)
+    numpy = _numpy()
+    if numpy is not None:
+        numpy.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+    if deterministic:
+        _set_deterministic()
+
+
+def unfreeze_seed() -> int:
+    """Re-seed every generator from a non-deterministic seed and undo `deterministic=True`.
+
+    Returns:
+        The 64-bit seed torch drew; Python `random` gets the same, NumPy its low 32 bits.
+    """
+    seed = torch.seed()  # also seeds every CUDA device
+    _python_random.seed(seed)
+    numpy = _numpy()
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
+    _restore_deterministic()
+    return seed
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Snapshot every generator, as tensors, ints and floats only, so `checkpoint.load` can read it back.
+
+    Returns:
+        A dict with "python" and "torch", plus "cuda" when CUDA is available and "numpy" when installed.
+    """
+    version, internal, gauss_next = _python_random.getstate()
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    numpy = _numpy()
+    if numpy is not None:
+        _, keys, pos, has_gauss, cached = numpy.random.get_state(legacy=True)
+        state["numpy"] = {
+            "keys": torch.from_numpy(keys.astype("int64")),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore generators from `get_rng_state`'s snapshot, so the next draws repeat exactly.
+
+    Parts for a generator missing here (no CUDA, no NumPy) are skipped; surplus CUDA states are ignored.
+
+    Raises:
+        TypeError: `state` is not a mapping.
+        KeyError: `state` has a key `get_rng_state` never writes.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(f"`state` must be the dict returned by `get_rng_state`. Received: state={type(state).__name__}")
+    unknown = sorted(set(state) - set(_STATE_KEYS))
+    if unknown:
+        raise KeyError(f"`state` keys must be among {list(_STATE_KEYS)}. Received: keys={unknown}")
+    if "python" in state:
+        python = state["python"]
+        internal = tuple(int(value) for value in python["state"].tolist())
+        _python_random.setstate((python["version"], internal, python["gauss_next"]))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = list(state["cuda"])[: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in cuda_states])
+    numpy = _numpy()
+    if "numpy" in state and numpy is not None:
+        saved = state["numpy"]
+        keys = numpy.asarray(saved["keys"].cpu().numpy(), dtype=numpy.uint32)
+        numpy.random.set_state(("MT19937", keys, saved["pos"], saved["has_gauss"], saved["cached_gaussian"]))
+
+
+def randbool(size: Sequence[int], /, p: float = 0.5, *, device: torch.device | str | None = None) -> torch.Tensor:
+    """A bool tensor of shape `size` whose elements are True with probability `p` in [0, 1].
+
+    Raises:
+        ValueError: `p` is outside [0, 1].
+    """
+    if not 0 <= p <= 1:
+        raise ValueError(f"`p` must be a probability in [0, 1]. Received: p={p}")
+    return rand(tuple(size), device=device) < p
+
+
+def randbool_like(t: torch.Tensor, /, p: float = 0.5) -> torch.Tensor:
+    """`randbool` with the shape and device of `t`."""
+    return randbool(t.shape, p=p, device=t.device)

@@ -1,0 +1,98 @@
+"""Epoch summaries: device-side means for untracked values, and floats made in one place.
+
+Who owns what: losses and metrics with their own state (`reset()`/`result`) are read once per
+epoch by the managers; everything else a step returns (a plain torch loss, a user's extra
+keys) is averaged here, sample-weighted, as tensors on the device. `to_floats` is the only
+place where summary tensors become Python floats (one device sync per call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["MeanTracker", "count_samples", "to_floats"]
+
+
+def count_samples(x: Any, y: Any) -> int:
+    """The batch size: the first dimension of the label's first tensor, else of the input's (else 1)."""
+    for value in (y, x):
+        tensor = _first_tensor(value)
+        if tensor is not None and tensor.dim() > 0:
+            return int(tensor.shape[0])
+    return 1
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        found = _first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+class MeanTracker:
+    """Sample-weighted running means of named values, kept as tensors on the values' device.
+
+    `update` never waits for the device: it adds `value * n` to a device tensor and `n` to a
+    host int. `means()` returns tensors; turn them into floats with `to_floats`.
+    """
+
+    def __init__(self) -> None:
+        self._totals: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._totals
+
+    def reset(self) -> None:
+        """Forget every value."""
+        self._totals.clear()
+        self._counts.clear()
+
+    def update(self, name: str, value: torch.Tensor | float, n: int = 1) -> None:
+        """Add the batch mean `value` of `n` samples to the running mean of `name`."""
+        value = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(float(value))
+        if not value.is_floating_point():
+            value = value.float()
+        if name in self._totals:
+            self._totals[name] += value * n
+            self._counts[name] += n
+        else:
+            self._totals[name] = value * n  # a new tensor: the caller's value is never aliased
+            self._counts[name] = n
+
+    def means(self) -> dict[str, torch.Tensor]:
+        """Each name's sample-weighted mean since the last `reset()`, as a tensor."""
+        return {name: total / self._counts[name] for name, total in self._totals.items()}
+
+
+def to_floats(summary: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
+    """Turn a summary of scalar tensors (on any device) and numbers into floats, with one sync.
+
+    Raises:
+        ValueError: A value is a tensor with more than one element.
+    """
+    tensors: list[torch.Tensor] = []
+    for name, value in summary.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"A summary value must be a scalar to be reported; `{name}` has shape {tuple(value.shape)}. "
+                    f"Report a scalar (e.g. a mean) under `{name}`. Received: {name}={tuple(value.shape)}"
+                )
+            dtype = torch.float32 if value.device.type == "mps" else torch.float64  # MPS has no float64
+            tensors.append(value.detach().reshape(()).to(dtype))
+    devices: dict[torch.device, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        devices.setdefault(tensor.device, []).append(tensor)
+    values = {device: iter(torch.stack(group).tolist()) for device, group in devices.items()}
+    return {
+        name: next(values[value.device]) if isinstance(value, torch.Tensor) else float(value)
+        for name, value in summary.items()
+    }

@@ -1,0 +1,229 @@
+"""`Dataset`: a map-style `torch.utils.data.Dataset` that is also its own batch loader.
+
+Who owns what: this module owns the dataset/loader pairing (length, batching, the cached
+`DataLoader`, unpacking a batch into input and target); `distributed` injects a
+`DistributedSampler`, `preprocessed` adds transforms, `batching` wraps plain torch datasets.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Dataset as _TorchDataset
+
+from ._options import check_batch_size, check_num_workers, pin_memory_for, to_device
+
+__all__ = ["Dataset"]
+
+T = TypeVar("T")
+
+_LoaderKey = tuple[tuple[int, bool, bool, int, bool], object, object]
+"""(batch size, drop_last, shuffle, num_workers, pin_memory), sampler, generator."""
+
+
+class Dataset(_TorchDataset[T], abc.ABC):
+    """A dataset that iterates in batches: `torch.utils.data.Dataset` and `DataLoader` in one.
+
+    Subclasses define the `unbatched_len` property and `__getitem__` (one unbatched item).
+    `len(dataset)` is the number of items, `batched_len` the number of batches, and iterating
+    yields `(input, target)` batches from a `DataLoader` that is built once and rebuilt only
+    when a loading option changes.
+
+    Args:
+        batch_size: Items per batch, a positive int.
+        device: Where the batches will be used; batches are pinned for a CUDA device.
+        drop_last: Drop the last batch when it has fewer than `batch_size` items.
+        num_workers: Loader processes; None uses the usable CPUs less one, at most 8.
+        sampler: Optional sampler (or iterable) of indices, e.g. a `DistributedSampler`;
+            it decides the order, so `shuffle` must then be False.
+        shuffle: Reshuffle the items every epoch.
+        generator: Optional `torch.Generator` driving the shuffle, for a reproducible order.
+
+    Raises:
+        TypeError/ValueError: On a bad option (the message names it and its value).
+    """
+
+    drop_last: bool
+    generator: torch.Generator | None
+    num_workers: int
+    sampler: Sampler[int] | Iterable[int] | None
+    shuffle: bool
+
+    def __init__(
+        self,
+        batch_size: int,
+        /,
+        *,
+        device: torch.device | str = torch.device("cpu"),
+        drop_last: bool = False,
+        num_workers: int | None = None,
+        sampler: Sampler[int] | Iterable[int] | None = None,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.__loader: DataLoader[T] | None = None
+        self.__loader_key: _LoaderKey | None = None
+        self.batch_size = batch_size
+        self.device = device
+        self.drop_last = drop_last
+        self.num_workers = check_num_workers(num_workers)
+        self.sampler = sampler
+        self.shuffle = shuffle
+        self.generator = generator
+        self._check_order_options()
+
+    @property
+    def batch_size(self) -> int:
+        """Items per batch; setting it checks that it is a positive int."""
+        return self.__batch_size
+
+    @batch_size.setter
+    def batch_size(self, batch_size: int) -> None:
+        self.__batch_size = check_batch_size(batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the batches are for; a CUDA device turns on pinned memory."""
+        return self.__device
+
+    @device.setter
+    def device(self, device: torch.device | str) -> None:
+        self.__device = to_device(device)
+
+    @property
+    @abc.abstractmethod
+    def unbatched_len(self) -> int:
+        """The number of unbatched items."""
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> T:
+        """Returns the unbatched item at `index`; the loader collates items into batches."""
+
+    @property
+    def sampled_len(self) -> int:
+        """Items one epoch visits: the sampler's length when it has one, else `unbatched_len`."""
+        if self.sampler is not None and hasattr(self.sampler, "__len__"):
+            return len(self.sampler)  # type: ignore[arg-type]
+        return self.unbatched_len
+
+    @property
+    def batched_len(self) -> int:
+        """Batches per epoch: `sampled_len / batch_size`, rounded down with `drop_last`, else up."""
+        if self.drop_last:
+            return self.sampled_len // self.batch_size
+        return math.ceil(self.sampled_len / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tells the sampler the epoch, so a `DistributedSampler` reshuffles differently each epoch.
+
+        A no-op for samplers without `set_epoch`; the training loop calls it before every epoch.
+        """
+        set_epoch = getattr(self.sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+
+    @property
+    def loader(self) -> DataLoader[T]:
+        """The `DataLoader` iteration uses, rebuilt only when a loading option has changed."""
+        pin_memory = pin_memory_for(self.device)
+        key: _LoaderKey = (
+            (self.batch_size, self.drop_last, self.shuffle, self.num_workers, pin_memory),
+            self.sampler,
+            self.generator,
+        )
+        if self.__loader is None or not _same_key(self.__loader_key, key):
+            self._check_order_options()
+            self.__loader = DataLoader(
+                self,
+                batch_size=self.batch_size,
+                shuffle=self.shuffle,
+                sampler=self.sampler,
+                num_workers=self.num_workers,
+                pin_memory=pin_memory,
+                drop_last=self.drop_last,
+                generator=self.generator,
+            )
+            self.__loader_key = key
+        return self.__loader
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        """Yields `(input, target)` batches, unpacked with `unpack_data`.
+
+        Raises:
+            ValueError: When an epoch would have no batch (empty dataset, or fewer items than
+                `batch_size` with `drop_last`): an empty epoch is almost always a bug.
+        """
+        if self.batched_len == 0:
+            raise ValueError(
+                "The dataset has no batch to iterate: it needs at least one item, and at least "
+                "`batch_size` items when `drop_last=True`. Received: "
+                f"unbatched_len={self.unbatched_len}, sampled_len={self.sampled_len}, "
+                f"batch_size={self.batch_size}, drop_last={self.drop_last}"
+            )
+        for data in self.loader:
+            yield self.unpack_data(data)
+
+    def __len__(self) -> int:
+        """The unbatched length (`unbatched_len`), as torch's samplers expect."""
+        return self.unbatched_len
+
+    def __contains__(self, value: object) -> bool:
+        """Whether some item equals `value` (tensors compared by shape and values)."""
+        return any(_equal(self[i], value) for i in range(len(self)))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without the cached loader (worker processes started by spawn get a copy)."""
+        state = self.__dict__.copy()
+        state["_Dataset__loader"] = None
+        state["_Dataset__loader_key"] = None
+        return state
+
+    @staticmethod
+    def unpack_data(data: Any) -> tuple[Any, Any]:
+        """Splits a collated batch into `(input, target)`; override for other layouts.
+
+        An `(x, y)` tuple or list gives `(x, y)`; a lone tensor or a dict gives `(data, data)`
+        (reconstruction, or packed inputs and targets).
+
+        Raises:
+            TypeError: For any other layout, naming its type and length.
+        """
+        if isinstance(data, (torch.Tensor, Mapping)):
+            return data, data
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            return data[0], data[1]
+        length = f" of length {len(data)}" if isinstance(data, Sequence) else ""
+        raise TypeError(
+            "A batch must be an (input, target) pair, a tensor or a dict; override `unpack_data` "
+            f"for other layouts. Received: data={type(data).__name__}{length}"
+        )
+
+    def _check_order_options(self) -> None:
+        if self.sampler is not None and self.shuffle:
+            raise ValueError(
+                "`shuffle` must be False when a `sampler` is given: the sampler decides the order "
+                "(a `DistributedSampler(shuffle=True)` shuffles its shard). "
+                f"Received: shuffle={self.shuffle}, sampler={type(self.sampler).__name__}"
+            )
+
+
+def _same_key(old: _LoaderKey | None, new: _LoaderKey) -> bool:
+    """Loader keys match when the options are equal and sampler and generator are the same objects."""
+    return old is not None and old[0] == new[0] and old[1] is new[1] and old[2] is new[2]
+
+
+def _equal(a: object, b: object) -> bool:
+    """Structural equality that is safe on tensors (upstream's `==` raised on them)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return bool(a == b)

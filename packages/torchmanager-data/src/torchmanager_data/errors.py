@@ -1,0 +1,33 @@
+"""Errors raised by torchmanager-data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["TransformError"]
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    """A short name for a transform: a function's qualified name, else its class name."""
+    name = getattr(fn, "__qualname__", None)
+    return name if isinstance(name, str) else type(fn).__name__
+
+
+class TransformError(RuntimeError):
+    """A preprocessing transform failed on one item; the original exception is the `__cause__`.
+
+    Attributes:
+        index: The index of the item whose preprocessing failed.
+        position: The position of the failing transform in `transforms` (0-based).
+        transform: The failing transform.
+    """
+
+    def __init__(self, index: object, position: int, transform: Callable[..., Any], cause: BaseException) -> None:
+        self.index = index
+        self.position = position
+        self.transform = transform
+        super().__init__(
+            f"Transform #{position} `{_describe(transform)}` failed on the item at index {index!r}: "
+            f"{type(cause).__name__}: {cause}"
+        )

@@ -1,0 +1,169 @@
+"""The cross-entropy family: `CrossEntropy`, `FocalCrossEntropy` and `BCEWithLogits`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .loss import Loss, check_non_negative
+
+__all__ = ["BCEWithLogits", "CrossEntropy", "FocalCrossEntropy", "class_labels", "focal_loss"]
+
+
+def class_labels(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Labels as torch's cross entropy takes them: integer class indices as int64, probabilities as given.
+
+    Integer labels of any integer dtype (uint8 masks, int32) are cast to int64; floating labels
+    are class probabilities and must have the logits' shape.
+
+    Raises:
+        TypeError: `target` is not a tensor, or is a bool or complex tensor.
+        ValueError: `target` is floating but not of `input`'s shape.
+    """
+    if not isinstance(target, torch.Tensor) or target.dtype == torch.bool or target.is_complex():
+        received = f"dtype={target.dtype}" if isinstance(target, torch.Tensor) else f"type={type(target).__name__}"
+        raise TypeError(
+            "Cross-entropy labels must be a tensor of integer class indices or of float class probabilities. "
+            f"Received: target {received}"
+        )
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            raise ValueError(
+                "Floating cross-entropy labels are class probabilities and must have the logits' shape "
+                "(N, C, ...); class indices must be an integer tensor of shape (N, ...). "
+                f"Received: target dtype={target.dtype}, shape={tuple(target.shape)}, input shape={tuple(input.shape)}"
+            )
+        return target
+    return target.long()
+
+
+def focal_loss(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    *,
+    ignore_index: int = 255,
+    calculate_average: bool = True,
+) -> torch.Tensor:
+    """Focal cross entropy, `-alpha * (1 - p_t) ** gamma * log(p_t)`, averaged or summed.
+
+    `p_t` is the softmax probability (over dim 1) of the true class. Elements labelled
+    `ignore_index` contribute nothing, and the average is taken over the other elements
+    (upstream divided by all elements, ignored ones included).
+
+    Args:
+        input: Logits of shape (N, C, ...).
+        target: Integer class indices of shape (N, ...), or class probabilities of `input`'s shape.
+        alpha: Non-negative scale.
+        gamma: Non-negative focusing exponent (0 gives cross entropy).
+        ignore_index: Label value to ignore (integer labels only).
+        calculate_average: Average over the non-ignored elements if True, else sum.
+    """
+    target = class_labels(input, target)
+    ce = F.cross_entropy(input, target, reduction="none", ignore_index=ignore_index)
+    p_t = torch.exp(-ce)
+    focal = alpha * (1 - p_t).clamp_min(0) ** gamma * ce
+    if not calculate_average:
+        return focal.sum()
+    if target.is_floating_point():
+        return focal.mean()
+    kept = (target != ignore_index).sum().clamp_min(1)
+    return focal.sum() / kept
+
+
+class CrossEntropy(Loss):
+    """Cross entropy of logits against class indices or probabilities (`torch.nn.CrossEntropyLoss`).
+
+    Integer labels of any integer dtype are cast to int64. Note that torch's first positional
+    argument is the per-class `weight` tensor, while the keyword `weight=` is this loss's
+    coefficient, as upstream.
+
+    Args:
+        *args: Positional arguments of `torch.nn.CrossEntropyLoss` (class weights, ...).
+        target: Optional key picking one entry of dict model outputs and dict labels.
+        weight: Finite, non-negative coefficient applied to the loss.
+        **kwargs: Keyword arguments of `torch.nn.CrossEntropyLoss` (`ignore_index`, `reduction`,
+            `label_smoothing`).
+    """
+
+    def __init__(self, *args: Any, target: str | None = None, weight: float = 1, **kwargs: Any) -> None:
+        super().__init__(torch.nn.CrossEntropyLoss(*args, **kwargs), target=target, weight=weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return super().forward(input, class_labels(input, target))
+
+
+class BCEWithLogits(Loss):
+    """Binary cross entropy of logits (`torch.nn.BCEWithLogitsLoss`); integer or bool labels are cast to float.
+
+    Args:
+        *args: Positional arguments of `torch.nn.BCEWithLogitsLoss`.
+        target: Optional key picking one entry of dict model outputs and dict labels.
+        weight: Finite, non-negative coefficient applied to the loss.
+        **kwargs: Keyword arguments of `torch.nn.BCEWithLogitsLoss` (`pos_weight`, `reduction`).
+    """
+
+    def __init__(self, *args: Any, target: str | None = None, weight: float = 1, **kwargs: Any) -> None:
+        super().__init__(torch.nn.BCEWithLogitsLoss(*args, **kwargs), target=target, weight=weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(target, torch.Tensor) and not target.is_floating_point():
+            target = target.to(input.dtype)
+        return super().forward(input, target)
+
+
+class FocalCrossEntropy(Loss):
+    """Focal cross entropy (see `focal_loss`), which down-weights well-classified elements.
+
+    Args:
+        alpha: Non-negative scale.
+        gamma: Non-negative focusing exponent.
+        calculate_average: Average over the non-ignored elements if True, else sum.
+        ignore_index: Label value to ignore.
+        **kwargs: `target` and `weight` of `Loss`.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1,
+        gamma: float = 1,
+        calculate_average: bool = True,
+        ignore_index: int = 255,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.alpha = alpha
+        self.gamma = gamma
+        self.calculate_average = calculate_average
+        self.ignore_index = ignore_index
+
+    @property
+    def alpha(self) -> float:
+        """The non-negative scale of the loss."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha = check_non_negative("alpha", value)
+
+    @property
+    def gamma(self) -> float:
+        """The non-negative focusing exponent."""
+        return self._gamma
+
+    @gamma.setter
+    def gamma(self, value: float) -> None:
+        self._gamma = check_non_negative("gamma", value)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return focal_loss(
+            input,
+            target,
+            self._alpha,
+            self._gamma,
+            ignore_index=self.ignore_index,
+            calculate_average=self.calculate_average,
+        )

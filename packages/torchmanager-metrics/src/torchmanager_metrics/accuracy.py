@@ -1,0 +1,249 @@
+"""The accuracy family: the fraction of predictions equal to the labels.
+
+Who owns what: this module also owns `predicted_classes`, the one place where model scores
+(logits or probabilities with classes on a dimension) or integer predictions become class
+indices; the confusion-matrix and overlap modules reuse it.
+
+Every accuracy here is a mean over samples, so the base class's sample-weighted running mean
+gives the exact epoch value over uneven batches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .metric import Metric
+
+__all__ = [
+    "Accuracy",
+    "BinaryAccuracy",
+    "CategoricalAccuracy",
+    "SparseCategoricalAccuracy",
+    "TopKAccuracy",
+    "accuracy",
+    "binary_accuracy",
+    "categorical_accuracy",
+    "predicted_classes",
+    "sparse_categorical_accuracy",
+    "top_k_accuracy",
+]
+
+
+def _check_tensor(value: object, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor. Received: {name}={type(value).__name__}")
+    return value
+
+
+def _check_same_shape(input: torch.Tensor, target: torch.Tensor) -> None:
+    if input.shape != target.shape:
+        raise ValueError(
+            "`input` and `target` must have the same shape. "
+            f"Received: input.shape={tuple(input.shape)}, target.shape={tuple(target.shape)}"
+        )
+
+
+def check_dim_arg(dim: object) -> int:
+    """Check a constructor's `dim` argument: an int (negative counts from the end)."""
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"`dim` must be an int. Received: dim={dim!r}")
+    return dim
+
+
+def _check_dim(dim: int, ndim: int) -> int:
+    """`dim` as a non-negative index into a tensor of `ndim` dimensions."""
+    check_dim_arg(dim)
+    if not -ndim <= dim < ndim:
+        raise ValueError(f"`dim` must be in [{-ndim}, {ndim}) for an input of {ndim} dims. Received: dim={dim}")
+    return dim % ndim
+
+
+def check_class_labels(target: object) -> torch.Tensor:
+    """Check that `target` is a tensor of integer (or bool) class indices and return it.
+
+    Raises:
+        TypeError: `target` is not a tensor, or holds floats (probabilities, one-hot vectors).
+    """
+    target = _check_tensor(target, "target")
+    if target.is_floating_point() or target.is_complex():
+        raise TypeError(
+            "`target` must hold integer class indices; for one-hot or probability labels use "
+            f"CategoricalAccuracy. Received: target.dtype={target.dtype}"
+        )
+    return target
+
+
+def predicted_classes(
+    input: torch.Tensor, target: torch.Tensor, dim: int = -1, num_classes: int | None = None
+) -> torch.Tensor:
+    """Class indices (int64, the shape of `target`) predicted by `input`.
+
+    `input` is either scores with classes on `dim` (the shape of `target` with that dim added):
+    argmax over it, or `input > 0` when it has a single channel (binary logits); or integer
+    predictions of the shape of `target`, used as they are.
+
+    Raises:
+        TypeError: `target` is not integer class indices.
+        ValueError: the shapes fit neither form, or the scores do not have `num_classes` channels.
+    """
+    input, target = _check_tensor(input, "input"), check_class_labels(target)
+    if input.shape == target.shape and not input.is_floating_point():
+        return input.long()
+    if input.dim() == target.dim() + 1:
+        d = _check_dim(dim, input.dim())
+        if input.shape[:d] + input.shape[d + 1 :] == target.shape:
+            channels = input.shape[d]
+            if num_classes is not None and channels != num_classes and not (channels == 1 and num_classes == 2):
+                raise ValueError(
+                    f"`input` must have `num_classes`={num_classes} scores on dim {dim} (or 1 binary logit when "
+                    f"`num_classes` is 2). Received: input.shape={tuple(input.shape)}"
+                )
+            return (input > 0).squeeze(d).long() if channels == 1 else input.argmax(d)
+    raise ValueError(
+        f"`input` must be scores with classes on dim {dim} (the shape of `target` plus that dim) or integer "
+        f"predictions of the shape of `target`. Received: input.shape={tuple(input.shape)}, "
+        f"input.dtype={input.dtype}, target.shape={tuple(target.shape)}"
+    )
+
+
+def _mean_of(correct: torch.Tensor) -> torch.Tensor:
+    return correct.to(torch.float32).mean()
+
+
+def accuracy(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The fraction of elements of `input` equal to `target` (same shapes)."""
+    input, target = _check_tensor(input, "input"), _check_tensor(target, "target")
+    _check_same_shape(input, target)
+    return _mean_of(input.eq(target))
+
+
+def sparse_categorical_accuracy(input: torch.Tensor, target: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """The fraction of samples whose argmax over `dim` of `input` equals the integer label."""
+    return _mean_of(predicted_classes(input, target, dim).eq(target))
+
+
+def categorical_accuracy(input: torch.Tensor, target: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """The fraction of samples whose argmax over `dim` is the same in `input` and one-hot `target`."""
+    input, target = _check_tensor(input, "input"), _check_tensor(target, "target")
+    _check_same_shape(input, target)
+    d = _check_dim(dim, input.dim())
+    return _mean_of(input.argmax(d).eq(target.argmax(d)))
+
+
+def binary_accuracy(
+    input: torch.Tensor, target: torch.Tensor, threshold: float = 0.5, from_logits: bool = False
+) -> torch.Tensor:
+    """The fraction of elements where `input > threshold` agrees with the 0/1 label.
+
+    Args:
+        input: Probabilities, or logits when `from_logits` (a sigmoid is applied first).
+        target: Labels of the same shape; values above 0.5 are positive (soft labels are rounded).
+        threshold: The probability above which a prediction is positive.
+    """
+    input, target = _check_tensor(input, "input"), _check_tensor(target, "target")
+    _check_same_shape(input, target)
+    probabilities = input.sigmoid() if from_logits else input
+    return _mean_of((probabilities > threshold).eq(target > 0.5))
+
+
+def top_k_accuracy(input: torch.Tensor, target: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
+    """The fraction of samples whose integer label is among the `k` highest scores on `dim`."""
+    input, target = _check_tensor(input, "input"), check_class_labels(target)
+    d = _check_dim(dim, input.dim())
+    if input.dim() != target.dim() + 1 or input.shape[:d] + input.shape[d + 1 :] != target.shape:
+        raise ValueError(
+            f"`input` must be scores with classes on dim {dim} and otherwise the shape of `target`. "
+            f"Received: input.shape={tuple(input.shape)}, target.shape={tuple(target.shape)}"
+        )
+    if k > input.shape[d]:
+        raise ValueError(f"`k` must be at most the number of classes ({input.shape[d]}). Received: k={k}")
+    top = input.topk(k, dim=d).indices
+    return _mean_of(top.eq(target.unsqueeze(d).long()).any(d))
+
+
+class Accuracy(Metric):
+    """Elementwise accuracy: the fraction of `input` elements equal to `target`."""
+
+    def __init__(self, *, target: str | None = None) -> None:
+        super().__init__(target=target)
+
+    @torch.no_grad()
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return accuracy(input, target)
+
+
+class SparseCategoricalAccuracy(Accuracy):
+    """Accuracy of the argmax over `dim` of scores against integer labels.
+
+    Args:
+        dim: The class dimension of the input; negative values count from the end (the default
+            `-1` fits `(batch, classes)` logits, use `1` for `(batch, classes, H, W)`).
+        target: Optional key picking one entry of dict outputs and labels.
+    """
+
+    def __init__(self, dim: int = -1, *, target: str | None = None) -> None:
+        super().__init__(target=target)
+        self.dim = check_dim_arg(dim)
+
+    @torch.no_grad()
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sparse_categorical_accuracy(input, target, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class CategoricalAccuracy(SparseCategoricalAccuracy):
+    """Accuracy of the argmax over `dim` of scores against one-hot or probability labels."""
+
+    @torch.no_grad()
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return categorical_accuracy(input, target, self.dim)
+
+
+class BinaryAccuracy(Metric):
+    """Accuracy of thresholded probabilities (or logits) against 0/1 labels of the same shape.
+
+    Args:
+        threshold: The probability in [0, 1] above which a prediction is positive.
+        from_logits: Whether the input is logits (a sigmoid is applied) rather than probabilities.
+        target: Optional key picking one entry of dict outputs and labels.
+    """
+
+    def __init__(self, threshold: float = 0.5, *, from_logits: bool = False, target: str | None = None) -> None:
+        super().__init__(target=target)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+            raise ValueError(f"`threshold` must be a probability in [0, 1]. Received: threshold={threshold!r}")
+        self.threshold = float(threshold)
+        self.from_logits = from_logits
+
+    @torch.no_grad()
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return binary_accuracy(input, target, self.threshold, self.from_logits)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, from_logits={self.from_logits}"
+
+
+class TopKAccuracy(Metric):
+    """Top-k accuracy: the integer label is among the `k` highest scores on `dim`.
+
+    Args:
+        k: How many of the highest-scoring classes count as a hit (a positive int).
+        dim: The class dimension of the input.
+        target: Optional key picking one entry of dict outputs and labels.
+    """
+
+    def __init__(self, k: int, dim: int = -1, *, target: str | None = None) -> None:
+        super().__init__(target=target)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"`k` must be a positive int. Received: k={k!r}")
+        self.k = k
+        self.dim = check_dim_arg(dim)
+
+    @torch.no_grad()
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return top_k_accuracy(input, target, self.k, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, dim={self.dim}"
