@@ -59,11 +59,14 @@ def focal_loss(
         target: Integer class indices of shape (N, ...), or class probabilities of `input`'s shape.
         alpha: Non-negative scale.
         gamma: Non-negative focusing exponent (0 gives cross entropy).
-        ignore_index: Label value to ignore (integer labels only).
+        ignore_index: Label value to ignore (integer labels only; probability labels ignore nothing).
         calculate_average: Average over the non-ignored elements if True, else sum.
     """
     target = class_labels(input, target)
-    ce = F.cross_entropy(input, target, reduction="none", ignore_index=ignore_index)
+    if target.is_floating_point():  # torch refuses `ignore_index` with probability labels
+        ce = F.cross_entropy(input, target, reduction="none")
+    else:
+        ce = F.cross_entropy(input, target, reduction="none", ignore_index=ignore_index)
     p_t = torch.exp(-ce)
     focal = alpha * (1 - p_t).clamp_min(0) ** gamma * ce
     if not calculate_average:

@@ -41,6 +41,17 @@ class _ElementwiseLoss(Loss):
         raise NotImplementedError
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The reduced loss; `input` and `target` must have one shape.
+
+        Raises:
+            ValueError: The shapes differ (torch would broadcast them, e.g. (N, 1) against (N,)
+                into (N, N), and return a wrong value with only a warning).
+        """
+        if isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor) and input.shape != target.shape:
+            raise ValueError(
+                f"{type(self).__name__} compares `input` and `target` element by element: they must have the same "
+                f"shape. Received: input shape={tuple(input.shape)}, target shape={tuple(target.shape)}"
+            )
         loss = self.elementwise(input, target)
         if self.replace_nan:
             loss = replace_nan(loss)
