@@ -12,9 +12,18 @@ hook                                   when
                                        batch values (device tensors: reading them syncs)
 ``on_epoch_end(epoch, summary,         after validation; `summary` and `val_summary` are
 val_summary)``                         the epoch's floats (`val_summary` None without one)
+``on_validation_start(epoch)``         before validating an epoch (only with `val_dataset`)
+``on_validation_end(epoch,             after validating, with the validation floats
+val_summary)``
 ``on_train_end(model)``                once, always (also after `StopTraining`, Ctrl-C or an
                                        error), with the raw (unwrapped) model
+``on_save_checkpoint(checkpoint)``     the manager is saving `checkpoint` (a dict): add this
+                                       callback's state under its own key (plain values)
+``on_load_checkpoint(checkpoint)``     a checkpoint was loaded to resume: read the state back
 =====================================  ==================================================
+
+`test(..., callbacks_list=...)` calls ``on_test_start()``, ``on_test_batch_start(batch)``,
+``on_test_batch_end(batch, summary)`` and ``on_test_end(summary)`` in the same way.
 
 Raising `torchmanager_core.errors.StopTraining` from any hook, or setting the manager's
 `stop_training` flag, ends training cleanly at the next batch or epoch boundary.
@@ -29,8 +38,23 @@ import torch
 
 __all__ = ["HOOKS", "Callback", "CallbackList", "overrides"]
 
-HOOKS = ("on_train_start", "on_epoch_start", "on_batch_start", "on_batch_end", "on_epoch_end", "on_train_end")
-"""The hook names, in the order of a training run."""
+HOOKS = (
+    "on_train_start",
+    "on_epoch_start",
+    "on_batch_start",
+    "on_batch_end",
+    "on_validation_start",
+    "on_validation_end",
+    "on_epoch_end",
+    "on_train_end",
+    "on_test_start",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_test_end",
+    "on_save_checkpoint",
+    "on_load_checkpoint",
+)
+"""The hook names: a training run's in order, then testing's, then checkpointing's."""
 
 
 class Callback:
@@ -53,8 +77,32 @@ class Callback:
     ) -> None:
         """Epoch `epoch` ended with its training `summary` and optional `val_summary`."""
 
+    def on_validation_start(self, epoch: int) -> None:
+        """Validation of epoch `epoch` starts."""
+
+    def on_validation_end(self, epoch: int, val_summary: Mapping[str, float]) -> None:
+        """Validation of epoch `epoch` ended with `val_summary`."""
+
     def on_train_end(self, model: torch.nn.Module) -> None:
         """Training ended (normally or not); `model` is the raw trained model."""
+
+    def on_test_start(self) -> None:
+        """`test` starts."""
+
+    def on_test_batch_start(self, batch: int) -> None:
+        """Test batch `batch` starts."""
+
+    def on_test_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:  # noqa: B006
+        """Test batch `batch` ended with the step's `summary` of batch values."""
+
+    def on_test_end(self, summary: Mapping[str, float]) -> None:
+        """`test` ended with its `summary` of floats."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The manager is saving `checkpoint`: store this callback's state in it (plain values, tensors)."""
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        """The manager resumes from `checkpoint`: restore this callback's state from it."""
 
 
 def overrides(callback: Callback, hook: str) -> bool:
@@ -111,6 +159,42 @@ class CallbackList(Callback):
         for callback in self._by_hook["on_epoch_end"]:
             callback.on_epoch_end(epoch, summary, val_summary)
 
+    def on_validation_start(self, epoch: int) -> None:
+        for callback in self._by_hook["on_validation_start"]:
+            callback.on_validation_start(epoch)
+
+    def on_validation_end(self, epoch: int, val_summary: Mapping[str, float]) -> None:
+        for callback in self._by_hook["on_validation_end"]:
+            callback.on_validation_end(epoch, val_summary)
+
     def on_train_end(self, model: torch.nn.Module) -> None:
         for callback in self._by_hook["on_train_end"]:
             callback.on_train_end(model)
+
+    def on_test_start(self) -> None:
+        for callback in self._by_hook["on_test_start"]:
+            callback.on_test_start()
+
+    def on_test_batch_start(self, batch: int) -> None:
+        for callback in self._by_hook["on_test_batch_start"]:
+            callback.on_test_batch_start(batch)
+
+    def on_test_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:  # noqa: B006
+        for callback in self._by_hook["on_test_batch_end"]:
+            callback.on_test_batch_end(batch, summary)
+
+    def on_test_end(self, summary: Mapping[str, float]) -> None:
+        for callback in self._by_hook["on_test_end"]:
+            callback.on_test_end(summary)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for callback in self._by_hook["on_save_checkpoint"]:
+            callback.on_save_checkpoint(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        for callback in self._by_hook["on_load_checkpoint"]:
+            callback.on_load_checkpoint(checkpoint)
+
+    def uses(self, hook: str) -> bool:
+        """Whether any callback overrides `hook` (the loop skips hooks nobody uses)."""
+        return bool(self._by_hook[hook])

@@ -67,6 +67,15 @@ class MeanTracker:
             self._totals[name] = value * n  # a new tensor: the caller's value is never aliased
             self._counts[name] = n
 
+    def state_dict(self) -> dict[str, Any]:
+        """The running sums and counts, for a checkpoint (tensors and ints only)."""
+        return {"totals": dict(self._totals), "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state_dict()`'s sums and counts."""
+        self._totals = {name: total.clone() for name, total in state["totals"].items()}
+        self._counts = {name: int(count) for name, count in state["counts"].items()}
+
     def means(self) -> dict[str, torch.Tensor]:
         """Each name's sample-weighted mean since the last `reset()`, as a tensor."""
         return {name: total / self._counts[name] for name, total in self._totals.items()}

@@ -1,0 +1,173 @@
+"""How a manager calls its `loss_fn` and `metrics`, and how it reads their epoch values.
+
+Who owns what: a loss or metric with its own streaming state (`reset()` and `result`, e.g. ours or
+torchmetrics') keeps its epoch value itself; for a plain callable (a `torch.nn` loss, a function)
+this module keeps a sample-weighted mean on the device. Either way the managers see one object
+with `reset()`, `values()` (epoch tensors by summary name) and `owned` (the names it reports),
+and nothing here reads a tensor on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+from .errors import LossError, MetricError, describe
+from .protocols import has_state, read_result
+from .tracking import MeanTracker, count_samples
+
+__all__ = ["CompiledLoss", "CompiledMetrics", "check_loss_fn", "check_metrics"]
+
+
+def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
+    """Check the `loss_fn` argument of a manager: None, a callable, or a non-empty dict of callables."""
+    if loss_fn is None or (callable(loss_fn) and not isinstance(loss_fn, Mapping)):
+        return loss_fn  # type: ignore[return-value]
+    if isinstance(loss_fn, Mapping):
+        if not loss_fn:
+            raise ValueError("`loss_fn` must not be an empty dict: give at least one loss, or None. Received: loss_fn={}")
+        for name, fn in loss_fn.items():
+            if not isinstance(name, str) or not callable(fn):
+                raise TypeError(
+                    "`loss_fn` as a dict must map str names to callables `fn(y, label) -> scalar tensor`. "
+                    f"Received: loss_fn[{name!r}]={fn!r}"
+                )
+        return dict(loss_fn)
+    raise TypeError(
+        "`loss_fn` must be a loss (a callable `fn(y, label) -> scalar tensor`, such as "
+        f"torchmanager.losses.CrossEntropy()), a dict of them, or None. Received: loss_fn={loss_fn!r}"
+    )
+
+
+def check_metrics(metrics: object) -> dict[str, Callable[..., Any]]:
+    """Check the `metrics` argument of a manager: None or a dict of str names to callables."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise TypeError(
+            "`metrics` must be a dict of names to metrics, e.g. "
+            f"{{'accuracy': torchmanager.metrics.SparseCategoricalAccuracy()}}. Received: metrics={metrics!r}"
+        )
+    for name, fn in metrics.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise TypeError(f"`metrics` must map str names to callables `fn(y, label)`. Received: metrics[{name!r}]={fn!r}")
+        if name == "loss" or name.endswith("_loss"):
+            raise ValueError(
+                f"Metric names `loss` and `*_loss` are kept for the losses; rename the metric. Received: metrics key {name!r}"
+            )
+    return dict(metrics)
+
+
+class _Streams:
+    """Shared machinery: stateful callables read their own result, the others are tracked here."""
+
+    def __init__(self, fns: Mapping[str, Callable[..., Any]]) -> None:
+        self.fns = dict(fns)
+        self.stateful = {name: has_state(fn) for name, fn in self.fns.items()}
+        self.tracker = MeanTracker()
+        self.calls = 0  # host-side count of batches since reset: tells whether the values mean anything
+
+    def reset(self) -> None:
+        for name, fn in self.fns.items():
+            if self.stateful[name]:
+                fn.reset()  # type: ignore[attr-defined]
+        self.tracker.reset()
+        self.calls = 0
+
+    def modules(self) -> Iterator[torch.nn.Module]:
+        return (fn for fn in self.fns.values() if isinstance(fn, torch.nn.Module))
+
+    def _record(self, name: str, value: torch.Tensor, n: int) -> None:
+        if not self.stateful[name]:
+            self.tracker.update(name, value, n)
+
+    def _value(self, name: str) -> torch.Tensor:
+        if self.stateful[name]:
+            return torch.as_tensor(read_result(self.fns[name]))
+        return self.tracker.means()[name]
+
+
+class CompiledLoss(_Streams):
+    """The manager's `loss_fn` as one callable: a single loss, or the sum of a dict of losses.
+
+    Each loss of ours applies its own `weight` and `target`; the summary reports the total as
+    "loss" and, for a dict, each part as "<name>_loss".
+    """
+
+    def __init__(self, loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]]) -> None:
+        self.is_dict = isinstance(loss_fn, Mapping)
+        super().__init__(loss_fn if isinstance(loss_fn, Mapping) else {"loss": loss_fn})
+        self.owned = ["loss", *(f"{name}_loss" for name in self.fns)] if self.is_dict else ["loss"]
+
+    def __call__(self, y: Any, label: Any) -> torch.Tensor:
+        """The total loss of a batch (a scalar with its graph); updates every part's epoch value."""
+        n = count_samples(y, label)
+        total: torch.Tensor | None = None
+        for name, fn in self.fns.items():
+            try:
+                value = fn(y, label)
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as error:
+                raise LossError(
+                    f"Loss `{name}` failed on model output {describe(y)} and label {describe(label)}: {error} "
+                    "Check that the model output and the label fit this loss (shapes, dtypes, `target` keys)."
+                ) from error
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+                raise LossError(
+                    f"Loss `{name}` must return a scalar tensor (reduce it, e.g. with `.mean()`). Received: {got}"
+                )
+            value = value.reshape(())
+            self._record(name, value, n)
+            total = value if total is None else total + value
+        assert total is not None  # at least one part, checked by `check_loss_fn`
+        if self.is_dict:
+            self.tracker.update("loss", total, n)
+        self.calls += 1
+        return total
+
+    def values(self) -> dict[str, torch.Tensor]:
+        """The epoch values since `reset()`, as tensors: "loss", and "<name>_loss" for a dict."""
+        if not self.is_dict:
+            return {"loss": self._value("loss")}
+        return {"loss": self.tracker.means()["loss"], **{f"{name}_loss": self._value(name) for name in self.fns}}
+
+
+class CompiledMetrics(_Streams):
+    """The manager's `metrics` dict: calls each on a batch and reports each under its name.
+
+    Metrics named `val_*` run only when testing or validating (upstream's convention).
+    """
+
+    def __init__(self, metrics: Mapping[str, Callable[..., Any]]) -> None:
+        super().__init__(metrics)
+        self.training_names = [name for name in self.fns if not name.startswith("val_")]
+
+    def owned(self, training: bool) -> list[str]:
+        """The summary names these metrics report in training or in testing."""
+        return self.training_names if training else list(self.fns)
+
+    def __call__(self, y: Any, label: Any, *, training: bool) -> dict[str, torch.Tensor]:
+        """Update each metric with a batch and return its batch value (no gradient)."""
+        n = count_samples(y, label)
+        values: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for name in self.owned(training):
+                try:
+                    value = self.fns[name](y, label)
+                except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as error:
+                    raise MetricError(
+                        name,
+                        f"Metric `{name}` failed on model output {describe(y)} and label {describe(label)}: {error} "
+                        "Check that the model output and the label fit this metric.",
+                    ) from error
+                value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+                self._record(name, value, n)
+                values[name] = value
+        self.calls += 1
+        return values
+
+    def values(self, training: bool) -> dict[str, torch.Tensor]:
+        """Each metric's epoch value since `reset()`, as tensors."""
+        return {name: self._value(name) for name in self.owned(training)} if self.calls else {}
