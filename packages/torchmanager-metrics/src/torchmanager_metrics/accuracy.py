@@ -146,8 +146,15 @@ def binary_accuracy(
     return _mean_of((probabilities > threshold).eq(target > 0.5))
 
 
+def _check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"`k` must be a positive int. Received: k={k!r}")
+    return k
+
+
 def top_k_accuracy(input: torch.Tensor, target: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
     """The fraction of samples whose integer label is among the `k` highest scores on `dim`."""
+    _check_k(k)
     input, target = _check_tensor(input, "input"), check_class_labels(target)
     d = _check_dim(dim, input.dim())
     if input.dim() != target.dim() + 1 or input.shape[:d] + input.shape[d + 1 :] != target.shape:
@@ -236,9 +243,7 @@ class TopKAccuracy(Metric):
 
     def __init__(self, k: int, dim: int = -1, *, target: str | None = None) -> None:
         super().__init__(target=target)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"`k` must be a positive int. Received: k={k!r}")
-        self.k = k
+        self.k = _check_k(k)
         self.dim = check_dim_arg(dim)
 
     @torch.no_grad()

@@ -77,9 +77,7 @@ def gaussian_moments(
     return mean, cov
 
 
-def frechet_distance(
-    mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tensor, cov2: torch.Tensor
-) -> torch.Tensor:
+def frechet_distance(mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tensor, cov2: torch.Tensor) -> torch.Tensor:
     """`||m1 - m2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2))` between two Gaussians (reads to the host).
 
     Raises:
@@ -171,7 +169,9 @@ def inception_score(logits: torch.Tensor) -> torch.Tensor:
     """`exp(E_x KL(p(y|x) || p(y)))` with `p(y|x) = softmax(logits)` and `p(y)` its mean over `x`."""
     probs = _features_2d(logits, "input").softmax(dim=1).to(_stat_dtype(logits.device))
     marginal = probs.mean(dim=0)
-    return torch.exp(torch.special.xlogy(probs, probs).sum(dim=1).mean() - torch.special.xlogy(marginal, marginal).sum())
+    return torch.exp(
+        torch.special.xlogy(probs, probs).sum(dim=1).mean() - torch.special.xlogy(marginal, marginal).sum()
+    )
 
 
 # ---------------------------------------------------------------- classes
@@ -233,13 +233,26 @@ class FID(FeatureMetric):
         feature_extractor: Optional module mapping images to features (e.g. InceptionV3 pool).
         target: Optional key of dict outputs and labels.
         accumulative: Deprecated and ignored (upstream 1.5): results always cover every sample.
+        use_linalg: Deprecated and ignored (upstream 1.5): scipy always gives the square root.
     """
 
     def __init__(
-        self, feature_extractor: torch.nn.Module | None = None, *, target: str | None = None, accumulative: bool | None = None
+        self,
+        feature_extractor: torch.nn.Module | None = None,
+        *,
+        target: str | None = None,
+        accumulative: bool | None = None,
+        use_linalg: bool | None = None,
     ) -> None:
         super().__init__(feature_extractor=feature_extractor, target=target)
         _warn_accumulative(accumulative, "FID")
+        if use_linalg is not None:
+            warnings.warn(
+                "`FID(use_linalg=...)` is deprecated and ignored: the matrix square root always comes from "
+                f"scipy.linalg.sqrtm (upstream's elementwise fallback was not a matrix square root). Received: use_linalg={use_linalg!r}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         for side in ("real", "fake"):
             for stat in ("count", "sum", "outer"):
                 # 0-dim defaults broadcast to (D,) and (D, D) on the first batch, and back on reset
@@ -374,8 +387,9 @@ class ExtractorScore(FeatureMetric):
     """The Inception Score of generated samples: `exp(E_x KL(p(y|x) || p(y)))`.
 
     `feature_extractor` maps images to class logits (an InceptionV3 classifier for the usual IS);
-    targets are ignored. Constant memory: the sum of `p(y|x)`, the sum of `sum p log p`, the
-    count. One split over all samples (no split averaging).
+    targets are ignored (never passed to the extractor, as upstream 1.5 did). Constant memory:
+    the sum of `p(y|x)`, the sum of `sum p log p`, the count. One split over all samples (no
+    split averaging).
     """
 
     def __init__(self, feature_extractor: torch.nn.Module | None = None, *, target: str | None = None) -> None:
@@ -383,6 +397,10 @@ class ExtractorScore(FeatureMetric):
         self.add_state("prob_sum", torch.zeros((), dtype=torch.float64), "sum")
         self.add_state("neg_entropy_sum", torch.zeros((), dtype=torch.float64), "sum")
         self.add_state("samples", torch.zeros((), dtype=torch.float64), "sum")
+
+    def __call__(self, input: Any, target: Any = None) -> torch.Tensor:
+        """Update the state with the extractor's logits of the selected input; the labels are not used."""
+        return self.update(self.forward_features(self._select(input, "model output")))
 
     @torch.no_grad()
     def forward(self, input: torch.Tensor, target: Any = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-__all__ = ["Metric", "MetricFn", "Reduction", "batch_size", "metric", "metric_fn"]
+__all__ = ["BaseMetric", "Metric", "MetricFn", "Reduction", "batch_size", "metric", "metric_fn"]
 
 MetricFn = Callable[[Any, Any], torch.Tensor]
 """A function of `(input, target)` returning a metric tensor."""
@@ -75,7 +75,9 @@ class Metric(torch.nn.Module):
         if metric_fn is not None and not callable(metric_fn):
             raise TypeError(f"`metric_fn` must be callable as fn(input, target). Received: metric_fn={metric_fn!r}")
         if target is not None and not isinstance(target, str):
-            raise TypeError(f"`target` must be a key (str) of the model's output dict, or None. Received: target={target!r}")
+            raise TypeError(
+                f"`target` must be a key (str) of the model's output dict, or None. Received: target={target!r}"
+            )
         self._metric_fn = metric_fn
         self._target = target
         self._reductions: dict[str, Reduction] = {}
@@ -201,6 +203,10 @@ class Metric(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"target={self._target!r}" if self._target is not None else ""
+
+
+BaseMetric = Metric
+"""Upstream 1.5's name of the abstract base; here the base and `Metric` are one class."""
 
 
 class _FunctionMetric(Metric):

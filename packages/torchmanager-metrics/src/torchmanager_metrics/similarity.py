@@ -314,7 +314,7 @@ class SSIM(_ImageMetric):
         return f"{self.channels}, sigma={self.sigma}, window_size={self.window_size}, pixel_range={self.pixel_range}"
 
 
-class MS_SSIM(SSIM):  # noqa: N801 (upstream name)
+class MS_SSIM(SSIM):  # upstream name
     """Multi-scale structural similarity, averaged over images (see `ms_ssim`).
 
     Args:
