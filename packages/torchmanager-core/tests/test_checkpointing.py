@@ -1,0 +1,165 @@
+"""Checkpoints: atomic files that load without running code, and an exact resume from any step."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from core_testkit import Accuracy, batches, blobs, linear
+
+from torchmanager_core import Callback, Manager, checkpoint
+from torchmanager_core.checkpoint import CheckpointError
+
+
+class MLP(torch.nn.Module):
+    """Importable (module-level) so that its structure can be pickled; dropout draws random numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def make_manager(seed: int = 0) -> Manager:
+    torch.manual_seed(seed)
+    model = MLP()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    return Manager(model, optimizer, loss_fn=torch.nn.CrossEntropyLoss(), metrics={"accuracy": Accuracy()})
+
+
+def shuffled_loader(seed: int = 0) -> torch.utils.data.DataLoader[Any]:
+    x, y = blobs(90, seed=seed)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True)
+
+
+def test_checkpoint_loads_weights_only_and_restores_a_manager(tmp_path: Path) -> None:
+    manager = make_manager()
+    manager.fit(shuffled_loader(), epochs=2)
+    path = tmp_path / "last.model"
+    manager.save_checkpoint(path)
+
+    raw = torch.load(path, weights_only=True)  # no code runs: plain state dicts and values
+    assert raw["format"] == checkpoint.FORMAT and raw["epoch"] == 2
+    assert raw["optimizer_class"] == "torch.optim.adam.Adam"
+
+    restored = Manager.from_checkpoint(path, model=MLP(), loss_fn=torch.nn.CrossEntropyLoss())
+    for a, b in zip(manager.raw_model.state_dict().values(), restored.raw_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert isinstance(restored.optimizer, torch.optim.Adam) and restored.current_epoch == 2
+    assert restored.optimizer.state_dict()["state"][0]["exp_avg"].equal(manager.optimizer.state_dict()["state"][0]["exp_avg"])  # type: ignore[union-attr]
+
+    trusted = Manager.from_checkpoint(path, trusted=True)  # rebuilds the model object: runs code, opt-in
+    assert isinstance(trusted.raw_model, MLP)
+    assert all(torch.equal(a, b) for a, b in zip(trusted.raw_model.parameters(), manager.raw_model.parameters()))
+
+
+def test_without_model_loading_needs_trust(tmp_path: Path) -> None:
+    manager = make_manager()
+    manager.save_checkpoint(tmp_path / "a.model")
+    with pytest.raises(CheckpointError, match=r"without `model=` would run code.*Received: model=None, trusted=False"):
+        Manager.from_checkpoint(tmp_path / "a.model")
+    local = Manager(torch.nn.Sequential(type("Local", (torch.nn.Module,), {"forward": lambda self, x: x})()))
+    local.save_checkpoint(tmp_path / "b.model")
+    with pytest.raises(CheckpointError, match=r"does not hold the model's structure"):
+        Manager.from_checkpoint(tmp_path / "b.model", trusted=True)
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
+    make_manager().save_checkpoint(tmp_path / "mlp.model")
+    other = Manager(linear())
+    with pytest.raises(CheckpointError, match=r"weights of a different model.*Received: model=Linear"):
+        other.load_checkpoint(tmp_path / "mlp.model")
+
+
+class Payload:
+    """A pickle whose loading would create a file: what a malicious checkpoint does."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.target, "w"))
+
+
+def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.model"
+    torch.save({"format": checkpoint.FORMAT, "format_version": 1, "model": Payload(str(marker))}, path)
+    with pytest.raises(CheckpointError, match=r"contains Python objects.*Pass `trusted=True`"):
+        Manager.from_checkpoint(path, model=linear())
+    assert not marker.exists()
+
+
+def test_truncated_foreign_and_newer_files(tmp_path: Path) -> None:
+    path = tmp_path / "c.model"
+    make_manager().save_checkpoint(path)
+    data = path.read_bytes()
+    (tmp_path / "cut.model").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt"):
+        checkpoint.load(tmp_path / "cut.model")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match=r"not a torchmanager checkpoint"):
+        checkpoint.load(tmp_path / "foreign.pt")
+    checkpoint.save({"x": 1}, tmp_path / "new.model")
+    newer = torch.load(tmp_path / "new.model", weights_only=True) | {"format_version": checkpoint.FORMAT_VERSION + 1}
+    torch.save(newer, tmp_path / "new.model")
+    with pytest.raises(CheckpointError, match=r"newer than format version.*upgrade torchmanager"):
+        checkpoint.load(tmp_path / "new.model")
+    with pytest.raises(FileNotFoundError, match=r"does not exist"):
+        checkpoint.load(tmp_path / "missing.model")
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.model"
+    checkpoint.save({"value": torch.tensor(1)}, path)
+
+    def dies_halfway(obj: Any, file: Any, *args: Any, **kwargs: Any) -> None:
+        file.write(b"PK\x03\x04 partial bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save({"value": torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert checkpoint.load(path)["value"].item() == 1
+    assert os.listdir(tmp_path) == ["last.model"]  # no temporary file left behind
+
+
+def test_unwritable_folder_and_unpicklable_payload(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"folder .* does not exist"):
+        checkpoint.save({}, tmp_path / "missing" / "last.model")
+    with pytest.raises(TypeError, match=r"store `module.state_dict\(\)` instead"):
+        checkpoint.save({"model": linear()}, tmp_path / "x.model")
+
+
+class SaveAt(Callback):
+    """Saves a checkpoint after batch `step` of epoch `epoch`, as a kill would find it."""
+
+    def __init__(self, manager: Manager, path: Path, epoch: int, step: int) -> None:
+        self.manager, self.path, self.epoch, self.step = manager, path, epoch, step
+
+    def on_batch_end(self, batch: int, summary: Any = None) -> None:
+        if self.manager.current_epoch == self.epoch and batch == self.step:
+            self.manager.save_checkpoint(self.path)
+
+
+@pytest.mark.parametrize(("epoch", "step"), [(1, 4), (0, 0), (2, 11)])
+def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, epoch: int, step: int) -> None:
+    torch.manual_seed(123)
+    reference = make_manager()
+    path = tmp_path / "mid.model"
+    _, expected = reference.fit(
+        shuffled_loader(), epochs=3, callbacks_list=[SaveAt(reference, path, epoch, step)], return_summary=True
+    )
+
+    torch.manual_seed(999)  # the resumed process starts from other random states
+    resumed = make_manager(seed=5)
+    _, summary = resumed.fit(shuffled_loader(), epochs=3, resume_from=path, return_summary=True)
+    for a, b in zip(reference.raw_model.state_dict().values(), resumed.raw_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert summary == expected  # the interrupted epoch's running values were restored too
