@@ -446,3 +446,19 @@ def test_json_configs_from_the_terminal(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(sys, "argv", ["train.py", str(path)])
     configs = JSONRun.from_arguments(show_summary=False)
     assert (configs.epochs, configs.experiment, configs.replace_experiment) == (9, "run.exp", False)
+
+
+def test_a_local_annotation_is_unchecked_and_the_others_still_are() -> None:
+    class Schedule:  # local: `typing.get_type_hints` cannot resolve it from the module
+        pass
+
+    class LocalRun(YAMLConfigs):
+        schedule: Schedule
+        epochs: int
+
+        def show_settings(self) -> None:
+            pass
+
+    assert LocalRun.from_dict({"schedule": "cosine", "epochs": 2}).schedule == "cosine"  # for format_arguments
+    with pytest.raises(ConfigsFormatError, match=r"Config key `epochs` in 'the given dict' must be of type int"):
+        LocalRun.from_dict({"schedule": "cosine", "epochs": "2"})

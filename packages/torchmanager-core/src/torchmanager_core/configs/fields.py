@@ -39,20 +39,33 @@ class _Mismatch(Exception):
 def config_fields(cls: type) -> dict[str, Any]:
     """The annotated fields of `cls` and its bases, name to annotation (ClassVar and `_private` left out).
 
-    An annotation that cannot be resolved (a forward reference to a name not in scope) is kept
-    as its string, which `conform` accepts any value for.
+    An annotation that cannot be resolved (a forward reference to a name not in scope, as in a
+    class defined inside a function) is kept as its string, which `conform` accepts any value
+    for; the other annotations of the class are still resolved and checked.
     """
-    try:
-        hints: dict[str, Any] = typing.get_type_hints(cls)
-    except Exception:  # unresolvable forward references: fall back to the raw annotations
-        hints = {}
-        for base in reversed(cls.__mro__):
-            hints.update(inspect.get_annotations(base))
+    hints: dict[str, Any] = {}
+    for base in reversed(cls.__mro__):
+        for name, hint in inspect.get_annotations(base).items():
+            hints[name] = _resolve(hint, base)
     return {
         name: hint
         for name, hint in hints.items()
-        if not name.startswith("_") and hint is not ClassVar and typing.get_origin(hint) is not ClassVar
+        if not name.startswith("_")
+        and hint is not ClassVar
+        and typing.get_origin(hint) is not ClassVar
+        and not (isinstance(hint, str) and hint.split("[")[0].split(".")[-1] == "ClassVar")
     }
+
+
+def _resolve(hint: Any, owner: type) -> Any:
+    """A string annotation of `owner` evaluated as `typing.get_type_hints` does, else the string."""
+    if not isinstance(hint, str):
+        return hint
+    holder = type("_Holder", (), {"__annotations__": {"x": hint}, "__module__": owner.__module__})
+    try:
+        return typing.get_type_hints(holder, localns=dict(vars(owner)))["x"]
+    except Exception:  # a name not in scope: leave the field unchecked
+        return hint
 
 
 def type_name(annotation: Any) -> str:
