@@ -1,0 +1,58 @@
+"""Shared file helpers: which process writes, and checking an output path when a callback is created."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from torchmanager_core.distributed import is_main_process
+
+__all__ = ["check_output_path", "get_state", "is_writer", "put_state"]
+
+
+def is_writer() -> bool:
+    """Whether this process writes files: rank 0 of a process group, or of a `torchrun` launch not yet initialised."""
+    return is_main_process() and os.environ.get("RANK", "0") == "0"
+
+
+def check_output_path(path: str | os.PathLike[str], name: str, error: type[Exception] = ValueError) -> str:
+    """Create the folder of the file `path` if needed and check that it is writable.
+
+    Args:
+        path: The file a callback will write.
+        name: The argument name, for the message.
+        error: The exception type to raise.
+    Returns:
+        `path` as a normalised str.
+    Raises:
+        error: `path` is a folder, or its folder cannot be created or written.
+    """
+    path = os.path.normpath(os.fspath(path))
+    if os.path.isdir(path):
+        raise error(f"`{name}` must be the path of a file, not of a folder. Received: {name}={path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
+        reason = "permission denied"
+    except OSError as caught:
+        writable, reason = False, caught.strerror or type(caught).__name__
+    if not writable:
+        raise error(
+            f"`{name}` must be in a folder that can be created and written, but `{folder}` cannot ({reason}); "
+            f"choose another path. Received: {name}={path!r}"
+        )
+    return path
+
+
+def put_state(checkpoint: dict[str, Any], key: str, state: dict[str, Any]) -> None:
+    """Store a callback's `state` under `checkpoint["callbacks"][key]` (the managers' namespace for callbacks)."""
+    callbacks = checkpoint.setdefault("callbacks", {})
+    callbacks[key] = state
+
+
+def get_state(checkpoint: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    """The state `put_state` stored under `key`, or None when the checkpoint has none (e.g. another setup)."""
+    state = checkpoint.get("callbacks", {}).get(key)
+    return state if isinstance(state, Mapping) else None

@@ -1,0 +1,231 @@
+"""`LastCheckpoint` and `BestCheckpoint`: save the manager's checkpoint during training.
+
+Who owns what: the file format and its atomic write belong to `torchmanager_core.checkpoint`
+(through `manager.save_checkpoint`); these callbacks decide when to save and where. A failed
+write leaves the previous file as it was. Put `LastCheckpoint` after the callbacks whose state
+it should capture for the same epoch (`BestCheckpoint`, `EarlyStop`): each saves its state when
+the checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from torchmanager_core import checkpoint as core_checkpoint
+from torchmanager_core.callbacks import Callback
+from torchmanager_core.distributed import barrier
+
+from ._hooks import select_hooks
+from ._io import check_output_path, get_state, is_writer, put_state
+from .monitor import Monitor, MonitorType
+
+__all__ = ["BestCheckpoint", "Checkpoint", "CheckpointManager", "LastCheckpoint"]
+
+_logger = logging.getLogger("torchmanager")
+
+
+@runtime_checkable
+class CheckpointManager(Protocol):
+    """What the checkpoint callbacks need of a manager."""
+
+    def save_checkpoint(self, path: str) -> None: ...
+
+
+def _check_manager(manager: object) -> CheckpointManager:
+    if not callable(getattr(manager, "save_checkpoint", None)):
+        raise TypeError(
+            "`manager` must be a torchmanager Manager (an object with `save_checkpoint(path)`). "
+            f"Received: manager={type(manager).__name__}"
+        )
+    return manager  # type: ignore[return-value]
+
+
+def _check_positive(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
+    return value
+
+
+def model_state(checkpoint: Mapping[str, Any], path: str) -> Mapping[str, torch.Tensor]:
+    """The model's state dict in a checkpoint written by `manager.save_checkpoint`."""
+    state = checkpoint.get("model")
+    if not isinstance(state, Mapping):
+        raise core_checkpoint.CheckpointError(
+            f"Checkpoint `{path}` holds no model state dict under `model`; was it written by `manager.save_checkpoint`? "
+            f"Received: keys={sorted(checkpoint)}"
+        )
+    return state
+
+
+class _Saving(Callback):
+    """Saves `manager`'s checkpoint to `ckpt_path` (the manager writes on the main process only)."""
+
+    def __init__(self, manager: CheckpointManager, ckpt_path: str, show_verbose: bool) -> None:
+        super().__init__()
+        self.manager = _check_manager(manager)
+        self._ckpt_path = check_output_path(ckpt_path, "ckpt_path", core_checkpoint.CheckpointError)
+        self.show_verbose = show_verbose
+
+    @property
+    def ckpt_path(self) -> str:
+        """Where the checkpoint is written."""
+        return self._ckpt_path
+
+    def _save(self) -> None:
+        # every process calls it: the manager writes on the main process and synchronises the others
+        self.manager.save_checkpoint(self._ckpt_path)
+        if self.show_verbose and is_writer():
+            _logger.info(f"Checkpoint saved to {self._ckpt_path}")
+
+
+class LastCheckpoint(_Saving):
+    """Saves the manager's checkpoint every `freq` epochs, and every `save_every_n_steps` steps if given.
+
+    Epoch `e` (0-based) is saved when `(e + 1) % freq == 0`, so the last of `freq * k` epochs is
+    always saved (upstream saved when `e % freq == 0`: the first epoch, never the last).
+    Without `save_every_n_steps` it is not called per batch; with it, it counts steps without
+    reading the batch values.
+
+    Args:
+        manager: The manager whose `save_checkpoint` writes the file.
+        ckpt_path: The checkpoint file; its folder is created if needed.
+        freq: Save every `freq` epochs.
+        save_every_n_steps: Also save after every this many training steps (counted across epochs).
+        show_verbose: Log each save at INFO.
+    Raises:
+        TypeError: `manager` has no `save_checkpoint`.
+        ValueError: `freq` or `save_every_n_steps` is not an int >= 1.
+        CheckpointError: The folder of `ckpt_path` cannot be created or written.
+    """
+
+    def __init__(
+        self,
+        manager: CheckpointManager,
+        ckpt_path: str,
+        freq: int = 1,
+        *,
+        save_every_n_steps: int | None = None,
+        show_verbose: bool = False,
+    ) -> None:
+        super().__init__(manager, ckpt_path, show_verbose)
+        self.freq = _check_positive(freq, "freq")
+        self.save_every_n_steps = (
+            None if save_every_n_steps is None else _check_positive(save_every_n_steps, "save_every_n_steps")
+        )
+        self._steps = 0
+        if self.save_every_n_steps is None:
+            select_hooks(self, LastCheckpoint, {"on_batch_end", "on_save_checkpoint", "on_load_checkpoint"})
+
+    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
+        if self.save_every_n_steps is not None:
+            self._steps += 1
+            if self._steps % self.save_every_n_steps == 0:
+                self._save()
+
+    def on_epoch_end(
+        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
+    ) -> None:
+        if (epoch + 1) % self.freq == 0:
+            self._save()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        put_state(checkpoint, f"LastCheckpoint:{self.ckpt_path}", {"steps": self._steps})
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        state = get_state(checkpoint, f"LastCheckpoint:{self.ckpt_path}")
+        if state is not None:
+            self._steps = int(state["steps"])
+
+
+Checkpoint = LastCheckpoint
+"""Upstream's alias of `LastCheckpoint`."""
+
+
+class BestCheckpoint(_Saving):
+    """Saves the manager's checkpoint whenever the monitored value improves on its best.
+
+    The value is the validation one when the epoch was validated, else the training one; the best
+    starts at -inf for MAX and +inf for MIN (upstream started MAX at -1, so a metric that stays
+    below -1 was never saved). Ties do not count as improvements: the first best epoch is kept.
+    The best value survives a resume through the checkpoint.
+
+    Args:
+        monitor: The summary name to watch, e.g. "accuracy".
+        manager: The manager whose `save_checkpoint` writes the file.
+        ckpt_path: The checkpoint file; its folder is created if needed.
+        load_best: At the end of training, load the best checkpoint's weights into the model.
+        monitor_type: Whether larger (MAX) or smaller (MIN) is better.
+        show_verbose: Log each new best at INFO.
+    Raises:
+        TypeError: `monitor_type` is not a `MonitorType`, `monitor` is not a str, or `manager` has no
+            `save_checkpoint`.
+        CheckpointError: The folder of `ckpt_path` cannot be created or written.
+        MonitorError: (at the end of an epoch) `monitor` is not in the summary.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        manager: CheckpointManager,
+        ckpt_path: str,
+        load_best: bool = False,
+        monitor_type: MonitorType = MonitorType.MAX,
+        *,
+        show_verbose: bool = False,
+    ) -> None:
+        self._monitor = Monitor(monitor, monitor_type)
+        super().__init__(manager, ckpt_path, show_verbose)
+        self.load_best = load_best
+        self.best_summary: dict[str, float] = {}
+
+    @property
+    def monitor(self) -> str:
+        """The watched summary name."""
+        return self._monitor.name
+
+    @property
+    def monitor_type(self) -> MonitorType:
+        """Whether larger (MAX) or smaller (MIN) is better."""
+        return self._monitor.monitor_type
+
+    @property
+    def best_score(self) -> float:
+        """The best value so far (`monitor_type.init_score` before the first epoch)."""
+        return self._monitor.best
+
+    def on_epoch_end(
+        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
+    ) -> None:
+        value = self._monitor.read(summary, val_summary)
+        if not self._monitor.improved(value):
+            return
+        self._monitor.best = value
+        self.best_summary = {**summary, **{f"val_{key}": v for key, v in (val_summary or {}).items()}}
+        if self.show_verbose:
+            _logger.info(f"Best checkpoint for {self.monitor} recorded: {value}")
+        self._save()
+
+    def on_train_end(self, model: torch.nn.Module) -> None:
+        if not self.load_best or self._monitor.best == self.monitor_type.init_score:
+            return
+        barrier()  # the main process may still be writing the last best checkpoint
+        checkpoint = core_checkpoint.load(self.ckpt_path, map_location="cpu")
+        model.load_state_dict(model_state(checkpoint, self.ckpt_path))
+
+    def _state_key(self) -> str:
+        return f"BestCheckpoint:{self.monitor}"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        put_state(
+            checkpoint, self._state_key(), {**self._monitor.state_dict(), "best_summary": dict(self.best_summary)}
+        )
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        state = get_state(checkpoint, self._state_key())
+        if state is not None:
+            self._monitor.load_state_dict(state)
+            self.best_summary = {str(k): float(v) for k, v in state.get("best_summary", {}).items()}

@@ -1,0 +1,130 @@
+"""`EarlyStop`: end training when a monitored value stops improving."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from torchmanager_core.callbacks import Callback
+from torchmanager_core.errors import StopTraining
+
+from ._io import get_state, put_state
+from .monitor import Monitor, MonitorType
+
+__all__ = ["EarlyStop"]
+
+_logger = logging.getLogger("torchmanager")
+
+
+class EarlyStop(Callback):
+    """Stops training after `steps` epochs in a row without improvement of `monitor`.
+
+    With `manager=` it sets `manager.stop_training`, so the callbacks after it still finish the
+    epoch (a `LastCheckpoint` saves it); without, it raises `StopTraining`, which skips the
+    `on_epoch_end` of the callbacks listed after it: list it last then.
+
+    An epoch improves when its value (validation's if the epoch was validated) beats the best by
+    more than `min_delta`. With `steps=3`, training stops at the end of the third epoch in a row
+    without improvement (upstream stopped one epoch later, and started a MAX monitor at the
+    smallest positive float, so negative values never counted as improvements).
+    The best value, the count and the best weights survive a resume through the checkpoint.
+
+    Args:
+        monitor: The summary name to watch.
+        monitor_type: Whether larger (MAX) or smaller (MIN) is better.
+        steps: How many epochs without improvement to allow (>= 1).
+        min_delta: The margin an improvement must beat the best by (>= 0).
+        restore_best_weights: At the end of training, put the weights of the best epoch back into the
+            model; needs `manager` (or the model) to copy them from.
+        manager: The manager: its `stop_training` flag is set to stop, and its `raw_model` is copied
+            when restoring weights (the model itself also works for that).
+    Raises:
+        TypeError: `monitor_type` is not a `MonitorType`, or `restore_best_weights` without `manager`.
+        ValueError: `steps` is not an int >= 1, or `min_delta` is negative.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        monitor_type: MonitorType = MonitorType.MAX,
+        steps: int = 10,
+        *,
+        min_delta: float = 0.0,
+        restore_best_weights: bool = False,
+        manager: Any = None,
+    ) -> None:
+        super().__init__()
+        self._monitor = Monitor(monitor, monitor_type, min_delta)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"`steps` must be an int >= 1 (epochs without improvement). Received: steps={steps!r}")
+        if restore_best_weights and not isinstance(getattr(manager, "raw_model", manager), torch.nn.Module):
+            raise TypeError(
+                "`restore_best_weights=True` needs `manager=` (a Manager, or the model) to copy the best weights from. "
+                f"Received: manager={manager!r}"
+            )
+        self.steps = steps
+        self.restore_best_weights = restore_best_weights
+        self._manager = manager
+        self.wait = 0
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def monitor(self) -> str:
+        """The watched summary name."""
+        return self._monitor.name
+
+    @property
+    def monitor_type(self) -> MonitorType:
+        """Whether larger (MAX) or smaller (MIN) is better."""
+        return self._monitor.monitor_type
+
+    @property
+    def best_score(self) -> float:
+        """The best value so far."""
+        return self._monitor.best
+
+    def _model(self) -> torch.nn.Module:
+        model: torch.nn.Module = getattr(self._manager, "raw_model", self._manager)
+        return model
+
+    def on_epoch_end(
+        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
+    ) -> None:
+        value = self._monitor.read(summary, val_summary)
+        if self._monitor.improved(value):
+            self._monitor.best, self.wait = value, 0
+            if self.restore_best_weights:
+                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self._model().state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait < self.steps:
+            return
+        message = f"Early stop at epoch {epoch + 1}: `{self.monitor}` did not improve for {self.wait} epochs"
+        if hasattr(self._manager, "stop_training"):
+            _logger.info(message)
+            self._manager.stop_training = True
+        else:
+            raise StopTraining(epoch, message)
+
+    def on_train_end(self, model: torch.nn.Module) -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            model.load_state_dict(self.best_weights)
+
+    def _state_key(self) -> str:
+        return f"EarlyStop:{self.monitor}"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state: dict[str, Any] = {**self._monitor.state_dict(), "wait": self.wait}
+        if self.best_weights is not None:
+            state["best_weights"] = self.best_weights
+        put_state(checkpoint, self._state_key(), state)
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        state = get_state(checkpoint, self._state_key())
+        if state is not None:
+            self._monitor.load_state_dict(state)
+            self.wait = int(state["wait"])
+            self.best_weights = dict(state["best_weights"]) if "best_weights" in state else None

@@ -1,0 +1,116 @@
+"""`LrScheduler`: step a learning-rate scheduler per epoch or batch, and report the learning rate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from ._io import get_state, put_state
+from .dynamic import SummaryWritable
+from .frequency import Frequency, FrequencyCallback, check_frequency
+from .monitor import Monitor, MonitorType
+
+__all__ = ["LrScheduler"]
+
+
+class LrScheduler(FrequencyCallback):
+    """Steps `scheduler` at the chosen frequency and puts the learning rate in the epoch summary.
+
+    After each epoch the learning rate the epoch ended with is written into the training summary
+    as `name` (or `name_0`, `name_1`, ... for several parameter groups), so callbacks after this one
+    (TensorBoard, CSVLogger) and the epoch log see it. `ReduceLROnPlateau` is stepped with the
+    monitored value of the epoch (validation's when there is one), which upstream could not do.
+
+    Args:
+        scheduler: A torch scheduler, `ReduceLROnPlateau` included.
+        freq: `Frequency.EPOCH` (after each epoch) or `Frequency.BATCH` (after each step);
+            `ReduceLROnPlateau` needs `Frequency.EPOCH`.
+        name: The summary key of the learning rate.
+        tf_board_writer: Optional writer receiving the learning rate after each epoch.
+        monitor: The summary name `ReduceLROnPlateau` watches (default "loss"); only for it.
+    Raises:
+        TypeError: `scheduler` is not a torch scheduler, or `freq` is not a `Frequency`.
+        ValueError: A start frequency; `ReduceLROnPlateau` at batch frequency; `monitor` for another scheduler.
+    """
+
+    def __init__(
+        self,
+        scheduler: LRScheduler | ReduceLROnPlateau,
+        freq: Frequency = Frequency.EPOCH,
+        name: str = "lr",
+        tf_board_writer: SummaryWritable | None = None,
+        *,
+        monitor: str | None = None,
+    ) -> None:
+        if not isinstance(scheduler, (LRScheduler, ReduceLROnPlateau)):
+            raise TypeError(
+                "`scheduler` must be a torch.optim.lr_scheduler scheduler (LRScheduler or ReduceLROnPlateau). "
+                f"Received: scheduler={type(scheduler).__name__}"
+            )
+        check_frequency(freq, (Frequency.EPOCH, Frequency.BATCH))
+        plateau = isinstance(scheduler, ReduceLROnPlateau)
+        if plateau and freq is not Frequency.EPOCH:
+            raise ValueError(
+                "`ReduceLROnPlateau` is stepped with an epoch value, so `freq` must be `Frequency.EPOCH`. "
+                f"Received: freq={freq!r}"
+            )
+        if monitor is not None and not plateau:
+            raise ValueError(
+                f"`monitor` is only for `ReduceLROnPlateau`; {type(scheduler).__name__} steps without a value. "
+                f"Received: monitor={monitor!r}"
+            )
+        super().__init__(freq)
+        self._scheduler = scheduler
+        self._name = name
+        self._writer = tf_board_writer
+        self._monitor: Monitor | None = None
+        if plateau:
+            mode = MonitorType.MAX if scheduler.mode == "max" else MonitorType.MIN
+            self._monitor = Monitor(monitor or "loss", mode)
+
+    @property
+    def scheduler(self) -> LRScheduler | ReduceLROnPlateau:
+        """The stepped scheduler."""
+        return self._scheduler
+
+    def learning_rates(self) -> dict[str, float]:
+        """The current learning rate of each parameter group, named as in the summary."""
+        rates = [float(group["lr"]) for group in self._scheduler.optimizer.param_groups]
+        if len(rates) == 1:
+            return {self._name: rates[0]}
+        return {f"{self._name}_{i}": rate for i, rate in enumerate(rates)}
+
+    def step(self, summary: Mapping[str, Any] | None = None, val_summary: Mapping[str, float] | None = None) -> None:
+        if self._monitor is not None:
+            self._scheduler.step(self._monitor.read(summary or {}, val_summary))  # type: ignore[call-arg]
+        else:
+            self._scheduler.step()
+
+    def on_epoch_end(
+        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
+    ) -> None:
+        rates = self.learning_rates()
+        if isinstance(summary, MutableMapping):
+            summary.update(rates)
+        if self._writer is not None:
+            for key, rate in rates.items():
+                self._writer.add_scalars(key, {"train": rate}, epoch + 1)
+        super().on_epoch_end(epoch, summary, val_summary)
+
+    def _state_key(self) -> str:
+        return f"LrScheduler:{self._name}"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        put_state(
+            checkpoint,
+            self._state_key(),
+            {"current_step": self.current_step, "scheduler": self._scheduler.state_dict()},
+        )
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        state = get_state(checkpoint, self._state_key())
+        if state is not None:
+            self.current_step = int(state["current_step"])
+            self._scheduler.load_state_dict(dict(state["scheduler"]))

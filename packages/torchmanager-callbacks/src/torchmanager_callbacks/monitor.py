@@ -1,0 +1,98 @@
+"""`MonitorType` and `Monitor`: which summary value a callback watches, and when it improved.
+
+Who owns what: `BestCheckpoint`, `EarlyStop`, `LrScheduler` (with `ReduceLROnPlateau`) and
+`Experiment` all read their monitored value through `Monitor.read`, so they agree on the rule:
+the validation value when the epoch was validated, else the training value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import Enum
+
+__all__ = ["Monitor", "MonitorError", "MonitorType", "check_monitor_type"]
+
+
+class MonitorError(KeyError):
+    """A monitored name is not in the epoch summary (a `KeyError` whose message reads plainly)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class MonitorType(Enum):
+    """Whether the best value of a monitored metric is its minimum or its maximum."""
+
+    MIN = 0
+    MAX = 1
+
+    @property
+    def init_score(self) -> float:
+        """The value every real value improves on: +inf for MIN, -inf for MAX (upstream started MAX at -1)."""
+        return math.inf if self is MonitorType.MIN else -math.inf
+
+
+def check_monitor_type(monitor_type: object) -> MonitorType:
+    """Return `monitor_type` if it is `MonitorType.MIN` or `MonitorType.MAX`, else raise `TypeError`."""
+    if not isinstance(monitor_type, MonitorType):
+        raise TypeError(
+            f"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type={monitor_type!r}"
+        )
+    return monitor_type
+
+
+class Monitor:
+    """A monitored summary value and its best so far.
+
+    Args:
+        name: The summary key, e.g. "accuracy" (the validation value is used when there is one) or
+            "val_accuracy" / "loss" to name one explicitly.
+        monitor_type: Whether larger (MAX) or smaller (MIN) is better.
+        min_delta: How much a value must beat the best by to count as an improvement (>= 0).
+    Raises:
+        TypeError: `name` is not a non-empty str, or `monitor_type` is not a `MonitorType`.
+        ValueError: `min_delta` is negative or not finite.
+    """
+
+    def __init__(self, name: str, monitor_type: MonitorType = MonitorType.MAX, min_delta: float = 0.0) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                f"`monitor` must be the name of a summary value, a non-empty str. Received: monitor={name!r}"
+            )
+        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not 0 <= min_delta < math.inf:
+            raise ValueError(f"`min_delta` must be a finite number >= 0. Received: min_delta={min_delta!r}")
+        self.name = name
+        self.monitor_type = check_monitor_type(monitor_type)
+        self.min_delta = float(min_delta)
+        self.best = self.monitor_type.init_score
+
+    def read(self, summary: Mapping[str, float], val_summary: Mapping[str, float] | None = None) -> float:
+        """The monitored value of an epoch: validation's when present, else training's.
+
+        Raises:
+            MonitorError: Neither summary holds the monitored name (the message lists the available keys).
+        """
+        if val_summary is not None and self.name in val_summary:
+            return float(val_summary[self.name])
+        if val_summary is not None and self.name.startswith("val_") and self.name[4:] in val_summary:
+            return float(val_summary[self.name[4:]])
+        if self.name in summary:
+            return float(summary[self.name])
+        available = [*summary, *(f"val_{key}" for key in val_summary or {})]
+        raise MonitorError(
+            f"Monitor `{self.name}` is not in the epoch summary; monitor one of "
+            f"{', '.join(f'`{key}`' for key in available)}. Received: monitor={self.name!r}"
+        )
+
+    def improved(self, value: float) -> bool:
+        """Whether `value` beats the best by more than `min_delta` (NaN never does)."""
+        if self.monitor_type is MonitorType.MAX:
+            return value - self.min_delta > self.best
+        return value + self.min_delta < self.best
+
+    def state_dict(self) -> dict[str, float]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.best = float(state["best"])
