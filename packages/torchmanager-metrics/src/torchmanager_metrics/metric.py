@@ -134,7 +134,12 @@ class Metric(torch.nn.Module):
         return value
 
     def accumulate(self, value: torch.Tensor, n: int = 1) -> None:
-        """Add a batch mean `value` over `n` samples to the running mean, on `value`'s device."""
+        """Add a batch mean `value` over `n` samples to the running mean, on `value`'s device.
+
+        An empty batch (`n == 0`) is skipped: its mean is NaN and would poison the epoch value.
+        """
+        if n == 0:
+            return
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value)
         value = value.detach()
@@ -148,9 +153,10 @@ class Metric(torch.nn.Module):
                 f"{type(self).__name__} returned a value of shape {tuple(value.shape)} after values of shape "
                 f"{tuple(self.total.shape)}: a metric's value must keep one shape between resets."
             )
-        self.total += value.to(dtype) * n
-        self.count += n
-        self._num_updates += 1
+        # in place, and the counter set in __dict__: Module.__setattr__ costs ~10 us a call on the hot path
+        self.total.add_(value.to(dtype), alpha=n)
+        self.count.add_(n)
+        self.__dict__["_num_updates"] = self._num_updates + 1
 
     def compute(self) -> torch.Tensor:
         """The epoch value from the state: by default the sample-weighted mean (NaN when empty)."""
