@@ -6,7 +6,18 @@ import os
 
 import torch
 
-__all__ = ["check_batch_size", "check_num_workers", "default_num_workers", "pin_memory_for", "to_device"]
+__all__ = [
+    "CPU",
+    "check_batch_size",
+    "check_num_workers",
+    "check_world",
+    "default_num_workers",
+    "pin_memory_for",
+    "to_device",
+]
+
+CPU = torch.device("cpu")
+"""The default device of the loading options."""
 
 MAX_DEFAULT_WORKERS = 8
 """Ceiling of the default worker count: more processes rarely load faster and each holds a copy of the data."""
@@ -54,10 +65,23 @@ def to_device(device: object) -> torch.device:
         try:
             return torch.device(device)
         except RuntimeError as e:
-            raise ValueError(f"`device` must name a torch device such as 'cpu' or 'cuda:0'. Received: device={device!r}") from e
+            raise ValueError(
+                f"`device` must name a torch device such as 'cpu' or 'cuda:0'. Received: device={device!r}"
+            ) from e
     raise TypeError(f"`device` must be a torch.device or a string such as 'cuda:0'. Received: device={device!r}")
 
 
 def pin_memory_for(device: torch.device) -> bool:
     """Whether batches bound for `device` should be pinned: only for CUDA targets with CUDA present."""
     return device.type == "cuda" and torch.cuda.is_available()
+
+
+def check_world(world_size: int, rank: int) -> None:
+    """Raises unless `world_size` is a positive int and `rank` an int in `[0, world_size)`."""
+    for name, value in (("world_size", world_size), ("rank", rank)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"`{name}` must be an int. Received: {name}={value!r}")
+    if world_size <= 0:
+        raise ValueError(f"`world_size` must be a positive int. Received: world_size={world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"`rank` must be an int in [0, world_size). Received: rank={rank}, world_size={world_size}")

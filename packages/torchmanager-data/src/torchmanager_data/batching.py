@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from ._options import check_batch_size, check_num_workers, pin_memory_for, to_device
+from ._options import CPU, check_batch_size, check_num_workers, pin_memory_for, to_device
 from .dataset import Dataset
 
 __all__ = ["batched"]
@@ -49,7 +49,9 @@ def batched(fn: DatasetFn | None = None, /, loader_type: type[Any] = DataLoader)
             every plain torch dataset instead).
     """
     if not (isinstance(loader_type, type) and issubclass(loader_type, DataLoader)):
-        raise TypeError(f"`loader_type` must be a subclass of torch.utils.data.DataLoader. Received: loader_type={loader_type!r}")
+        raise TypeError(
+            f"`loader_type` must be a subclass of torch.utils.data.DataLoader. Received: loader_type={loader_type!r}"
+        )
     if fn is None:
         return functools.partial(batched, loader_type=loader_type)
     if not callable(fn):
@@ -60,7 +62,7 @@ def batched(fn: DatasetFn | None = None, /, loader_type: type[Any] = DataLoader)
     def load(
         *args: Any,
         batch_size: int = 1,
-        device: torch.device | str = torch.device("cpu"),
+        device: torch.device | str = CPU,
         drop_last: bool = False,
         num_workers: int | None = None,
         shuffle: bool = False,
@@ -77,7 +79,12 @@ def batched(fn: DatasetFn | None = None, /, loader_type: type[Any] = DataLoader)
                 f"Received: dataset={type(dataset).__name__}"
             )
         return loader_type(
-            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers, pin_memory=pin_memory
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=workers,
+            pin_memory=pin_memory,
         )
 
     return load

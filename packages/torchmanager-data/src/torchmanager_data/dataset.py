@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as _TorchDataset
+from torch.utils.data.distributed import DistributedSampler
 
-from ._options import check_batch_size, check_num_workers, pin_memory_for, to_device
+from ._options import CPU, check_batch_size, check_num_workers, check_world, pin_memory_for, to_device
 
 __all__ = ["Dataset"]
 
@@ -32,7 +33,9 @@ class Dataset(_TorchDataset[T], abc.ABC):
     Subclasses define the `unbatched_len` property and `__getitem__` (one unbatched item).
     `len(dataset)` is the number of items, `batched_len` the number of batches, and iterating
     yields `(input, target)` batches from a `DataLoader` that is built once and rebuilt only
-    when a loading option changes.
+    when a loading option changes; batches are in pinned memory when `device` is a CUDA device.
+    Under `torchrun`, `shard(world_size, rank)` gives it a `DistributedSampler`, and
+    `set_epoch(epoch)` before each epoch reshuffles the shards.
 
     Args:
         batch_size: Items per batch, a positive int.
@@ -59,7 +62,7 @@ class Dataset(_TorchDataset[T], abc.ABC):
         batch_size: int,
         /,
         *,
-        device: torch.device | str = torch.device("cpu"),
+        device: torch.device | str = CPU,
         drop_last: bool = False,
         num_workers: int | None = None,
         sampler: Sampler[int] | Iterable[int] | None = None,
@@ -118,6 +121,43 @@ class Dataset(_TorchDataset[T], abc.ABC):
         if self.drop_last:
             return self.sampled_len // self.batch_size
         return math.ceil(self.sampled_len / self.batch_size)
+
+    def shard(self, world_size: int, rank: int, *, seed: int = 0) -> DistributedSampler[int]:
+        """Makes every epoch yield only this process's share of the items; returns the sampler.
+
+        This is the hook for running under `torchrun` (the torchmanager core calls it with the
+        process group's size and rank): the dataset gets a `DistributedSampler` that takes over
+        `shuffle` (which becomes False; the sampler shuffles with `seed` plus the epoch given to
+        `set_epoch`, the same order on every rank) and `drop_last`. A `DistributedSampler` the
+        user already set for this `world_size` and `rank` is kept as it is.
+
+        Raises:
+            TypeError/ValueError: On a bad `world_size` or `rank`; when the dataset already has
+                another sampler (replacing it would silently drop its order) or a
+                `DistributedSampler` for another world size or rank.
+        """
+        check_world(world_size, rank)
+        current = self.sampler
+        if isinstance(current, DistributedSampler):
+            if (current.num_replicas, current.rank) != (world_size, rank):
+                raise ValueError(
+                    "The dataset's DistributedSampler was made for another process group. "
+                    f"Received: sampler num_replicas={current.num_replicas}, rank={current.rank}; "
+                    f"world_size={world_size}, rank={rank}"
+                )
+            return current
+        if current is not None:
+            raise ValueError(
+                "The dataset already has a sampler, which sharding would replace; pass a "
+                "DistributedSampler yourself to combine them. "
+                f"Received: sampler={type(current).__name__}"
+            )
+        sampler: DistributedSampler[int] = DistributedSampler(
+            self, num_replicas=world_size, rank=rank, shuffle=self.shuffle, seed=seed, drop_last=self.drop_last
+        )
+        self.shuffle = False
+        self.sampler = sampler
+        return sampler
 
     def set_epoch(self, epoch: int) -> None:
         """Tells the sampler the epoch, so a `DistributedSampler` reshuffles differently each epoch.

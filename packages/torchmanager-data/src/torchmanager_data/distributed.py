@@ -6,8 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from torch.utils.data.distributed import DistributedSampler
-
+from ._options import check_world
 from .dataset import Dataset
 
 __all__ = ["distribute"]
@@ -26,13 +25,14 @@ def distribute(*, world_size: int, rank: int, seed: int = 0) -> Callable[[Any], 
 
 
 def distribute(dataset: Any = None, /, *, world_size: int, rank: int, seed: int = 0) -> Any:
-    """Makes a dataset yield only this process's shard of every epoch.
+    """Makes a dataset yield only this process's shard of every epoch (see `Dataset.shard`).
 
     The dataset gets a `DistributedSampler(num_replicas=world_size, rank=rank)` that takes over
     its `shuffle` (the sampler shuffles with `seed` + the epoch given to `Dataset.set_epoch`) and
     its `drop_last` (drop the tail instead of padding so that every rank has as many items).
     Without `drop_last` the shards are disjoint when the length divides by `world_size`, and
-    otherwise padded with a few repeated items; together they cover every item.
+    otherwise padded with a few repeated items; together they cover every item. Upstream's
+    `distribute` needed the dataset positionally, so its documented decorator form failed.
 
     Args:
         dataset: A `Dataset` instance (sharded in place), a `Dataset` class (a subclass whose
@@ -44,25 +44,18 @@ def distribute(dataset: Any = None, /, *, world_size: int, rank: int, seed: int 
 
     Raises:
         TypeError/ValueError: On a bad `world_size`/`rank`, a non-`Dataset`, or a dataset that
-            already has a sampler (it would be silently replaced).
+            already has another sampler (see `Dataset.shard`).
     """
-    _check_world(world_size, rank)
+    check_world(world_size, rank)
     if dataset is None:
         return lambda target: distribute(target, world_size=world_size, rank=rank, seed=seed)
 
     def shard(instance: DS) -> DS:
         if not isinstance(instance, Dataset):
-            raise TypeError(f"`distribute` shards a torchmanager `Dataset`. Received: dataset={type(instance).__name__}")
-        if instance.sampler is not None:
-            raise ValueError(
-                "The dataset already has a sampler, which `distribute` would replace; pass a "
-                "DistributedSampler yourself to combine them. "
-                f"Received: sampler={type(instance.sampler).__name__}"
+            raise TypeError(
+                f"`distribute` shards a torchmanager `Dataset`. Received: dataset={type(instance).__name__}"
             )
-        instance.sampler = DistributedSampler(
-            instance, num_replicas=world_size, rank=rank, shuffle=instance.shuffle, seed=seed, drop_last=instance.drop_last
-        )
-        instance.shuffle = False
+        instance.shard(world_size, rank, seed=seed)
         return instance
 
     if isinstance(dataset, Dataset):
@@ -77,25 +70,22 @@ def distribute(dataset: Any = None, /, *, world_size: int, rank: int, seed: int 
             shard(self)
 
         # same name and module, so that `@distribute(...) class Foo` instances still pickle
-        attrs = {"__init__": __init__, "__module__": base.__module__, "__qualname__": base.__qualname__, "__doc__": base.__doc__}
-        return type(base)(base.__name__, (base,), attrs)
+        attrs = {
+            "__init__": __init__,
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
+            "__doc__": base.__doc__,
+        }
+        metaclass: Any = type(base)
+        return metaclass(base.__name__, (base,), attrs)
     if callable(dataset):
-        make: Callable[..., DS] = dataset
+        make: Callable[..., Dataset[Any]] = dataset
 
         @functools.wraps(make)
-        def make_sharded(*args: Any, **kwargs: Any) -> DS:
+        def make_sharded(*args: Any, **kwargs: Any) -> Dataset[Any]:
             return shard(make(*args, **kwargs))
 
         return make_sharded
-    raise TypeError(f"`distribute` takes a Dataset, a Dataset class or a function returning one. Received: dataset={dataset!r}")
-
-
-def _check_world(world_size: int, rank: int) -> None:
-    """Raises unless `world_size` is a positive int and `rank` an int in `[0, world_size)`."""
-    for name, value in (("world_size", world_size), ("rank", rank)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"`{name}` must be an int. Received: {name}={value!r}")
-    if world_size <= 0:
-        raise ValueError(f"`world_size` must be a positive int. Received: world_size={world_size}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"`rank` must be an int in [0, world_size). Received: rank={rank}, world_size={world_size}")
+    raise TypeError(
+        f"`distribute` takes a Dataset, a Dataset class or a function returning one. Received: dataset={dataset!r}"
+    )

@@ -17,17 +17,38 @@ def _describe(fn: Callable[..., Any]) -> str:
 class TransformError(RuntimeError):
     """A preprocessing transform failed on one item; the original exception is the `__cause__`.
 
+    The constructor takes the message alone so that a `DataLoader` worker's copy is re-raised in
+    the main process as a `TransformError` too (torch rebuilds worker exceptions from their text;
+    there the attributes are None and the message holds the worker's traceback).
+
     Attributes:
         index: The index of the item whose preprocessing failed.
         position: The position of the failing transform in `transforms` (0-based).
         transform: The failing transform.
     """
 
-    def __init__(self, index: object, position: int, transform: Callable[..., Any], cause: BaseException) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: object = None,
+        position: int | None = None,
+        transform: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__(message)
         self.index = index
         self.position = position
         self.transform = transform
-        super().__init__(
+
+    @classmethod
+    def caught(
+        cls, index: object, position: int, transform: Callable[..., Any], cause: BaseException
+    ) -> TransformError:
+        """The error for `transform`, at `position` in the list, failing on item `index` with `cause`."""
+        return cls(
             f"Transform #{position} `{_describe(transform)}` failed on the item at index {index!r}: "
-            f"{type(cause).__name__}: {cause}"
+            f"{type(cause).__name__}: {cause}",
+            index=index,
+            position=position,
+            transform=transform,
         )

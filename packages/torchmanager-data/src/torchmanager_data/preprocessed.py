@@ -41,5 +41,5 @@ class PreprocessedDataset(Dataset[T], abc.ABC):
             try:
                 data = transform(data)
             except Exception as e:
-                raise TransformError(index, position, transform, e) from e
+                raise TransformError.caught(index, position, transform, e) from e
         return data  # type: ignore[no-any-return]

@@ -36,7 +36,7 @@ def sliding_window(image: torch.Tensor, /, window_size: Size, stride: Size) -> t
             than the image, or a stride is not positive.
     """
     spatial, window, step = _check_sizes(tuple(image.shape[1:]), window_size, stride, image_ndim=image.dim())
-    return torch.stack([image[(slice(None), *region)] for region in _regions(spatial, window, step)])
+    return torch.stack([image[_with_channels(region)] for region in _regions(spatial, window, step)])
 
 
 def reversed_sliding_window(windows: torch.Tensor, /, image_size: Size, stride: Size) -> torch.Tensor:
@@ -75,15 +75,19 @@ def reversed_sliding_window(windows: torch.Tensor, /, image_size: Size, stride: 
     total = windows.new_zeros((windows.shape[1], *spatial), dtype=dtype)
     count = windows.new_zeros(spatial, dtype=dtype)
     for window_values, region in zip(windows, regions):
-        total[(slice(None), *region)] += window_values
+        total[_with_channels(region)] += window_values
         count[region] += 1
     return total / count
 
 
-def _check_sizes(spatial: tuple[int, ...], window_size: Size, stride: Size, *, image_ndim: int) -> tuple[tuple[int, ...], ...]:
+def _check_sizes(
+    spatial: tuple[int, ...], window_size: Size, stride: Size, *, image_ndim: int
+) -> tuple[tuple[int, ...], ...]:
     """Returns `(spatial, window, stride)` as tuples of equal length, raising on bad values."""
     if not spatial:
-        raise ValueError(f"`image` must be channel-first with at least one spatial dimension, (C, *spatial). Received: image.dim()={image_ndim}")
+        raise ValueError(
+            f"`image` must be channel-first with at least one spatial dimension, (C, *spatial). Received: image.dim()={image_ndim}"
+        )
     window = _per_dimension("window_size", window_size, len(spatial))
     step = _per_dimension("stride", stride, len(spatial))
     if any(s <= 0 for s in step):
@@ -100,7 +104,9 @@ def _per_dimension(name: str, value: Size, ndim: int) -> tuple[int, ...]:
     """Returns `value` as one int per spatial dimension; an int is repeated."""
     sizes = (value,) * ndim if isinstance(value, int) else tuple(value)
     if len(sizes) != ndim or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
-        raise ValueError(f"`{name}` must be an int or {ndim} ints, one per spatial dimension. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be an int or {ndim} ints, one per spatial dimension. Received: {name}={value!r}"
+        )
     return sizes
 
 
@@ -116,3 +122,8 @@ def _regions(spatial: tuple[int, ...], window: tuple[int, ...], stride: tuple[in
     """The spatial slices of every window, in row-major order of their starts."""
     per_dimension = [_starts(n, w, s) for n, w, s in zip(spatial, window, stride)]
     return [tuple(slice(b, b + w) for b, w in zip(begin, window)) for begin in itertools.product(*per_dimension)]
+
+
+def _with_channels(region: tuple[slice, ...]) -> tuple[slice, ...]:
+    """The index of a spatial region across every channel."""
+    return (slice(None), *region)

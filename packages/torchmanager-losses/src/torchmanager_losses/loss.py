@@ -101,7 +101,8 @@ class Loss(Metric):
                 f"{type(self).__name__} must reduce to a scalar loss (one element), e.g. with `.mean()`. "
                 f"Received: loss of shape {tuple(value.shape)}"
             )
-        return value.reshape(()) * self._weight
+        value = value.reshape(())
+        return value if self._weight == 1 else value * self._weight  # skip a kernel in the common case
 
     def extra_repr(self) -> str:
         parts = [text for text in (super().extra_repr(),) if text]

@@ -103,7 +103,7 @@ class ParallelLoss(Loss):
         output_device: torch.device | int | None = None,
         dim: int = 0,
         *,
-        parallel_type: type[torch.nn.DataParallel] = torch.nn.DataParallel,
+        parallel_type: type[torch.nn.DataParallel[Any]] = torch.nn.DataParallel,
     ) -> None:
         if not isinstance(module, Loss):
             raise TypeError(f"`module` must be a torchmanager_losses.Loss. Received: module={module!r}")
@@ -113,7 +113,8 @@ class ParallelLoss(Loss):
 
     def forward(self, input: Any, target: Any) -> torch.Tensor:
         """The mean over replicas of the wrapped loss's weighted value."""
-        return self.parallel(input, target).mean()
+        values: torch.Tensor = self.parallel(input, target)
+        return values.mean()
 
     def reset(self) -> None:
         """Forget every batch, here and in the wrapped module."""
