@@ -199,7 +199,7 @@ class Dataset(_TorchDataset[T], abc.ABC):
             ValueError: When an epoch would have no batch (empty dataset, or fewer items than
                 `batch_size` with `drop_last`): an empty epoch is almost always a bug.
         """
-        if self.batched_len == 0:
+        if self.batched_len <= 0:
             raise ValueError(
                 "The dataset has no batch to iterate: it needs at least one item, and at least "
                 "`batch_size` items when `drop_last=True`. Received: "
