@@ -1,0 +1,6 @@
+"""Make `cb_testkit` importable from these tests (pytest runs with --import-mode=importlib)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -1,0 +1,117 @@
+"""Experiment: names, folder layout, configs file, refusing to overwrite, resume, and import laziness."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from cb_testkit import batches, blobs, make_manager
+
+from torchmanager_callbacks import EarlyStop, Experiment, MonitorType
+from torchmanager_core import checkpoint
+
+DATA = batches(*blobs(24), size=8)
+
+
+@pytest.mark.parametrize("name", ["test", "test.exp"])
+def test_name_with_or_without_exp(tmp_path: Any, name: str) -> None:
+    exp = Experiment(name, make_manager(), root=str(tmp_path))
+    assert exp.experiment_dir == str(tmp_path / "test.exp") and exp.log_path == str(tmp_path / "test.exp" / "test.log")
+    assert [type(c).__name__ for c in exp] == ["LastCheckpoint", "TensorBoard"]  # no monitors: last checkpoint only
+
+
+def test_layout_and_configs(tmp_path: Any) -> None:
+    manager = make_manager()
+    configs = SimpleNamespace(epochs=2, lr=0.1, device=None, name="run", shape=(1, 2))
+    exp = Experiment(
+        "run", manager, {"accuracy": MonitorType.MAX, "loss": MonitorType.MIN}, configs=configs, root=str(tmp_path)
+    )
+    manager.fit(DATA, epochs=2, val_dataset=DATA, callbacks_list=[exp])
+    folder = tmp_path / "run.exp"
+    assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
+        "best-accuracy.model",
+        "best-loss.model",
+        "last.model",
+    ]
+    assert yaml.safe_load((folder / "run.cfg").read_text()) == {
+        "epochs": 2,
+        "lr": 0.1,
+        "device": None,
+        "name": "run",
+        "shape": [1, 2],
+    }
+    assert any(p.name.startswith("events.out.tfevents") for p in (folder / "data").rglob("*"))
+
+
+def test_configs_with_to_yaml_write_themselves(tmp_path: Any) -> None:
+    class Configs:
+        def to_yaml(self, path: str) -> None:
+            with open(path, "w") as file:
+                file.write("written: by to_yaml\n")
+
+    manager = make_manager()
+    manager.fit(DATA, epochs=1, callbacks_list=[Experiment("c", manager, configs=Configs(), root=str(tmp_path))])
+    assert (tmp_path / "c.exp" / "c.cfg").read_text() == "written: by to_yaml\n"
+
+
+def test_an_existing_run_is_not_overwritten_unless_resumed(tmp_path: Any) -> None:
+    manager = make_manager()
+    manager.fit(DATA, epochs=2, callbacks_list=[Experiment("x", manager, ["accuracy"], root=str(tmp_path))])
+    with pytest.raises(
+        FileExistsError,
+        match=r"Experiment `.*x.exp` already holds the checkpoints of a run \(best-accuracy.model, last.model\); pass `resume=True` to continue it from `last.model`, or choose another experiment name. Received: experiment='x.exp', resume=False",
+    ):
+        Experiment("x.exp", make_manager(), root=str(tmp_path))
+    resumed_manager = make_manager(seed=3)
+    exp = Experiment("x", resumed_manager, ["accuracy"], resume=True, root=str(tmp_path))
+    assert resumed_manager.current_epoch == 2 and exp.resumed_epoch == 2
+    assert (
+        exp.best_checkpoints[0].best_score
+        == checkpoint.load(tmp_path / "x.exp" / "checkpoints" / "last.model")["callbacks"]["BestCheckpoint:accuracy"][
+            "best"
+        ]
+    )
+    resumed_manager.fit(DATA, epochs=4, callbacks_list=[exp])
+    reference = make_manager()
+    reference.fit(DATA, epochs=4)
+    assert resumed_manager.raw_model.weight.tolist() == reference.raw_model.weight.tolist()
+    assert checkpoint.load(tmp_path / "x.exp" / "checkpoints" / "last.model")["epoch"] == 4
+
+
+def test_bad_arguments(tmp_path: Any) -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"`monitors` must be a list of metric names or a dict of names to `MonitorType`.*Received: monitors='accuracy'",
+    ):
+        Experiment("e", make_manager(), "accuracy", root=str(tmp_path))  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type='max'"
+    ):
+        Experiment("e", make_manager(), {"accuracy": "max"}, root=str(tmp_path))  # type: ignore[dict-item]
+    with pytest.raises(
+        ValueError, match=r"`experiment` must be a non-empty name, such as 'test.exp'. Received: experiment=''"
+    ):
+        Experiment("", make_manager(), root=str(tmp_path))
+
+
+def test_importing_loads_neither_tensorboard_nor_yaml() -> None:
+    code = "import sys, torchmanager_callbacks; print(sorted(m for m in ('tensorboard', 'yaml') if m in sys.modules))"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
+
+
+def test_early_stop_with_experiment_resumes_its_counter(tmp_path: Any) -> None:
+    manager = make_manager(lr=0.0)
+    early = EarlyStop("loss", MonitorType.MIN, steps=3, manager=manager)
+    manager.fit(DATA, epochs=2, callbacks_list=[early, Experiment("s", manager, root=str(tmp_path))])
+    again = make_manager(lr=0.0)
+    early2 = EarlyStop("loss", MonitorType.MIN, steps=3, manager=again)
+    exp = Experiment("s", again, resume=True, root=str(tmp_path))
+    # resume_from gives every callback of the fit its state back, not only the experiment's own
+    again.fit(DATA, epochs=10, callbacks_list=[early2, exp], resume_from=exp.last_ckpt_path)
+    assert early2.wait == 3 and again.current_epoch == 4  # epochs 1 (before the resume), 2, 3 without improvement
