@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -102,7 +104,7 @@ def test_any_batch_split_gives_the_one_shot_value(cuts: list[int]) -> None:
     x, y = logits(30, 3, seed=7)
     bounds = [0, *sorted(cuts), 30]
     m = SparseCategoricalAccuracy()
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         m(x[lo:hi], y[lo:hi])
     assert m.result.item() == pytest.approx(accuracy_score(y, x.argmax(1)))
 
@@ -131,7 +133,9 @@ def test_float_labels_to_a_sparse_accuracy_name_the_dtype() -> None:
 
 def test_wrong_shapes_name_both_shapes() -> None:
     x, y = logits()
-    with pytest.raises(ValueError, match=r"Received: input.shape=\(13, 4\), input.dtype=torch.float32, target.shape=\(12,\)"):
+    with pytest.raises(
+        ValueError, match=r"Received: input.shape=\(13, 4\), input.dtype=torch.float32, target.shape=\(12,\)"
+    ):
         SparseCategoricalAccuracy()(x, y[:12])
     with pytest.raises(ValueError, match=r"Received: input.shape=\(13,\), target.shape=\(12,\)"):
         Accuracy()(y, y[:12])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -32,7 +34,9 @@ def scores(n: int = 20, c: int = 4, seed: int = 0, spatial: tuple[int, ...] = ()
     return torch.randn(n, c, *spatial, generator=gen), torch.randint(0, c, (n, *spatial), generator=gen)
 
 
-def stream(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, splits: tuple[tuple[int, int], ...] = SPLITS) -> torch.Tensor:
+def stream(
+    m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, splits: tuple[tuple[int, int], ...] = SPLITS
+) -> torch.Tensor:
     for lo, hi in splits:
         m(x[lo:hi], y[lo:hi])
     return m.result  # type: ignore[no-any-return]
@@ -127,7 +131,7 @@ def test_any_batch_split_gives_the_one_shot_f1(cuts: list[int]) -> None:
     m = F1(average="weighted", num_classes=3)
     whole = F1(average="weighted", num_classes=3)
     whole(x, y)
-    for lo, hi in zip(bounds, bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         m(x[lo:hi], y[lo:hi])
     assert torch.equal(m.matrix, whole.matrix)
     assert m.result.item() == pytest.approx(f1_score(y, x.argmax(1), average="weighted"), rel=1e-6)
@@ -137,7 +141,9 @@ def test_binary_confusion_matrix_is_the_base_of_custom_ratios() -> None:
     """A subclass defines `forward_metric`; here specificity, the recall of the negatives."""
 
     class Specificity(BinaryConfusionMatrix):
-        def forward_metric(self, tp: torch.Tensor, tn: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+        def forward_metric(
+            self, tp: torch.Tensor, tn: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor
+        ) -> torch.Tensor:
             return self.ratio(tn, tn + fp)
 
     x, y = scores(seed=9)
@@ -182,7 +188,9 @@ def test_bad_arguments_name_the_value() -> None:
         F1(average="macro", num_classes=-2)
     with pytest.raises(ValueError, match=r"`average` must be one of .*Received: average='samples'"):
         F1(average="samples", num_classes=3)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"`num_classes` is required when `average` is 'macro'.*Received: num_classes=None"):
+    with pytest.raises(
+        ValueError, match=r"`num_classes` is required when `average` is 'macro'.*Received: num_classes=None"
+    ):
         Recall(average="macro")
     with pytest.raises(ValueError, match=r"`class_index` must be less than `num_classes`=3\. Received: class_index=3"):
         Precision(class_index=3, num_classes=3)
@@ -196,5 +204,7 @@ def test_bad_inputs_name_the_value() -> None:
         ConfusionMatrix(3)(x, y)
     with pytest.raises(TypeError, match=r"Received: target.dtype=torch.float32"):
         F1(average="micro", num_classes=4)(x, y.float())
-    with pytest.raises(ValueError, match=r"Received: input.shape=\(20, 4\), input.dtype=torch.float32, target.shape=\(19,\)"):
+    with pytest.raises(
+        ValueError, match=r"Received: input.shape=\(20, 4\), input.dtype=torch.float32, target.shape=\(19,\)"
+    ):
         Recall()(x, y[:19])

@@ -171,7 +171,8 @@ def test_the_distance_transform_matches_scipy_also_in_chunks(monkeypatch: pytest
 
 
 @pytest.mark.parametrize(
-    "make", [lambda: MeanIoU(), lambda: InstanceIoU(3), lambda: Dice(3), lambda: PartialDice(1), lambda: HD95(class_index=1)]
+    "make",
+    [lambda: MeanIoU(), lambda: InstanceIoU(3), lambda: Dice(3), lambda: PartialDice(1), lambda: HD95(class_index=1)],
 )
 def test_state_dict_round_trip_and_merge_of_halves(make: object) -> None:
     x, y = maps(seed=11)
@@ -214,7 +215,9 @@ def test_bad_inputs_name_the_value() -> None:
         Dice(4)(x, y)
     with pytest.raises(TypeError, match=r"Received: target.dtype=torch.float32"):
         HD95()(x, y.float())
-    with pytest.raises(ValueError, match=r"Received: input.shape=\(9, 3, 6, 7\), input.dtype=torch.float32, target.shape=\(9, 6\)"):
+    with pytest.raises(
+        ValueError, match=r"Received: input.shape=\(9, 3, 6, 7\), input.dtype=torch.float32, target.shape=\(9, 6\)"
+    ):
         MeanIoU()(x, y[:, :, 0])
     with pytest.raises(ValueError, match=r"`target` must have a batch dimension\. Received: target.shape=\(\)"):
         PartialDice(1)(torch.tensor(1), torch.tensor(1))
