@@ -84,7 +84,7 @@ def frechet_distance(mean1: torch.Tensor, cov1: torch.Tensor, mean2: torch.Tenso
         ImportError: scipy, which gives the matrix square root, is not installed.
     """
     try:
-        from scipy import linalg
+        from scipy import linalg  # type: ignore[import-untyped, unused-ignore]
     except ImportError as error:
         raise ImportError(
             'FID needs scipy for the matrix square root: pip install "torchmanager-metrics[fid]"'
@@ -236,6 +236,13 @@ class FID(FeatureMetric):
         use_linalg: Deprecated and ignored (upstream 1.5): scipy always gives the square root.
     """
 
+    real_count: torch.Tensor
+    real_sum: torch.Tensor
+    real_outer: torch.Tensor
+    fake_count: torch.Tensor
+    fake_sum: torch.Tensor
+    fake_outer: torch.Tensor
+
     def __init__(
         self,
         feature_extractor: torch.nn.Module | None = None,
@@ -288,6 +295,9 @@ class AccumulativeFeatureMetric(FeatureMetric):
     Memory grows with the number of samples; subclasses say how the kept features score in
     `compute_score()`, and `forward` gives the same score on one batch.
     """
+
+    features_fake: torch.Tensor
+    features_real: torch.Tensor
 
     def __init__(
         self,
@@ -391,6 +401,10 @@ class ExtractorScore(FeatureMetric):
     the sum of `p(y|x)`, the sum of `sum p log p`, the count. One split over all samples (no
     split averaging).
     """
+
+    prob_sum: torch.Tensor
+    neg_entropy_sum: torch.Tensor
+    samples: torch.Tensor
 
     def __init__(self, feature_extractor: torch.nn.Module | None = None, *, target: str | None = None) -> None:
         super().__init__(feature_extractor=feature_extractor, target=target)

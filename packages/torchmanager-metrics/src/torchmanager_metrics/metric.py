@@ -133,7 +133,7 @@ class Metric(torch.nn.Module):
         self.accumulate(value, batch_size(input, target))
         return value
 
-    def accumulate(self, value: torch.Tensor, n: int = 1) -> None:
+    def accumulate(self, value: torch.Tensor | float, n: int = 1) -> None:
         """Add a batch mean `value` over `n` samples to the running mean, on `value`'s device.
 
         An empty batch (`n == 0`) is skipped: its mean is NaN and would poison the epoch value.

@@ -296,7 +296,7 @@ def squared_distance_transform(mask: torch.Tensor, *, batch_dims: int = 1) -> to
         offsets = torch.arange(n, dtype=torch.float32, device=mask.device)
         gaps = (offsets.unsqueeze(1) - offsets.unsqueeze(0)).square()  # (to, from)
         step = max(1, _CHUNK // (n * n))
-        rows = torch.cat([(chunk.unsqueeze(1) + gaps).amin(dim=-1) for chunk in rows.split(step)])
+        rows = torch.cat([(chunk.unsqueeze(1) + gaps).amin(dim=-1) for chunk in torch.split(rows, step)])
         dist = rows.reshape(moved.shape).movedim(-1, axis)
     return dist
 

@@ -215,7 +215,7 @@ def ms_ssim(
     return value.mean(dim=1)
 
 
-def _check_weights(weights: Sequence[float]) -> tuple[float, ...]:
+def _check_weights(weights: object) -> tuple[float, ...]:
     if isinstance(weights, torch.Tensor) or not isinstance(weights, Sequence) or len(weights) == 0:
         raise ValueError(f"`weights` must be a non-empty sequence of floats. Received: weights={weights!r}")
     return tuple(float(w) for w in weights)
