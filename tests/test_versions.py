@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 
+import tomllib
 from packaging.requirements import Requirement
 
 from tests.workspace import DISTRIBUTIONS, ROOT, read_version

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from core_testkit import Accuracy, batches, blobs, linear
+from core_testkit import Accuracy, blobs, linear
 
 from torchmanager_core import Callback, Manager, checkpoint
 from torchmanager_core.checkpoint import CheckpointError

@@ -8,24 +8,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
-from enum import Enum
 from typing import Any
 
 from torchmanager_core.callbacks import Callback
+from torchmanager_core.protocols import Frequency
 
 from ._hooks import select_hooks
 from ._io import get_state, put_state
 
 __all__ = ["Frequency", "FrequencyCallback", "check_frequency"]
-
-
-class Frequency(Enum):
-    """When a frequency callback steps (upstream's values)."""
-
-    EPOCH = 0
-    EPOCH_START = -1
-    BATCH = 1
-    BATCH_START = 2
 
 
 _HOOK_OF = {

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from enum import Enum
+
+from torchmanager_core.protocols import MonitorType
 
 __all__ = ["Monitor", "MonitorError", "MonitorType", "check_monitor_type"]
 
@@ -19,18 +20,6 @@ class MonitorError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
-
-
-class MonitorType(Enum):
-    """Whether the best value of a monitored metric is its minimum or its maximum."""
-
-    MIN = 0
-    MAX = 1
-
-    @property
-    def init_score(self) -> float:
-        """The value every real value improves on: +inf for MIN, -inf for MAX (upstream started MAX at -1)."""
-        return math.inf if self is MonitorType.MIN else -math.inf
 
 
 def check_monitor_type(monitor_type: object) -> MonitorType:

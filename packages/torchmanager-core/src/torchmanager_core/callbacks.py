@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from .errors import StopTraining
+
 __all__ = ["HOOKS", "Callback", "CallbackList", "overrides"]
 
 HOOKS = (
@@ -69,11 +71,11 @@ class Callback:
     def on_batch_start(self, batch: int) -> None:
         """Batch `batch` (0-based, within the epoch) starts."""
 
-    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:  # noqa: B006 (read-only, upstream signature)
+    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
         """Batch `batch` ended with the step's `summary` of batch values."""
 
     def on_epoch_end(
-        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None  # noqa: B006
+        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
         """Epoch `epoch` ended with its training `summary` and optional `val_summary`."""
 
@@ -92,7 +94,7 @@ class Callback:
     def on_test_batch_start(self, batch: int) -> None:
         """Test batch `batch` starts."""
 
-    def on_test_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:  # noqa: B006
+    def on_test_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
         """Test batch `batch` ended with the step's `summary` of batch values."""
 
     def on_test_end(self, summary: Mapping[str, float]) -> None:
@@ -138,62 +140,59 @@ class CallbackList(Callback):
         return len(self._callbacks)
 
     def on_train_start(self, initial_epoch: int = 0) -> None:
-        for callback in self._by_hook["on_train_start"]:
-            callback.on_train_start(initial_epoch)
+        self._call("on_train_start", initial_epoch)
 
     def on_epoch_start(self, epoch: int) -> None:
-        for callback in self._by_hook["on_epoch_start"]:
-            callback.on_epoch_start(epoch)
+        self._call("on_epoch_start", epoch)
 
     def on_batch_start(self, batch: int) -> None:
-        for callback in self._by_hook["on_batch_start"]:
-            callback.on_batch_start(batch)
+        self._call("on_batch_start", batch)
 
-    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:  # noqa: B006
-        for callback in self._by_hook["on_batch_end"]:
-            callback.on_batch_end(batch, summary)
+    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
+        self._call("on_batch_end", batch, summary)
 
     def on_epoch_end(
-        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None  # noqa: B006
+        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
-        for callback in self._by_hook["on_epoch_end"]:
-            callback.on_epoch_end(epoch, summary, val_summary)
+        self._call("on_epoch_end", epoch, summary, val_summary)
 
     def on_validation_start(self, epoch: int) -> None:
-        for callback in self._by_hook["on_validation_start"]:
-            callback.on_validation_start(epoch)
+        self._call("on_validation_start", epoch)
 
     def on_validation_end(self, epoch: int, val_summary: Mapping[str, float]) -> None:
-        for callback in self._by_hook["on_validation_end"]:
-            callback.on_validation_end(epoch, val_summary)
+        self._call("on_validation_end", epoch, val_summary)
 
     def on_train_end(self, model: torch.nn.Module) -> None:
-        for callback in self._by_hook["on_train_end"]:
-            callback.on_train_end(model)
+        self._call("on_train_end", model)
 
     def on_test_start(self) -> None:
-        for callback in self._by_hook["on_test_start"]:
-            callback.on_test_start()
+        self._call("on_test_start")
 
     def on_test_batch_start(self, batch: int) -> None:
-        for callback in self._by_hook["on_test_batch_start"]:
-            callback.on_test_batch_start(batch)
+        self._call("on_test_batch_start", batch)
 
-    def on_test_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:  # noqa: B006
-        for callback in self._by_hook["on_test_batch_end"]:
-            callback.on_test_batch_end(batch, summary)
+    def on_test_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
+        self._call("on_test_batch_end", batch, summary)
 
     def on_test_end(self, summary: Mapping[str, float]) -> None:
-        for callback in self._by_hook["on_test_end"]:
-            callback.on_test_end(summary)
+        self._call("on_test_end", summary)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        for callback in self._by_hook["on_save_checkpoint"]:
-            callback.on_save_checkpoint(checkpoint)
+        self._call("on_save_checkpoint", checkpoint)
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        for callback in self._by_hook["on_load_checkpoint"]:
-            callback.on_load_checkpoint(checkpoint)
+        self._call("on_load_checkpoint", checkpoint)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        """Call `hook` on each callback overriding it; a `StopTraining` is raised after all were called."""
+        stop: StopTraining | None = None
+        for callback in self._by_hook[hook]:
+            try:
+                getattr(callback, hook)(*args)
+            except StopTraining as error:
+                stop = error
+        if stop is not None:
+            raise stop
 
     def uses(self, hook: str) -> bool:
         """Whether any callback overrides `hook` (the loop skips hooks nobody uses)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from . import checkpoint, distributed
-from .random import get_rng_state, set_rng_state
+from .random import get_rng_state
 
 if TYPE_CHECKING:
     from .callbacks import CallbackList
@@ -52,6 +52,9 @@ class Checkpointing:
         _current_epoch: int
         _epoch_step: int
         _epoch_rng: dict[str, Any] | None
+        _resume_rng: dict[str, Any] | None
+        _scaler_state: dict[str, Any] | None
+        scaler: torch.amp.GradScaler | None
         _callbacks: CallbackList
 
         @property
@@ -80,6 +83,9 @@ class Checkpointing:
             "calls": {"metrics": self.compiled_metrics.calls},
             "callbacks": {},
         }
+        scaler = getattr(self, "scaler", None)
+        if scaler is not None:
+            payload["grad_scaler"] = scaler.state_dict()
         if self.compiled_losses is not None:
             payload["loss_fn"] = _module_states(self.compiled_losses.fns)
             payload["streams"]["loss_fn"] = self.compiled_losses.tracker.state_dict()
@@ -133,6 +139,11 @@ class Checkpointing:
             _load_module_states(self.compiled_losses.fns, payload["loss_fn"])
             self.compiled_losses.tracker.load_state_dict(streams.get("loss_fn", {"totals": {}, "counts": {}}))
             self.compiled_losses.calls = int(calls.get("loss_fn", 0))
+        if payload.get("grad_scaler") is not None and hasattr(self, "scaler"):
+            if self.scaler is not None:
+                self.scaler.load_state_dict(payload["grad_scaler"])
+            else:
+                self._scaler_state = payload["grad_scaler"]
         if hasattr(self, "_current_epoch"):
             self._current_epoch = int(payload.get("epoch", 0))
             self._epoch_step = int(payload.get("step", 0))

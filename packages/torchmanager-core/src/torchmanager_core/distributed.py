@@ -1,16 +1,43 @@
-"""The distributed runtime: which process this is, and the collective operations the managers use.
+"""The distributed runtime: `torchrun` detection, the process group, sharding and state reduction.
 
-Who owns what: this module answers "am I rank 0?", initialises the process group when the
-script was started by `torchrun`, and reduces tensors across ranks; the managers decide when.
-Without `torch.distributed` initialised, every function behaves as a single process would.
+Who owns what: this module answers "am I rank 0?", starts the default process group when the
+script was launched by `torchrun` (gloo on CPU, nccl on CUDA), shards data sets across ranks and
+sums metric states over them; the managers decide when. Without a process group every function
+behaves as a single process would.
 """
 
 from __future__ import annotations
 
+import atexit
+import datetime
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-__all__ = ["barrier", "get_rank", "get_world_size", "is_distributed", "is_main_process"]
+__all__ = [
+    "TIMEOUT_ENV",
+    "all_reduce_sum",
+    "barrier",
+    "get_rank",
+    "get_world_size",
+    "init_from_environment",
+    "is_distributed",
+    "is_main_process",
+    "launched_by_torchrun",
+    "local_device",
+    "reduce_states",
+    "shard",
+]
+
+TIMEOUT_ENV = "TORCHMANAGER_DIST_TIMEOUT"
+"""Seconds a collective may wait before the run fails instead of hanging (default 1800)."""
+
+_logger = logging.getLogger("torchmanager")
 
 
 def is_distributed() -> bool:
@@ -19,8 +46,10 @@ def is_distributed() -> bool:
 
 
 def get_rank() -> int:
-    """This process's global rank (0 without a process group)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's global rank: the process group's, else torchrun's `RANK` (0 in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))  # a rank before `fit` started the group
 
 
 def get_world_size() -> int:
@@ -44,3 +73,105 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def launched_by_torchrun() -> bool:
+    """Whether `torchrun` (or another launcher setting RANK, WORLD_SIZE, LOCAL_RANK) started this process."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+
+
+def local_device() -> torch.device:
+    """This process's device under torchrun: `cuda:LOCAL_RANK` when CUDA is available, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def init_from_environment() -> bool:
+    """Start the default process group from torchrun's environment, once; whether one is running.
+
+    A group the user initialised is used as it is. The backend is nccl when CUDA is available,
+    else gloo; collectives time out after `TORCHMANAGER_DIST_TIMEOUT` seconds, so a rank that
+    died ends the others with an error instead of a hang.
+    """
+    if not dist.is_available():
+        return False
+    if dist.is_initialized():
+        return True
+    if not launched_by_torchrun():
+        return False
+    device = local_device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    atexit.register(_destroy)
+    if is_main_process():
+        _logger.info(f"Distributed training: {get_world_size()} processes ({dist.get_backend()} backend).")
+    return True
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(dataset: Iterable[Any]) -> Iterable[Any]:
+    """This rank's share of `dataset`: a torchmanager `Dataset` or a `DataLoader` gets a
+    `DistributedSampler` (which pads the last share by repeating items, as torch does), a list of
+    batches is split batch by batch.
+
+    Raises:
+        TypeError: The data set is an iterable that cannot be split (give a DataLoader instead).
+    """
+    world, rank = get_world_size(), get_rank()
+    if world == 1:
+        return dataset
+    if callable(getattr(dataset, "shard", None)):
+        dataset.shard(world, rank)  # type: ignore[attr-defined]
+        return dataset
+    if isinstance(dataset, DataLoader):
+        if isinstance(dataset.sampler, DistributedSampler):
+            return dataset
+        sampler = DistributedSampler(
+            dataset.dataset, num_replicas=world, rank=rank, shuffle=isinstance(dataset.sampler, RandomSampler), drop_last=dataset.drop_last
+        )
+        return DataLoader(
+            dataset.dataset,
+            batch_size=dataset.batch_size,
+            sampler=sampler,
+            num_workers=dataset.num_workers,
+            collate_fn=dataset.collate_fn,
+            pin_memory=dataset.pin_memory,
+            drop_last=dataset.drop_last,
+            timeout=dataset.timeout,
+            worker_init_fn=dataset.worker_init_fn,
+            persistent_workers=dataset.persistent_workers,
+        )
+    if isinstance(dataset, (list, tuple)):
+        return dataset[rank::world]
+    raise TypeError(
+        "Under torchrun each process needs its share of the data, and this iterable cannot be split; give a "
+        f"torchmanager Dataset, a DataLoader or a list of batches. Received: dataset={type(dataset).__name__}"
+    )
+
+
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN} if dist.is_available() else {}
+
+
+def reduce_states(module: torch.nn.Module) -> None:
+    """Combine a metric's declared states (its `reductions`: sum, max, min or cat) over all ranks, in place.
+
+    After it every rank holds the states of the whole data set; call it once, just before reading.
+    """
+    if not is_distributed():
+        return
+    reductions: Mapping[str, str] = getattr(module, "reductions", {})
+    for name, reduction in reductions.items():
+        state = getattr(module, name)
+        if reduction == "cat":
+            gathered: list[Any] = [None] * get_world_size()
+            dist.all_gather_object(gathered, state.cpu())
+            setattr(module, name, torch.cat([part.to(state.device) for part in gathered]))
+        else:
+            dist.all_reduce(state, op=_OPS[reduction])

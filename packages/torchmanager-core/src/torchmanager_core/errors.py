@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = ["LossError", "MetricError", "NonFiniteLossError", "StopTraining", "describe"]
 
 
-class StopTraining(Exception):  # noqa: N818 (upstream name)
+class StopTraining(Exception):
     """Raise it from a callback (or a step) to end `fit` cleanly after the current hook.
 
     Args:

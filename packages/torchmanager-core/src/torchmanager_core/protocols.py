@@ -6,12 +6,35 @@ scalar tensor, a metric any callable with `reset()` and a `result` (or torchmetr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["LossFn", "MetricFn", "Resulting", "has_state", "read_result"]
+__all__ = ["Frequency", "LossFn", "MetricFn", "MonitorType", "Resulting", "has_state", "read_result"]
+
+
+class Frequency(Enum):
+    """When a frequency callback steps (upstream's values; the callbacks distribution uses it)."""
+
+    EPOCH = 0
+    EPOCH_START = -1
+    BATCH = 1
+    BATCH_START = 2
+
+
+class MonitorType(Enum):
+    """Whether the best value of a monitored metric is its minimum or its maximum."""
+
+    MIN = 0
+    MAX = 1
+
+    @property
+    def init_score(self) -> float:
+        """The value every real value improves on: +inf for MIN, -inf for MAX (upstream started MAX at -1)."""
+        return math.inf if self is MonitorType.MIN else -math.inf
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 """A loss: `fn(model_output, label)` returning a scalar tensor with grad."""

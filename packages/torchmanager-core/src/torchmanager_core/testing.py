@@ -18,6 +18,7 @@ from .callbacks import Callback, CallbackList
 from .checkpointing import Checkpointing
 from .compiled import CompiledLoss, CompiledMetrics, check_loss_fn, check_metrics
 from .errors import describe
+from .precision import autocast_dtype, check_precision
 from .progress import EpochProgress, add_console, format_summary, logger
 from .random import set_rng_state
 from .tracking import MeanTracker, count_samples, to_floats
@@ -26,6 +27,7 @@ __all__ = ["BaseTestingManager", "BasicTestingManager", "TestingManager"]
 
 DataSource: TypeAlias = Iterable[Any]
 """Anything iterable yielding `(x, y)` batches: a torchmanager `Dataset`, a `DataLoader`, a list."""
+_warned_non_scalar: set[str] = set()
 Devices: TypeAlias = devices.DeviceLike | Sequence[devices.DeviceLike] | None
 
 
@@ -52,6 +54,9 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         loss_fn: A loss (`fn(y, label) -> scalar tensor`, ours or `torch.nn`), a dict of named
             losses summed (ours apply their `weight` and `target`), or None.
         metrics: Optional dict of named metrics (ours, torchmetrics', or `fn(y, label)` functions).
+        precision: "32" (float32), "bf16" (autocast to bfloat16) or "16-mixed" (autocast to
+            float16 with gradient scaling) for the forward passes of `fit`, `test` and `predict`.
+        compile: Run the model through `torch.compile` (True, or a dict of its keyword arguments).
     """
 
     __test__ = False  # not a pytest test class, despite its name
@@ -65,6 +70,9 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         optimizer: torch.optim.Optimizer | None = None,
         loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None = None,
         metrics: Mapping[str, Callable[..., Any]] | None = None,
+        *,
+        precision: str = "32",
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module. Received: model={type(model).__name__}")
@@ -79,6 +87,11 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         self._extras = MeanTracker()  # values a step reports beyond the losses and metrics
         self._owned: set[str] | None = None
         self._device = devices.CPU
+        self.precision = check_precision(precision)
+        self._autocast = autocast_dtype(self.precision)
+        if not isinstance(compile, (bool, Mapping)):
+            raise TypeError(f"`compile` must be a bool or a dict of torch.compile keyword arguments. Received: compile={compile!r}")
+        self._compile = compile
 
     # -- what the manager holds ------------------------------------------------------------
 
@@ -86,9 +99,13 @@ class BasicTestingManager(Checkpointing, abc.ABC):
     def raw_model(self) -> torch.nn.Module:
         """The model without its DataParallel/DDP wrapper: what `fit` returns and checkpoints hold."""
         model = self.model
-        while isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-            model = model.module
-        return model
+        while True:
+            if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+                model = model.module
+            elif hasattr(model, "_orig_mod"):  # torch.compile's wrapper
+                model = model._orig_mod
+            else:
+                return model
 
     @property
     def loss_fn(self) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
@@ -121,6 +138,11 @@ class BasicTestingManager(Checkpointing, abc.ABC):
 
     def forward(self, input: Any, target: Any = None) -> tuple[Any, torch.Tensor | None]:
         """Run the model on `input`; with a label, also the loss. Returns `(y, loss or None)`."""
+        if self._autocast is not None:
+            with torch.autocast(device_type=self._device.type, dtype=self._autocast):
+                y = self.model(input)
+                loss = self.compiled_losses(y, target) if target is not None and self.compiled_losses is not None else None
+            return y, loss
         y = self.model(input)
         loss = self.compiled_losses(y, target) if target is not None and self.compiled_losses is not None else None
         return y, loss
@@ -177,7 +199,7 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         callbacks = CallbackList(callbacks_list)
         with self.placed(device, devices, use_multi_gpus, empty_cache=empty_cache):
             callbacks.on_test_start()
-            summary = self.run_test(dataset, callbacks, show_verbose=show_verbose, description="Test")
+            summary = self.run_test(distributed.shard(dataset), callbacks, show_verbose=show_verbose, description="Test")
             callbacks.on_test_end(summary)
         return summary
 
@@ -199,7 +221,7 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         if steps == 0:
             progress.close()
             raise ValueError(f"The data set to test on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}")
-        result = to_floats(self.epoch_values(training=False))
+        result = self.read_epoch(training=False)
         progress.close(result)
         return result
 
@@ -221,7 +243,8 @@ class BasicTestingManager(Checkpointing, abc.ABC):
             progress = self.progress(dataset, "Predict", show_verbose)
             for batch in dataset:
                 x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
-                outputs.append(devices_move(self.model(devices.move_to_device(x, self._device)), devices.CPU))
+                y, _ = self.forward(devices.move_to_device(x, self._device))
+                outputs.append(devices_move(y, devices.CPU))
                 progress.step(dict)
             progress.close()
         return outputs
@@ -230,12 +253,25 @@ class BasicTestingManager(Checkpointing, abc.ABC):
 
     @contextlib.contextmanager
     def placed(self, device: Devices, devices_: Devices, use_multi_gpus: bool, *, empty_cache: bool = True) -> Iterator[None]:
-        """Run the body with everything on the chosen device(s); move back to the CPU afterwards."""
-        main, targets = devices.select(device, devices_)
+        """Run the body with everything on the chosen device(s); move back to the CPU afterwards.
+
+        Under torchrun each process uses its local device and the model is wrapped in
+        DistributedDataParallel; `use_multi_gpus` in a single process wraps it in DataParallel.
+        """
         raw = self.raw_model
-        self.to(main)
-        if devices.use_data_parallel(targets, use_multi_gpus):
-            self.model = devices.data_parallel(raw, targets)
+        if distributed.init_from_environment():
+            main = distributed.local_device()
+            self.to(main)
+            if distributed.is_distributed():
+                ids = [main.index] if main.type == "cuda" else None
+                self.model = torch.nn.parallel.DistributedDataParallel(raw, device_ids=ids)
+        else:
+            main, targets = devices.select(device, devices_)
+            self.to(main)
+            if devices.use_data_parallel(targets, use_multi_gpus):
+                self.model = devices.data_parallel(raw, targets)
+        if self._compile is not False:
+            self.model = torch.compile(self.model, **({} if self._compile is True else dict(self._compile)))  # type: ignore[assignment]
         try:
             yield
         finally:
@@ -279,6 +315,24 @@ class BasicTestingManager(Checkpointing, abc.ABC):
             if name not in self._owned:
                 self._extras.update(name, value, n)
 
+    def read_epoch(self, *, training: bool) -> dict[str, float]:
+        """The epoch's values as floats, combined over all processes when distributed (one sync)."""
+        if distributed.is_distributed():
+            for module in self._stream_modules():
+                distributed.reduce_states(module)
+            for tracker in self._trackers():
+                tracker.all_reduce()
+        values = self.epoch_values(training=training)
+        scalars = {name: value for name, value in values.items() if value.numel() == 1}
+        for name in values.keys() - scalars.keys():
+            if name not in _warned_non_scalar:
+                _warned_non_scalar.add(name)
+                logger.warning(
+                    f"`{name}` is not a scalar (shape {tuple(values[name].shape)}), so it is left out of the summary; "
+                    f"read it from `manager.metric_fns[{name!r}].result`."
+                )
+        return to_floats(scalars)
+
     def epoch_values(self, *, training: bool) -> dict[str, torch.Tensor]:
         """The epoch's values so far, as tensors (reading them as floats syncs with the device)."""
         values: dict[str, torch.Tensor] = {}
@@ -297,6 +351,12 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         if distributed.is_main_process():
             add_console()
             logger.info(f"{prefix}: {format_summary(summary)}")
+
+    def _trackers(self) -> Iterator[MeanTracker]:
+        if self.compiled_losses is not None:
+            yield self.compiled_losses.tracker
+        yield self.compiled_metrics.tracker
+        yield self._extras
 
     def _stream_modules(self) -> Iterator[torch.nn.Module]:
         if self.compiled_losses is not None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .distributed import all_reduce_sum, is_distributed
+
 __all__ = ["MeanTracker", "count_samples", "to_floats"]
 
 
@@ -75,6 +77,15 @@ class MeanTracker:
         """Continue from `state_dict()`'s sums and counts."""
         self._totals = {name: total.clone() for name, total in state["totals"].items()}
         self._counts = {name: int(count) for name, count in state["counts"].items()}
+
+    def all_reduce(self) -> None:
+        """Sum the running sums and counts over all processes (in place; call it once, before reading)."""
+        if not is_distributed():
+            return
+        for name in sorted(self._totals):
+            all_reduce_sum(self._totals[name])
+            count = all_reduce_sum(torch.tensor(float(self._counts[name]), device=self._totals[name].device))
+            self._counts[name] = int(count.item())
 
     def means(self) -> dict[str, torch.Tensor]:
         """Each name's sample-weighted mean since the last `reset()`, as a tensor."""

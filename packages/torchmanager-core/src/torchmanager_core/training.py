@@ -15,12 +15,14 @@ from typing import Any, Literal
 
 import torch
 
+from . import distributed
 from .callbacks import Callback, CallbackList
 from .errors import NonFiniteLossError, StopTraining
+from .precision import needs_grad_scaler
 from .progress import logger
 from .random import get_rng_state, set_rng_state
 from .testing import BasicTestingManager, DataSource, Devices, TestingManager, batches_in
-from .tracking import count_samples, to_floats
+from .tracking import count_samples
 
 __all__ = ["BaseTrainingManager", "BasicTrainingManager", "Manager", "TrainingManager"]
 
@@ -30,13 +32,39 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
 
     Subclass it and implement `train_step` (and `test_step`) to define one iteration; `backward`
     and `optimize` are the default gradient and update steps a `train_step` may call.
+
+    Args (keyword-only, besides those of `BasicTestingManager`):
+        accumulate_grad_batches: Sum the gradients of this many batches before each optimizer
+            step (each batch's loss is divided by the window's size; an epoch's last, shorter
+            window steps too).
+        clip_grad_norm: Clip the gradients' total L2 norm to this value before each step.
+        clip_grad_value: Clip each gradient element to [-value, value] before each step.
     """
 
     stop_training: bool
     """Set it (from a callback or a step) to end `fit` at the next batch boundary."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        accumulate_grad_batches: int = 1,
+        clip_grad_norm: float | None = None,
+        clip_grad_value: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        if isinstance(accumulate_grad_batches, bool) or not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
+            raise ValueError(f"`accumulate_grad_batches` must be a positive int. Received: accumulate_grad_batches={accumulate_grad_batches!r}")
+        for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise ValueError(f"`{name}` must be a positive number or None. Received: {name}={value!r}")
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_value = clip_grad_value
+        self.scaler: torch.amp.GradScaler | None = None
+        self._scaler_state: dict[str, Any] | None = None  # restored from a checkpoint before the scaler exists
+        self._steps_this_epoch: int | None = None
+        self._total_epochs = 0
         self.stop_training = False
         self._current_epoch = 0
         self._epoch_step = 0  # batches done in the epoch in progress: where a mid-epoch checkpoint resumes
@@ -60,14 +88,48 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         """One training iteration; returns the batch's summary (floats or 0-dim tensors)."""
 
     def backward(self, loss: torch.Tensor, /) -> None:
-        """Compute the gradients of `loss`."""
-        loss.backward()
+        """Compute the gradients of `loss` (scaled for accumulation and float16 as configured)."""
+        if self.accumulate_grad_batches > 1:
+            loss = loss / self._window_size()
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        if self.accumulate_grad_batches > 1 and not self._at_window_end() and hasattr(self.model, "no_sync"):
+            with self.model.no_sync():  # DDP: gradients are averaged across processes once per window
+                loss.backward()
+        else:
+            loss.backward()
 
     def optimize(self) -> None:
-        """Update the parameters from their gradients, then clear the gradients."""
-        assert self.optimizer is not None  # checked by `fit`
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        """Update the parameters from their gradients, then clear them (at the end of each accumulation window)."""
+        if self.accumulate_grad_batches == 1 or self._at_window_end():
+            self.step_optimizer()
+
+    def step_optimizer(self) -> None:
+        """Clip the gradients as configured, step the optimizer (through the grad scaler) and clear them."""
+        optimizer = self.optimizer
+        assert optimizer is not None  # checked by `fit`
+        if self.scaler is not None and (self.clip_grad_norm or self.clip_grad_value):
+            self.scaler.unscale_(optimizer)
+        if self.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.clip_grad_norm)
+        if self.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(self.raw_model.parameters(), self.clip_grad_value)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def _at_window_end(self) -> bool:
+        step = self._epoch_step + 1
+        return step % self.accumulate_grad_batches == 0 or step == self._steps_this_epoch
+
+    def _window_size(self) -> int:
+        start = self._epoch_step - self._epoch_step % self.accumulate_grad_batches
+        if self._steps_this_epoch is None:
+            return self.accumulate_grad_batches
+        return min(self.accumulate_grad_batches, self._steps_this_epoch - start)
 
     def fit(
         self,
@@ -107,7 +169,7 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         Returns:
             The trained raw model, or `(model, summary)` with `return_summary=True`.
         """
-        total_epochs, steps_per_epoch = self._check_fit(training_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss)
+        total_epochs = self._total_epochs = self._check_fit(training_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss)
         callbacks = self._callbacks = CallbackList(callbacks_list)
         resume_step = 0
         if resume_from is not None:
@@ -121,11 +183,16 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         summary: dict[str, float] = {}
         self.stop_training = False
         with self.placed(device, devices, use_multi_gpus):
+            training_dataset = distributed.shard(training_dataset)
+            val_dataset = distributed.shard(val_dataset) if val_dataset is not None else None
+            if iterations is not None:  # counted in this process's batches (its share under torchrun)
+                total_epochs = self._total_epochs = math.ceil(iterations / (batches_in(training_dataset) or 1))
+            self._start_grad_scaler()
             try:
                 callbacks.on_train_start(self.current_epoch)
                 for epoch in range(self.current_epoch, total_epochs):
                     self.current_epoch = epoch
-                    limit = self._steps_in_epoch(epoch, iterations, steps_per_epoch)
+                    limit = self._steps_in_epoch(epoch, iterations, batches_in(training_dataset))
                     train_summary = self._train_epoch(training_dataset, callbacks, limit, resume_step, show_verbose)
                     resume_step = 0
                     val_summary = None
@@ -133,13 +200,15 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
                         callbacks.on_validation_start(epoch)
                         val_summary = self.run_test(val_dataset, CallbackList(), show_verbose=show_verbose, description="Validation")
                         callbacks.on_validation_end(epoch, val_summary)
-                    summary = {**train_summary, **{_val_name(k): v for k, v in (val_summary or {}).items()}}
-                    self.log_summary(f"Epoch {epoch + 1}/{total_epochs}", summary)
                     self._epoch_step = 0
                     self.current_epoch = epoch + 1  # the epoch is done: a checkpoint now resumes at the next one
                     if not math.isfinite(train_summary.get("loss", 0.0)):
                         self._nonfinite(epoch, train_summary["loss"], on_nonfinite_loss)
-                    callbacks.on_epoch_end(epoch, train_summary, val_summary)
+                    try:
+                        callbacks.on_epoch_end(epoch, train_summary, val_summary)
+                    finally:  # after the callbacks, which may add values (e.g. the learning rate)
+                        summary = {**train_summary, **{_val_name(k): v for k, v in (val_summary or {}).items()}}
+                        self.log_summary(f"Epoch {epoch + 1}/{total_epochs}", summary)
                     if self.stop_training:
                         break
             except StopTraining:
@@ -160,10 +229,12 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         if skip == 0:
             self.reset_metrics()
         callbacks.on_epoch_start(self.current_epoch)
-        set_epoch = getattr(getattr(dataset, "sampler", None), "set_epoch", None)
+        set_epoch = getattr(dataset, "set_epoch", None) or getattr(getattr(dataset, "sampler", None), "set_epoch", None)
         if callable(set_epoch):
             set_epoch(self.current_epoch)
-        progress = self.progress(dataset, f"Epoch {self.current_epoch + 1}", show_verbose)
+        total = batches_in(dataset)
+        self._steps_this_epoch = min(limit, total) if limit is not None and total is not None else limit if limit is not None else total
+        progress = self.progress(dataset, f"Epoch {self.current_epoch + 1}/{self._total_epochs}", show_verbose)
         batch_start, batch_end = callbacks.uses("on_batch_start"), callbacks.uses("on_batch_end")
         if skip == 0:
             self._epoch_rng = get_rng_state()  # the data order is drawn from these when iteration starts
@@ -183,20 +254,22 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             progress.step(lambda: self.epoch_values(training=True))
             if self.stop_training:
                 break
+        if self.accumulate_grad_batches > 1 and self._epoch_step % self.accumulate_grad_batches and self._steps_this_epoch is None:
+            self.step_optimizer()  # the epoch's last, shorter window (its length was unknown)
         if self._epoch_step == 0:
             progress.close()
             raise ValueError(
                 f"`training_dataset` yielded no batches in epoch {self.current_epoch + 1}; give a non-empty data set "
                 f"(and check `drop_last` with a batch size larger than the data). Received: training_dataset={dataset!r}"
             )
-        summary = to_floats(self.epoch_values(training=True))
+        summary = self.read_epoch(training=True)
         progress.close(summary)
         return summary
 
     def _check_fit(
         self, dataset: DataSource, epochs: int | None, iterations: int | None, initial_epoch: int | None, on_nonfinite: str
-    ) -> tuple[int, int | None]:
-        """Check `fit`'s arguments; return the total number of epochs and the batches per epoch."""
+    ) -> int:
+        """Check `fit`'s arguments; return the total number of epochs."""
         if self.optimizer is None:
             raise ValueError(
                 f"`fit` needs an optimizer: pass one to {type(self).__name__}(model, optimizer, ...). Received: optimizer=None"
@@ -224,7 +297,14 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             total = count
         if initial_epoch is not None and (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < total):
             raise ValueError(f"`initial_epoch` must be an int in [0, {total}). Received: initial_epoch={initial_epoch!r}")
-        return total, steps
+        return total
+
+    def _start_grad_scaler(self) -> None:
+        """Float16 training scales its gradients; the scaler is kept across `fit` calls and checkpoints."""
+        if needs_grad_scaler(self.precision) and self.scaler is None:
+            self.scaler = torch.amp.GradScaler(self.device.type)
+            if self._scaler_state is not None:
+                self.scaler.load_state_dict(self._scaler_state)
 
     @staticmethod
     def _steps_in_epoch(epoch: int, iterations: int | None, steps_per_epoch: int | None) -> int | None:

@@ -18,7 +18,7 @@ from torchmanager_core import (
 )
 from torchmanager_core.version import API_VERSION, VERSION
 
-from . import data, losses, metrics
+from . import callbacks, configs, data, losses, metrics
 from .__about__ import __version__
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "TestingManager",
     "TrainingManager",
     "__version__",
+    "callbacks",
+    "configs",
     "data",
     "losses",
     "metrics",
