@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.workspace import DISTRIBUTIONS, ROOT, about_file, read_version  # noqa: E402
+from tests.workspace import DISTRIBUTIONS, ROOT, about_file, read_version
 
 _PIN = re.compile(r'("torchmanager(?:-[a-z]+)?(?:\[[a-z,]+\])?==)[^"]+(")')
 
