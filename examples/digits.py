@@ -1,22 +1,63 @@
 """The main job: train a small MLP on scikit-learn's digits with torchmanager, then test it.
 
 The 1,797 8x8 digit images ship with scikit-learn (no download). They are split 60/20/20 into
-training, validation and test sets; the model trains with `Manager.fit` and reports the test
-accuracy, which should be above 0.95.
+training, validation and test sets; the model trains with `Manager.fit`, an `Experiment` callback
+keeps the run in `experiments/<name>.exp/` (TensorBoard data, best and last checkpoints, the log
+and the configs), and the test accuracy, which should be above 0.95, is printed.
 
-Usage: hatch run demo [--epochs 30] [--lr 0.05] [--batch-size 64] [--quiet]
+Usage:
+    hatch run demo [--epochs 30] [--lr 0.05] [--batch_size 64] [--experiment NAME] [--quiet]
+    torchrun --nproc_per_node=2 examples/digits.py --quiet   # the same script, data parallel
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import time
 
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import torchmanager
+from torchmanager.configs import Configs
 from torchmanager.data import Dataset
+
+logger = logging.getLogger("torchmanager")
+
+
+class DigitsConfigs(Configs):
+    """The settings of a run, from the terminal (`--experiment` and `--replace_experiment` come with `Configs`)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    quiet: bool
+
+    @staticmethod
+    def get_arguments(
+        parser: argparse.ArgumentParser | argparse._ArgumentGroup | None = None,
+    ) -> argparse.ArgumentParser | argparse._ArgumentGroup:
+        parser = argparse.ArgumentParser(description="Train an MLP on scikit-learn's digits.") if parser is None else parser
+        parser.add_argument("--epochs", type=int, default=30)
+        parser.add_argument("--lr", type=float, default=0.05)
+        parser.add_argument("--batch_size", "--batch-size", type=int, default=64)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--quiet", action="store_true", help="one summary line per epoch instead of progress bars")
+        return Configs.get_arguments(parser)
+
+    def format_arguments(self) -> None:
+        super().format_arguments()
+        if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
+            raise ValueError(
+                f"`epochs`, `batch_size` and `lr` must be positive. Received: epochs={self.epochs}, "
+                f"batch_size={self.batch_size}, lr={self.lr}"
+            )
+
+    def show_settings(self) -> None:
+        logger.info(f"Digits: epochs={self.epochs}, lr={self.lr}, batch_size={self.batch_size}, seed={self.seed}")
 
 
 class DigitsDataset(Dataset):
@@ -48,26 +89,32 @@ def make_datasets(batch_size: int, seed: int = 0) -> tuple[DigitsDataset, Digits
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description="Train an MLP on scikit-learn's digits with torchmanager.")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true", help="one summary line per epoch instead of progress bars")
-    args = parser.parse_args(argv)
+    default_name = time.strftime("digits-%Y%m%d-%H%M%S")  # a new experiment folder for each run
+    configs = DigitsConfigs.from_arguments(["--experiment", default_name, *(argv if argv is not None else _terminal())])
 
-    torch.manual_seed(args.seed)
-    training_dataset, val_dataset, testing_dataset = make_datasets(args.batch_size, args.seed)
+    torch.manual_seed(configs.seed)
+    training_dataset, val_dataset, testing_dataset = make_datasets(configs.batch_size, configs.seed)
     model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(128, 10))
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=configs.lr, momentum=0.9)
     loss_fn = torchmanager.losses.CrossEntropy()
     metrics = {"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()}
     manager = torchmanager.Manager(model, optimizer, loss_fn=loss_fn, metrics=metrics)
 
-    manager.fit(training_dataset, epochs=args.epochs, val_dataset=val_dataset, show_verbose=not args.quiet)
-    summary = manager.test(testing_dataset, show_verbose=not args.quiet)
-    print(f"test loss {summary['loss']:.4f}, test accuracy {summary['accuracy']:.4f}")
+    experiment = torchmanager.callbacks.Experiment(configs.experiment, manager, monitors=["accuracy"], configs=configs)
+    manager.fit(
+        training_dataset, epochs=configs.epochs, val_dataset=val_dataset, callbacks_list=[experiment], show_verbose=not configs.quiet
+    )
+    summary = manager.test(testing_dataset, show_verbose=not configs.quiet)
+    if torchmanager.distributed.is_main_process():
+        print(f"test loss {summary['loss']:.4f}, test accuracy {summary['accuracy']:.4f}")
+        print(f"experiment saved in {experiment.experiment_dir}")
     return summary
+
+
+def _terminal() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
 
 
 if __name__ == "__main__":

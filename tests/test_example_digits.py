@@ -1,19 +1,39 @@
-"""The README's main job runs as a user runs it and reaches the promised accuracy."""
+"""The README's main job runs as a user runs it, reaches the promised accuracy and keeps its experiment."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+import torch
 
 from tests.workspace import ROOT
 
 
-def test_demo_reaches_095_test_accuracy() -> None:
+def test_demo_reaches_095_test_accuracy_and_writes_its_experiment(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "digits.py"), "--quiet"], capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / "examples" / "digits.py"), "--quiet", "--experiment", "demo"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     match = re.search(r"test accuracy (\d\.\d+)", done.stdout)
     assert match, done.stdout
     assert float(match.group(1)) > 0.95
+
+    exp = tmp_path / "experiments" / "demo.exp"
+    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == ["best-accuracy.model", "last.model"]
+    assert any((exp / "data").iterdir())  # TensorBoard event file
+    log = (exp / "demo.log").read_text()
+    assert "Epoch 30/30: loss=" in log and "'epochs': 30" in log  # epoch summaries and the settings
+    cfg = (exp / "demo.cfg").read_text()
+    assert "epochs: 30" in cfg and "lr: 0.05" in cfg
+    last = torch.load(exp / "checkpoints" / "last.model", weights_only=True)
+    assert last["epoch"] == 30
+
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "digits.py"), "--quiet", "--experiment", "demo", "--epochs", "1"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert again.returncode != 0 and "--replace_experiment" in again.stderr  # a finished run is never overwritten

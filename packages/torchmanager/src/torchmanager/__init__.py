@@ -13,6 +13,7 @@ from torchmanager_core import (
     Manager,
     TestingManager,
     TrainingManager,
+    distributed,
     random,
     version,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "callbacks",
     "configs",
     "data",
+    "distributed",
     "losses",
     "metrics",
     "random",
