@@ -67,6 +67,7 @@ class _Streams:
         self.fns = dict(fns)
         self.stateful = {name: has_state(fn) for name, fn in self.fns.items()}
         self.tracker = MeanTracker()
+        self.all_stateful = all(self.stateful.values())  # then no batch size is needed: each keeps its own
         self.calls = 0  # host-side count of batches since reset: tells whether the values mean anything
 
     def reset(self) -> None:
@@ -78,10 +79,6 @@ class _Streams:
 
     def modules(self) -> Iterator[torch.nn.Module]:
         return (fn for fn in self.fns.values() if isinstance(fn, torch.nn.Module))
-
-    def _record(self, name: str, value: torch.Tensor, n: int) -> None:
-        if not self.stateful[name]:
-            self.tracker.update(name, value, n)
 
     def _value(self, name: str) -> torch.Tensor:
         if self.stateful[name]:
@@ -103,7 +100,7 @@ class CompiledLoss(_Streams):
 
     def __call__(self, y: Any, label: Any) -> torch.Tensor:
         """The total loss of a batch (a scalar with its graph); updates every part's epoch value."""
-        n = count_samples(y, label)
+        n = 0 if self.all_stateful and not self.is_dict else count_samples(y, label)
         total: torch.Tensor | None = None
         for name, fn in self.fns.items():
             try:
@@ -118,8 +115,10 @@ class CompiledLoss(_Streams):
                 raise LossError(
                     f"Loss `{name}` must return a scalar tensor (reduce it, e.g. with `.mean()`). Received: {got}"
                 )
-            value = value.reshape(())
-            self._record(name, value, n)
+            if value.dim():
+                value = value.reshape(())
+            if not self.stateful[name]:
+                self.tracker.update(name, value, n)
             total = value if total is None else total + value
         assert total is not None  # at least one part, checked by `check_loss_fn`
         if self.is_dict:
@@ -150,7 +149,7 @@ class CompiledMetrics(_Streams):
 
     def __call__(self, y: Any, label: Any, *, training: bool) -> dict[str, torch.Tensor]:
         """Update each metric with a batch and return its batch value (no gradient)."""
-        n = count_samples(y, label)
+        n = 0 if self.all_stateful else count_samples(y, label)
         values: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for name in self.owned(training):
@@ -163,7 +162,8 @@ class CompiledMetrics(_Streams):
                         "Check that the model output and the label fit this metric.",
                     ) from error
                 value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-                self._record(name, value, n)
+                if not self.stateful[name]:
+                    self.tracker.update(name, value, n)
                 values[name] = value
         self.calls += 1
         return values

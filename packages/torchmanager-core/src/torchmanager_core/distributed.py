@@ -166,6 +166,9 @@ def reduce_states(module: torch.nn.Module) -> None:
     """
     if not is_distributed():
         return
+    materialize = getattr(module, "materialize", None)
+    if callable(materialize):
+        materialize()  # counters a metric keeps on the host between reads
     reductions: Mapping[str, str] = getattr(module, "reductions", {})
     for name, reduction in reductions.items():
         state = getattr(module, name)

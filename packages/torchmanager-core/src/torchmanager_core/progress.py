@@ -50,6 +50,7 @@ class EpochProgress:
 
     def __init__(self, total: int | None, description: str, enabled: bool, refresh_s: float = 0.5) -> None:
         self._bar = tqdm(total=total, desc=description, leave=True, dynamic_ncols=True) if enabled else None
+        self.enabled = self._bar is not None
         self._refresh_s = refresh_s
         self._last = time.monotonic()
 

@@ -214,7 +214,7 @@ class BasicTestingManager(Checkpointing, abc.ABC):
                 if callbacks.uses("on_test_batch_start"):
                     callbacks.on_test_batch_start(steps - 1)
                 summary = self.test_step(x, y)
-                self.record(summary, count_samples(x, y), training=False)
+                self.record(summary, x, y, training=False)
                 if callbacks.uses("on_test_batch_end"):
                     callbacks.on_test_batch_end(steps - 1, summary)
                 progress.step(lambda: self.epoch_values(training=False))
@@ -297,8 +297,9 @@ class BasicTestingManager(Checkpointing, abc.ABC):
             x, y = unpack(batch)
             yield devices.move_to_device(x, device), devices.move_to_device(y, device)
 
-    def record(self, summary: Mapping[str, Any], n: int, *, training: bool) -> None:
-        """Add a step's summary to the epoch: values the losses and metrics do not keep are averaged here."""
+    def record(self, summary: Mapping[str, Any], x: Any, y: Any, *, training: bool) -> None:
+        """Add a step's summary to the epoch: values the losses and metrics do not keep are averaged here,
+        weighted by the batch size of `(x, y)`."""
         if not isinstance(summary, Mapping):
             raise TypeError(
                 f"`{'train' if training else 'test'}_step` must return a dict of summary values (floats or 0-dim tensors). "
@@ -311,8 +312,10 @@ class BasicTestingManager(Checkpointing, abc.ABC):
             if self.compiled_metrics.calls:
                 owned.update(self.compiled_metrics.owned(training))
             self._owned = owned
+        n = 0
         for name, value in summary.items():
             if name not in self._owned:
+                n = n or count_samples(x, y)
                 self._extras.update(name, value, n)
 
     def read_epoch(self, *, training: bool) -> dict[str, float]:

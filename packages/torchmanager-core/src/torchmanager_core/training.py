@@ -22,7 +22,6 @@ from .precision import needs_grad_scaler
 from .progress import logger
 from .random import get_rng_state, set_rng_state
 from .testing import BasicTestingManager, DataSource, Devices, TestingManager, batches_in
-from .tracking import count_samples
 
 __all__ = ["BaseTrainingManager", "BasicTrainingManager", "Manager", "TrainingManager"]
 
@@ -247,11 +246,12 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             if batch_start:
                 callbacks.on_batch_start(self._epoch_step)
             step_summary = self.train_step(x, y)
-            self.record(step_summary, count_samples(x, y), training=True)
+            self.record(step_summary, x, y, training=True)
             self._epoch_step += 1
             if batch_end:
                 callbacks.on_batch_end(self._epoch_step - 1, step_summary)
-            progress.step(lambda: self.epoch_values(training=True))
+            if progress.enabled:
+                progress.step(lambda: self.epoch_values(training=True))
             if self.stop_training:
                 break
         if self.accumulate_grad_batches > 1 and self._epoch_step % self.accumulate_grad_batches and self._steps_this_epoch is None:

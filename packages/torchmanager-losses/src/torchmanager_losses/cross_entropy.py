@@ -36,7 +36,7 @@ def class_labels(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                 f"Received: target dtype={target.dtype}, shape={tuple(target.shape)}, input shape={tuple(input.shape)}"
             )
         return target
-    return target.long()
+    return target if target.dtype is torch.int64 else target.long()
 
 
 def focal_loss(

@@ -71,7 +71,10 @@ class Loss(Metric):
             raise NotImplementedError(
                 f"{type(self).__name__} has no `loss_fn`: pass one to the constructor or override `forward`."
             )
-        return self._metric_fn(input, target)
+        fn = self._metric_fn
+        if isinstance(fn, torch.nn.Module):
+            return fn.forward(input, target)  # type: ignore[no-any-return]  # a torch loss has no hooks: skip Module.__call__
+        return fn(input, target)
 
     def update(self, input: Any, target: Any) -> torch.Tensor:
         """Add the weighted batch loss to the epoch mean and return it, gradient attached."""
@@ -101,7 +104,8 @@ class Loss(Metric):
                 f"{type(self).__name__} must reduce to a scalar loss (one element), e.g. with `.mean()`. "
                 f"Received: loss of shape {tuple(value.shape)}"
             )
-        value = value.reshape(())
+        if value.dim():
+            value = value.reshape(())
         return value if self._weight == 1 else value * self._weight  # skip a kernel in the common case
 
     def extra_repr(self) -> str:

@@ -83,6 +83,7 @@ class Metric(torch.nn.Module):
         self._reductions: dict[str, Reduction] = {}
         self._defaults: dict[str, torch.Tensor] = {}
         self._num_updates = 0
+        self._pending_count = 0  # samples not yet added to `count` (a host int: no kernel per batch)
         self.add_state("total", torch.zeros(()), "sum")
         self.add_state("count", torch.zeros(()), "sum")
 
@@ -117,6 +118,8 @@ class Metric(torch.nn.Module):
 
     def __call__(self, input: Any, target: Any = None) -> torch.Tensor:
         """Update the state with one batch and return the batch value."""
+        if self._target is None:  # the common case, without two calls per batch
+            return self.update(input, target)
         return self.update(self._select(input, "model output"), self._select(target, "label"))
 
     def forward(self, input: Any, target: Any) -> torch.Tensor:
@@ -143,23 +146,37 @@ class Metric(torch.nn.Module):
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value)
         value = value.detach()
-        dtype = value.dtype if value.dtype in (torch.float32, torch.float64) else torch.float32
-        if self._num_updates == 0:
-            # the first batch after a reset decides the device and shape of the mean state
-            self.total = torch.zeros(value.shape, dtype=dtype, device=value.device)
-            self.count = torch.zeros((), dtype=dtype, device=value.device)
-        elif value.shape != self.total.shape:
+        if value.dtype is not torch.float32 and value.dtype is not torch.float64:
+            value = value.float()
+        # buffers read from `_buffers` and counters set in `__dict__`: Module.__getattr__/__setattr__
+        # cost microseconds a call, and this runs for every metric on every batch
+        total = self._buffers["total"]
+        if self._num_updates == 0 or total is None:
+            # the first batch after a reset decides the device, dtype and shape of the mean state
+            total = self.total = torch.zeros(value.shape, dtype=value.dtype, device=value.device)
+            self.count = torch.zeros((), dtype=value.dtype, device=value.device)
+        elif value.shape != total.shape:
             raise ValueError(
                 f"{type(self).__name__} returned a value of shape {tuple(value.shape)} after values of shape "
-                f"{tuple(self.total.shape)}: a metric's value must keep one shape between resets."
+                f"{tuple(total.shape)}: a metric's value must keep one shape between resets."
             )
-        # in place, and the counter set in __dict__: Module.__setattr__ costs ~10 us a call on the hot path
-        self.total.add_(value.to(dtype), alpha=n)
-        self.count.add_(n)
+        total.add_(value, alpha=n)
+        self.__dict__["_pending_count"] = self._pending_count + n
         self.__dict__["_num_updates"] = self._num_updates + 1
+
+    def materialize(self) -> None:
+        """Write the host-side sample counter into the `count` state (done before any read of the state).
+
+        `compute`, `merge_state`, `state_dict` and core's cross-process reduction call it; a subclass
+        reading `self.count` directly calls it first.
+        """
+        if self._pending_count:
+            self.count.add_(self._pending_count)
+            self.__dict__["_pending_count"] = 0
 
     def compute(self) -> torch.Tensor:
         """The epoch value from the state: by default the sample-weighted mean (NaN when empty)."""
+        self.materialize()
         return self.total / self.count
 
     def reset(self) -> None:
@@ -168,11 +185,14 @@ class Metric(torch.nn.Module):
             current = getattr(self, name)
             setattr(self, name, default.to(current.device).clone())
         self._num_updates = 0
+        self._pending_count = 0
 
     def merge_state(self, other: Metric) -> None:
         """Fold another instance's state into this one, as if its batches had been seen here."""
         if type(other) is not type(self):
             raise TypeError(f"Cannot merge a {type(other).__name__} into a {type(self).__name__}.")
+        self.materialize()
+        other.materialize()
         for name, reduction in self._reductions.items():
             mine, theirs = getattr(self, name), getattr(other, name).to(getattr(self, name).device)
             if reduction == "cat":
@@ -198,6 +218,10 @@ class Metric(torch.nn.Module):
             )
         return value[self._target]
 
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        self.materialize()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
     def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # a saved mean state has the shape of its values: adopt it before copying
         for name in self._defaults:
@@ -206,6 +230,7 @@ class Metric(torch.nn.Module):
                 setattr(self, name, torch.zeros_like(saved, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._num_updates = int(self.count.item())  # loading is not the hot path: reading count is fine
+        self._pending_count = 0
 
     def extra_repr(self) -> str:
         return f"target={self._target!r}" if self._target is not None else ""
