@@ -38,11 +38,20 @@ SMOKE = {
         "    def __getitem__(self, i): return torch.tensor([i]), torch.tensor(i)\n"
         "assert D(2).batched_len == 3 and len(D(2)) == 5"
     ),
-    "torchmanager-core": "assert callable(torchmanager_core.Manager)",
-    "torchmanager-callbacks": "assert torchmanager_callbacks.__version__",
+    "torchmanager-core": (
+        "import torch; m = torch.nn.Linear(2, 2); "
+        "r = torchmanager_core.Manager(m, torch.optim.SGD(m.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss())"
+        ".test([(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))]); assert set(r) == {'loss'}"
+    ),
+    "torchmanager-callbacks": (
+        "import torch, torchmanager_core; m = torch.nn.Linear(2, 2); "
+        "mg = torchmanager_core.Manager(m, torch.optim.SGD(m.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss()); "
+        "stop = torchmanager_callbacks.EarlyStop('loss', torchmanager_callbacks.MonitorType.MIN, steps=1); "
+        "mg.fit([(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))], epochs=2, callbacks_list=[stop])"
+    ),
     "torchmanager": (
-        "torchmanager.losses.Dice; torchmanager.metrics.SparseCategoricalAccuracy; "
-        "assert torchmanager.Manager is torchmanager_core.Manager"
+        "torchmanager.losses.Dice; torchmanager.metrics.SparseCategoricalAccuracy; torchmanager.callbacks.Experiment; "
+        "torchmanager.configs.Configs; torchmanager.data.Dataset; assert torchmanager.Manager is torchmanager_core.Manager"
     ),
 }
 
@@ -95,7 +104,7 @@ def test_installs_and_imports_alone(dist: str, wheels: Path, base_venv: Path) ->
         + "assert not loaded, f'importing imported optional {loaded}'\n"
         + f"print({name}.__version__)"
     )
-    version = _run(python, "-c", check, cwd=base_venv.parent).strip()
+    version = _run(python, "-c", check, cwd=base_venv.parent).strip().splitlines()[-1]
     assert wheel.name.split("-")[1] == version
     installed = _run(python, "-m", "pip", "list", "--format=freeze")
     ours = sorted(line.split("==")[0] for line in installed.splitlines() if line.startswith("torchmanager"))
