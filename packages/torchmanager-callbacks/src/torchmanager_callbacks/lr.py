@@ -67,7 +67,7 @@ class LrScheduler(FrequencyCallback):
         self._writer = tf_board_writer
         self._monitor: Monitor | None = None
         if plateau:
-            mode = MonitorType.MAX if scheduler.mode == "max" else MonitorType.MIN
+            mode = MonitorType.MAX if getattr(scheduler, "mode", "min") == "max" else MonitorType.MIN
             self._monitor = Monitor(monitor or "loss", mode)
 
     @property
@@ -84,7 +84,7 @@ class LrScheduler(FrequencyCallback):
 
     def step(self, summary: Mapping[str, Any] | None = None, val_summary: Mapping[str, float] | None = None) -> None:
         if self._monitor is not None:
-            self._scheduler.step(self._monitor.read(summary or {}, val_summary))  # type: ignore[call-arg]
+            self._scheduler.step(self._monitor.read(summary or {}, val_summary))  # type: ignore[arg-type]
         else:
             self._scheduler.step()
 

@@ -62,6 +62,9 @@ HOOKS = (
 class Callback:
     """A training callback: override the hooks you need, the others cost nothing."""
 
+    unused_hooks: frozenset[str] = frozenset()
+    """Overridden hooks that this instance's settings never act in; the loop skips them too."""
+
     def on_train_start(self, initial_epoch: int = 0) -> None:
         """Training starts at epoch index `initial_epoch`."""
 
@@ -108,8 +111,8 @@ class Callback:
 
 
 def overrides(callback: Callback, hook: str) -> bool:
-    """Whether `callback`'s class overrides `hook` of `Callback`."""
-    return getattr(type(callback), hook) is not getattr(Callback, hook)
+    """Whether the loop must call `callback` at `hook`: its class overrides it and it is not in `unused_hooks`."""
+    return getattr(type(callback), hook) is not getattr(Callback, hook) and hook not in callback.unused_hooks
 
 
 class CallbackList(Callback):

@@ -245,7 +245,7 @@ def _materialise(model: torch.nn.Module, device: torch.device) -> None:
     """Replace meta parameters and buffers by empty tensors on `device`, keeping shared (tied) tensors shared."""
     created: dict[int, torch.Tensor] = {}
     for module in model.modules():
-        named = list(module.named_parameters(recurse=False, remove_duplicate=False))
+        named: list[tuple[str, torch.Tensor]] = list(module.named_parameters(recurse=False, remove_duplicate=False))
         named += list(module.named_buffers(recurse=False, remove_duplicate=False))
         for name, tensor in named:
             if not tensor.is_meta:

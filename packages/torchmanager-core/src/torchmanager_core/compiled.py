@@ -24,7 +24,7 @@ __all__ = ["CompiledLoss", "CompiledMetrics", "check_loss_fn", "check_metrics"]
 def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
     """Check the `loss_fn` argument of a manager: None, a callable, or a non-empty dict of callables."""
     if loss_fn is None or (callable(loss_fn) and not isinstance(loss_fn, Mapping)):
-        return loss_fn  # type: ignore[return-value]
+        return loss_fn
     if isinstance(loss_fn, Mapping):
         if not loss_fn:
             raise ValueError("`loss_fn` must not be an empty dict: give at least one loss, or None. Received: loss_fn={}")

@@ -135,7 +135,7 @@ def move_to_device(data: T, device: torch.device) -> T:
     if isinstance(data, tuple) and hasattr(data, "_fields"):
         return type(data)(*(move_to_device(v, device) for v in data))
     if isinstance(data, (list, tuple)):
-        return type(data)(move_to_device(v, device) for v in data)  # type: ignore[return-value]
+        return type(data)(move_to_device(v, device) for v in data)
     return data
 
 

@@ -133,7 +133,7 @@ def shard(dataset: Iterable[Any]) -> Iterable[Any]:
     if isinstance(dataset, DataLoader):
         if isinstance(dataset.sampler, DistributedSampler):
             return dataset
-        sampler = DistributedSampler(
+        sampler: DistributedSampler[Any] = DistributedSampler(
             dataset.dataset, num_replicas=world, rank=rank, shuffle=isinstance(dataset.sampler, RandomSampler), drop_last=dataset.drop_last
         )
         return DataLoader(

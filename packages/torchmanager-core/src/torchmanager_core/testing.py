@@ -13,7 +13,8 @@ from typing import Any, TypeAlias
 
 import torch
 
-from . import devices, distributed
+from . import devices as placement
+from . import distributed
 from .callbacks import Callback, CallbackList
 from .checkpointing import Checkpointing
 from .compiled import CompiledLoss, CompiledMetrics, check_loss_fn, check_metrics
@@ -28,7 +29,7 @@ __all__ = ["BaseTestingManager", "BasicTestingManager", "TestingManager"]
 DataSource: TypeAlias = Iterable[Any]
 """Anything iterable yielding `(x, y)` batches: a torchmanager `Dataset`, a `DataLoader`, a list."""
 _warned_non_scalar: set[str] = set()
-Devices: TypeAlias = devices.DeviceLike | Sequence[devices.DeviceLike] | None
+Devices: TypeAlias = placement.DeviceLike | Sequence[placement.DeviceLike] | None
 
 
 def batches_in(dataset: DataSource) -> int | None:
@@ -86,7 +87,7 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         self.compiled_metrics = CompiledMetrics(self._metric_fns)
         self._extras = MeanTracker()  # values a step reports beyond the losses and metrics
         self._owned: set[str] | None = None
-        self._device = devices.CPU
+        self._device = placement.CPU
         self.precision = check_precision(precision)
         self._autocast = autocast_dtype(self.precision)
         if not isinstance(compile, (bool, Mapping)):
@@ -102,8 +103,8 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         while True:
             if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
                 model = model.module
-            elif hasattr(model, "_orig_mod"):  # torch.compile's wrapper
-                model = model._orig_mod
+            elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile's wrapper
+                model = model._orig_mod  # type: ignore[assignment]
             else:
                 return model
 
@@ -160,7 +161,7 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         self.model.to(device)
         for module in self._stream_modules():
             module.to(device)
-        devices.move_optimizer_state(self.optimizer, device)
+        placement.move_optimizer_state(self.optimizer, device)
         self._device = device
 
     def reset_metrics(self) -> None:
@@ -243,8 +244,8 @@ class BasicTestingManager(Checkpointing, abc.ABC):
             progress = self.progress(dataset, "Predict", show_verbose)
             for batch in dataset:
                 x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
-                y, _ = self.forward(devices.move_to_device(x, self._device))
-                outputs.append(devices_move(y, devices.CPU))
+                y, _ = self.forward(placement.move_to_device(x, self._device))
+                outputs.append(devices_move(y, placement.CPU))
                 progress.step(dict)
             progress.close()
         return outputs
@@ -266,19 +267,19 @@ class BasicTestingManager(Checkpointing, abc.ABC):
                 ids = [main.index] if main.type == "cuda" else None
                 self.model = torch.nn.parallel.DistributedDataParallel(raw, device_ids=ids)
         else:
-            main, targets = devices.select(device, devices_)
+            main, targets = placement.select(device, devices_)
             self.to(main)
-            if devices.use_data_parallel(targets, use_multi_gpus):
-                self.model = devices.data_parallel(raw, targets)
+            if placement.use_data_parallel(targets, use_multi_gpus):
+                self.model = placement.data_parallel(raw, targets)
         if self._compile is not False:
             self.model = torch.compile(self.model, **({} if self._compile is True else dict(self._compile)))  # type: ignore[assignment]
         try:
             yield
         finally:
             self.model = raw
-            self.to(devices.CPU)
+            self.to(placement.CPU)
             if empty_cache:
-                devices.empty_cache()
+                placement.empty_cache()
 
     def batches(self, dataset: DataSource, skip: int = 0, then_rng: Mapping[str, Any] | None = None) -> Iterator[tuple[Any, Any]]:
         """`(x, y)` pairs from `dataset` on the run's device (moved non-blocking).
@@ -295,7 +296,7 @@ class BasicTestingManager(Checkpointing, abc.ABC):
             set_rng_state(then_rng)
         for batch in iterator:
             x, y = unpack(batch)
-            yield devices.move_to_device(x, device), devices.move_to_device(y, device)
+            yield placement.move_to_device(x, device), placement.move_to_device(y, device)
 
     def record(self, summary: Mapping[str, Any], x: Any, y: Any, *, training: bool) -> None:
         """Add a step's summary to the epoch: values the losses and metrics do not keep are averaged here,
@@ -369,7 +370,7 @@ class BasicTestingManager(Checkpointing, abc.ABC):
 
 def devices_move(data: Any, device: torch.device) -> Any:
     """Move outputs (tensors nested in dicts, lists, tuples) to `device`, detached."""
-    return devices.move_to_device(data.detach() if isinstance(data, torch.Tensor) else data, device)
+    return placement.move_to_device(data.detach() if isinstance(data, torch.Tensor) else data, device)
 
 
 BaseTestingManager = BasicTestingManager

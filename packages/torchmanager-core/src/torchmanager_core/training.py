@@ -92,11 +92,12 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             loss = loss / self._window_size()
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
-        if self.accumulate_grad_batches > 1 and not self._at_window_end() and hasattr(self.model, "no_sync"):
-            with self.model.no_sync():  # DDP: gradients are averaged across processes once per window
-                loss.backward()
+        model = self.model
+        if self.accumulate_grad_batches > 1 and not self._at_window_end() and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            with model.no_sync():  # DDP: gradients are averaged across processes once per window
+                loss.backward()  # type: ignore[no-untyped-call]
         else:
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
 
     def optimize(self) -> None:
         """Update the parameters from their gradients, then clear them (at the end of each accumulation window)."""
