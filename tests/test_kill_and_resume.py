@@ -14,11 +14,9 @@ from __future__ import annotations
 import os
 import queue
 import random
-import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.scripts.fork_server import ForkServer
 from tests.workspace import ROOT
 from torchmanager_core import checkpoint
 
@@ -98,92 +97,51 @@ def job_args(data: Path, job: str) -> list[str]:
     return [*files, "--loader", loader, "--optimizer", optimizer, "--every", str(EVERY), "--epochs", str(EPOCHS)]
 
 
-class Runner:
-    """Runs the job in children of one fork server (tests/scripts/resume_digits.py --serve), one at a time."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log.open("w")
-        self.server = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--serve"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )
-
-    def run(
-        self, folder: Path, args: list[str], kill_after: str | None = None, delay: float = 0.0
-    ) -> tuple[int, list[str]]:
-        """Run the job with `args` in `folder`; SIGKILL it `delay` seconds after it prints `kill_after`.
-
-        Returns:
-            The child's exit code (-9 after a SIGKILL) and the `step` lines it printed.
-        """
-        assert self.server.stdin is not None and self.server.stdout is not None
-        self.server.stdin.write(shlex.join(["run", str(folder), *args]) + "\n")
-        self.server.stdin.flush()
-        pid, steps = None, []
-        for line in self.server.stdout:
-            words = line.split()
-            if words[:1] == ["pid"]:
-                pid = int(words[1])
-            elif words[:1] == ["step"]:
-                steps.append(line.strip())
-                if line.strip() == kill_after:
-                    assert pid is not None
-                    time.sleep(delay)
-                    os.kill(pid, signal.SIGKILL)
-            elif words[:2] == ["exit", str(pid)]:
-                return int(words[2]), steps
-        raise AssertionError(f"the fork server ended; see {self.log.name}")
-
-    def close(self) -> None:
-        assert self.server.stdin is not None
-        self.server.stdin.close()
-        self.server.wait(TIMEOUT)
-        self.log.close()
+def step_lines(lines: list[str]) -> list[str]:
+    """The `step <n>` lines of a run's stdout (the log's epoch lines left out)."""
+    return [line for line in lines if line.startswith("step ")]
 
 
 def run_fresh(folder: Path, args: list[str]) -> tuple[int, list[str]]:
-    """`Runner.run` in a new interpreter: `python resume_digits.py ARGS` (a self-kill only)."""
+    """`ForkServer.run` in a new interpreter: `python resume_digits.py ARGS` (a self-kill only)."""
     done = subprocess.run(
         [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=TIMEOUT, cwd=folder
     )
     assert done.returncode in (0, -signal.SIGKILL), done.stderr
-    return done.returncode, [line for line in done.stdout.splitlines() if line.startswith("step ")]
+    return done.returncode, done.stdout.splitlines()
 
 
-def kill_and_resume(runner: Runner | None, folder: Path, data: Path, kill: Kill, delay: float) -> Outcome:
+def kill_and_resume(runner: ForkServer | None, folder: Path, data: Path, kill: Kill, delay: float) -> Outcome:
     """Kill the job after step `kill.at` (by itself, or by the test at a random moment), then resume it."""
     folder.mkdir()
     if kill.external:
         args = [*job_args(data, kill.job), "--step-delay", "0.002"]  # ~2 ms a step: the kill lands near the line
-        killed_rc, steps = runner.run(folder, args, kill_after=f"step {kill.at}", delay=delay)
+        killed_rc, lines = runner.run(folder, args, kill_after=f"step {kill.at}", delay=delay)
     elif runner is None:
-        killed_rc, steps = run_fresh(folder, [*job_args(data, kill.job), "--kill-at", str(kill.at)])
+        killed_rc, lines = run_fresh(folder, [*job_args(data, kill.job), "--kill-at", str(kill.at)])
     else:
-        killed_rc, steps = runner.run(folder, [*job_args(data, kill.job), "--kill-at", str(kill.at)])
+        killed_rc, lines = runner.run(folder, [*job_args(data, kill.job), "--kill-at", str(kill.at)])
     payload = checkpoint.load(folder / "last.model")
     outcome = Outcome(
         killed_rc=killed_rc,
-        last_line=steps[-1],
+        last_line=step_lines(lines)[-1],
         ckpt_step=payload["epoch"] * STEPS_PER_EPOCH + payload["step"],
         temp_files=sorted(name for name in os.listdir(folder) if name.endswith(".tmp")),
     )
     resume = [*job_args(data, kill.job), "--resume", "--seed", "1234"]
-    outcome.resumed_rc, steps = run_fresh(folder, resume) if runner is None else runner.run(folder, resume)
-    outcome.resumed_first_line = steps[0] if steps else ""
+    outcome.resumed_rc, lines = run_fresh(folder, resume) if runner is None else runner.run(folder, resume)
+    outcome.resumed_first_line = (step_lines(lines) or [""])[0]
     if outcome.resumed_rc == 0:
         outcome.final = torch.load(folder / "final.pt", weights_only=True)
     return outcome
 
 
-def reference(runner: Runner, folder: Path, data: Path, job: str, *extra: str) -> dict[str, Any]:
+def reference(runner: ForkServer, folder: Path, data: Path, job: str, *extra: str) -> dict[str, Any]:
     """The uninterrupted run's final model, optimizer and summary."""
     folder.mkdir()
-    rc, steps = runner.run(folder, [*job_args(data, job), *extra])
-    assert rc == 0, f"see {runner.log.name}"
-    assert steps[-1] == f"step {EPOCHS * STEPS_PER_EPOCH}"
+    rc, lines = runner.run(folder, [*job_args(data, job), *extra])
+    assert rc == 0, f"see {runner.log}"
+    assert step_lines(lines)[-1] == f"step {EPOCHS * STEPS_PER_EPOCH}"
     result: dict[str, Any] = torch.load(folder / "final.pt", weights_only=True)
     return result
 
@@ -209,9 +167,9 @@ def outcomes(
 ) -> Iterator[tuple[dict[str, Any], dict[str, Outcome]]]:
     """Run the uninterrupted references and every kill and resume on two fork servers (fresh kills beside them)."""
     root = tmp_path_factory.mktemp("runs")
-    runners: queue.Queue[Runner] = queue.Queue()
+    runners: queue.Queue[ForkServer] = queue.Queue()
     for index in range(2):
-        runners.put(Runner(root / f"server-{index}.log"))
+        runners.put(ForkServer(SCRIPT, root / f"server-{index}.log"))
 
     def on_a_runner(task: Callable[..., Any], *args: Any) -> Any:
         runner = runners.get()

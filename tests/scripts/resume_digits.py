@@ -11,22 +11,16 @@ Usage: python resume_digits.py DATA CKPT OUT [--kill-at N] [--resume] [--loader 
 DATA is a `torch.save`d dict of `x_train`, `y_train`, `x_val`, `y_val` (made by the test, so that
 this process does not import scikit-learn).
 
-`python resume_digits.py --serve` is a fork server, to pay for importing torch once: for each line
-`run FOLDER ARGS...` read from stdin it forks a child that runs the job with ARGS in FOLDER (its
-`step` lines go to this process's stdout), prints `pid <pid>` at once, then `exit <pid> <code>` when
-the child ends (code -9 after a SIGKILL). The server itself never runs torch code, so each child
-starts as a fresh process would: imported modules, no state.
+`python resume_digits.py --serve` runs the job in children of a fork server (see fork_server.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -133,34 +127,11 @@ def main(argv: list[str]) -> None:
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "summary": summary}, args.out)
 
 
-def serve() -> None:
-    """The fork server (see the module): one child per `run` line, run to its end or its kill."""
-    import torch._dynamo  # noqa: F401  (imported by the first optimizer: once here, not in every child)
-
-    for line in sys.stdin:
-        command, folder, *argv = shlex.split(line)
-        assert command == "run", line
-        sys.stdout.flush()  # the child must not inherit and print buffered lines twice
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                os.chdir(folder)
-                main(argv)
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        print(f"pid {pid}", flush=True)
-        _, status = os.waitpid(pid, 0)
-        print(f"exit {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
-
-
 if __name__ == "__main__":
     if sys.argv[1:] == ["--serve"]:
-        serve()
+        import torch._dynamo  # the first optimizer imports it: once in the server, not in every child
+        from fork_server import serve  # beside this script
+
+        serve(main)
     else:
         main(sys.argv[1:])

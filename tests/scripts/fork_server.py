@@ -1,0 +1,117 @@
+"""A fork server, so that tests can start and SIGKILL many short torch processes without paying for
+importing torch in each (about 2 s apiece on CI's 2 cores).
+
+Server side (`serve(main)`, in a script that has imported what its children need): for each line
+`run FOLDER ARGS...` read from stdin it forks a child that runs `main(ARGS)` in FOLDER, with this
+process's stdout and stderr; prints `pid <pid>` at once, then `exit <pid> <code>` when the child ends
+(code -9 after a SIGKILL). The server runs no torch code itself, so each child starts as a fresh
+process would: modules imported, no state. Client side (`ForkServer`): the test's handle on a server.
+Used by tests/test_kill_and_resume.py and tests/test_kill_during_write.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+__all__ = ["ForkServer", "serve"]
+
+
+def serve(main: Callable[[list[str]], None]) -> None:
+    """Run `main(args)` in a forked child for each `run FOLDER ARGS...` line of stdin, one at a time."""
+    for line in sys.stdin:
+        command, folder, *args = shlex.split(line)
+        if command != "run":
+            raise ValueError(f"Commands are `run FOLDER ARGS...`. Received: {line!r}")
+        sys.stdout.flush()  # the child must not inherit buffered lines and print them twice
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.chdir(folder)
+                main(args)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        print(f"pid {pid}", flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(f"exit {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
+
+
+class ForkServer:
+    """A server process started with `python SCRIPT --serve`; its stderr goes to `log`.
+
+    Args:
+        script: A script that calls `serve(main)` when given `--serve`.
+        log: The file that receives the server's and its children's stderr.
+    """
+
+    def __init__(self, script: Path, log: Path) -> None:
+        self.log = log
+        self._log_file = log.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(script), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            text=True,
+        )
+        self.exit_code: int | None = None
+
+    def start(self, folder: Path, args: list[str]) -> int:
+        """Start a child running the script's `main(args)` in `folder`; returns its pid."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(shlex.join(["run", str(folder), *args]) + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith("pid "):
+                self.exit_code = None
+                return int(line.split()[1])
+        raise RuntimeError(f"The fork server ended; see {self.log}")
+
+    def lines(self, pid: int) -> Iterator[str]:
+        """The child's stdout lines until it ends; `exit_code` is then set (-9 after a SIGKILL)."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            words = line.split()
+            if words[:2] == ["exit", str(pid)]:
+                self.exit_code = int(words[2])
+                return
+            yield line.rstrip("\n")
+        raise RuntimeError(f"The fork server ended; see {self.log}")
+
+    def run(
+        self, folder: Path, args: list[str], kill_after: str | None = None, delay: float = 0.0
+    ) -> tuple[int, list[str]]:
+        """Run a child to its end, or SIGKILL it `delay` seconds after it prints the line `kill_after`.
+
+        Returns:
+            Its exit code (-9 after a SIGKILL) and its stdout lines.
+        """
+        pid = self.start(folder, args)
+        lines = []
+        for line in self.lines(pid):
+            lines.append(line)
+            if line == kill_after:
+                time.sleep(delay)
+                os.kill(pid, signal.SIGKILL)
+        assert self.exit_code is not None
+        return self.exit_code, lines
+
+    def close(self) -> None:
+        """End the server (after its current child)."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(60)
+        self._log_file.close()
