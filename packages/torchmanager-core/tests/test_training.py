@@ -310,3 +310,25 @@ def test_nonfinite_loss_raises_or_stops() -> None:
     manager = make_manager()
     manager.fit([(x, y)], epochs=3, on_nonfinite_loss="stop")
     assert manager.current_epoch == 1
+
+
+@pytest.mark.parametrize("where", [{}, {"device": "cpu"}, {"devices": ["cpu"]}])
+def test_predict_returns_each_batch_output_on_the_cpu(where: dict[str, Any]) -> None:
+    x, y = blobs(10)
+    manager = make_manager()
+    outputs = manager.predict(batches(x, y, 4), **where)
+    with torch.no_grad():
+        expected = manager.raw_model(x)
+    assert [len(o) for o in outputs] == [4, 4, 2]
+    torch.testing.assert_close(torch.cat(outputs), expected)
+    assert manager.predict([x[:3]])[0].shape == (3, 3)  # inputs alone work too
+
+
+def test_progress_bar_and_multi_gpu_fallback_message(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    x, y = blobs(16)
+    with caplog.at_level(logging.WARNING, logger="torchmanager"):
+        make_manager(metrics={"accuracy": Accuracy()}).fit(batches(x, y, 8), epochs=2, show_verbose=True, use_multi_gpus=True)
+    err = capsys.readouterr().err
+    assert "Epoch 1/2" in err and "Epoch 2/2" in err and "2/2 [" in err  # a tqdm bar per epoch, with its step count
+    fallbacks = [r for r in caplog.records if "use_multi_gpus=True" in r.getMessage()]
+    assert len(fallbacks) <= 1 and all("torchrun" in r.getMessage() for r in fallbacks)  # said once per process
