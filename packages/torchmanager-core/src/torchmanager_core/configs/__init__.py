@@ -8,7 +8,8 @@ themselves back as plain data (`to_dict`, `to_yaml`, `to_json`).
 from .base import BaseConfigs
 from .basic import EXPERIMENTS_DIR, Configs
 from .fields import ConfigsFormatError
+from .file_configs import FileConfigs
 from .json import JSONConfigs
 from .yaml import YAMLConfigs
 
-__all__ = ["EXPERIMENTS_DIR", "BaseConfigs", "Configs", "ConfigsFormatError", "JSONConfigs", "YAMLConfigs"]
+__all__ = ["EXPERIMENTS_DIR", "BaseConfigs", "Configs", "ConfigsFormatError", "FileConfigs", "JSONConfigs", "YAMLConfigs"]
