@@ -21,7 +21,7 @@ from torchmanager_core.distributed import barrier
 
 from ._hooks import select_hooks
 from ._io import check_output_path, get_state, is_writer, put_state
-from .monitor import Monitor, MonitorType
+from .monitor import Monitor, Monitored, MonitorType
 
 __all__ = ["BestCheckpoint", "Checkpoint", "CheckpointManager", "LastCheckpoint"]
 
@@ -145,7 +145,7 @@ Checkpoint = LastCheckpoint
 """Upstream's alias of `LastCheckpoint`."""
 
 
-class BestCheckpoint(_Saving):
+class BestCheckpoint(Monitored, _Saving):
     """Saves the manager's checkpoint whenever the monitored value improves on its best.
 
     The value is the validation one when the epoch was validated, else the training one; the best
@@ -181,21 +181,6 @@ class BestCheckpoint(_Saving):
         super().__init__(manager, ckpt_path, show_verbose)
         self.load_best = load_best
         self.best_summary: dict[str, float] = {}
-
-    @property
-    def monitor(self) -> str:
-        """The watched summary name."""
-        return self._monitor.name
-
-    @property
-    def monitor_type(self) -> MonitorType:
-        """Whether larger (MAX) or smaller (MIN) is better."""
-        return self._monitor.monitor_type
-
-    @property
-    def best_score(self) -> float:
-        """The best value so far (`monitor_type.init_score` before the first epoch)."""
-        return self._monitor.best
 
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None

@@ -12,14 +12,14 @@ from torchmanager_core.callbacks import Callback
 from torchmanager_core.errors import StopTraining
 
 from ._io import get_state, put_state
-from .monitor import Monitor, MonitorType
+from .monitor import Monitor, Monitored, MonitorType
 
 __all__ = ["EarlyStop"]
 
 _logger = logging.getLogger("torchmanager")
 
 
-class EarlyStop(Callback):
+class EarlyStop(Monitored, Callback):
     """Stops training after `steps` epochs in a row without improvement of `monitor`.
 
     With `manager=` it sets `manager.stop_training`, so the callbacks after it still finish the
@@ -70,21 +70,6 @@ class EarlyStop(Callback):
         self._manager = manager
         self.wait = 0
         self.best_weights: dict[str, torch.Tensor] | None = None
-
-    @property
-    def monitor(self) -> str:
-        """The watched summary name."""
-        return self._monitor.name
-
-    @property
-    def monitor_type(self) -> MonitorType:
-        """Whether larger (MAX) or smaller (MIN) is better."""
-        return self._monitor.monitor_type
-
-    @property
-    def best_score(self) -> float:
-        """The best value so far."""
-        return self._monitor.best
 
     def _model(self) -> torch.nn.Module:
         model: torch.nn.Module = getattr(self._manager, "raw_model", self._manager)

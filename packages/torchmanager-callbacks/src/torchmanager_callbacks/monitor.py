@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from torchmanager_core.protocols import MonitorType
 
-__all__ = ["Monitor", "MonitorError", "MonitorType", "check_monitor_type"]
+__all__ = ["Monitor", "Monitored", "MonitorError", "MonitorType", "check_monitor_type"]
 
 
 class MonitorError(KeyError):
@@ -85,3 +85,24 @@ class Monitor:
 
     def load_state_dict(self, state: Mapping[str, float]) -> None:
         self.best = float(state["best"])
+
+
+class Monitored:
+    """What a callback watching one summary value exposes (mixed into BestCheckpoint and EarlyStop)."""
+
+    _monitor: Monitor
+
+    @property
+    def monitor(self) -> str:
+        """The watched summary name."""
+        return self._monitor.name
+
+    @property
+    def monitor_type(self) -> MonitorType:
+        """Whether larger (MAX) or smaller (MIN) is better."""
+        return self._monitor.monitor_type
+
+    @property
+    def best_score(self) -> float:
+        """The best value so far (`monitor_type.init_score` before the first epoch)."""
+        return self._monitor.best
