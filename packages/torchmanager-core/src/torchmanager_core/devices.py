@@ -106,15 +106,23 @@ def use_data_parallel(targets: Sequence[torch.device], use_multi_gpus: bool) -> 
         return False
     cuda = [d for d in targets if d.type == "cuda"]
     if len(cuda) >= 2:
+        _say_once(
+            f"DataParallel over {len(cuda)} GPUs in one process; `torchrun --nproc_per_node={len(cuda)} script.py` "
+            "(one process per GPU, DistributedDataParallel) is faster and needs no change to the script."
+        )
         return True
     message = (
         f"`use_multi_gpus=True` needs several CUDA devices; found {len(cuda)}, so training runs on "
         f"{targets[0] if targets else CPU} alone. For multi-GPU or multi-node runs, launch with torchrun."
     )
+    _say_once(message)
+    return False
+
+
+def _say_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         _logger.warning(message)
-    return False
 
 
 def data_parallel(model: torch.nn.Module, targets: Sequence[torch.device]) -> torch.nn.DataParallel:  # type: ignore[type-arg]
