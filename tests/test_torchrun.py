@@ -1,0 +1,234 @@
+"""Under `torchrun --nproc_per_node=2` on the CPU (gloo) a manager trains like one process over the same data.
+
+Three launches (each torchrun start costs seconds): `tests/scripts/ddp_train.py` trains three
+small models (a shuffled torchmanager `Dataset` with validation, an `Experiment` and a `test`; a
+`DataLoader(shuffle=True)`; a list of batches), `tests/scripts/ddp_fail.py` fails on rank 1, and
+the digits example runs unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.workspace import ROOT
+
+pytestmark = pytest.mark.slow
+
+SCRIPTS = ROOT / "tests" / "scripts"
+BATCH, EPOCHS, LR, MOMENTUM = 8, 3, 0.1, 0.9  # those of ddp_train.py
+TIMEOUT = 120  # seconds for a whole launch; collectives give up after TORCHMANAGER_DIST_TIMEOUT
+
+
+def torchrun(script: Path, *args: str, cwd: Path, dist_timeout: int = 30) -> subprocess.CompletedProcess[str]:
+    """Run `script` under `torchrun --standalone --nproc_per_node=2`; kill the whole launch if it hangs."""
+    env = {**os.environ, "TORCHMANAGER_DIST_TIMEOUT": str(dist_timeout), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args]
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # torchrun and its workers: the session started above
+        stdout, stderr = process.communicate()
+        pytest.fail(f"`{script.name}` under torchrun hung for {TIMEOUT} s.\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One launch of ddp_train.py: its output folder, console text, inputs and each rank's results."""
+    out = tmp_path_factory.mktemp("ddp")
+    done = torchrun(SCRIPTS / "ddp_train.py", str(out), cwd=out)
+    assert done.returncode == 0, done.stderr
+    ranks = [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    inputs = torch.load(out / "inputs.pt", weights_only=True)
+    return {"out": out, "console": done.stdout + done.stderr, "ranks": ranks, "inputs": inputs}
+
+
+def test_both_ranks_end_with_identical_weights(run: dict[str, Any]) -> None:
+    rank0, rank1 = run["ranks"]
+    for phase in ("dataset", "loader", "list"):
+        assert rank0["states"][phase].keys() == rank1["states"][phase].keys()
+        for name, tensor in rank0["states"][phase].items():
+            assert torch.equal(tensor, rank1["states"][phase][name]), (phase, name)
+        initial = run["inputs"]["initial"]
+        assert not torch.equal(rank0["states"][phase]["1.weight"], initial["1.weight"]), phase  # it did train
+
+
+def _forward(params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """ddp_train.py's model, by hand: drop the id column, Linear(6, 16), tanh, Linear(16, 3)."""
+    hidden = torch.tanh(F.linear(x[:, 1:], params["1.weight"], params["1.bias"]))
+    return F.linear(hidden, params["3.weight"], params["3.bias"])
+
+
+def _evaluate(params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        out = _forward(params, x)
+        return {"loss": F.cross_entropy(out, y).item(), "accuracy": (out.argmax(1) == y).float().mean().item()}
+
+
+def _single_process_reference(
+    run: dict[str, Any],
+) -> tuple[list[dict[str, dict[str, float]]], dict[str, float], dict[str, torch.Tensor]]:
+    """SGD with momentum in one process, each step over the 2 * BATCH samples the two ranks' step had.
+
+    DDP averages the two ranks' gradients, each the mean over BATCH samples: that is the gradient of
+    the mean loss over the 2 * BATCH samples of the step together, so the weights follow the same path.
+    """
+    (x, y), (x_val, y_val), (x_test, y_test) = (run["inputs"]["data"][name] for name in ("train", "val", "test"))
+    params = {name: tensor.clone().requires_grad_() for name, tensor in run["inputs"]["initial"].items()}
+    velocity = {name: torch.zeros_like(tensor) for name, tensor in params.items()}
+    seen0, seen1 = (rank["seen"]["dataset"] for rank in run["ranks"])
+    epochs = []
+    for epoch in range(EPOCHS):
+        loss_sum, correct, count = 0.0, 0, 0
+        for ids0, ids1 in zip(seen0[epoch], seen1[epoch], strict=True):
+            ids = torch.tensor(ids0 + ids1)  # the ids are the row indices
+            out = _forward(params, x[ids])
+            loss = F.cross_entropy(out, y[ids])
+            grads = torch.autograd.grad(loss, list(params.values()))
+            with torch.no_grad():
+                for (name, param), grad in zip(params.items(), grads, strict=True):
+                    velocity[name] = MOMENTUM * velocity[name] + grad  # torch's SGD: the first buffer is the gradient
+                    param -= LR * velocity[name]
+            loss_sum += loss.item() * len(ids)
+            correct += int((out.argmax(1) == y[ids]).sum())
+            count += len(ids)
+        epochs.append(
+            {"train": {"loss": loss_sum / count, "accuracy": correct / count}, "val": _evaluate(params, x_val, y_val)}
+        )
+    return epochs, _evaluate(params, x_test, y_test), {name: p.detach() for name, p in params.items()}
+
+
+def test_summaries_equal_a_single_process_run_over_the_same_steps(run: dict[str, Any]) -> None:
+    """What is compared, and why it must be equal.
+
+    The ranks train on a shuffled `Dataset` of 96 samples, 8 a step each, validate on 32 and test
+    on 40 (20 a rank: batches 8, 8, 4): every size divides by the 2 ranks, so DistributedSampler
+    pads nothing and each sample counts once. The reference is one process, by hand, with steps
+    of 16 samples: the two ranks' batches of the same step (read from the ids they recorded, so the
+    global order is the same). Then the weights, the training loss and accuracy of each epoch
+    (means over the epoch's 96 samples, measured before each step's update), the validation values
+    and `test()` are all equal to float tolerance, on both ranks, because the manager reduces the
+    metric states over the ranks before reading them. Summaries of one rank's shard alone would
+    differ.
+    """
+    epochs, test_summary, weights = _single_process_reference(run)
+    for rank in run["ranks"]:
+        assert len(rank["epochs"]) == EPOCHS
+        for ours, reference in zip(rank["epochs"], epochs, strict=True):
+            for part in ("train", "val"):
+                assert ours[part] == pytest.approx(reference[part], rel=1e-5, abs=1e-6), part
+        assert rank["test"] == pytest.approx(test_summary, rel=1e-5, abs=1e-6)
+        last = rank["epochs"][-1]
+        assert rank["fit"] == pytest.approx({**last["train"], **{f"val_{k}": v for k, v in last["val"].items()}})
+        for name, tensor in weights.items():
+            torch.testing.assert_close(rank["states"]["dataset"][name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_only_rank_0_writes_the_experiment_and_the_log(run: dict[str, Any]) -> None:
+    rank0, rank1 = run["ranks"]
+    exp = run["out"] / "experiments" / "run.exp"
+    assert [p.name for p in exp.parent.iterdir()] == ["run.exp"]
+    files = sorted(
+        str(p.relative_to(exp)) for p in exp.rglob("*") if p.is_file() and p.relative_to(exp).parts[0] != "data"
+    )
+    assert files == [
+        "checkpoints/best-accuracy.model",
+        "checkpoints/last.model",
+        "run.log",
+    ]  # no leftover temporary files
+
+    assert rank1["saves"] == []  # rank 1 wrote no checkpoint; rank 0 wrote last.model once an epoch
+    assert sorted(rank0["saves"]).count(str(exp / "checkpoints" / "last.model")) == EPOCHS
+    assert set(rank0["saves"]) == {
+        str(exp / "checkpoints" / "last.model"),
+        str(exp / "checkpoints" / "best-accuracy.model"),
+    }
+    last = torch.load(exp / "checkpoints" / "last.model", weights_only=True)
+    assert last["epoch"] == EPOCHS
+    for name, tensor in rank0["states"]["dataset"].items():
+        assert torch.equal(last["model"][name], tensor)
+
+    events = [p.name for p in (exp / "data").rglob("events.out.tfevents.*")]
+    assert events and {int(name.split(".")[-2]) for name in events} == {
+        rank0["pid"]
+    }  # TensorBoard: rank 0's files only
+
+    log = (exp / "run.log").read_text()
+    for text in (log, run["console"]):
+        assert [len(re.findall(rf"Epoch {e}/{EPOCHS}: loss=", text)) for e in range(1, EPOCHS + 1)] == [1] * EPOCHS
+    assert log.count("Experiment run: training ended") == 1
+
+
+def _check_shards(seen: list[dict[int, list[list[int]]]], size: int, epochs: int) -> None:
+    """Per epoch the ranks ran as many batches, on disjoint samples that together cover all `size`."""
+    for epoch in range(epochs):
+        shards = [[i for batch in rank[epoch] for i in batch] for rank in seen]
+        assert len(seen[0][epoch]) == len(seen[1][epoch])
+        assert not set(shards[0]) & set(shards[1])
+        assert sorted(shards[0] + shards[1]) == list(range(size))
+
+
+def test_dataset_loader_and_list_of_batches_are_sharded(run: dict[str, Any]) -> None:
+    seen = {phase: [rank["seen"][phase] for rank in run["ranks"]] for phase in ("dataset", "loader", "list")}
+    _check_shards(seen["dataset"], 96, EPOCHS)
+    _check_shards(seen["loader"], 24, 2)
+    _check_shards(seen["list"], 24, 1)
+    for phase in ("dataset", "loader"):  # shuffled: a new order each epoch (DistributedSampler.set_epoch)
+        assert seen[phase][0][0] != seen[phase][0][1]
+        assert sorted(i for batch in seen[phase][0][0] for i in batch) != list(
+            range(0, 96 if phase == "dataset" else 24, 2)
+        )
+    # a list is split batch by batch: whole batches of 4, alternating between the ranks
+    assert seen["list"][0][0] == [[0, 1, 2, 3], [8, 9, 10, 11], [16, 17, 18, 19]]
+    assert seen["list"][1][0] == [[4, 5, 6, 7], [12, 13, 14, 15], [20, 21, 22, 23]]
+
+
+def test_a_failing_rank_ends_the_launch_with_its_error(tmp_path: Path) -> None:
+    done = torchrun(SCRIPTS / "ddp_fail.py", str(tmp_path), "raise", cwd=tmp_path)  # fails the test if it hangs
+    assert done.returncode != 0
+    assert "RuntimeError: rank 1 failed on purpose when epoch 2 started" in done.stderr
+    assert not list(tmp_path.glob("rank*-finished"))
+    assert "Epoch 1/3: loss=" in done.stdout + done.stderr and "Epoch 2/3" not in done.stdout + done.stderr
+
+
+def test_a_stuck_rank_ends_the_launch_after_the_collective_timeout(tmp_path: Path) -> None:
+    """Rank 1 blocks for 10 minutes in a callback: rank 0's gradient all-reduce gives up after
+    `TORCHMANAGER_DIST_TIMEOUT` (5 s here) with an error, and torchrun then ends rank 1."""
+    start = time.monotonic()
+    done = torchrun(SCRIPTS / "ddp_fail.py", str(tmp_path), "hang", cwd=tmp_path, dist_timeout=5)
+    assert done.returncode != 0
+    assert time.monotonic() - start < 60
+    assert re.search(r"\[rank0\]: RuntimeError: .*Timed out waiting 5000ms", done.stderr), done.stderr
+    assert not list(tmp_path.glob("rank*-finished"))
+
+
+def test_digits_example_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
+    done = torchrun(ROOT / "examples" / "digits.py", "--quiet", "--experiment", "demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    console = done.stdout + done.stderr
+    accuracies = re.findall(r"test accuracy (\d\.\d+)", console)
+    assert len(accuracies) == 1 and float(accuracies[0]) > 0.95
+    assert [p.name for p in (tmp_path / "experiments").iterdir()] == ["demo.exp"]
+    exp = tmp_path / "experiments" / "demo.exp"
+    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == ["best-accuracy.model", "last.model"]
+    events = [p.name for p in (exp / "data").rglob("events.out.tfevents.*")]
+    assert events and len({name.split(".")[-2] for name in events}) == 1  # one process wrote TensorBoard data
+    log = (exp / "demo.log").read_text()
+    for text in (log, console):
+        assert [len(re.findall(rf"Epoch {e}/30: loss=", text)) for e in (1, 15, 30)] == [1, 1, 1]
+    assert len(re.findall(r"Epoch \d+/30: loss=", log)) == 30
