@@ -1,0 +1,133 @@
+"""The work both sides do: the workloads, their batches, the hand-written loop and the `Manager.fit` call.
+
+Who owns what: this module says what one training run is (the same model, batches, optimizer,
+loss and accuracy on both sides); `bench_rows` decides which runs a row compares, and
+`bench_timing` how they are timed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+import torchmanager
+
+__all__ = ["WORKLOADS", "Batches", "Workload", "make_batches", "ours_fit", "raw_fit"]
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+CallbackFactory = Callable[[torchmanager.Manager], Sequence[torchmanager.callbacks.Callback]]
+BATCH_SIZE = 128
+LEARNING_RATE = 0.01
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A model to train and the shape of one input sample."""
+
+    name: str
+    make_model: Callable[[], torch.nn.Module]
+    input_shape: tuple[int, ...]
+
+
+def _mlp() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+
+
+def _cnn() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 64, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64 * 8 * 8, 10),
+    )
+
+
+WORKLOADS = {
+    "A": Workload("A: MLP 64-256-10", _mlp, (64,)),
+    "B": Workload("B: CNN 1-32-64", _cnn, (1, 8, 8)),
+}
+"""A is dominated by per-step overhead, B by compute."""
+
+
+def make_batches(shape: tuple[int, ...], steps: int, batch_size: int = BATCH_SIZE) -> Batches:
+    """`steps` random `(x, y)` batches of 10 classes, the same on every call."""
+    gen = torch.Generator().manual_seed(0)
+    return [
+        (torch.randn(batch_size, *shape, generator=gen), torch.randint(0, 10, (batch_size,), generator=gen))
+        for _ in range(steps)
+    ]
+
+
+def raw_fit(
+    model: torch.nn.Module, batches: Batches, epochs: int, *, autocast: torch.dtype | None = None, ddp: bool = False
+) -> list[tuple[float, float]]:
+    """The loop a user would write by hand, with the same summary work as ours.
+
+    Args:
+        model: The model to train (modified in place).
+        batches: The batches of one epoch.
+        epochs: How many epochs.
+        autocast: Run forward and loss under `torch.autocast("cpu", dtype=autocast)`.
+        ddp: Wrap the model in `DistributedDataParallel` (needs a process group).
+    Returns:
+        Each epoch's mean loss and accuracy, read once per epoch.
+    """
+    if ddp:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    history = []
+    model.train()
+    for _ in range(epochs):
+        loss_sum, correct, seen = torch.zeros(()), torch.zeros(()), 0
+        for x, y in batches:
+            if autocast is None:
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+            else:
+                with torch.autocast("cpu", dtype=autocast):
+                    out = model(x)
+                    loss = F.cross_entropy(out, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (out.detach().argmax(-1) == y).sum()
+            seen += len(y)
+        history.append((loss_sum.item() / seen, correct.item() / seen))
+    return history
+
+
+def ours_fit(
+    model: torch.nn.Module,
+    batches: Batches,
+    epochs: int,
+    *,
+    precision: str = "32",
+    callbacks: CallbackFactory | None = None,
+) -> torchmanager.Manager:
+    """The same training through `Manager.fit`; returns the manager (for checks after the run).
+
+    Args:
+        model: The model to train (modified in place).
+        batches: The batches of one epoch.
+        epochs: How many epochs.
+        precision: The manager's `precision`.
+        callbacks: Makes the callbacks to attach, given the manager.
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    metrics = {"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()}
+    manager = torchmanager.Manager(
+        model, optimizer, loss_fn=torchmanager.losses.CrossEntropy(), metrics=metrics, precision=precision
+    )
+    callbacks_list = list(callbacks(manager)) if callbacks is not None else None
+    manager.fit(batches, epochs=epochs, callbacks_list=callbacks_list, show_verbose=False, device=torch.device("cpu"))
+    for callback in callbacks_list or []:
+        close = getattr(callback, "close", None)
+        if callable(close):
+            close()  # TensorBoard: end its writer thread, as a finished script would
+    return manager
