@@ -3,8 +3,7 @@
 Each case is the code a user writes, the error it must end in, and the message, pinned with
 `match=`: what is wrong and what would be right, then the value received. Every case runs next to
 the checkpoint of a good run, which no failure may change (its bytes are compared after the case);
-fits run with a `LastCheckpoint` on that file that saves after every step. A case whose error is
-unclear or missing is a bug of ours, marked `xfail(strict=True)` with the bug in its reason.
+fits run with a `LastCheckpoint` on that file that saves after every step.
 """
 
 from __future__ import annotations
@@ -129,10 +128,6 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, good_checkpoint: bytes)
 
 
 Case = Callable[[Env], Any]
-
-
-def bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
 
 
 def case(
@@ -269,10 +264,6 @@ FIT_ARGUMENTS = [
         ValueError,
         r"`optimizer`.*parameters.*model",
         id="optimizer-of-another-model",
-        marks=bug(
-            "An optimizer over another model's parameters trains nothing, silently: `fit` (training.py `_check_fit`) "
-            "should check that the optimizer holds some of the model's parameters and say so."
-        ),
     ),
     case(
         lambda env: env.fit(manager(Net().requires_grad_(False)), DATA),
@@ -318,22 +309,12 @@ DEVICES = [
         ValueError,
         r"`device`.*meta",
         id="device-meta",
-        marks=bug(
-            "fit(device='meta') is accepted by devices.select and fails in Module.to with torch's 'Cannot copy out of "
-            "meta tensor; no data!' (NotImplementedError); `_parse` in devices.py should refuse 'meta' (nothing runs there)."
-        ),
     ),
     case(
         lambda env: env.fit(manager(Net().to("meta")), DATA, device="cpu"),
         ValueError,
         r"`model`.*meta",
         id="model-on-meta",
-        marks=bug(
-            "A model whose weights are on the 'meta' device (not loaded yet) fails deep in Module.to with torch's "
-            "'Cannot copy out of meta tensor; no data! Please use torch.nn.Module.to_empty()', which is not the fix "
-            "(to_empty gives uninitialised weights); `fit`/`test` should say the model has no weights and to load them "
-            "first (e.g. load_state_dict(..., assign=True))."
-        ),
     ),
 ]
 
@@ -361,22 +342,12 @@ DATA_CASES = [
         ValueError,
         r"drop_last",
         id="fewer-items-than-batch-size-with-drop-last",
-        marks=bug(
-            "4 items in batches of 8 with drop_last=True: `_check_fit` (training.py) says '`training_dataset` is empty "
-            "(0 batches); give a non-empty data set', but the data set is not empty; the Dataset's own message names "
-            "`batch_size` and `drop_last`, the fix."
-        ),
     ),
     case(
         lambda env: env.fit(manager(), DATA, val_dataset=[]),
         ValueError,
         r"`val_dataset` is empty",
         id="empty-validation",
-        marks=bug(
-            "fit(val_dataset=[]) trains a whole epoch, writing its checkpoints, before `run_test` fails with 'The data "
-            "set to test on yielded no batches'; `_check_fit` (training.py) checks `training_dataset` for 0 batches at "
-            "the entry point but not `val_dataset`."
-        ),
     ),
     case(
         lambda env: manager().test([]),
@@ -389,7 +360,6 @@ DATA_CASES = [
         ValueError,
         r"no batches",
         id="empty-predict",
-        marks=bug("predict([]) returns [] silently while test([]) and fit([]) raise (testing.py `predict`)."),
     ),
     case(
         lambda env: env.fit(manager(), [(X[:8], Y[:8], Y[:8])]),
@@ -408,11 +378,6 @@ DATA_CASES = [
         (RuntimeError, TypeError, ValueError),
         r"[Mm]odel.*input.*\(8, 5\)",
         id="input-of-the-wrong-width",
-        marks=bug(
-            "A model that fails on the batch raises torch's bare 'mat1 and mat2 shapes cannot be multiplied (8x5 and "
-            "4x3)': `forward` (testing.py) wraps loss and metric failures (LossError/MetricError name the shapes and "
-            "the fix) but not the model's."
-        ),
     ),
     case(
         lambda env: env.fit(manager(), [(X[:8], Y[:6])]),
@@ -449,12 +414,6 @@ DATA_CASES = [
         NonFiniteLossError,
         r"The training loss of epoch 1 is nan",
         id="nan-loss-with-step-checkpoints",
-        marks=bug(
-            "The loss is checked once per epoch (training.py `fit`), so `LastCheckpoint(save_every_n_steps=...)` "
-            "overwrites the last good checkpoint with NaN weights during the epoch before NonFiniteLossError is raised; "
-            "a step checkpoint should not replace a finite run by a non-finite one (e.g. check the running loss, "
-            "already a device sync at save time, in `save_checkpoint`)."
-        ),
     ),
 ]
 
@@ -592,9 +551,6 @@ CALLBACKS = [
         TypeError,
         r"`log_dir`",
         id="tensorboard-log-dir-an-int",
-        marks=bug(
-            "TensorBoard(3) is accepted (tensorboard.py: `str(log_dir)`) and writes event files to a folder named '3'."
-        ),
     ),
 ]
 
@@ -664,33 +620,18 @@ OTHER_MODEL = [
         CheckpointError,
         r"different model.*size mismatch for fc.weight",
         id="message-names-the-mismatch",
-        marks=bug(
-            "checkpointing.py `restore` keeps only the first line of torch's load_state_dict error, 'Error(s) in "
-            "loading state_dict for Net:', and drops the lines that name the missing/unexpected keys and the shape "
-            "mismatches."
-        ),
     ),
     case(
         lambda env: env.fit(adam_manager(), DATA, epochs=2, resume_from=env.ckpt),
         CheckpointError,
         r"SGD.*Adam|Adam.*SGD",
         id="resume-with-another-optimizer-class",
-        marks=bug(
-            "Resuming an SGD checkpoint with an Adam manager: `restore` loads SGD's param groups into Adam without a "
-            "check (the checkpoint records `optimizer_class`), and the first step fails with a bare KeyError "
-            "('step'; 'momentum' the other way round)."
-        ),
     ),
     case(
         lambda env: env.fit(manager(metrics={"accuracy": ConfusionMatrix(3)}), DATA, epochs=2, resume_from=env.ckpt),
         CheckpointError,
         r"accuracy",
         id="resume-with-another-metric-under-the-name",
-        marks=bug(
-            "A checkpoint whose `accuracy` metric state does not fit the manager's metric of that name raises torch's "
-            "bare RuntimeError 'Error(s) in loading state_dict for ConfusionMatrix: Missing key(s)' "
-            "(checkpointing.py `_load_module_states`), naming neither the file nor the metric."
-        ),
     ),
 ]
 
@@ -822,12 +763,6 @@ def test_bad_input_fails_clearly_and_keeps_the_checkpoint(
 # -- what the table cannot show ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="checkpointing.py `restore` calls `load_state_dict` on the live model, which copies every matching "
-    "tensor before raising on the others: after the CheckpointError the model holds half of the other checkpoint. "
-    "It should check the keys and shapes first (or load into a copy).",
-)
 def test_a_refused_checkpoint_leaves_the_model_as_it_was(env: Env) -> None:
     torch.save(
         {"format": "torchmanager.checkpoint", "format_version": 1, "model": {"fc.weight": torch.zeros(3, 4)}},
@@ -841,12 +776,6 @@ def test_a_refused_checkpoint_leaves_the_model_as_it_was(env: Env) -> None:
         assert torch.equal(tensor, before[name]), name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="With on_nonfinite_loss='stop', `fit` (training.py) flags the stop and then still runs `on_epoch_end`, "
-    "so `LastCheckpoint` overwrites the last good checkpoint with the NaN epoch's weights; the epoch whose loss is "
-    "not finite should not be saved.",
-)
 def test_stopping_on_nan_keeps_the_last_good_checkpoint(env: Env) -> None:
     before = env.ckpt.read_bytes()
     env.fit(manager(), [NAN_BATCH, *DATA], every_step=False, on_nonfinite_loss="stop")

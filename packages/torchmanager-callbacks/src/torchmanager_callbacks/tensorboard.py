@@ -5,6 +5,7 @@ tensorboard is imported when the callback is created, never when the package is 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -52,11 +53,13 @@ class TensorBoard(FrequencyCallback):
         ValueError: `freq` is a start frequency.
     """
 
-    def __init__(self, log_dir: str, freq: Frequency = Frequency.EPOCH, initial_step: int = 0) -> None:
+    def __init__(self, log_dir: str | os.PathLike[str], freq: Frequency = Frequency.EPOCH, initial_step: int = 0) -> None:
         check_frequency(freq, (Frequency.EPOCH, Frequency.BATCH))
         self._writer_class = import_summary_writer()
         super().__init__(freq, initial_step=initial_step)
-        self.log_dir = str(log_dir)
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(f"`log_dir` must be a folder path (str or os.PathLike). Received: log_dir={log_dir!r}")
+        self.log_dir = os.fspath(log_dir)
         self._writer: SummaryWriter | None = None
 
     @property

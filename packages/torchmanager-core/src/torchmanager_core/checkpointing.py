@@ -8,6 +8,8 @@ the random generators (for an exact resume) and the state the running callbacks 
 from __future__ import annotations
 
 import inspect
+import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from . import checkpoint, distributed
+from .errors import NonFiniteLossError
 from .random import get_rng_state
 
 if TYPE_CHECKING:
@@ -54,6 +57,7 @@ class Checkpointing:
         _epoch_rng: dict[str, Any] | None
         _resume_rng: dict[str, Any] | None
         _scaler_state: dict[str, Any] | None
+        stop_training: bool
         scaler: torch.amp.GradScaler | None
         _callbacks: CallbackList
 
@@ -98,8 +102,25 @@ class Checkpointing:
     def save_checkpoint(self, path: PathLike) -> None:
         """Write a checkpoint of the run atomically (a crash leaves any previous file intact).
 
-        Only the main process writes; the others wait at a barrier when distributed.
+        Only the main process writes; the others wait at a barrier when distributed. A run whose
+        running loss is NaN or infinite is not saved (that would replace a good checkpoint by a
+        broken one): `NonFiniteLossError`, or with `on_nonfinite_loss="stop"` a logged error and a stop.
         """
+        running_loss = getattr(self, "running_loss", None)
+        loss = running_loss() if running_loss is not None else None
+        if loss is not None and not math.isfinite(loss):
+            epoch, step = getattr(self, "_current_epoch", 0), getattr(self, "_epoch_step", 0)
+            epoch = epoch if step else max(epoch - 1, 0)  # at an epoch's end the counter already moved on
+            message = (
+                f"The training loss of epoch {epoch + 1} is {loss} (after {step or 'all'} steps): not saving "
+                f"`{os.fspath(path)}`, the previous checkpoint is kept. Lower the learning rate, clip gradients or check "
+                "the data for NaN/inf values."
+            )
+            if getattr(self, "_on_nonfinite", "raise") == "stop":
+                logging.getLogger("torchmanager").error(message)
+                self.stop_training = True
+                return
+            raise NonFiniteLossError(message)
         payload = self.checkpoint_payload()
         if distributed.is_main_process():
             checkpoint.save(payload, path)
@@ -118,14 +139,12 @@ class Checkpointing:
         return payload
 
     def restore(self, payload: Mapping[str, Any], *, source: str = "the checkpoint") -> None:
-        """Put a checkpoint payload back into this manager (what `load_checkpoint` does after reading)."""
-        try:
-            self.raw_model.load_state_dict(payload["model"])
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(
-                f"`{source}` holds the weights of a different model ({str(error).splitlines()[0]}); load it into the "
-                f"model architecture that saved it. Received: model={type(self.raw_model).__name__}"
-            ) from error
+        """Put a checkpoint payload back into this manager (what `load_checkpoint` does after reading).
+
+        Everything is checked before anything is loaded: a refused checkpoint leaves the manager as it was.
+        """
+        self._check_payload(payload, source)
+        self.raw_model.load_state_dict(payload["model"])
         if self.optimizer is not None and payload.get("optimizer") is not None:
             self.optimizer.load_state_dict(payload["optimizer"])
         _load_module_states(self.compiled_metrics.fns, payload.get("metrics", {}))
@@ -149,6 +168,43 @@ class Checkpointing:
             self._epoch_step = int(payload.get("step", 0))
             self._epoch_rng = payload.get("epoch_rng")
             self._resume_rng = payload.get("rng")
+
+    def _check_payload(self, payload: Mapping[str, Any], source: str) -> None:
+        """Raise `CheckpointError` if the payload does not fit this manager's model, optimizer, losses or metrics."""
+        model = self.raw_model
+        problems = _state_mismatch(model.state_dict(), payload["model"])
+        if problems:
+            raise checkpoint.CheckpointError(
+                f"`{source}` holds the weights of a different model ({problems}); load it into the model architecture "
+                f"that saved it. Received: model={type(model).__name__}"
+            )
+        saved_optimizer = payload.get("optimizer")
+        if self.optimizer is not None and saved_optimizer is not None:
+            saved_class, current_class = payload.get("optimizer_class"), _qualified_name(self.optimizer)
+            if saved_class is not None and saved_class != current_class:
+                raise checkpoint.CheckpointError(
+                    f"`{source}` holds the state of a {saved_class} optimizer, and this manager's optimizer is a "
+                    f"{current_class}; build the manager with the optimizer class that saved it. Received: optimizer={current_class}"
+                )
+            saved_sizes = [len(group["params"]) for group in saved_optimizer["param_groups"]]
+            sizes = [len(group["params"]) for group in self.optimizer.param_groups]
+            if saved_sizes != sizes:
+                raise checkpoint.CheckpointError(
+                    f"`{source}` holds an optimizer with parameter groups of {saved_sizes} tensors, and this manager's has "
+                    f"{sizes}; build the optimizer over the same parameter groups. Received: param_groups={sizes}"
+                )
+        for what, fns, states in (
+            ("metric", self.compiled_metrics.fns, payload.get("metrics", {})),
+            ("loss", self.compiled_losses.fns if self.compiled_losses is not None else {}, payload.get("loss_fn", {})),
+        ):
+            for name, state in states.items():
+                fn = fns.get(name)
+                if isinstance(fn, torch.nn.Module) and set(fn.state_dict()) != set(state):
+                    raise checkpoint.CheckpointError(
+                        f"`{source}` holds a state for the {what} `{name}` that does not fit this manager's {type(fn).__name__} "
+                        f"(keys {sorted(state)} vs {sorted(fn.state_dict())}); use the {what} that saved it under that name. "
+                        f"Received: {what}s[{name!r}]={type(fn).__name__}"
+                    )
 
     @classmethod
     def from_checkpoint(
@@ -190,6 +246,21 @@ class Checkpointing:
         manager = cls(model, optimizer, loss_fn, metrics)
         manager.restore(payload, source=os.fspath(path))
         return manager
+
+
+def _state_mismatch(current: Mapping[str, Any], saved: Mapping[str, Any]) -> str:
+    """What differs between two model state dicts (missing and unexpected keys, shapes), or ''."""
+    problems = []
+    missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
+    if missing:
+        problems.append(f"missing key(s) {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"unexpected key(s) {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    for key in sorted(current.keys() & saved.keys()):
+        mine, theirs = current[key], saved[key]
+        if isinstance(mine, torch.Tensor) and isinstance(theirs, torch.Tensor) and mine.shape != theirs.shape:
+            problems.append(f"size mismatch for {key}: {tuple(theirs.shape)} in the checkpoint, {tuple(mine.shape)} in the model")
+    return "; ".join(problems)
 
 
 def _qualified_name(optimizer: torch.optim.Optimizer | None) -> str | None:

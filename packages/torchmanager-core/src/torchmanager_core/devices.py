@@ -49,6 +49,11 @@ def _parse(value: object, name: str) -> torch.device:
             ) from None
     else:
         raise TypeError(f"`{name}` must be a torch.device, a device name or a CUDA index. Received: {name}={value!r}")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"`{name}` must be a device that runs models: 'cpu', 'cuda[:index]' or 'mps' ('{device.type}' holds no data). "
+            f"Received: {name}={value!r}"
+        )
     _check_available(device, name)
     return device
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LossError", "MetricError", "NonFiniteLossError", "StopTraining", "describe"]
+__all__ = ["LossError", "MetricError", "ModelError", "NonFiniteLossError", "StopTraining", "describe"]
 
 
 class StopTraining(Exception):
@@ -16,6 +16,10 @@ class StopTraining(Exception):
     def __init__(self, epoch: int | None = None, *args: object) -> None:
         super().__init__(*args)
         self.epoch = epoch
+
+
+class ModelError(RuntimeError):
+    """The model failed on the input it was given (the original error is chained)."""
 
 
 class LossError(RuntimeError):

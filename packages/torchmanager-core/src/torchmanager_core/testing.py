@@ -18,7 +18,7 @@ from . import distributed
 from .callbacks import Callback, CallbackList
 from .checkpointing import Checkpointing
 from .compiled import CompiledLoss, CompiledMetrics, check_loss_fn, check_metrics
-from .errors import describe
+from .errors import ModelError, describe
 from .precision import autocast_dtype, check_precision
 from .progress import EpochProgress, add_console, format_summary, logger
 from .random import set_rng_state
@@ -141,12 +141,21 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         """Run the model on `input`; with a label, also the loss. Returns `(y, loss or None)`."""
         if self._autocast is not None:
             with torch.autocast(device_type=self._device.type, dtype=self._autocast):
-                y = self.model(input)
+                y = self._run_model(input)
                 loss = self.compiled_losses(y, target) if target is not None and self.compiled_losses is not None else None
             return y, loss
-        y = self.model(input)
+        y = self._run_model(input)
         loss = self.compiled_losses(y, target) if target is not None and self.compiled_losses is not None else None
         return y, loss
+
+    def _run_model(self, input: Any) -> Any:
+        try:
+            return self.model(input)
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            raise ModelError(
+                f"The model failed on an input of {describe(input)}: {error} Check that the data's input fits the "
+                f"model (its shape, dtype and device). Received: input of {describe(input)}"
+            ) from error
 
     def eval(self, input: Any, target: Any, training: bool = False) -> dict[str, torch.Tensor]:
         """Update the metrics with a batch's output `input` and label `target`; their batch values."""
@@ -248,6 +257,8 @@ class BasicTestingManager(Checkpointing, abc.ABC):
                 outputs.append(devices_move(y, placement.CPU))
                 progress.step(dict)
             progress.close()
+        if not outputs:
+            raise ValueError(f"The data set to predict on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}")
         return outputs
 
     # -- the machinery the loops share -----------------------------------------------------
@@ -260,6 +271,12 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         DistributedDataParallel; `use_multi_gpus` in a single process wraps it in DataParallel.
         """
         raw = self.raw_model
+        if any(t.is_meta for t in (*raw.parameters(), *raw.buffers())):
+            raise ValueError(
+                "The `model` has weights on the 'meta' device (created without data); load its weights first, e.g. "
+                "`model.load_state_dict(state_dict, assign=True)` (`to_empty()` would leave them uninitialised). "
+                f"Received: model={type(raw).__name__} on meta"
+            )
         if distributed.init_from_environment():
             main = distributed.local_device()
             self.to(main)

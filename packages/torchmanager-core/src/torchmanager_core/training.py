@@ -64,6 +64,7 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         self._scaler_state: dict[str, Any] | None = None  # restored from a checkpoint before the scaler exists
         self._steps_this_epoch: int | None = None
         self._total_epochs = 0
+        self._on_nonfinite = "raise"
         self.stop_training = False
         self._current_epoch = 0
         self._epoch_step = 0  # batches done in the epoch in progress: where a mid-epoch checkpoint resumes
@@ -169,7 +170,8 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         Returns:
             The trained raw model, or `(model, summary)` with `return_summary=True`.
         """
-        total_epochs = self._total_epochs = self._check_fit(training_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss)
+        total_epochs = self._total_epochs = self._check_fit(training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss)
+        self._on_nonfinite = on_nonfinite_loss
         callbacks = self._callbacks = CallbackList(callbacks_list)
         resume_step = 0
         if resume_from is not None:
@@ -268,7 +270,13 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         return summary
 
     def _check_fit(
-        self, dataset: DataSource, epochs: int | None, iterations: int | None, initial_epoch: int | None, on_nonfinite: str
+        self,
+        dataset: DataSource,
+        val_dataset: DataSource | None,
+        epochs: int | None,
+        iterations: int | None,
+        initial_epoch: int | None,
+        on_nonfinite: str,
     ) -> int:
         """Check `fit`'s arguments; return the total number of epochs."""
         if self.optimizer is None:
@@ -289,7 +297,10 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
             raise ValueError(f"`{name}` must be a positive int. Received: {name}={count!r}")
         if steps == 0:
-            raise ValueError(f"`training_dataset` is empty (0 batches); give a non-empty data set. Received: training_dataset={dataset!r}")
+            raise ValueError(f"`training_dataset` {_why_no_batches(dataset)}. Received: training_dataset={dataset!r}")
+        if val_dataset is not None and batches_in(val_dataset) == 0:
+            raise ValueError(f"`val_dataset` {_why_no_batches(val_dataset)} (or pass None). Received: val_dataset={val_dataset!r}")
+        self._check_optimizer_params()
         if iterations is not None:
             if steps is None:
                 raise ValueError("`iterations` needs a data set whose number of batches is known (`len`); give `epochs` instead.")
@@ -299,6 +310,25 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         if initial_epoch is not None and (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < total):
             raise ValueError(f"`initial_epoch` must be an int in [0, {total}). Received: initial_epoch={initial_epoch!r}")
         return total
+
+    def _check_optimizer_params(self) -> None:
+        """An optimizer over none of the model's (or losses') parameters would train nothing."""
+        assert self.optimizer is not None
+        owned = {id(p) for p in self.raw_model.parameters()}
+        for module in self._stream_modules():
+            owned.update(id(p) for p in module.parameters())
+        optimized = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if optimized and not any(id(p) in owned for p in optimized):
+            raise ValueError(
+                "The `optimizer` holds none of the model's parameters, so training would change nothing; build it from "
+                f"this model: `torch.optim.SGD(model.parameters(), ...)`. Received: optimizer over {len(optimized)} other tensors"
+            )
+
+    def running_loss(self) -> float | None:
+        """The running training loss of the epoch in progress (reads it: a device sync), or None."""
+        if self.compiled_losses is None or not self.compiled_losses.calls:
+            return None
+        return float(self.compiled_losses.values()["loss"])
 
     def _start_grad_scaler(self) -> None:
         """Float16 training scales its gradients; the scaler is kept across `fit` calls and checkpoints."""
@@ -324,6 +354,14 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             self.stop_training = True
         else:
             raise NonFiniteLossError(message)
+
+
+def _why_no_batches(dataset: DataSource) -> str:
+    """Why a data set gives no batches, naming `drop_last` and `batch_size` when they are the cause."""
+    batch_size, drop_last = getattr(dataset, "batch_size", None), getattr(dataset, "drop_last", False)
+    if drop_last and isinstance(batch_size, int):
+        return f"yields 0 batches: with `drop_last=True` it needs at least `batch_size`={batch_size} items; lower `batch_size` or set `drop_last=False`"
+    return "is empty (0 batches); give a non-empty data set"
 
 
 def _val_name(name: str) -> str:
