@@ -10,6 +10,7 @@ phases share one launch because each torchrun start costs seconds:
 1. "dataset": a torchmanager `Dataset` (shuffled), validation, an `Experiment` under `OUT/experiments`, then `test`.
 2. "loader": a plain `DataLoader(shuffle=True)` for 2 epochs.
 3. "list": a list of batches for 1 epoch.
+4. "accumulate": phase 1's data and initial weights, 2 epochs with `accumulate_grad_batches=4`.
 
 Column 0 of every input is the sample's id; the model drops it, `train_step` records it.
 """
@@ -93,10 +94,10 @@ class Summaries(torchmanager.callbacks.Callback):
         self.epochs.append({"train": dict(summary), "val": dict(val_summary or {})})
 
 
-def new_manager(model: torch.nn.Module) -> RecordingManager:
+def new_manager(model: torch.nn.Module, **kwargs: Any) -> RecordingManager:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     metrics = {"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()}
-    return RecordingManager(model, optimizer, loss_fn=torchmanager.losses.CrossEntropy(), metrics=metrics)
+    return RecordingManager(model, optimizer, loss_fn=torchmanager.losses.CrossEntropy(), metrics=metrics, **kwargs)
 
 
 def main(out: Path) -> None:
@@ -112,9 +113,10 @@ def main(out: Path) -> None:
 
     torch.manual_seed(0)
     model = make_model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
     data = {name: make_data(n, seed) for seed, (name, n) in enumerate(SIZES.items())}
     if rank == 0:
-        torch.save({"data": data, "initial": {k: v.clone() for k, v in model.state_dict().items()}}, out / "inputs.pt")
+        torch.save({"data": data, "initial": initial}, out / "inputs.pt")
 
     # 1. a torchmanager Dataset, with validation, an Experiment and a test
     manager = new_manager(model)
@@ -132,7 +134,7 @@ def main(out: Path) -> None:
     test_summary = manager.test(TensorSet(*data["test"], BATCH))
     result: dict[str, Any] = {
         "pid": os.getpid(),
-        "epochs": summaries.epochs,
+        "epochs": {"dataset": summaries.epochs},
         "fit": fit_summary,
         "test": test_summary,
         "states": {"dataset": {k: v.clone() for k, v in model.state_dict().items()}},
@@ -151,6 +153,15 @@ def main(out: Path) -> None:
     model = manager.fit([(x[i : i + 4], y[i : i + 4]) for i in range(0, 24, 4)], epochs=1)
     result["states"]["list"] = dict(model.state_dict())
     result["seen"]["list"] = manager.seen
+
+    # 4. gradient accumulation: 6 steps a rank and epoch make windows of 4 and 2 (DDP syncs once a window)
+    model = make_model()
+    model.load_state_dict(initial)
+    manager, summaries = new_manager(model, accumulate_grad_batches=4), Summaries()
+    model = manager.fit(TensorSet(*data["train"], BATCH, shuffle=True), epochs=2, callbacks_list=[summaries])
+    result["states"]["accumulate"] = dict(model.state_dict())
+    result["seen"]["accumulate"] = manager.seen
+    result["epochs"]["accumulate"] = summaries.epochs
 
     result["saves"] = saves
     torch.save(result, out / f"rank{rank}.pt")
