@@ -163,3 +163,15 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, epoch: int, step: int
     for a, b in zip(reference.raw_model.state_dict().values(), resumed.raw_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert summary == expected  # the interrupted epoch's running values were restored too
+
+
+def test_leftovers_of_killed_writes_are_cleaned_by_the_next_save(tmp_path: Path) -> None:
+    path = tmp_path / "last.model"
+    leftover = tmp_path / ".last.model.abc123.tmp"
+    leftover.write_bytes(b"PK partial")
+    os.utime(leftover, (1, 1))  # written long ago by a killed process
+    other = tmp_path / ".other.model.abc.tmp"
+    other.write_bytes(b"not ours")
+    os.utime(other, (1, 1))
+    checkpoint.save({"value": torch.tensor(3)}, path)
+    assert sorted(os.listdir(tmp_path)) == [".other.model.abc.tmp", "last.model"]

@@ -11,10 +11,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import copy
+import glob
 import io
 import os
 import pickle
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -110,6 +112,7 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
             f"(os.makedirs(folder, exist_ok=True)). Received: path={path!r}"
         )
     record = {**payload, "format": FORMAT, "format_version": FORMAT_VERSION, "torchmanager_version": __version__}
+    started = time.time()
     try:
         fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     except OSError as error:
@@ -130,6 +133,16 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
             os.remove(temp_path)
         raise
     _fsync_folder(folder)
+    _remove_stale_temporaries(path, started)
+
+
+def _remove_stale_temporaries(path: str, before: float) -> None:
+    """Delete temporary files of `path` that writes killed earlier left behind (older than this write)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
+        with contextlib.suppress(OSError):
+            if os.path.getmtime(leftover) < before:
+                os.remove(leftover)
 
 
 def _read(path: str, map_location: Any, trusted: bool) -> Any:

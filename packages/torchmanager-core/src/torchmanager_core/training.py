@@ -184,6 +184,11 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             self.current_epoch = initial_epoch
         summary: dict[str, float] = {}
         self.stop_training = False
+        if self.current_epoch >= total_epochs:
+            logger.warning(
+                f"Nothing to train: {self.current_epoch} epochs are done and `epochs` asks for {total_epochs} in all "
+                "(counting those done); ask for more epochs to continue."
+            )
         with self.placed(device, devices, use_multi_gpus):
             training_dataset = distributed.shard(training_dataset)
             val_dataset = distributed.shard(val_dataset) if val_dataset is not None else None

@@ -14,6 +14,7 @@ from torchmanager_core import (
     TestingManager,
     TrainingManager,
     distributed,
+    errors,
     random,
     version,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "configs",
     "data",
     "distributed",
+    "errors",
     "losses",
     "metrics",
     "random",
