@@ -279,11 +279,6 @@ def _shard_as_each_rank(make_loader: Any, monkeypatch: pytest.MonkeyPatch) -> li
 SIXTEEN = TensorDataset(torch.arange(16.0), torch.arange(16))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="distributed.shard rebuilds a DataLoader that has a custom `batch_sampler` with its batch_size=None: "
-    "each rank then yields single unbatched samples instead of batches (or a clear refusal)",
-)
 def test_a_loader_with_a_batch_sampler_is_sharded_in_whole_batches_or_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     def make() -> DataLoader[Any]:
         return DataLoader(SIXTEEN, batch_sampler=BatchSampler(SequentialSampler(SIXTEEN), 4, drop_last=False))
@@ -298,11 +293,6 @@ def test_a_loader_with_a_batch_sampler_is_sharded_in_whole_batches_or_refused(mo
     assert not set(ids[0]) & set(ids[1]) and sorted(ids[0] + ids[1]) == list(range(16))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="distributed.shard replaces a DataLoader's own sampler (here a WeightedRandomSampler) by a "
-    "DistributedSampler(shuffle=False) without a word: samples of weight 0 are trained on",
-)
 def test_a_loader_with_its_own_sampler_keeps_it_or_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     def make() -> DataLoader[Any]:
         return DataLoader(SIXTEEN, batch_size=4, sampler=WeightedRandomSampler([1.0] * 8 + [0.0] * 8, 16))
@@ -320,11 +310,6 @@ class _Stream(IterableDataset):  # type: ignore[type-arg]
         return iter([(torch.tensor(float(i)), i) for i in range(16)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="distributed.shard gives a DataLoader over an IterableDataset a DistributedSampler: it fails with "
-    "torch's \"object of type '_Stream' has no len()\" instead of our TypeError saying the data cannot be split",
-)
 def test_a_loader_over_an_iterable_dataset_is_refused_in_the_house_format(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TypeError, match=r"cannot be split.*Received: dataset="):
         _shard_as_each_rank(lambda: DataLoader(_Stream(), batch_size=4), monkeypatch)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
 __all__ = [
     "TIMEOUT_ENV",
@@ -131,28 +131,46 @@ def shard(dataset: Iterable[Any]) -> Iterable[Any]:
         dataset.shard(world, rank)  # type: ignore[attr-defined]
         return dataset
     if isinstance(dataset, DataLoader):
-        if isinstance(dataset.sampler, DistributedSampler):
-            return dataset
-        sampler: DistributedSampler[Any] = DistributedSampler(
-            dataset.dataset, num_replicas=world, rank=rank, shuffle=isinstance(dataset.sampler, RandomSampler), drop_last=dataset.drop_last
-        )
-        return DataLoader(
-            dataset.dataset,
-            batch_size=dataset.batch_size,
-            sampler=sampler,
-            num_workers=dataset.num_workers,
-            collate_fn=dataset.collate_fn,
-            pin_memory=dataset.pin_memory,
-            drop_last=dataset.drop_last,
-            timeout=dataset.timeout,
-            worker_init_fn=dataset.worker_init_fn,
-            persistent_workers=dataset.persistent_workers,
-        )
+        return _shard_loader(dataset, world, rank)
     if isinstance(dataset, (list, tuple)):
         return dataset[rank::world]
     raise TypeError(
         "Under torchrun each process needs its share of the data, and this iterable cannot be split; give a "
         f"torchmanager Dataset, a DataLoader or a list of batches. Received: dataset={type(dataset).__name__}"
+    )
+
+
+def _shard_loader(loader: DataLoader[Any], world: int, rank: int) -> DataLoader[Any]:
+    """A copy of `loader` whose `DistributedSampler` gives this rank its share, with every other option kept."""
+    if isinstance(loader.sampler, DistributedSampler):
+        return loader
+    refusal = (
+        "Under torchrun each process needs its share of the data, and {what}: give the DataLoader a "
+        "`DistributedSampler` yourself (combining it with your sampling), or a torchmanager Dataset. Received: {received}"
+    )
+    if isinstance(loader.dataset, IterableDataset):
+        raise TypeError(refusal.format(what="an IterableDataset cannot be split by index", received=f"dataset={type(loader.dataset).__name__}"))
+    if loader.batch_size is None:
+        raise TypeError(refusal.format(what="a custom `batch_sampler` cannot be split safely", received=f"batch_sampler={type(loader.batch_sampler).__name__}"))
+    if not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
+        raise TypeError(refusal.format(what="replacing this loader's own sampler would drop its order", received=f"sampler={type(loader.sampler).__name__}"))
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        loader.dataset, num_replicas=world, rank=rank, shuffle=isinstance(loader.sampler, RandomSampler), drop_last=loader.drop_last
+    )
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
+        prefetch_factor=loader.prefetch_factor if loader.num_workers else None,
+        persistent_workers=loader.persistent_workers,
     )
 
 
