@@ -40,7 +40,9 @@ class DigitsConfigs(Configs):
     def get_arguments(
         parser: argparse.ArgumentParser | argparse._ArgumentGroup | None = None,
     ) -> argparse.ArgumentParser | argparse._ArgumentGroup:
-        parser = argparse.ArgumentParser(description="Train an MLP on scikit-learn's digits.") if parser is None else parser
+        parser = (
+            argparse.ArgumentParser(description="Train an MLP on scikit-learn's digits.") if parser is None else parser
+        )
         parser.add_argument("--epochs", type=int, default=30)
         parser.add_argument("--lr", type=float, default=0.05)
         parser.add_argument("--batch_size", "--batch-size", type=int, default=64)
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     torch.manual_seed(configs.seed)
     training_dataset, val_dataset, testing_dataset = make_datasets(configs.batch_size, configs.seed)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(128, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(128, 10)
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=configs.lr, momentum=0.9)
     loss_fn = torchmanager.losses.CrossEntropy()
     metrics = {"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()}
@@ -102,7 +106,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     experiment = torchmanager.callbacks.Experiment(configs.experiment, manager, monitors=["accuracy"], configs=configs)
     manager.fit(
-        training_dataset, epochs=configs.epochs, val_dataset=val_dataset, callbacks_list=[experiment], show_verbose=not configs.quiet
+        training_dataset,
+        epochs=configs.epochs,
+        val_dataset=val_dataset,
+        callbacks_list=[experiment],
+        show_verbose=not configs.quiet,
     )
     summary = manager.test(testing_dataset, show_verbose=not configs.quiet)
     if torchmanager.distributed.is_main_process():

@@ -66,7 +66,18 @@ def _run(*args: str | Path, cwd: Path | None = None) -> str:
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheels")
     for dist in DISTRIBUTIONS:
-        _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", out, ROOT / "packages" / dist)
+        _run(
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            out,
+            ROOT / "packages" / dist,
+        )
     return out
 
 

@@ -15,7 +15,10 @@ from tests.workspace import ROOT
 def test_demo_reaches_095_test_accuracy_and_writes_its_experiment(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "digits.py"), "--quiet", "--experiment", "demo"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     match = re.search(r"test accuracy (\d\.\d+)", done.stdout)
@@ -34,6 +37,9 @@ def test_demo_reaches_095_test_accuracy_and_writes_its_experiment(tmp_path: Path
 
     again = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "digits.py"), "--quiet", "--experiment", "demo", "--epochs", "1"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert again.returncode != 0 and "--replace_experiment" in again.stderr  # a finished run is never overwritten

@@ -13,9 +13,14 @@ import pytest
 from tests.workspace import ROOT
 
 READMES = [ROOT / "README.md"] + [
-    ROOT / "packages" / dist / "README.md" for dist in ("torchmanager-core", "torchmanager-metrics", "torchmanager-losses", "torchmanager-data")
+    ROOT / "packages" / dist / "README.md"
+    for dist in ("torchmanager-core", "torchmanager-metrics", "torchmanager-losses", "torchmanager-data")
 ]
-BLOCKS = [(readme, i, block) for readme in READMES for i, block in enumerate(re.findall(r"```python\n(.*?)```", readme.read_text(), re.DOTALL))]
+BLOCKS = [
+    (readme, i, block)
+    for readme in READMES
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", readme.read_text(), re.DOTALL))
+]
 
 
 def test_each_readme_has_an_example() -> None:
@@ -23,7 +28,9 @@ def test_each_readme_has_an_example() -> None:
 
 
 @pytest.mark.parametrize(("readme", "index", "block"), BLOCKS, ids=[f"{r.parent.name}-{i}" for r, i, _ in BLOCKS])
-def test_readme_block_runs(readme: Path, index: int, block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_block_runs(
+    readme: Path, index: int, block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # examples write experiments/ and model files
     exec(compile(block, f"{readme}:block{index}", "exec"), {"__name__": "readme"})
     if "Experiment(" in block:

@@ -76,7 +76,9 @@ def test_manager_fit_and_test_as_in_the_readme() -> None:
 
 def test_saved_model_loads_without_torchmanager(tmp_path) -> None:
     model = PytorchModel()
-    manager = torchmanager.Manager(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torchmanager.losses.CrossEntropy())
+    manager = torchmanager.Manager(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torchmanager.losses.CrossEntropy()
+    )
     model = manager.fit(CustomDataset(*make_data(32), batch_size=8), epochs=1)
     torch.save(model, tmp_path / "model.pth")
     loaded = torch.load(tmp_path / "model.pth", weights_only=False)
@@ -177,7 +179,9 @@ class CustomManager(Manager):
 
 def test_custom_manager_extends_the_default_steps() -> None:
     model = PytorchModel()
-    manager = CustomManager(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torchmanager.losses.CrossEntropy())
+    manager = CustomManager(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torchmanager.losses.CrossEntropy()
+    )
     x, y = make_data(20)
     _, summary = manager.fit(CustomDataset(x, y, batch_size=8), epochs=1, return_summary=True)
     assert manager.trained_batches == 3

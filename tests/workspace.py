@@ -28,5 +28,5 @@ def about_file(dist: str) -> Path:
 def read_version(dist: str) -> str:
     match = _VERSION.search(about_file(dist).read_text())
     if match is None:
-        raise ValueError(f"No `__version__ = \"...\"` line in {about_file(dist)}")
+        raise ValueError(f'No `__version__ = "..."` line in {about_file(dist)}')
     return match.group(1)

@@ -52,7 +52,9 @@ class Accuracy(torch.nn.Module):
 
 
 def hand_epoch(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: list[tuple[torch.Tensor, torch.Tensor]],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: list[tuple[torch.Tensor, torch.Tensor]],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
 ) -> tuple[float, float]:
     """One epoch of the loop a user writes by hand; sample-weighted loss and accuracy."""

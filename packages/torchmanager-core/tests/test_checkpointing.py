@@ -19,7 +19,9 @@ class MLP(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(16, 3)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -51,7 +53,9 @@ def test_checkpoint_loads_weights_only_and_restores_a_manager(tmp_path: Path) ->
     for a, b in zip(manager.raw_model.state_dict().values(), restored.raw_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert isinstance(restored.optimizer, torch.optim.Adam) and restored.current_epoch == 2
-    assert restored.optimizer.state_dict()["state"][0]["exp_avg"].equal(manager.optimizer.state_dict()["state"][0]["exp_avg"])  # type: ignore[union-attr]
+    assert restored.optimizer.state_dict()["state"][0]["exp_avg"].equal(
+        manager.optimizer.state_dict()["state"][0]["exp_avg"]
+    )  # type: ignore[union-attr]
 
     trusted = Manager.from_checkpoint(path, trusted=True)  # rebuilds the model object: runs code, opt-in
     assert isinstance(trusted.raw_model, MLP)

@@ -24,7 +24,9 @@ def count_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     for name in READS:
         original = getattr(torch.Tensor, name)
 
-        def counting(self: torch.Tensor, *args: Any, _name: str = name, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+        def counting(
+            self: torch.Tensor, *args: Any, _name: str = name, _original: Callable[..., Any] = original, **kwargs: Any
+        ) -> Any:
             counts[_name] += 1
             return _original(self, *args, **kwargs)
 
@@ -36,7 +38,12 @@ def reads_during_fit(monkeypatch: pytest.MonkeyPatch, steps: int, **fit_kwargs: 
     x, y = blobs(8 * steps)
     data = batches(x, y, 8)
     model = linear()
-    manager = Manager(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss(), metrics={"accuracy": Accuracy()})
+    manager = Manager(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        metrics={"accuracy": Accuracy()},
+    )
     with monkeypatch.context() as patch:
         counts = count_reads(patch)
         manager.fit(data, epochs=2, **fit_kwargs)

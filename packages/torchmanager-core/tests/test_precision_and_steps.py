@@ -105,8 +105,13 @@ def test_bf16_reaches_the_float32_accuracy_on_digits() -> None:
     for precision in ("32", "bf16"):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-        manager = Manager(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), loss_fn=torch.nn.CrossEntropyLoss(),
-                          metrics={"accuracy": Accuracy()}, precision=precision)
+        manager = Manager(
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+            loss_fn=torch.nn.CrossEntropyLoss(),
+            metrics={"accuracy": Accuracy()},
+            precision=precision,
+        )
         manager.fit(train, epochs=15)
         results[precision] = manager.test(test)["accuracy"]
         if precision == "bf16":  # the forward really ran in bfloat16
@@ -145,8 +150,14 @@ def test_compiled_model_trains_like_the_eager_one() -> None:
     ("kwargs", "match"),
     [
         ({"precision": "64"}, r"`precision` must be one of .*Received: precision='64'"),
-        ({"accumulate_grad_batches": 0}, r"`accumulate_grad_batches` must be a positive int\. Received: accumulate_grad_batches=0"),
-        ({"clip_grad_norm": -1.0}, r"`clip_grad_norm` must be a positive number or None\. Received: clip_grad_norm=-1.0"),
+        (
+            {"accumulate_grad_batches": 0},
+            r"`accumulate_grad_batches` must be a positive int\. Received: accumulate_grad_batches=0",
+        ),
+        (
+            {"clip_grad_norm": -1.0},
+            r"`clip_grad_norm` must be a positive number or None\. Received: clip_grad_norm=-1.0",
+        ),
     ],
 )
 def test_bad_step_options(kwargs: dict[str, Any], match: str) -> None:

@@ -44,7 +44,14 @@ def test_deterministic_mode_is_undone_by_unfreeze() -> None:
     assert torch.are_deterministic_algorithms_enabled() == before
 
 
-@pytest.mark.parametrize(("seed", "error", "match"), [(-1, ValueError, r"Received: seed=-1"), (2**32, ValueError, r"\[0, 2\*\*32\)"), ("1", TypeError, r"must be an int")])
+@pytest.mark.parametrize(
+    ("seed", "error", "match"),
+    [
+        (-1, ValueError, r"Received: seed=-1"),
+        (2**32, ValueError, r"\[0, 2\*\*32\)"),
+        ("1", TypeError, r"must be an int"),
+    ],
+)
 def test_bad_seeds(seed: object, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         freeze_seed(seed)  # type: ignore[arg-type]

@@ -177,7 +177,11 @@ def test_user_values_are_sample_weighted() -> None:
 def test_dict_loss_of_plain_callables_reports_each_part() -> None:
     x, y = blobs(30)
     model = linear()
-    manager = Manager(model, torch.optim.SGD(model.parameters(), lr=0.0), loss_fn={"ce": F.cross_entropy, "nll": lambda o, t: F.nll_loss(o.log_softmax(-1), t) * 2})
+    manager = Manager(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        loss_fn={"ce": F.cross_entropy, "nll": lambda o, t: F.nll_loss(o.log_softmax(-1), t) * 2},
+    )
     result = manager.test(batches(x, y, 7))
     with torch.no_grad():
         ce = F.cross_entropy(model(x), y).item()
@@ -324,10 +328,14 @@ def test_predict_returns_each_batch_output_on_the_cpu(where: dict[str, Any]) -> 
     assert manager.predict([x[:3]])[0].shape == (3, 3)  # inputs alone work too
 
 
-def test_progress_bar_and_multi_gpu_fallback_message(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def test_progress_bar_and_multi_gpu_fallback_message(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     x, y = blobs(16)
     with caplog.at_level(logging.WARNING, logger="torchmanager"):
-        make_manager(metrics={"accuracy": Accuracy()}).fit(batches(x, y, 8), epochs=2, show_verbose=True, use_multi_gpus=True)
+        make_manager(metrics={"accuracy": Accuracy()}).fit(
+            batches(x, y, 8), epochs=2, show_verbose=True, use_multi_gpus=True
+        )
     err = capsys.readouterr().err
     assert "Epoch 1/2" in err and "Epoch 2/2" in err and "2/2 [" in err  # a tqdm bar per epoch, with its step count
     fallbacks = [r for r in caplog.records if "use_multi_gpus=True" in r.getMessage()]

@@ -53,7 +53,9 @@ class TensorBoard(FrequencyCallback):
         ValueError: `freq` is a start frequency.
     """
 
-    def __init__(self, log_dir: str | os.PathLike[str], freq: Frequency = Frequency.EPOCH, initial_step: int = 0) -> None:
+    def __init__(
+        self, log_dir: str | os.PathLike[str], freq: Frequency = Frequency.EPOCH, initial_step: int = 0
+    ) -> None:
         check_frequency(freq, (Frequency.EPOCH, Frequency.BATCH))
         self._writer_class = import_summary_writer()
         super().__init__(freq, initial_step=initial_step)

@@ -125,8 +125,12 @@ class CallbackList(Callback):
     """
 
     def __init__(self, callbacks: Iterable[Callback] | None = None) -> None:
-        if callbacks is not None and (isinstance(callbacks, (str, bytes, Mapping)) or not isinstance(callbacks, Iterable)):
-            raise TypeError(f"`callbacks_list` must be a list of Callback objects. Received: callbacks_list={callbacks!r}")
+        if callbacks is not None and (
+            isinstance(callbacks, (str, bytes, Mapping)) or not isinstance(callbacks, Iterable)
+        ):
+            raise TypeError(
+                f"`callbacks_list` must be a list of Callback objects. Received: callbacks_list={callbacks!r}"
+            )
         self._callbacks = list(callbacks or [])
         for i, callback in enumerate(self._callbacks):
             if not isinstance(callback, Callback):

@@ -99,7 +99,9 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
         CheckpointError: The folder is missing or not writable.
     """
     if not isinstance(payload, dict):
-        raise TypeError(f"`payload` must be a dict of state dicts and plain values. Received: payload={type(payload).__name__}")
+        raise TypeError(
+            f"`payload` must be a dict of state dicts and plain values. Received: payload={type(payload).__name__}"
+        )
     for key, value in payload.items():
         if not isinstance(key, str):
             raise TypeError(f"Checkpoint payload keys must be str. Received: key={key!r}")
@@ -170,9 +172,7 @@ def _corrupt(path: str, error: BaseException) -> CheckpointError:
     )
 
 
-def load(
-    path: str | os.PathLike[str], *, map_location: Any = None, trusted: bool = False
-) -> dict[str, Any]:
+def load(path: str | os.PathLike[str], *, map_location: Any = None, trusted: bool = False) -> dict[str, Any]:
     """Read a checkpoint written by `save`; by default no code from the file runs.
 
     With `trusted=True` the file is unpickled in full (this runs code from it), and a dict without our
@@ -192,7 +192,9 @@ def load(
     if not os.path.exists(path):
         raise FileNotFoundError(f"Checkpoint file `{path}` does not exist; check the path. Received: path={path!r}")
     if os.path.isdir(path):
-        raise CheckpointError(f"Checkpoint path `{path}` is a folder; give the path of a checkpoint file. Received: path={path!r}")
+        raise CheckpointError(
+            f"Checkpoint path `{path}` is a folder; give the path of a checkpoint file. Received: path={path!r}"
+        )
     data = _read(path, map_location, trusted)
     if not isinstance(data, dict):
         raise CheckpointError(
@@ -286,16 +288,24 @@ def unpack_model(
         TypeError: `packed` is not a 1-D uint8 tensor, or does not hold a module.
     """
     if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 1:
-        described = f"{packed.dtype} tensor of shape {tuple(packed.shape)}" if isinstance(packed, torch.Tensor) else type(packed).__name__
+        described = (
+            f"{packed.dtype} tensor of shape {tuple(packed.shape)}"
+            if isinstance(packed, torch.Tensor)
+            else type(packed).__name__
+        )
         raise TypeError(f"`packed` must be the 1-D uint8 tensor returned by `pack_model`. Received: packed={described}")
     if map_location is not None:
         device = torch.device(map_location)
     else:
-        device = next((value.device for value in state_dict.values() if isinstance(value, torch.Tensor)), torch.device("cpu"))
+        device = next(
+            (value.device for value in state_dict.values() if isinstance(value, torch.Tensor)), torch.device("cpu")
+        )
     data = bytes(packed.detach().cpu().clone().untyped_storage())
     model = torch.load(io.BytesIO(data), map_location=device, weights_only=False)
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"`packed` must hold a torch.nn.Module from `pack_model`. Received: packed holds {type(model).__name__}")
+        raise TypeError(
+            f"`packed` must hold a torch.nn.Module from `pack_model`. Received: packed holds {type(model).__name__}"
+        )
     _materialise(model, device)
     model.load_state_dict(state_dict, strict=True)
     return model

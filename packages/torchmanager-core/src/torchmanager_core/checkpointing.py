@@ -64,7 +64,9 @@ class Checkpointing:
         @property
         def raw_model(self) -> torch.nn.Module: ...
 
-        def __init__(self, model: torch.nn.Module, optimizer: Any = None, loss_fn: Any = None, metrics: Any = None) -> None: ...
+        def __init__(
+            self, model: torch.nn.Module, optimizer: Any = None, loss_fn: Any = None, metrics: Any = None
+        ) -> None: ...
 
     def checkpoint_payload(self) -> dict[str, Any]:
         """The checkpoint's content as state dicts and plain values (loadable without running code)."""
@@ -235,7 +237,11 @@ class Checkpointing:
         if model is None:
             structure = payload.get("model_structure")
             if not trusted or structure is None:
-                reason = "does not hold the model's structure" if structure is None else "would run code from the file to rebuild the model"
+                reason = (
+                    "does not hold the model's structure"
+                    if structure is None
+                    else "would run code from the file to rebuild the model"
+                )
                 raise checkpoint.CheckpointError(
                     f"Loading `{os.fspath(path)}` without `model=` {reason}. Pass `model=` (a model of the saved architecture)"
                     f"{'' if structure is None else ', or `trusted=True` for a file you trust'}. Received: model=None, trusted={trusted}"
@@ -259,7 +265,9 @@ def _state_mismatch(current: Mapping[str, Any], saved: Mapping[str, Any]) -> str
     for key in sorted(current.keys() & saved.keys()):
         mine, theirs = current[key], saved[key]
         if isinstance(mine, torch.Tensor) and isinstance(theirs, torch.Tensor) and mine.shape != theirs.shape:
-            problems.append(f"size mismatch for {key}: {tuple(theirs.shape)} in the checkpoint, {tuple(mine.shape)} in the model")
+            problems.append(
+                f"size mismatch for {key}: {tuple(theirs.shape)} in the checkpoint, {tuple(mine.shape)} in the model"
+            )
     return "; ".join(problems)
 
 
@@ -267,7 +275,9 @@ def _qualified_name(optimizer: torch.optim.Optimizer | None) -> str | None:
     return None if optimizer is None else f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
 
 
-def _rebuild_optimizer(name: str | None, state: Mapping[str, Any], model: torch.nn.Module) -> torch.optim.Optimizer | None:
+def _rebuild_optimizer(
+    name: str | None, state: Mapping[str, Any], model: torch.nn.Module
+) -> torch.optim.Optimizer | None:
     """A `torch.optim` optimizer of the saved class over `model`'s parameters (None for other classes)."""
     if not name or not name.startswith("torch.optim."):
         return None

@@ -27,7 +27,9 @@ def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..
         return loss_fn
     if isinstance(loss_fn, Mapping):
         if not loss_fn:
-            raise ValueError("`loss_fn` must not be an empty dict: give at least one loss, or None. Received: loss_fn={}")
+            raise ValueError(
+                "`loss_fn` must not be an empty dict: give at least one loss, or None. Received: loss_fn={}"
+            )
         for name, fn in loss_fn.items():
             if not isinstance(name, str) or not callable(fn):
                 raise TypeError(
@@ -52,7 +54,9 @@ def check_metrics(metrics: object) -> dict[str, Callable[..., Any]]:
         )
     for name, fn in metrics.items():
         if not isinstance(name, str) or not callable(fn):
-            raise TypeError(f"`metrics` must map str names to callables `fn(y, label)`. Received: metrics[{name!r}]={fn!r}")
+            raise TypeError(
+                f"`metrics` must map str names to callables `fn(y, label)`. Received: metrics[{name!r}]={fn!r}"
+            )
         if name == "loss" or name.endswith("_loss"):
             raise ValueError(
                 f"Metric names `loss` and `*_loss` are kept for the losses; rename the metric. Received: metrics key {name!r}"

@@ -12,7 +12,17 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["CPU", "DeviceLike", "data_parallel", "default_device", "empty_cache", "move_optimizer_state", "move_to_device", "select", "use_data_parallel"]
+__all__ = [
+    "CPU",
+    "DeviceLike",
+    "data_parallel",
+    "default_device",
+    "empty_cache",
+    "move_optimizer_state",
+    "move_to_device",
+    "select",
+    "use_data_parallel",
+]
 
 CPU = torch.device("cpu")
 """The CPU, where managers keep their model between runs."""
@@ -62,7 +72,9 @@ def _check_available(device: torch.device, name: str) -> None:
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (device.index is not None and device.index >= count):
-            raise ValueError(f"`{name}` asks for {device} but {count} CUDA device(s) are visible. Received: {name}={device}")
+            raise ValueError(
+                f"`{name}` asks for {device} but {count} CUDA device(s) are visible. Received: {name}={device}"
+            )
     elif device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
@@ -167,4 +179,3 @@ def empty_cache() -> None:
     """Release cached CUDA memory after a run (a no-op without CUDA)."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-

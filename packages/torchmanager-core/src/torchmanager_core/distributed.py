@@ -149,13 +149,31 @@ def _shard_loader(loader: DataLoader[Any], world: int, rank: int) -> DataLoader[
         "`DistributedSampler` yourself (combining it with your sampling), or a torchmanager Dataset. Received: {received}"
     )
     if isinstance(loader.dataset, IterableDataset):
-        raise TypeError(refusal.format(what="an IterableDataset cannot be split by index", received=f"dataset={type(loader.dataset).__name__}"))
+        raise TypeError(
+            refusal.format(
+                what="an IterableDataset cannot be split by index", received=f"dataset={type(loader.dataset).__name__}"
+            )
+        )
     if loader.batch_size is None:
-        raise TypeError(refusal.format(what="a custom `batch_sampler` cannot be split safely", received=f"batch_sampler={type(loader.batch_sampler).__name__}"))
+        raise TypeError(
+            refusal.format(
+                what="a custom `batch_sampler` cannot be split safely",
+                received=f"batch_sampler={type(loader.batch_sampler).__name__}",
+            )
+        )
     if not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
-        raise TypeError(refusal.format(what="replacing this loader's own sampler would drop its order", received=f"sampler={type(loader.sampler).__name__}"))
+        raise TypeError(
+            refusal.format(
+                what="replacing this loader's own sampler would drop its order",
+                received=f"sampler={type(loader.sampler).__name__}",
+            )
+        )
     sampler: DistributedSampler[Any] = DistributedSampler(
-        loader.dataset, num_replicas=world, rank=rank, shuffle=isinstance(loader.sampler, RandomSampler), drop_last=loader.drop_last
+        loader.dataset,
+        num_replicas=world,
+        rank=rank,
+        shuffle=isinstance(loader.sampler, RandomSampler),
+        drop_last=loader.drop_last,
     )
     return DataLoader(
         loader.dataset,

@@ -36,6 +36,7 @@ class MonitorType(Enum):
         """The value every real value improves on: +inf for MIN, -inf for MAX (upstream started MAX at -1)."""
         return math.inf if self is MonitorType.MIN else -math.inf
 
+
 LossFn = Callable[[Any, Any], torch.Tensor]
 """A loss: `fn(model_output, label)` returning a scalar tensor with grad."""
 
@@ -55,7 +56,9 @@ class Resulting(Protocol):
 
 def has_state(fn: object) -> bool:
     """Whether `fn` keeps its own streaming state (`reset()` and `result` or `compute()`)."""
-    return callable(getattr(fn, "reset", None)) and (hasattr(type(fn), "result") or callable(getattr(fn, "compute", None)))
+    return callable(getattr(fn, "reset", None)) and (
+        hasattr(type(fn), "result") or callable(getattr(fn, "compute", None))
+    )
 
 
 def read_result(fn: object) -> torch.Tensor:

@@ -91,7 +91,9 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         self.precision = check_precision(precision)
         self._autocast = autocast_dtype(self.precision)
         if not isinstance(compile, (bool, Mapping)):
-            raise TypeError(f"`compile` must be a bool or a dict of torch.compile keyword arguments. Received: compile={compile!r}")
+            raise TypeError(
+                f"`compile` must be a bool or a dict of torch.compile keyword arguments. Received: compile={compile!r}"
+            )
         self._compile = compile
 
     # -- what the manager holds ------------------------------------------------------------
@@ -142,7 +144,9 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         if self._autocast is not None:
             with torch.autocast(device_type=self._device.type, dtype=self._autocast):
                 y = self._run_model(input)
-                loss = self.compiled_losses(y, target) if target is not None and self.compiled_losses is not None else None
+                loss = (
+                    self.compiled_losses(y, target) if target is not None and self.compiled_losses is not None else None
+                )
             return y, loss
         y = self._run_model(input)
         loss = self.compiled_losses(y, target) if target is not None and self.compiled_losses is not None else None
@@ -209,11 +213,15 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         callbacks = CallbackList(callbacks_list)
         with self.placed(device, devices, use_multi_gpus, empty_cache=empty_cache):
             callbacks.on_test_start()
-            summary = self.run_test(distributed.shard(dataset), callbacks, show_verbose=show_verbose, description="Test")
+            summary = self.run_test(
+                distributed.shard(dataset), callbacks, show_verbose=show_verbose, description="Test"
+            )
             callbacks.on_test_end(summary)
         return summary
 
-    def run_test(self, dataset: DataSource, callbacks: CallbackList, *, show_verbose: bool, description: str) -> dict[str, float]:
+    def run_test(
+        self, dataset: DataSource, callbacks: CallbackList, *, show_verbose: bool, description: str
+    ) -> dict[str, float]:
         """One pass of `test_step` over `dataset` on the current device (validation uses it too)."""
         self.model.eval()
         self.reset_metrics()
@@ -230,7 +238,9 @@ class BasicTestingManager(Checkpointing, abc.ABC):
                 progress.step(lambda: self.epoch_values(training=False))
         if steps == 0:
             progress.close()
-            raise ValueError(f"The data set to test on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}")
+            raise ValueError(
+                f"The data set to test on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}"
+            )
         result = self.read_epoch(training=False)
         progress.close(result)
         return result
@@ -258,13 +268,17 @@ class BasicTestingManager(Checkpointing, abc.ABC):
                 progress.step(dict)
             progress.close()
         if not outputs:
-            raise ValueError(f"The data set to predict on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}")
+            raise ValueError(
+                f"The data set to predict on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}"
+            )
         return outputs
 
     # -- the machinery the loops share -----------------------------------------------------
 
     @contextlib.contextmanager
-    def placed(self, device: Devices, devices_: Devices, use_multi_gpus: bool, *, empty_cache: bool = True) -> Iterator[None]:
+    def placed(
+        self, device: Devices, devices_: Devices, use_multi_gpus: bool, *, empty_cache: bool = True
+    ) -> Iterator[None]:
         """Run the body with everything on the chosen device(s); move back to the CPU afterwards.
 
         Under torchrun each process uses its local device and the model is wrapped in
@@ -298,7 +312,9 @@ class BasicTestingManager(Checkpointing, abc.ABC):
             if empty_cache:
                 placement.empty_cache()
 
-    def batches(self, dataset: DataSource, skip: int = 0, then_rng: Mapping[str, Any] | None = None) -> Iterator[tuple[Any, Any]]:
+    def batches(
+        self, dataset: DataSource, skip: int = 0, then_rng: Mapping[str, Any] | None = None
+    ) -> Iterator[tuple[Any, Any]]:
         """`(x, y)` pairs from `dataset` on the run's device (moved non-blocking).
 
         To resume, the first `skip` batches are drawn and dropped, then the random generators are

@@ -52,8 +52,14 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if isinstance(accumulate_grad_batches, bool) or not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
-            raise ValueError(f"`accumulate_grad_batches` must be a positive int. Received: accumulate_grad_batches={accumulate_grad_batches!r}")
+        if (
+            isinstance(accumulate_grad_batches, bool)
+            or not isinstance(accumulate_grad_batches, int)
+            or accumulate_grad_batches < 1
+        ):
+            raise ValueError(
+                f"`accumulate_grad_batches` must be a positive int. Received: accumulate_grad_batches={accumulate_grad_batches!r}"
+            )
         for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
                 raise ValueError(f"`{name}` must be a positive number or None. Received: {name}={value!r}")
@@ -94,7 +100,11 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
         model = self.model
-        if self.accumulate_grad_batches > 1 and not self._at_window_end() and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        if (
+            self.accumulate_grad_batches > 1
+            and not self._at_window_end()
+            and isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        ):
             with model.no_sync():  # DDP: gradients are averaged across processes once per window
                 loss.backward()  # type: ignore[no-untyped-call]
         else:
@@ -170,7 +180,9 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         Returns:
             The trained raw model, or `(model, summary)` with `return_summary=True`.
         """
-        total_epochs = self._total_epochs = self._check_fit(training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss)
+        total_epochs = self._total_epochs = self._check_fit(
+            training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss
+        )
         self._on_nonfinite = on_nonfinite_loss
         callbacks = self._callbacks = CallbackList(callbacks_list)
         resume_step = 0
@@ -205,7 +217,9 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
                     val_summary = None
                     if val_dataset is not None:
                         callbacks.on_validation_start(epoch)
-                        val_summary = self.run_test(val_dataset, CallbackList(), show_verbose=show_verbose, description="Validation")
+                        val_summary = self.run_test(
+                            val_dataset, CallbackList(), show_verbose=show_verbose, description="Validation"
+                        )
                         callbacks.on_validation_end(epoch, val_summary)
                     self._epoch_step = 0
                     self.current_epoch = epoch + 1  # the epoch is done: a checkpoint now resumes at the next one
@@ -240,7 +254,9 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         if callable(set_epoch):
             set_epoch(self.current_epoch)
         total = batches_in(dataset)
-        self._steps_this_epoch = min(limit, total) if limit is not None and total is not None else limit if limit is not None else total
+        self._steps_this_epoch = (
+            min(limit, total) if limit is not None and total is not None else limit if limit is not None else total
+        )
         progress = self.progress(dataset, f"Epoch {self.current_epoch + 1}/{self._total_epochs}", show_verbose)
         batch_start, batch_end = callbacks.uses("on_batch_start"), callbacks.uses("on_batch_end")
         if skip == 0:
@@ -262,7 +278,11 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
                 progress.step(lambda: self.epoch_values(training=True))
             if self.stop_training:
                 break
-        if self.accumulate_grad_batches > 1 and self._epoch_step % self.accumulate_grad_batches and self._steps_this_epoch is None:
+        if (
+            self.accumulate_grad_batches > 1
+            and self._epoch_step % self.accumulate_grad_batches
+            and self._steps_this_epoch is None
+        ):
             self.step_optimizer()  # the epoch's last, shorter window (its length was unknown)
         if self._epoch_step == 0:
             progress.close()
@@ -294,9 +314,13 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
                 "`train_step`. Received: loss_fn=None"
             )
         if on_nonfinite not in ("raise", "stop"):
-            raise ValueError(f"`on_nonfinite_loss` must be 'raise' or 'stop'. Received: on_nonfinite_loss={on_nonfinite!r}")
+            raise ValueError(
+                f"`on_nonfinite_loss` must be 'raise' or 'stop'. Received: on_nonfinite_loss={on_nonfinite!r}"
+            )
         if (epochs is None) == (iterations is None):
-            raise ValueError(f"Give exactly one of `epochs` and `iterations`. Received: epochs={epochs!r}, iterations={iterations!r}")
+            raise ValueError(
+                f"Give exactly one of `epochs` and `iterations`. Received: epochs={epochs!r}, iterations={iterations!r}"
+            )
         steps = batches_in(dataset)
         count, name = (epochs, "epochs") if epochs is not None else (iterations, "iterations")
         if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
@@ -304,16 +328,24 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         if steps == 0:
             raise ValueError(f"`training_dataset` {_why_no_batches(dataset)}. Received: training_dataset={dataset!r}")
         if val_dataset is not None and batches_in(val_dataset) == 0:
-            raise ValueError(f"`val_dataset` {_why_no_batches(val_dataset)} (or pass None). Received: val_dataset={val_dataset!r}")
+            raise ValueError(
+                f"`val_dataset` {_why_no_batches(val_dataset)} (or pass None). Received: val_dataset={val_dataset!r}"
+            )
         self._check_optimizer_params()
         if iterations is not None:
             if steps is None:
-                raise ValueError("`iterations` needs a data set whose number of batches is known (`len`); give `epochs` instead.")
+                raise ValueError(
+                    "`iterations` needs a data set whose number of batches is known (`len`); give `epochs` instead."
+                )
             total = math.ceil(iterations / steps)
         else:
             total = count
-        if initial_epoch is not None and (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < total):
-            raise ValueError(f"`initial_epoch` must be an int in [0, {total}). Received: initial_epoch={initial_epoch!r}")
+        if initial_epoch is not None and (
+            isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < total
+        ):
+            raise ValueError(
+                f"`initial_epoch` must be an int in [0, {total}). Received: initial_epoch={initial_epoch!r}"
+            )
         return total
 
     def _check_optimizer_params(self) -> None:

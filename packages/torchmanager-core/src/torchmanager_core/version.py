@@ -28,7 +28,9 @@ class Version(_PackagingVersion):
         try:
             super().__init__(str(version))
         except InvalidVersion as error:
-            raise ValueError(f"`version` must be a PEP 440 version such as '1.5' or 'v2.0.0a0'. Received: version={version!r}") from error
+            raise ValueError(
+                f"`version` must be a PEP 440 version such as '1.5' or 'v2.0.0a0'. Received: version={version!r}"
+            ) from error
 
     @property
     def main_version(self) -> int:
@@ -102,7 +104,10 @@ class VersionError(SystemError):
 
 
 def deprecated(
-    target_version: str | Version, removing_version: str | Version | None = None, *, current_version: str | Version = VERSION
+    target_version: str | Version,
+    removing_version: str | Version | None = None,
+    *,
+    current_version: str | Version = VERSION,
 ) -> Callable[[_F], _F]:
     """Decorate a function deprecated from `target_version` and removed from `removing_version`.
 

@@ -12,4 +12,12 @@ from .file_configs import FileConfigs
 from .json import JSONConfigs
 from .yaml import YAMLConfigs
 
-__all__ = ["EXPERIMENTS_DIR", "BaseConfigs", "Configs", "ConfigsFormatError", "FileConfigs", "JSONConfigs", "YAMLConfigs"]
+__all__ = [
+    "EXPERIMENTS_DIR",
+    "BaseConfigs",
+    "Configs",
+    "ConfigsFormatError",
+    "FileConfigs",
+    "JSONConfigs",
+    "YAMLConfigs",
+]

@@ -37,7 +37,9 @@ class FileConfigs(Configs, abc.ABC):
 
     @classmethod
     def _add_file_arguments(cls, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-        parser.add_argument(cls.file_format, type=str, help=f"Path to the {cls.file_format.upper()} configuration file.")
+        parser.add_argument(
+            cls.file_format, type=str, help=f"Path to the {cls.file_format.upper()} configuration file."
+        )
         parser.add_argument(
             "--replace_experiment",
             action="store_true",
@@ -57,7 +59,9 @@ class FileConfigs(Configs, abc.ABC):
         argv = [arg for item in arguments for arg in ([item] if isinstance(item, str) else item)]
         parsed = parser.parse_args(argv if arguments else None)
         path = getattr(parsed, cls.file_format)
-        return cls._from_file(path, cls.reader(), show_summary=show_summary, replace_experiment=parsed.replace_experiment)
+        return cls._from_file(
+            path, cls.reader(), show_summary=show_summary, replace_experiment=parsed.replace_experiment
+        )
 
     @classmethod
     def from_file(cls: type[_C], path: str | os.PathLike[str], /, *, show_summary: bool = True) -> _C:
