@@ -7,6 +7,7 @@ and the configs), and the test accuracy, which should be above 0.95, is printed.
 
 Usage:
     hatch run demo [--epochs 30] [--lr 0.05] [--batch_size 64] [--experiment NAME] [--quiet]
+    hatch run demo --experiment NAME --resume_experiment   # continue a stopped run from its last checkpoint
     torchrun --nproc_per_node=2 examples/digits.py --quiet   # the same script, data parallel
 """
 
@@ -104,7 +105,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     metrics = {"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()}
     manager = torchmanager.Manager(model, optimizer, loss_fn=loss_fn, metrics=metrics)
 
-    experiment = torchmanager.callbacks.Experiment(configs.experiment, manager, monitors=["accuracy"], configs=configs)
+    experiment = torchmanager.callbacks.Experiment(
+        configs.experiment, manager, monitors=["accuracy"], configs=configs, resume=configs.resume_experiment
+    )
     manager.fit(
         training_dataset,
         epochs=configs.epochs,

@@ -43,3 +43,19 @@ def test_demo_reaches_095_test_accuracy_and_writes_its_experiment(tmp_path: Path
         cwd=tmp_path,
     )
     assert again.returncode != 0 and "--replace_experiment" in again.stderr  # a finished run is never overwritten
+
+
+def test_demo_resumes_its_experiment(tmp_path: Path) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(ROOT / "examples" / "digits.py"), "--quiet", "--experiment", "again", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    assert run("--epochs", "2").returncode == 0
+    resumed = run("--epochs", "4", "--resume_experiment")
+    assert resumed.returncode == 0, resumed.stderr
+    log = (tmp_path / "experiments" / "again.exp" / "again.log").read_text()
+    assert "resumed at epoch 2" in log and "Epoch 3/4" in log and "Epoch 1/4" not in log
+    assert (
+        torch.load(tmp_path / "experiments" / "again.exp" / "checkpoints" / "last.model", weights_only=True)["epoch"]
+        == 4
+    )

@@ -110,6 +110,7 @@ def test_from_arguments_reads_the_terminal_and_defaults(monkeypatch: pytest.Monk
         "experiment": "digits.exp",
         "comments": None,
         "replace_experiment": False,
+        "resume_experiment": False,
     }
 
 
@@ -147,11 +148,14 @@ def test_an_existing_experiment_is_not_overwritten_without_the_flag(tmp_path: Pa
     marker.write_text("weights")
     with pytest.raises(
         FileExistsError,
-        match=r"The experiment folder 'experiments/run\.exp' already exists: pass `--replace_experiment`.*"
+        match=r"The experiment folder 'experiments/run\.exp' already exists: pass `--resume_experiment`.*`--replace_experiment`.*"
         r"Received: experiment='run\.exp', replace_experiment=False",
     ):
         TrainConfigs.from_arguments(["-exp", "run"], show_summary=False)
     assert marker.read_text() == "weights"
+
+    resumed = TrainConfigs.from_arguments(["-exp", "run", "--resume_experiment"], show_summary=False)
+    assert resumed.resume_experiment and marker.read_text() == "weights"  # kept, for Experiment(resume=True)
 
     TrainConfigs.from_arguments(["-exp", "run", "--replace_experiment"], show_summary=False)
     assert not marker.parent.exists()  # replaced: the Experiment callback creates it afresh
@@ -215,6 +219,7 @@ def test_to_dict_is_plain_data() -> None:
         "comments": None,
         "experiment": "test.exp",
         "replace_experiment": False,
+        "resume_experiment": False,
         "sizes": [1, 2],
     }
     yaml.safe_dump(configs.to_dict())  # the safe dumper accepts it
@@ -229,6 +234,7 @@ def test_terminal_configs_round_trip_through_yaml(tmp_path: Path) -> None:
         "experiment": "digits.exp",
         "comments": None,
         "replace_experiment": False,
+        "resume_experiment": False,
     }
     assert TrainConfigs.from_dict(yaml.safe_load((tmp_path / "digits.cfg").read_text())) == configs
 
@@ -243,6 +249,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         "tags": ["a", "b"],
         "comments": None,
         "replace_experiment": False,
+        "resume_experiment": False,
     }
     loaded = YAMLRun.from_yaml(tmp_path / "run.yaml", show_summary=False)
     assert loaded == configs
@@ -259,6 +266,7 @@ def test_json_round_trip(tmp_path: Path) -> None:
         "tags": None,
         "comments": None,
         "replace_experiment": False,
+        "resume_experiment": False,
     }
     assert JSONRun.from_json(str(tmp_path / "run.json"), show_summary=False) == configs
 
@@ -362,7 +370,7 @@ def test_an_unknown_key_names_the_key_the_file_and_the_fields(tmp_path: Path) ->
     with pytest.raises(
         ConfigsFormatError,
         match=rf"Config key `lrr` in '{parent}' is not a field of `YAMLRun`; the fields are comments, dropout, epochs, "
-        r"experiment, lr, milestones, name, replace_experiment, tags, use_amp\. Received: lrr=0\.1",
+        r"experiment, lr, milestones, name, replace_experiment, resume_experiment, tags, use_amp\. Received: lrr=0\.1",
     ):
         YAMLRun.from_yaml(child)
 

@@ -36,11 +36,14 @@ class Configs(BaseConfigs, abc.ABC):
         comments: Free text logged with the settings (`--comments`).
         replace_experiment: Delete an existing experiment folder of the same name at start-up
             instead of refusing to run (`--replace_experiment`).
+        resume_experiment: Keep an existing experiment folder, to continue its run from its last
+            checkpoint (`--resume_experiment`; pass it on as `Experiment(..., resume=True)`).
     """
 
     comments: str | None = None
     experiment: str = "test.exp"
     replace_experiment: bool = False
+    resume_experiment: bool = False
 
     @staticmethod
     def get_arguments(
@@ -59,6 +62,13 @@ class Configs(BaseConfigs, abc.ABC):
             )
         if "--comments" not in known:
             parser.add_argument("--comments", type=str, default=None, help="Comments on this experiment.")
+        if "--resume_experiment" not in known:
+            parser.add_argument(
+                "--resume_experiment",
+                action="store_true",
+                default=False,
+                help="Continue the experiment from its last checkpoint if it exists.",
+            )
         if "--replace_experiment" not in known:
             parser.add_argument(
                 "--replace_experiment", action="store_true", default=False, help="Replace the experiment if it exists."
@@ -159,11 +169,12 @@ class Configs(BaseConfigs, abc.ABC):
         # only the launch's rank 0 (the RANK variable) checks the folder and logs.
         if os.environ.get("RANK", "0") != "0":
             return
-        if os.path.exists(self.experiment_dir):
+        if os.path.exists(self.experiment_dir) and not self.resume_experiment:
             if not self.replace_experiment:
                 raise FileExistsError(
-                    f"The experiment folder '{self.experiment_dir}' already exists: pass `--replace_experiment` "
-                    "(or set `replace_experiment: true`) to delete and replace it, or choose another `--experiment` "
+                    f"The experiment folder '{self.experiment_dir}' already exists: pass `--resume_experiment` to continue "
+                    "its run, `--replace_experiment` (or set `replace_experiment: true`) to delete and replace it, or "
+                    "choose another `--experiment` "
                     f"name. Received: experiment={self.experiment!r}, replace_experiment=False"
                 )
             shutil.rmtree(self.experiment_dir)
