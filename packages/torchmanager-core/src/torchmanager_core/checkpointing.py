@@ -58,6 +58,8 @@ class Checkpointing:
         _resume_rng: dict[str, Any] | None
         _scaler_state: dict[str, Any] | None
         stop_training: bool
+        _in_fit: bool
+        _packed_structure: tuple[torch.nn.Module, torch.Tensor | None] | None
         scaler: torch.amp.GradScaler | None
         _callbacks: CallbackList
 
@@ -71,10 +73,16 @@ class Checkpointing:
     def checkpoint_payload(self) -> dict[str, Any]:
         """The checkpoint's content as state dicts and plain values (loadable without running code)."""
         model = self.raw_model
-        try:
-            structure: torch.Tensor | None = checkpoint.pack_model(model)
-        except TypeError:
-            structure = None  # e.g. a class defined in a function: `from_checkpoint` then needs `model=`
+        cached = getattr(self, "_packed_structure", None)
+        if cached is not None and cached[0] is model:
+            structure = cached[1]  # packed once per `fit`: pickling the structure costs more than the weights
+        else:
+            try:
+                structure = checkpoint.pack_model(model)
+            except TypeError:
+                structure = None  # e.g. a class defined in a function: `from_checkpoint` then needs `model=`
+            if getattr(self, "_in_fit", False):
+                self._packed_structure = (model, structure)
         payload: dict[str, Any] = {
             "model": model.state_dict(),
             "model_structure": structure,

@@ -71,6 +71,8 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         self._steps_this_epoch: int | None = None
         self._total_epochs = 0
         self._on_nonfinite = "raise"
+        self._in_fit = False  # while True, a checkpoint reuses the model structure it packed first
+        self._packed_structure: tuple[torch.nn.Module, torch.Tensor | None] | None = None
         self.stop_training = False
         self._current_epoch = 0
         self._epoch_step = 0  # batches done in the epoch in progress: where a mid-epoch checkpoint resumes
@@ -208,6 +210,7 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
                 total_epochs = self._total_epochs = math.ceil(iterations / (batches_in(training_dataset) or 1))
             self._start_grad_scaler()
             try:
+                self._in_fit, self._packed_structure = True, None
                 callbacks.on_train_start(self.current_epoch)
                 for epoch in range(self.current_epoch, total_epochs):
                     self.current_epoch = epoch
@@ -239,6 +242,7 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             finally:
                 callbacks.on_train_end(self.raw_model)
                 self._callbacks = CallbackList()
+                self._in_fit, self._packed_structure = False, None
         model = self.raw_model
         return (model, summary) if return_summary else model
 
