@@ -293,7 +293,11 @@ class BasicTestingManager(Checkpointing, abc.ABC):
             )
         if distributed.init_from_environment():
             # the process's own device, unless the script names one (e.g. the CPU on a GPU machine)
-            main = distributed.local_device() if device is None and devices_ is None else placement.select(device, devices_)[0]
+            main = (
+                distributed.local_device()
+                if device is None and devices_ is None
+                else placement.select(device, devices_)[0]
+            )
             self.to(main)
             if distributed.is_distributed():
                 ids = [main.index] if main.type == "cuda" else None
