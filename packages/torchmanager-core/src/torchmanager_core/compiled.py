@@ -153,22 +153,28 @@ class CompiledMetrics(_Streams):
 
     def __call__(self, y: Any, label: Any, *, training: bool) -> dict[str, torch.Tensor]:
         """Update each metric with a batch and return its batch value (no gradient)."""
+        if isinstance(y, torch.Tensor) and not y.requires_grad:
+            return self._update(y, label, training)  # nothing to track: spare the no_grad context
+        with torch.no_grad():
+            return self._update(y, label, training)
+
+    def _update(self, y: Any, label: Any, training: bool) -> dict[str, torch.Tensor]:
+        """Update each metric with a batch and return its batch value (the body of `__call__`)."""
         n = 0 if self.all_stateful else count_samples(y, label)
         values: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
-            for name in self.owned(training):
-                try:
-                    value = self.fns[name](y, label)
-                except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as error:
-                    raise MetricError(
-                        name,
-                        f"Metric `{name}` failed on model output {describe(y)} and label {describe(label)}: {error} "
-                        "Check that the model output and the label fit this metric.",
-                    ) from error
-                value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
-                if not self.stateful[name]:
-                    self.tracker.update(name, value, n)
-                values[name] = value
+        for name in self.owned(training):
+            try:
+                value = self.fns[name](y, label)
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as error:
+                raise MetricError(
+                    name,
+                    f"Metric `{name}` failed on model output {describe(y)} and label {describe(label)}: {error} "
+                    "Check that the model output and the label fit this metric.",
+                ) from error
+            value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+            if not self.stateful[name]:
+                self.tracker.update(name, value, n)
+            values[name] = value
         self.calls += 1
         return values
 
