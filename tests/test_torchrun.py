@@ -237,6 +237,14 @@ def test_a_failing_rank_ends_the_launch_with_its_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_one_rank_stopping_at_an_epoch_end_stops_them_all(tmp_path: Path) -> None:
+    """Rank 1 alone raises StopTraining when epoch 1 ends: both ranks stop there and return cleanly."""
+    done = torchrun(SCRIPTS / "ddp_fail.py", str(tmp_path), "stop", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.read_text() for p in tmp_path.glob("rank*-finished")) == ["1", "1"]
+
+
+@pytest.mark.slow
 def test_a_stuck_rank_ends_the_launch_after_the_collective_timeout(tmp_path: Path) -> None:
     """Rank 1 blocks for 10 minutes in a callback: rank 0's gradient all-reduce gives up after
     `TORCHMANAGER_DIST_TIMEOUT` (5 s here) with an error, and torchrun then ends rank 1."""

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Ra
 __all__ = [
     "TIMEOUT_ENV",
     "all_reduce_sum",
+    "any_process",
     "barrier",
     "get_rank",
     "get_world_size",
@@ -73,6 +74,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true in any process (one collective; `flag` itself in a single process)."""
+    if not is_distributed():
+        return flag
+    tensor = torch.tensor(float(flag), device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def launched_by_torchrun() -> bool:

@@ -230,10 +230,12 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
                         self._nonfinite(epoch, train_summary["loss"], on_nonfinite_loss)
                     try:
                         callbacks.on_epoch_end(epoch, train_summary, val_summary)
+                    except StopTraining:
+                        self.stop_training = True  # stop after the epoch line, together with the other ranks
                     finally:  # after the callbacks, which may add values (e.g. the learning rate)
                         summary = {**train_summary, **{_val_name(k): v for k, v in (val_summary or {}).items()}}
                         self.log_summary(f"Epoch {epoch + 1}/{total_epochs}", summary)
-                    if self.stop_training:
+                    if distributed.any_process(self.stop_training):  # one rank stopping stops them all
                         break
             except StopTraining:
                 logger.info("Training stopped by a callback.")
