@@ -152,8 +152,11 @@ class SaveAt(Callback):
             self.manager.save_checkpoint(self.path)
 
 
-@pytest.mark.parametrize(("epoch", "step"), [(1, 4), (0, 0), (2, 11)])
-def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, epoch: int, step: int) -> None:
+@pytest.mark.parametrize(
+    ("epoch", "step", "how"), [(1, 4, "fit"), (0, 0, "fit"), (2, 11, "fit"), (1, 4, "load"), (0, 11, "load")]
+)
+def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, epoch: int, step: int, how: str) -> None:
+    """`fit(resume_from=path)`, or `load_checkpoint(path)` then `fit` (as `Experiment(resume=True)` does)."""
     torch.manual_seed(123)
     reference = make_manager()
     path = tmp_path / "mid.model"
@@ -163,7 +166,12 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path: Path, epoch: int, step: int
 
     torch.manual_seed(999)  # the resumed process starts from other random states
     resumed = make_manager(seed=5)
-    _, summary = resumed.fit(shuffled_loader(), epochs=3, resume_from=path, return_summary=True)
+    if how == "load":
+        resumed.load_checkpoint(path)
+        torch.rand(5)  # the user's code draws random numbers between loading and fitting
+    _, summary = resumed.fit(
+        shuffled_loader(), epochs=3, resume_from=path if how == "fit" else None, return_summary=True
+    )
     for a, b in zip(reference.raw_model.state_dict().values(), resumed.raw_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert summary == expected  # the interrupted epoch's running values were restored too

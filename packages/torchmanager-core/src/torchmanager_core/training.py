@@ -187,15 +187,16 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         )
         self._on_nonfinite = on_nonfinite_loss
         callbacks = self._callbacks = CallbackList(callbacks_list)
-        resume_step = 0
         if resume_from is not None:
             payload = self.load_checkpoint(resume_from)
             callbacks.on_load_checkpoint(payload)
-            resume_step = self._epoch_step
-            if resume_step == 0 and self._resume_rng is not None:
-                set_rng_state(self._resume_rng)  # saved at an epoch's end: continue the same random draws
         elif initial_epoch is not None:
-            self.current_epoch = initial_epoch
+            self.current_epoch, self._epoch_step, self._resume_rng = initial_epoch, 0, None
+        # a checkpoint loaded here or before (`load_checkpoint`, `Experiment(resume=True)`) resumes at its step
+        resume_step = self._epoch_step
+        if resume_step == 0 and self._resume_rng is not None:
+            set_rng_state(self._resume_rng)  # saved at an epoch's end: continue the same random draws
+            self._resume_rng = None
         summary: dict[str, float] = {}
         self.stop_training = False
         if self.current_epoch >= total_epochs:
@@ -270,7 +271,8 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         elif self._epoch_rng is not None:
             set_rng_state(self._epoch_rng)  # draw the same order again, then skip what was done
         self._epoch_step = skip
-        for x, y in self.batches(dataset, skip, then_rng=self._resume_rng if skip else None):
+        then_rng, self._resume_rng = (self._resume_rng if skip else None), None
+        for x, y in self.batches(dataset, skip, then_rng=then_rng):
             if limit is not None and self._epoch_step >= limit:
                 break
             if batch_start:
