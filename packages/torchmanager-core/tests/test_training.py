@@ -340,3 +340,18 @@ def test_progress_bar_and_multi_gpu_fallback_message(
     assert "Epoch 1/2" in err and "Epoch 2/2" in err and "2/2 [" in err  # a tqdm bar per epoch, with its step count
     fallbacks = [r for r in caplog.records if "use_multi_gpus=True" in r.getMessage()]
     assert len(fallbacks) <= 1 and all("torchrun" in r.getMessage() for r in fallbacks)  # said once per process
+
+
+def test_upstream_progress_bar_callback(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchmanager_core.progress import ProgressBar, VerboseType
+
+    x, y = blobs(24)
+    bar = ProgressBar(3, verbose_type=VerboseType.METRICS, refresh_s=0.0)
+    make_manager(metrics={"accuracy": Accuracy()}).fit(
+        batches(x, y, 8), epochs=2, val_dataset=batches(x, y, 8), callbacks_list=[bar]
+    )
+    err = capsys.readouterr().err
+    assert err.count("3/3 [") == 2 and "accuracy=" in err and "val_accuracy=" in err
+    assert "loss=" not in err  # METRICS: the losses are left out
+    with pytest.raises(TypeError, match=r"`verbose_type` must be a VerboseType.*Received: verbose_type='all'"):
+        ProgressBar(3, verbose_type="all")  # type: ignore[arg-type]

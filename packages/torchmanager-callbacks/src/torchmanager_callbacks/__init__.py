@@ -6,6 +6,7 @@ that need them, when they are created.
 """
 
 from torchmanager_core.callbacks import Callback
+from torchmanager_core.progress import ProgressBar, VerboseType
 
 from .__about__ import __version__
 from .checkpoint import BestCheckpoint, Checkpoint, LastCheckpoint
@@ -37,7 +38,9 @@ __all__ = [
     "MonitorError",
     "MonitorType",
     "MultiCallbacks",
+    "ProgressBar",
     "TensorBoard",
+    "VerboseType",
     "__version__",
     "on_batch_end",
     "on_batch_start",

@@ -10,13 +10,17 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
+from enum import Enum
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from .callbacks import Callback
+from .distributed import is_main_process
 from .tracking import to_floats
 
-__all__ = ["EpochProgress", "add_console", "format_summary", "logger"]
+__all__ = ["EpochProgress", "ProgressBar", "VerboseType", "add_console", "format_summary", "logger"]
 
 logger = logging.getLogger("torchmanager")
 """The logger receiving epoch summaries at INFO (and interruptions, device fallbacks)."""
@@ -72,3 +76,71 @@ class EpochProgress:
             self._bar.set_postfix(summary, refresh=False)
         self._bar.close()
         self._bar = None
+
+
+class VerboseType(Enum):
+    """Which values a `ProgressBar` shows (upstream's names)."""
+
+    ALL = 0
+    LOSS = 1
+    METRICS = 2
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per training epoch as a callback, showing the last batch's values (upstream's class).
+
+    `fit(..., show_verbose=True)` draws an equivalent bar (with epoch means) without any callback;
+    this one is for code that adds it explicitly. Its values are read at most every `refresh_s`
+    seconds (a device sync then, never per step).
+
+    Args:
+        iterations_per_epoch: The bar's total, or None when unknown.
+        verbose_type: Show all values, the losses only, or the metrics only.
+        refresh_s: Minimum seconds between two reads of the values.
+    """
+
+    def __init__(
+        self,
+        iterations_per_epoch: int | None = None,
+        *,
+        verbose_type: VerboseType = VerboseType.ALL,
+        refresh_s: float = 0.5,
+    ) -> None:
+        if not isinstance(verbose_type, VerboseType):
+            raise TypeError(
+                f"`verbose_type` must be a VerboseType (ALL, LOSS or METRICS). Received: verbose_type={verbose_type!r}"
+            )
+        self.iterations_per_epoch = iterations_per_epoch
+        self.verbose_type = verbose_type
+        self.refresh_s = refresh_s
+        self._bar: EpochProgress | None = None
+
+    def _shown(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        if self.verbose_type is VerboseType.LOSS:
+            return {name: value for name, value in summary.items() if "loss" in name}
+        if self.verbose_type is VerboseType.METRICS:
+            return {name: value for name, value in summary.items() if "loss" not in name}
+        return dict(summary)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._bar = EpochProgress(self.iterations_per_epoch, f"Epoch {epoch + 1}", is_main_process(), self.refresh_s)
+
+    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
+        if self._bar is not None:
+            self._bar.step(lambda: self._shown(summary))
+
+    def on_epoch_end(
+        self,
+        epoch: int,
+        summary: Mapping[str, float] = {},
+        val_summary: Mapping[str, float] | None = None,
+    ) -> None:
+        if self._bar is not None:
+            values = {**summary, **{f"val_{name}": value for name, value in (val_summary or {}).items()}}
+            self._bar.close(self._shown(values))
+            self._bar = None
+
+    def on_train_end(self, model: torch.nn.Module) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
