@@ -8,8 +8,6 @@ the random generators (for an exact resume) and the state the running callbacks 
 from __future__ import annotations
 
 import inspect
-import logging
-import math
 import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 
 from . import checkpoint, distributed
-from .errors import NonFiniteLossError
 from .random import get_rng_state
 
 if TYPE_CHECKING:
@@ -52,15 +49,6 @@ class Checkpointing:
         compiled_losses: CompiledLoss | None
         compiled_metrics: CompiledMetrics
         _extras: MeanTracker
-        _current_epoch: int
-        _epoch_step: int
-        _epoch_rng: dict[str, Any] | None
-        _resume_rng: dict[str, Any] | None
-        _scaler_state: dict[str, Any] | None
-        stop_training: bool
-        _in_fit: bool
-        _packed_structure: tuple[torch.nn.Module, torch.Tensor | None] | None
-        scaler: torch.amp.GradScaler | None
         _callbacks: CallbackList
 
         @property
@@ -70,67 +58,59 @@ class Checkpointing:
             self, model: torch.nn.Module, optimizer: Any = None, loss_fn: Any = None, metrics: Any = None
         ) -> None: ...
 
+    # -- what a training manager adds (the testing managers have no run state) -------------
+
+    def _training_state(self) -> dict[str, Any]:
+        """The run's position and step state for the payload: epoch, step, data-order RNG, grad scaler."""
+        return {}
+
+    def _restore_training_state(self, payload: Mapping[str, Any]) -> None:
+        """Put `_training_state`'s entries back."""
+
+    def _check_savable(self, path: PathLike) -> bool:
+        """Whether the run may be saved now (a training manager refuses a non-finite loss)."""
+        return True
+
+    def _model_structure(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """The model's pickled structure, or None when it cannot be pickled (then `from_checkpoint` needs `model=`)."""
+        try:
+            return checkpoint.pack_model(model)
+        except TypeError:
+            return None
+
+    # -- the payload -------------------------------------------------------------------------
+
     def checkpoint_payload(self) -> dict[str, Any]:
         """The checkpoint's content as state dicts and plain values (loadable without running code)."""
         model = self.raw_model
-        cached = getattr(self, "_packed_structure", None)
-        if cached is not None and cached[0] is model:
-            structure = cached[1]  # packed once per `fit`: pickling the structure costs more than the weights
-        else:
-            try:
-                structure = checkpoint.pack_model(model)
-            except TypeError:
-                structure = None  # e.g. a class defined in a function: `from_checkpoint` then needs `model=`
-            if getattr(self, "_in_fit", False):
-                self._packed_structure = (model, structure)
         payload: dict[str, Any] = {
             "model": model.state_dict(),
-            "model_structure": structure,
+            "model_structure": self._model_structure(model),
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "optimizer_class": _qualified_name(self.optimizer),
-            "epoch": getattr(self, "_current_epoch", 0),
-            "step": getattr(self, "_epoch_step", 0),
             "rng": get_rng_state(),
-            "epoch_rng": getattr(self, "_epoch_rng", None),
             "metrics": _module_states(self.compiled_metrics.fns),
             "streams": {"metrics": self.compiled_metrics.tracker.state_dict(), "extras": self._extras.state_dict()},
             "calls": {"metrics": self.compiled_metrics.calls},
             "callbacks": {},
+            **self._training_state(),
         }
-        scaler = getattr(self, "scaler", None)
-        if scaler is not None:
-            payload["grad_scaler"] = scaler.state_dict()
         if self.compiled_losses is not None:
             payload["loss_fn"] = _module_states(self.compiled_losses.fns)
             payload["streams"]["loss_fn"] = self.compiled_losses.tracker.state_dict()
             payload["calls"]["loss_fn"] = self.compiled_losses.calls
-        callbacks = getattr(self, "_callbacks", None)
-        if callbacks is not None:
-            callbacks.on_save_checkpoint(payload)
+        self._callbacks.on_save_checkpoint(payload)
         return payload
 
     def save_checkpoint(self, path: PathLike) -> None:
         """Write a checkpoint of the run atomically (a crash leaves any previous file intact).
 
-        Only the main process writes; the others wait at a barrier when distributed. A run whose
-        running loss is NaN or infinite is not saved (that would replace a good checkpoint by a
-        broken one): `NonFiniteLossError`, or with `on_nonfinite_loss="stop"` a logged error and a stop.
+        Only the main process writes; the others wait at a barrier when distributed. A training
+        run whose running loss is NaN or infinite is not saved (that would replace a good
+        checkpoint by a broken one): see `BasicTrainingManager.fit`'s `on_nonfinite_loss`.
         """
-        running_loss = getattr(self, "running_loss", None)
-        loss = running_loss() if running_loss is not None else None
-        if loss is not None and not math.isfinite(loss):
-            epoch, step = getattr(self, "_current_epoch", 0), getattr(self, "_epoch_step", 0)
-            epoch = epoch if step else max(epoch - 1, 0)  # at an epoch's end the counter already moved on
-            message = (
-                f"The training loss of epoch {epoch + 1} is {loss} (after {step or 'all'} steps): not saving "
-                f"`{os.fspath(path)}`, the previous checkpoint is kept. Lower the learning rate, clip gradients or check "
-                "the data for NaN/inf values."
-            )
-            if getattr(self, "_on_nonfinite", "raise") == "stop":
-                logging.getLogger("torchmanager").error(message)
-                self.stop_training = True
-                return
-            raise NonFiniteLossError(message)
+        if not self._check_savable(path):
+            return
         payload = self.checkpoint_payload()
         if distributed.is_main_process():
             checkpoint.save(payload, path)
@@ -168,16 +148,7 @@ class Checkpointing:
             _load_module_states(self.compiled_losses.fns, payload["loss_fn"])
             self.compiled_losses.tracker.load_state_dict(streams.get("loss_fn", {"totals": {}, "counts": {}}))
             self.compiled_losses.calls = int(calls.get("loss_fn", 0))
-        if payload.get("grad_scaler") is not None and hasattr(self, "scaler"):
-            if self.scaler is not None:
-                self.scaler.load_state_dict(payload["grad_scaler"])
-            else:
-                self._scaler_state = payload["grad_scaler"]
-        if hasattr(self, "_current_epoch"):
-            self._current_epoch = int(payload.get("epoch", 0))
-            self._epoch_step = int(payload.get("step", 0))
-            self._epoch_rng = payload.get("epoch_rng")
-            self._resume_rng = payload.get("rng")
+        self._restore_training_state(payload)
 
     def _check_payload(self, payload: Mapping[str, Any], source: str) -> None:
         """Raise `CheckpointError` if the payload does not fit this manager's model, optimizer, losses or metrics."""

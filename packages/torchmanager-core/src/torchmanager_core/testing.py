@@ -86,6 +86,7 @@ class BasicTestingManager(Checkpointing, abc.ABC):
         self.compiled_losses = CompiledLoss(self._loss_fn) if self._loss_fn is not None else None
         self.compiled_metrics = CompiledMetrics(self._metric_fns)
         self._extras = MeanTracker()  # values a step reports beyond the losses and metrics
+        self._callbacks = CallbackList()  # those of the run in progress: they add their state to checkpoints
         self._owned: set[str] | None = None
         self._device = placement.CPU
         self.precision = check_precision(precision)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -78,7 +78,6 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         self._epoch_step = 0  # batches done in the epoch in progress: where a mid-epoch checkpoint resumes
         self._epoch_rng: dict[str, Any] | None = None  # generators when the epoch's data order was drawn
         self._resume_rng: dict[str, Any] | None = None  # generators when the checkpoint resumed from was saved
-        self._callbacks = CallbackList()
 
     @property
     def current_epoch(self) -> int:
@@ -375,6 +374,48 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             return None
         return float(self.compiled_losses.values()["loss"])
 
+    # -- the run's state in checkpoints (the hooks of `checkpointing.Checkpointing`) ---------
+
+    def _training_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"epoch": self._current_epoch, "step": self._epoch_step, "epoch_rng": self._epoch_rng}
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
+
+    def _restore_training_state(self, payload: Mapping[str, Any]) -> None:
+        self._current_epoch = int(payload.get("epoch", 0))
+        self._epoch_step = int(payload.get("step", 0))
+        self._epoch_rng = payload.get("epoch_rng")
+        self._resume_rng = payload.get("rng")
+        if payload.get("grad_scaler") is not None:
+            if self.scaler is not None:
+                self.scaler.load_state_dict(payload["grad_scaler"])
+            else:
+                self._scaler_state = payload["grad_scaler"]  # the scaler is made when `fit` knows the device
+
+    def _check_savable(self, path: str | os.PathLike[str]) -> bool:
+        """A non-finite running loss is never saved over a good checkpoint (reading it syncs, once per save)."""
+        loss = self.running_loss()
+        if loss is None or math.isfinite(loss):
+            return True
+        epoch = (
+            self._current_epoch if self._epoch_step else max(self._current_epoch - 1, 0)
+        )  # at an epoch's end it moved on
+        consequence = (
+            f" at step {self._epoch_step or 'end'}: not saving `{os.fspath(path)}`, the previous checkpoint is kept"
+        )
+        self._nonfinite(epoch, loss, self._on_nonfinite, consequence)
+        return False
+
+    def _model_structure(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """Packed once per `fit` (pickling the structure costs more than saving the weights)."""
+        if self._in_fit and self._packed_structure is not None and self._packed_structure[0] is model:
+            return self._packed_structure[1]
+        structure = super()._model_structure(model)
+        if self._in_fit:
+            self._packed_structure = (model, structure)
+        return structure
+
     def _start_grad_scaler(self) -> None:
         """Float16 training scales its gradients; the scaler is kept across `fit` calls and checkpoints."""
         if needs_grad_scaler(self.precision) and self.scaler is None:
@@ -389,10 +430,11 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             return None
         return min(steps_per_epoch, iterations - epoch * steps_per_epoch)
 
-    def _nonfinite(self, epoch: int, loss: float, policy: str) -> None:
+    def _nonfinite(self, epoch: int, loss: float, policy: str, consequence: str = "") -> None:
+        """Raise `NonFiniteLossError`, or with the "stop" policy log the error and stop training."""
         message = (
-            f"The training loss of epoch {epoch + 1} is {loss}; lower the learning rate, clip gradients or check the data "
-            "for NaN/inf values, or pass `on_nonfinite_loss='stop'` to stop cleanly instead."
+            f"The training loss of epoch {epoch + 1} is {loss}{consequence}; lower the learning rate, clip gradients or "
+            "check the data for NaN/inf values, or pass `on_nonfinite_loss='stop'` to stop cleanly instead."
         )
         if policy == "stop":
             logger.error(message)
