@@ -142,25 +142,22 @@ class BasicTestingManager(Checkpointing, abc.ABC):
 
     def forward(self, input: Any, target: Any = None) -> tuple[Any, torch.Tensor | None]:
         """Run the model on `input`; with a label, also the loss. Returns `(y, loss or None)`."""
-        if self._autocast is not None:
-            with torch.autocast(device_type=self._device.type, dtype=self._autocast):
-                y = self._run_model(input)
-                loss = (
-                    self.compiled_losses(y, target) if target is not None and self.compiled_losses is not None else None
-                )
-            return y, loss
-        y = self._run_model(input)
-        loss = self.compiled_losses(y, target) if target is not None and self.compiled_losses is not None else None
-        return y, loss
+        if self._autocast is None:
+            return self._forward(input, target)
+        with torch.autocast(device_type=self._device.type, dtype=self._autocast):
+            return self._forward(input, target)
 
-    def _run_model(self, input: Any) -> Any:
+    def _forward(self, input: Any, target: Any) -> tuple[Any, torch.Tensor | None]:
         try:
-            return self.model(input)
+            y = self.model(input)
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
             raise ModelError(
                 f"The model failed on an input of {describe(input)}: {error} Check that the data's input fits the "
                 f"model (its shape, dtype and device). Received: input of {describe(input)}"
             ) from error
+        if target is None or self.compiled_losses is None:
+            return y, None
+        return y, self.compiled_losses(y, target)
 
     def eval(self, input: Any, target: Any, training: bool = False) -> dict[str, torch.Tensor]:
         """Update the metrics with a batch's output `input` and label `target`; their batch values."""
@@ -236,7 +233,8 @@ class BasicTestingManager(Checkpointing, abc.ABC):
                 self.record(summary, x, y, training=False)
                 if callbacks.uses("on_test_batch_end"):
                     callbacks.on_test_batch_end(steps - 1, summary)
-                progress.step(lambda: self.epoch_values(training=False))
+                if progress.enabled:
+                    progress.step(lambda: self.epoch_values(training=False))
         if steps == 0:
             progress.close()
             raise ValueError(
@@ -266,7 +264,7 @@ class BasicTestingManager(Checkpointing, abc.ABC):
                 x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
                 y, _ = self.forward(placement.move_to_device(x, self._device))
                 outputs.append(devices_move(y, placement.CPU))
-                progress.step(dict)
+                progress.step(dict)  # no values to show: just advance
             progress.close()
         if not outputs:
             raise ValueError(
