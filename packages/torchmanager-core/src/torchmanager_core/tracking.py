@@ -19,7 +19,11 @@ __all__ = ["MeanTracker", "count_samples", "to_floats"]
 
 
 def count_samples(x: Any, y: Any) -> int:
-    """The batch size: the first dimension of the label's first tensor, else of the input's (else 1)."""
+    """The batch size: the first dimension of the label's first tensor, else of the input's (else 1).
+
+    The same rule as `torchmanager_metrics.metric.batch_size`, kept here because core does not
+    depend on the metrics distribution (DESIGN.md section 1); change both together.
+    """
     for value in (y, x):
         tensor = _first_tensor(value)
         if tensor is not None and tensor.dim() > 0:
