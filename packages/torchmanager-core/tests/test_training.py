@@ -329,17 +329,21 @@ def test_predict_returns_each_batch_output_on_the_cpu(where: dict[str, Any]) -> 
 
 
 def test_progress_bar_and_multi_gpu_fallback_message(
-    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from torchmanager_core import devices
+
+    monkeypatch.setattr(devices, "_warned", set())  # as in a fresh process
     x, y = blobs(16)
     with caplog.at_level(logging.WARNING, logger="torchmanager"):
-        make_manager(metrics={"accuracy": Accuracy()}).fit(
-            batches(x, y, 8), epochs=2, show_verbose=True, use_multi_gpus=True
-        )
+        manager = make_manager(metrics={"accuracy": Accuracy()})
+        manager.fit(batches(x, y, 8), epochs=2, show_verbose=True, use_multi_gpus=True)
+        manager.fit(batches(x, y, 8), epochs=3, use_multi_gpus=True)
     err = capsys.readouterr().err
     assert "Epoch 1/2" in err and "Epoch 2/2" in err and "2/2 [" in err  # a tqdm bar per epoch, with its step count
-    fallbacks = [r for r in caplog.records if "use_multi_gpus=True" in r.getMessage()]
-    assert len(fallbacks) <= 1 and all("torchrun" in r.getMessage() for r in fallbacks)  # said once per process
+    assert "Epoch 3/3" not in err  # no bar without show_verbose
+    fallbacks = [r.getMessage() for r in caplog.records if "use_multi_gpus=True" in r.getMessage()]
+    assert len(fallbacks) == 1 and "torchrun" in fallbacks[0]  # said once per process
 
 
 def test_upstream_progress_bar_callback(capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,12 +26,23 @@ logger = logging.getLogger("torchmanager")
 """The logger receiving epoch summaries at INFO (and interruptions, device fallbacks)."""
 
 
+class _Console(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stdout` is when a record comes (notebooks and test runners swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current stdout
+
+
 def add_console() -> None:
     """Print the "torchmanager" logger's INFO records to stdout, once (upstream's `view.add_console`)."""
-    if not any(getattr(h, "_torchmanager_console", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(h, _Console) for h in logger.handlers):
+        handler = _Console()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._torchmanager_console = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
