@@ -259,10 +259,8 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         set_epoch = getattr(dataset, "set_epoch", None) or getattr(getattr(dataset, "sampler", None), "set_epoch", None)
         if callable(set_epoch):
             set_epoch(self.current_epoch)
-        total = batches_in(dataset)
-        self._steps_this_epoch = (
-            min(limit, total) if limit is not None and total is not None else limit if limit is not None else total
-        )
+        known = [count for count in (limit, batches_in(dataset)) if count is not None]
+        self._steps_this_epoch = min(known) if known else None  # None: the epoch's length is unknown
         progress = self.progress(dataset, f"Epoch {self.current_epoch + 1}/{self._total_epochs}", show_verbose)
         batch_start, batch_end = callbacks.uses("on_batch_start"), callbacks.uses("on_batch_end")
         if skip == 0:
