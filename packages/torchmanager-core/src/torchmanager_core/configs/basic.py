@@ -27,6 +27,13 @@ EXPERIMENTS_DIR = "experiments"
 _C = TypeVar("_C", bound="Configs")
 
 
+def terminal_arguments(arguments: tuple[str | Sequence[str], ...]) -> list[str] | None:
+    """`from_arguments`' strings or one list, flattened; None (argparse reads `sys.argv`) when none were given."""
+    if not arguments:
+        return None
+    return [arg for item in arguments for arg in ([item] if isinstance(item, str) else item)]
+
+
 class Configs(BaseConfigs, abc.ABC):
     """Configurations parsed from terminal arguments; subclass it with annotated fields, add their
     arguments in `get_arguments` and log them in `show_settings`.
@@ -97,8 +104,7 @@ class Configs(BaseConfigs, abc.ABC):
         parser = argparse.ArgumentParser() if parser is None else parser
         cls.get_arguments(parser)
         Configs.get_arguments(parser)
-        argv = [arg for item in arguments for arg in ([item] if isinstance(item, str) else item)]
-        configs = parser.parse_args(argv if arguments else None, namespace=cls())
+        configs = parser.parse_args(terminal_arguments(arguments), namespace=cls())
         configs._fill_defaults()
         configs._format()
         configs._start_experiment(show_summary)

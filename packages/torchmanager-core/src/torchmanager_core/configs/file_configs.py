@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import ClassVar, TypeVar
 
-from .basic import Configs
+from .basic import Configs, terminal_arguments
 from .files import Reader, read_json, read_yaml
 
 __all__ = ["FileConfigs"]
@@ -56,8 +56,7 @@ class FileConfigs(Configs, abc.ABC):
         """Read the file named on the terminal (or in `arguments`) as `from_file` does."""
         parser = argparse.ArgumentParser() if parser is None else parser
         cls._add_file_arguments(parser)
-        argv = [arg for item in arguments for arg in ([item] if isinstance(item, str) else item)]
-        parsed = parser.parse_args(argv if arguments else None)
+        parsed = parser.parse_args(terminal_arguments(arguments))
         path = getattr(parsed, cls.file_format)
         return cls._from_file(
             path, cls.reader(), show_summary=show_summary, replace_experiment=parsed.replace_experiment
