@@ -65,6 +65,10 @@ class MultiCallbacks(Callback):
         self._set(members)
         return callback
 
+    def set_manager(self, manager: Any) -> None:
+        super().set_manager(manager)
+        self._list.set_manager(manager)
+
     def on_train_start(self, initial_epoch: int = 0) -> None:
         self._list.on_train_start(initial_epoch)
 

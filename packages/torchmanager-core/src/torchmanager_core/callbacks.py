@@ -65,6 +65,13 @@ class Callback:
     unused_hooks: frozenset[str] = frozenset()
     """Overridden hooks that this instance's settings never act in; the loop skips them too."""
 
+    manager: Any = None
+    """The manager running this callback: set by `fit` when training starts (as Keras's `set_model`)."""
+
+    def set_manager(self, manager: Any) -> None:
+        """Called by `fit` before `on_train_start` with the manager that runs this callback."""
+        self.manager = manager
+
     def on_train_start(self, initial_epoch: int = 0) -> None:
         """Training starts at epoch index `initial_epoch`."""
 
@@ -145,6 +152,10 @@ class CallbackList(Callback):
 
     def __len__(self) -> int:
         return len(self._callbacks)
+
+    def set_manager(self, manager: Any) -> None:
+        for callback in self._callbacks:
+            callback.set_manager(manager)
 
     def on_train_start(self, initial_epoch: int = 0) -> None:
         self._call("on_train_start", initial_epoch)

@@ -75,6 +75,7 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         self._packed_structure: tuple[torch.nn.Module, torch.Tensor | None] | None = None
         self.stop_training = False
         self._current_epoch = 0
+        self._global_step = 0  # optimizer updates done in the whole run
         self._epoch_step = 0  # batches done in the epoch in progress: where a mid-epoch checkpoint resumes
         self._epoch_rng: dict[str, Any] | None = None  # generators when the epoch's data order was drawn
         self._resume_rng: dict[str, Any] | None = None  # generators when the checkpoint resumed from was saved
@@ -89,6 +90,11 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"`current_epoch` must be a non-negative int. Received: current_epoch={epoch!r}")
         self._current_epoch = epoch
+
+    @property
+    def global_step(self) -> int:
+        """The optimizer updates done in the whole run (with gradient accumulation, one per window)."""
+        return self._global_step
 
     @abc.abstractmethod
     def train_step(self, x_train: Any, y_train: Any) -> dict[str, Any]:
@@ -132,6 +138,7 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        self._global_step += 1
 
     def _at_window_end(self) -> bool:
         step = self._epoch_step + 1
@@ -186,6 +193,7 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         )
         self._on_nonfinite = on_nonfinite_loss
         callbacks = self._callbacks = CallbackList(callbacks_list)
+        callbacks.set_manager(self)
         if resume_from is not None:
             payload = self.load_checkpoint(resume_from)
             callbacks.on_load_checkpoint(payload)
@@ -375,7 +383,12 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
     # -- the run's state in checkpoints (the hooks of `checkpointing.Checkpointing`) ---------
 
     def _training_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"epoch": self._current_epoch, "step": self._epoch_step, "epoch_rng": self._epoch_rng}
+        state: dict[str, Any] = {
+            "epoch": self._current_epoch,
+            "step": self._epoch_step,
+            "global_step": self._global_step,
+            "epoch_rng": self._epoch_rng,
+        }
         if self.scaler is not None:
             state["grad_scaler"] = self.scaler.state_dict()
         return state
@@ -383,6 +396,7 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
     def _restore_training_state(self, payload: Mapping[str, Any]) -> None:
         self._current_epoch = int(payload.get("epoch", 0))
         self._epoch_step = int(payload.get("step", 0))
+        self._global_step = int(payload.get("global_step", 0))
         self._epoch_rng = payload.get("epoch_rng")
         self._resume_rng = payload.get("rng")
         if payload.get("grad_scaler") is not None:
