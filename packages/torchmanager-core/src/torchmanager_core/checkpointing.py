@@ -115,6 +115,10 @@ class Checkpointing:
         if distributed.is_main_process():
             checkpoint.save(payload, path)
         distributed.barrier()
+        self._saved_checkpoint(os.fspath(path))
+
+    def _saved_checkpoint(self, path: str) -> None:
+        """A checkpoint was written to `path` (a training manager records it in `saved_checkpoints`)."""
 
     def load_checkpoint(self, path: PathLike, *, map_location: Any = None, trusted: bool = False) -> dict[str, Any]:
         """Restore the model, optimizer, losses, metrics, epoch, step and random generators from `path`.

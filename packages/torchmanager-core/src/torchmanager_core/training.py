@@ -71,6 +71,8 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         self._steps_this_epoch: int | None = None
         self._total_epochs = 0
         self._on_nonfinite = "raise"
+        self.saved_checkpoints: list[str] = []
+        """The checkpoint files the last `fit` wrote (each once, in the order first written)."""
         self._in_fit = False  # while True, a checkpoint reuses the model structure it packed first
         self._packed_structure: tuple[torch.nn.Module, torch.Tensor | None] | None = None
         self.stop_training = False
@@ -219,6 +221,7 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             self._start_grad_scaler()
             try:
                 self._in_fit, self._packed_structure = True, None
+                self.saved_checkpoints = []
                 callbacks.on_train_start(self.current_epoch)
                 for epoch in range(self.current_epoch, total_epochs):
                     self.current_epoch = epoch
@@ -418,6 +421,10 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         )
         self._nonfinite(epoch, loss, self._on_nonfinite, consequence)
         return False
+
+    def _saved_checkpoint(self, path: str) -> None:
+        if path not in self.saved_checkpoints:
+            self.saved_checkpoints.append(path)
 
     def _model_structure(self, model: torch.nn.Module) -> torch.Tensor | None:
         """Packed once per `fit` (pickling the structure costs more than saving the weights)."""
