@@ -154,7 +154,9 @@ def test_summaries_equal_a_single_process_run_over_the_same_steps(run: dict[str,
             for ours, expected in zip(rank["epochs"][phase], reference, strict=True):
                 assert ours.keys() >= expected.keys()
                 for part in expected:
-                    assert ours[part] == pytest.approx(expected[part], rel=1e-5, abs=1e-6), (phase, part)
+                    assert ours["train"]["lr"] == 0.1  # the loop reports the learning rate too
+                    values = {name: ours[part][name] for name in expected[part]}
+                    assert values == pytest.approx(expected[part], rel=1e-5, abs=1e-6), (phase, part)
         assert rank["test"] == pytest.approx(test_summary, rel=1e-5, abs=1e-6)
         last = rank["epochs"]["dataset"][-1]
         assert rank["fit"] == pytest.approx({**last["train"], **{f"val_{k}": v for k, v in last["val"].items()}})
@@ -173,6 +175,7 @@ def test_only_rank_0_writes_the_experiment_and_the_log(run: dict[str, Any]) -> N
     )
     assert files == [
         "checkpoints/best-accuracy.model",
+        "checkpoints/best_accuracy.model",  # upstream's name, a link to the same file
         "checkpoints/last.model",
         "run.log",
     ]  # no leftover temporary files
@@ -265,13 +268,25 @@ def test_digits_example_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
     assert len(accuracies) == 1 and float(accuracies[0]) > 0.95
     assert [p.name for p in (tmp_path / "experiments").iterdir()] == ["demo.exp"]
     exp = tmp_path / "experiments" / "demo.exp"
-    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == ["best-accuracy.model", "last.model"]
+    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == [
+        "best-accuracy.model",
+        "best_accuracy.model",
+        "last.model",
+    ]
     events = [p.name for p in (exp / "data").rglob("events.out.tfevents.*")]
     assert events and len({name.split(".")[-2] for name in events}) == 1  # one process wrote TensorBoard data
     log = (exp / "demo.log").read_text()
     for text in (log, console):
         assert [len(re.findall(rf"Epoch {e}/30: loss=", text)) for e in (1, 15, 30)] == [1, 1, 1]
     assert len(re.findall(r"Epoch \d+/30: loss=", log)) == 30
+
+    first_run = (exp / "checkpoints" / "last.model").read_bytes()
+    again = torchrun(ROOT / "examples" / "digits.py", "--quiet", "--experiment", "demo", "--epochs", "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # the same command again: a new numbered folder, the first run kept
+    assert sorted(p.name for p in (tmp_path / "experiments").iterdir()) == ["demo-2.exp", "demo.exp"]
+    assert (exp / "checkpoints" / "last.model").read_bytes() == first_run
+    assert "this run is kept in 'experiments/demo-2.exp'" in again.stdout + again.stderr
+    assert (tmp_path / "experiments" / "demo-2.exp" / "checkpoints" / "last.model").is_file()
 
 
 def _shard_as_each_rank(make_loader: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:

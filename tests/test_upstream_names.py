@@ -43,7 +43,7 @@ def test_manager_names_of_the_readme_and_of_upstream_are_one_class() -> None:
         ),
         (
             torchmanager.callbacks.Experiment.__init__,
-            [("experiment", inspect.Parameter.empty), ("manager", inspect.Parameter.empty), ("monitors", None)],
+            [("experiment", inspect.Parameter.empty), ("manager", None), ("monitors", None)],
         ),
         (
             torchmanager.callbacks.EarlyStop.__init__,

@@ -125,7 +125,7 @@ def test_hooks_run_in_order_and_only_where_overridden() -> None:
         "batch_end 0 ['accuracy', 'loss']",
         "batch_end 1 ['accuracy', 'loss']",
         "validation_end 0 ['accuracy', 'loss']",
-        "epoch_end 0 ['accuracy', 'loss'] ['accuracy', 'loss']",
+        "epoch_end 0 ['accuracy', 'loss', 'lr'] ['accuracy', 'loss']",
         "train_end Linear",
     ]
 

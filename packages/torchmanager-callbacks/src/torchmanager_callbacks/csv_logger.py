@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 import torch
 
-from torchmanager_core.callbacks import Callback
+from torchmanager_core.callbacks import Callback, merge_summaries
 
 from ._io import check_output_path, is_writer
 
@@ -59,7 +59,7 @@ class CSVLogger(Callback):
     ) -> None:
         if not is_writer():
             return
-        row = {"epoch": epoch, **summary, **{f"val_{key}": value for key, value in (val_summary or {}).items()}}
+        row = {"epoch": epoch, **merge_summaries(summary, val_summary)}
         new_file = self._columns is None
         if self._columns is None:
             self._columns = list(row)

@@ -30,7 +30,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "load", "pack_model", 
 FORMAT: str = "torchmanager.checkpoint"
 """Value of the `"format"` key that marks a file as ours."""
 
-FORMAT_VERSION: int = 1
+FORMAT_VERSION: int = 2
 """Version of the layout of the checkpoint dict; bumped when a reader of an older version could misread it."""
 
 _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.Size, torch.dtype, torch.device)

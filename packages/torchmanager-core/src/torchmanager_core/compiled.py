@@ -64,6 +64,15 @@ def check_metrics(metrics: object) -> dict[str, Callable[..., Any]]:
     return dict(metrics)
 
 
+def _cloned(value: Any) -> Any:
+    """`value` with every tensor in it (nested in dicts) copied: a state to keep while the original changes."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, Mapping):
+        return {key: _cloned(item) for key, item in value.items()}
+    return value
+
+
 class _Streams:
     """Shared machinery: stateful callables read their own result, the others are tracked here."""
 
@@ -83,6 +92,34 @@ class _Streams:
 
     def modules(self) -> Iterator[torch.nn.Module]:
         return (fn for fn in self.fns.values() if isinstance(fn, torch.nn.Module))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running state: each module's state dict, the tracked means and the call count (copies)."""
+        return {
+            "fns": {name: _cloned(fn.state_dict()) for name, fn in self.fns.items() if isinstance(fn, torch.nn.Module)},
+            "tracker": _cloned(self.tracker.state_dict()),
+            "calls": self.calls,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state_dict()` (states of callables this object does not have are skipped)."""
+        for name, fn_state in state.get("fns", {}).items():
+            fn = self.fns.get(name)
+            if isinstance(fn, torch.nn.Module):
+                fn.load_state_dict(fn_state)
+        self.tracker.load_state_dict(state.get("tracker", {"totals": {}, "counts": {}}))
+        self.calls = int(state.get("calls", 0))
+
+    def check_state_dict(self, state: Mapping[str, Any], what: str, source: str) -> None:
+        """Raise `ValueError` if a module's saved state does not fit the module of the same name."""
+        for name, fn_state in state.get("fns", {}).items():
+            fn = self.fns.get(name)
+            if isinstance(fn, torch.nn.Module) and set(fn.state_dict()) != set(fn_state):
+                raise ValueError(
+                    f"`{source}` holds a state for the {what} `{name}` that does not fit this manager's {type(fn).__name__} "
+                    f"(keys {sorted(fn_state)} vs {sorted(fn.state_dict())}); use the {what} that saved it under that name. "
+                    f"Received: {what}s[{name!r}]={type(fn).__name__}"
+                )
 
     def _value(self, name: str) -> torch.Tensor:
         if self.stateful[name]:

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .callbacks import Callback
+from .callbacks import Callback, merge_summaries
 from .distributed import is_main_process
 from .tracking import to_floats
 
-__all__ = ["EpochProgress", "ProgressBar", "VerboseType", "add_console", "format_summary", "logger"]
+__all__ = ["EpochProgress", "ProgressBar", "VerboseType", "add_console", "format_summary", "log_summary", "logger"]
 
 logger = logging.getLogger("torchmanager")
 """The logger receiving epoch summaries at INFO (and interruptions, device fallbacks)."""
@@ -46,6 +46,13 @@ def add_console() -> None:
         logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
+
+
+def log_summary(prefix: str, summary: Mapping[str, float]) -> None:
+    """Log one summary line (`prefix: name=value, ...`) to the "torchmanager" logger, on the main process."""
+    if is_main_process():
+        add_console()
+        logger.info(f"{prefix}: {format_summary(summary)}")
 
 
 def format_summary(summary: Mapping[str, float]) -> str:
@@ -147,8 +154,7 @@ class ProgressBar(Callback):
         val_summary: Mapping[str, float] | None = None,
     ) -> None:
         if self._bar is not None:
-            values = {**summary, **{f"val_{name}": value for name, value in (val_summary or {}).items()}}
-            self._bar.close(self._shown(values))
+            self._bar.close(self._shown(merge_summaries(summary, val_summary)))
             self._bar = None
 
     def on_train_end(self, model: torch.nn.Module) -> None:
