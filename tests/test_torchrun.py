@@ -248,6 +248,20 @@ def test_one_rank_stopping_at_an_epoch_end_stops_them_all(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("mode", "steps"), [("stop-flag", 4 + 2), ("stop-raise", 4 + 3)])
+def test_one_rank_stopping_mid_epoch_stops_them_all_after_the_same_batch(tmp_path: Path, mode: str, steps: int) -> None:
+    """Rank 0 sets the stop flag after batch 1 of epoch 2 (or rank 1 raises StopTraining after batch 2):
+    both ranks stop after that batch (4 batches a rank and epoch) with the same weights and exit cleanly,
+    instead of one waiting in a collective the other never joins."""
+    done = torchrun(SCRIPTS / "ddp_fail.py", str(tmp_path), mode, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.read_text() for p in tmp_path.glob("rank*-finished")) == [str(steps)] * 2
+    weights = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name])
+
+
+@pytest.mark.slow
 def test_a_stuck_rank_ends_the_launch_after_the_collective_timeout(tmp_path: Path) -> None:
     """Rank 1 blocks for 10 minutes in a callback: rank 0's gradient all-reduce gives up after
     `TORCHMANAGER_DIST_TIMEOUT` (5 s here) with an error, and torchrun then ends rank 1."""
