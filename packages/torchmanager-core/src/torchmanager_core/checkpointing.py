@@ -205,19 +205,24 @@ def construct(
     metrics: Any,
     kwargs: Mapping[str, Any],
 ) -> T:
-    """`cls(model, optimizer, loss_fn, metrics, **options, **kwargs)` with the saved options its constructor takes.
+    """A manager of class `cls` for a checkpoint: its parts, the saved options, and a subclass's own arguments.
 
-    A subclass whose constructor does not take an option gets it set after construction (through the
-    manager's option properties), so `from_checkpoint` keeps precision, accumulation and clipping.
+    The model, optimizer, losses and metrics go by keyword when the constructor names them so (a
+    subclass may put its own arguments first); the saved options the constructor does not take are
+    set afterwards (`_apply_options`), so `from_checkpoint` keeps precision, accumulation and clipping.
     """
-    options = {key: value for key, value in (data.get("options") or {}).items() if key not in kwargs}
     parameters = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    parts = {"model": model, "optimizer": optimizer, "loss_fn": loss_fn, "metrics": metrics}
+    options = {key: value for key, value in (data.get("options") or {}).items() if key not in kwargs}
     given = {key: value for key, value in options.items() if takes_any or key in parameters}
-    manager = cls(model, optimizer, loss_fn, metrics, **given, **kwargs)  # type: ignore[call-arg]
-    for key, value in options.items():
-        if key not in given and hasattr(manager, key):
-            setattr(manager, key, value)
+    if all(name in parameters for name in parts):
+        manager = cls(**parts, **given, **kwargs)
+    else:
+        manager = cls(model, optimizer, loss_fn, metrics, **given, **kwargs)  # type: ignore[call-arg]
+    rest = {key: value for key, value in options.items() if key not in given}
+    if rest:
+        manager._apply_options(rest)  # type: ignore[attr-defined]
     return manager
 
 

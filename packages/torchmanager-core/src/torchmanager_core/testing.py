@@ -369,6 +369,12 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         """The constructor options a checkpoint keeps, so `from_checkpoint` makes the same manager."""
         return {"precision": self.precision, "compile": checkpointing.plain_compile_option(self._placement.compile)}
 
+    def _apply_options(self, options: Mapping[str, Any]) -> None:
+        """Set saved options a subclass's constructor did not take (see `checkpointing.construct`)."""
+        self._placement = Placement(
+            options.get("precision", self.precision), options.get("compile", self._placement.compile)
+        )
+
     # -- the machinery the loops share -----------------------------------------------------
 
     def _unpacker(self, dataset: DataSource) -> Callable[[Any], tuple[Any, Any]]:

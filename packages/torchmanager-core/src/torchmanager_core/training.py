@@ -468,6 +468,12 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             self._structure = (model, super()._model_structure(model))
         return self._structure[1]
 
+    def _apply_options(self, options: Mapping[str, Any]) -> None:
+        super()._apply_options(options)
+        for name in ("accumulate_grad_batches", "clip_grad_norm", "clip_grad_value"):
+            if name in options:
+                setattr(self, name, options[name])
+
     def _options(self) -> dict[str, Any]:
         return {
             **super()._options(),
