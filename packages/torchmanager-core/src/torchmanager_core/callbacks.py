@@ -1,20 +1,23 @@
 """The callback protocol of the training loop: `Callback` hooks and the `CallbackList` the loop calls.
 
-Hook order in `fit` (each hook is called only on callbacks whose class overrides it):
+Hook order in `fit` (each hook is called only on callbacks whose class overrides it; the list
+gives each callback its `manager` with `set_manager` first, and checks every overridden hook's
+signature when it is built, before any batch trains):
 
 =====================================  ==================================================
 hook                                   when
 =====================================  ==================================================
 ``on_train_start(initial_epoch)``      once, after the model moved to its device
-``on_epoch_start(epoch)``              each epoch, after losses and metrics were reset
+``on_epoch_start(epoch)``              each epoch, after the training values were reset
 ``on_batch_start(batch)``              each batch (index within the epoch), before the step
-``on_batch_end(batch, summary)``       after `train_step`; `summary` is the step's dict of
-                                       batch values (device tensors: reading them syncs)
-``on_epoch_end(epoch, summary,         after validation; `summary` and `val_summary` are
-val_summary)``                         the epoch's floats (`val_summary` None without one)
+``on_batch_end(batch, summary=)``      after `train_step`; `summary` is the step's dict of
+                                       batch values (device tensors: reading them syncs);
+                                       `manager.global_step` counts optimizer updates
 ``on_validation_start(epoch)``         before validating an epoch (only with `val_dataset`)
 ``on_validation_end(epoch,             after validating, with the validation floats
 val_summary)``
+``on_epoch_end(epoch, summary=,        after validation and the epoch's summary line; the
+val_summary=)``                        epoch's floats (`val_summary` None without one)
 ``on_train_end(model)``                once, always (also after `StopTraining`, Ctrl-C or an
                                        error), with the raw (unwrapped) model
 ``on_save_checkpoint(checkpoint)``     the manager is saving `checkpoint` (a dict): add this
@@ -23,10 +26,12 @@ val_summary)``
 =====================================  ==================================================
 
 `test(..., callbacks_list=...)` calls ``on_test_start()``, ``on_test_batch_start(batch)``,
-``on_test_batch_end(batch, summary)`` and ``on_test_end(summary)`` in the same way.
+``on_test_batch_end(batch, summary=)`` and ``on_test_end(summary)`` in the same way.
 
-Raising `torchmanager_core.errors.StopTraining` from any hook, or setting the manager's
-`stop_training` flag, ends training cleanly at the next batch or epoch boundary.
+A `manager.save_checkpoint(path)` during `on_batch_end` or `on_epoch_end` is a request: the loop
+writes the file after every callback has had the hook. Raising `StopTraining` from any hook, or
+setting `manager.stop_training`, ends training cleanly after the current batch or epoch, on every
+process under torchrun.
 """
 
 from __future__ import annotations
