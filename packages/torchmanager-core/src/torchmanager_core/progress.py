@@ -20,7 +20,16 @@ from .callbacks import Callback, merge_summaries
 from .distributed import is_main_process
 from .tracking import to_floats
 
-__all__ = ["EpochProgress", "ProgressBar", "VerboseType", "add_console", "format_summary", "log_summary", "logger"]
+__all__ = [
+    "EpochProgress",
+    "ProgressBar",
+    "VerboseType",
+    "add_console",
+    "format_summary",
+    "log_model",
+    "log_summary",
+    "logger",
+]
 
 logger = logging.getLogger("torchmanager")
 """The logger receiving epoch summaries at INFO (and interruptions, device fallbacks)."""
@@ -53,6 +62,19 @@ def log_summary(prefix: str, summary: Mapping[str, float]) -> None:
     if is_main_process():
         add_console()
         logger.info(f"{prefix}: {format_summary(summary)}")
+
+
+def log_model(model: torch.nn.Module, device: torch.device, precision: str) -> None:
+    """Log what `fit` trains (Keras's `model.summary()` in one line): the model class, its parameters and where."""
+    if not is_main_process():
+        return
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    add_console()
+    logger.info(
+        f"Training {type(model).__name__}: {total:,} parameters ({trainable:,} trainable, {total - trainable:,} frozen) "
+        f"on {device}, precision {precision}"
+    )
 
 
 def format_summary(summary: Mapping[str, float]) -> str:

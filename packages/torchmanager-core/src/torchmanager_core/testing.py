@@ -24,7 +24,7 @@ from .epoch_values import EpochValues, running
 from .errors import ModelError, describe
 from .modes import evaluating
 from .placement import Devices, Placement
-from .progress import EpochProgress
+from .progress import EpochProgress, logger
 
 __all__ = ["BaseTestingManager", "BasicTestingManager", "DataSource", "Devices", "TestingManager"]
 
@@ -246,6 +246,12 @@ class BasicTestingManager(Generic[Module], abc.ABC):
                 )
             result = values.read()
         progress.close(result)
+        if not result and self.compiled_losses is None and not self._metric_fns:
+            logger.warning(
+                f"{description} has nothing to report: the manager has no `loss_fn` and no `metrics`, and `test_step` "
+                "returned no values. Give them to the manager (a manager restored with `from_checkpoint(path, model=...)` "
+                "gets them with `loss_fn=` and `metrics=`)."
+            )
         return result
 
     def predict(

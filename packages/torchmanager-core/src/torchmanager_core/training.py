@@ -23,7 +23,7 @@ from .callbacks import Callback, CallbackList, merge_summaries
 from .data_pass import DataSource, batches_in, data_pass, set_epoch
 from .epoch_values import EpochValues, running
 from .errors import NonFiniteLossError, StopTraining
-from .progress import EpochProgress, log_summary, logger
+from .progress import EpochProgress, log_model, log_summary, logger
 from .run_state import NonFinitePolicy, RandomSnapshot, RunState
 from .testing import BasicTestingManager, Devices, TestingManager
 
@@ -268,6 +268,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                 run.resume_rng.restore(training_dataset)
                 run.resume_rng = None
             self._warn_if_all_eval()
+            log_model(self.raw_model, self.device, self.precision)
             try:
                 callbacks.on_train_start(run.epoch)
                 while run.epoch < run.total_epochs and not run.stop:
