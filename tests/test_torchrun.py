@@ -39,10 +39,13 @@ BATCH, EPOCHS, LR, MOMENTUM = 8, 3, 0.1, 0.9  # those of ddp_train.py
 TIMEOUT = 120  # seconds for a whole launch; collectives give up after TORCHMANAGER_DIST_TIMEOUT
 
 
-def torchrun(script: Path, *args: str, cwd: Path, dist_timeout: int = 30) -> subprocess.CompletedProcess[str]:
-    """Run `script` under `torchrun --standalone --nproc_per_node=2`; kill the whole launch if it hangs."""
+def torchrun(
+    script: Path, *args: str, cwd: Path, dist_timeout: int = 30, processes: int = 2
+) -> subprocess.CompletedProcess[str]:
+    """Run `script` under `torchrun --standalone --nproc_per_node=processes`; kill the whole launch if it hangs."""
     env = {**os.environ, "TORCHMANAGER_DIST_TIMEOUT": str(dist_timeout), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command += [str(script), *args]
     process = subprocess.Popen(
         command, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
