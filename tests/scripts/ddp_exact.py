@@ -103,7 +103,7 @@ class CustomStep(torchmanager.Manager):
 
 
 def new_manager(kind: str, model: torch.nn.Module, **more_metrics: Any) -> torchmanager.Manager:
-    """"stateful": our loss and metrics (a mean, a confusion matrix) and a plain metric function; "custom": its
+    """ "stateful": our loss and metrics (a mean, a confusion matrix) and a plain metric function; "custom": its
     own `test_step` with a plain torch loss and an extra value."""
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     metrics: dict[str, Any] = {"accuracy": torchmanager.metrics.SparseCategoricalAccuracy(), **more_metrics}
@@ -113,17 +113,15 @@ def new_manager(kind: str, model: torch.nn.Module, **more_metrics: Any) -> torch
     return CustomStep(model, optimizer, loss_fn=torch.nn.CrossEntropyLoss(), metrics=metrics)
 
 
-class EpochEnds(torchmanager.callbacks.Callback):
-    """Keeps each epoch's validation summary and the weights the epoch ended with."""
+def keep_epoch_ends(model: torch.nn.Module, epochs: list[dict[str, Any]]) -> Any:
+    """A callback keeping each epoch's validation summary and the weights the epoch ended with."""
 
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, Any]] = []
+    @torchmanager.callbacks.on_epoch_end
+    def keep(epoch: int, summary: Mapping[str, float]) -> None:
+        validation = {name.removeprefix("val_"): value for name, value in summary.items() if name.startswith("val_")}
+        epochs.append({"val": validation, "weights": {k: v.detach().clone() for k, v in model.state_dict().items()}})
 
-    def on_epoch_end(
-        self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
-    ) -> None:
-        weights = {k: v.detach().clone() for k, v in self.manager.raw_model.state_dict().items()}
-        self.epochs.append({"val": dict(val_summary or {}), "weights": weights})
+    return keep
 
 
 def failure(action: Any) -> str:
@@ -166,15 +164,15 @@ def main(out: Path) -> None:
 
     for source, n, batch in VALIDATION:
         model.load_state_dict(weights)
-        ends = EpochEnds()
+        epochs: list[dict[str, Any]] = []
         x, y = eval_data(n, batch)
         new_manager("stateful", model).fit(
             make_source("loader", *train, 2),
             epochs=EPOCHS,
             val_dataset=make_source(source, x, y, batch),
-            callbacks_list=[ends],
+            callbacks_list=[keep_epoch_ends(model, epochs)],
         )
-        result["validation"][source, n, batch] = ends.epochs
+        result["validation"][source, n, batch] = epochs
 
     manager = new_manager("stateful", model)
     result["empty"] = {

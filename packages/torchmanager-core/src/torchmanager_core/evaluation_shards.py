@@ -104,11 +104,10 @@ def _whole_order(sampler: Iterable[Any]) -> tuple[Iterable[Any], bool]:
         inner, known = _whole_order(sampler.sampler)
         if inner is sampler.sampler:
             return sampler, known
-        return BatchSampler(inner, sampler.batch_size, sampler.drop_last), known  # type: ignore[arg-type]
+        return BatchSampler(inner, sampler.batch_size, sampler.drop_last), known
     if isinstance(sampler, DistributedSampler):
         return _WholeOf(sampler), True  # seeded: every rank draws the same order
-    inner = getattr(sampler, "sampler", None)
-    if isinstance(inner, DistributedSampler):
+    if isinstance(getattr(sampler, "sampler", None), DistributedSampler):
         raise TypeError(
             "Under torchrun each process evaluates its share of the batches, and this batch sampler draws from one "
             "process's share (a DistributedSampler): give the evaluation data without a DistributedSampler. "
