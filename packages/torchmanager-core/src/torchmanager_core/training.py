@@ -250,6 +250,10 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         Raises:
             ValueError, TypeError: Bad arguments (checked before anything trains).
             NonFiniteLossError: An epoch's loss is NaN or infinite with `on_nonfinite_loss="raise"`.
+
+        A stop between two batches (the `stop_training` flag, `StopTraining` from a batch hook) ends the
+        run after that batch, on every process: that epoch is neither validated nor ended, so a
+        checkpoint or a later `fit` goes on from that batch.
         """
         total = self._check_fit(training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss)
         run, callbacks = self._run, self._callbacks(callbacks_list)
@@ -284,6 +288,9 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                             show_verbose=show_verbose,
                             **kwargs,
                         )
+                        if run.stop and not run.last_batch:  # between two batches: the epoch goes on at the next fit
+                            log_summary(f"Stopped after batch {run.step} of epoch {run.epoch + 1}", summary)
+                            break
                         val_summary = self._validate(val_dataset, callbacks, show_verbose)
                         self._end_epoch(summary, val_summary, callbacks)
             except StopTraining:
