@@ -276,6 +276,8 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             try:
                 callbacks.on_train_start(run.epoch)
                 while run.epoch < run.total_epochs and not run.stop:
+                    self._sync_streams()
+                    self._last_values = self._training
                     with running(self._passes, self._training, fresh=run.step == 0):
                         callbacks.on_epoch_start(run.epoch)
                         limit = _limit(run.epoch, iterations, batches_in(training_dataset))
@@ -288,7 +290,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                             show_verbose=show_verbose,
                             **kwargs,
                         )
-                        if run.stop and not run.last_batch:  # between two batches: the epoch goes on at the next fit
+                        if run.stopped_mid_epoch:  # the epoch goes on at the next fit
                             log_summary(f"Stopped after batch {run.step} of epoch {run.epoch + 1}", summary)
                             break
                         val_summary = self._validate(val_dataset, callbacks, show_verbose)
