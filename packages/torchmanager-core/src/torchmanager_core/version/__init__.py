@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from packaging.version import InvalidVersion
 from packaging.version import Version as _PackagingVersion
 
-from .__about__ import __version__
+from ..__about__ import __version__
 
 __all__ = ["API", "API_VERSION", "CURRENT", "DESCRIPTION", "VERSION", "Version", "VersionError", "deprecated"]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .__about__ import __version__
+from ..__about__ import __version__
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "load", "pack_model", "save", "unpack_model"]
 
