@@ -6,7 +6,9 @@ PyYAML too, which upstream imports when present), never with ours:
     /tmp/up15/bin/python scripts/upstream_names.py > tests/data/upstream15_names.txt
 
 One line per name: `module <path>` for every module under `torchmanager` and `torchmanager_core`,
-`class <path>` for a class upstream defines, `name <path>` for anything else. A module's public
+`class <path>` for a class upstream defines, `name <path>` for anything else; a third column, when
+present, is the shortest path of the same upstream class or function (`class
+torchmanager.losses.loss.Loss torchmanager.losses.Loss`): the two must be one object here too. A module's public
 names are its `__all__`, plus what it binds itself at top level (`version = VERSION`), plus
 what it re-exports with `from x import *` (`torchmanager_core.typing`, `.view.logging`); names it
 merely imports for its own use (`torch`, `Any` in a module without `__all__`) and its type
@@ -103,7 +105,6 @@ def _is_type_variable(value: object) -> bool:
 
 
 def walk() -> list[str]:
-    lines: list[str] = []
     modules: list[types.ModuleType] = []
     for root in ROOTS:
         package = importlib.import_module(root)
@@ -111,8 +112,8 @@ def walk() -> list[str]:
         for info in pkgutil.walk_packages(package.__path__, f"{root}."):
             modules.append(importlib.import_module(info.name))
     module_names = {m.__name__ for m in modules}
+    entries: dict[str, tuple[str, object]] = {m.__name__: ("module", m) for m in modules}
     for module in modules:
-        lines.append(f"module {module.__name__}")
         for name in public_names(module):
             path = f"{module.__name__}.{name}"
             if path in module_names:
@@ -122,8 +123,19 @@ def walk() -> list[str]:
                 kind = "module" if _is_upstream(value) else "name"
             else:
                 kind = "class" if inspect.isclass(value) and _is_upstream(value) else "name"
-            lines.append(f"{kind} {path}")
-    return sorted(set(lines), key=lambda line: line.split(" ", 1)[1])
+            entries[path] = (kind, value)
+    # where upstream gives one of its own classes or functions several paths, say which: ours must too
+    first_path: dict[int, str] = {}
+    for path in sorted(entries, key=lambda p: (p.count("."), p)):
+        kind, value = entries[path]
+        if kind != "module" and (inspect.isclass(value) or inspect.isfunction(value)) and _is_upstream(value):
+            first_path.setdefault(id(value), path)
+    lines = []
+    for path in sorted(entries):
+        kind, value = entries[path]
+        same = first_path.get(id(value), path) if kind != "module" else path
+        lines.append(f"{kind} {path}" + (f" {same}" if same != path else ""))
+    return lines
 
 
 def main() -> None:
