@@ -36,6 +36,7 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+@functools.total_ordering
 class PreRelease(Enum):
     """The kind of a pre-release, ordered alpha < beta < release candidate (`UNKNOWN` is not ordered)."""
 
@@ -48,28 +49,12 @@ class PreRelease(Enum):
     def _missing_(cls, value: object) -> PreRelease:
         return cls.UNKNOWN
 
-    def _rank(self, other: Any) -> tuple[int, int] | None:
+    def __lt__(self, other: Any) -> bool:
         order = (PreRelease.ALPHA, PreRelease.BETA, PreRelease.RELEASE_CANDIDATE)
         other = other if isinstance(other, PreRelease) else PreRelease(other)
         if self not in order or other not in order:
-            return None
-        return order.index(self), order.index(other)
-
-    def __lt__(self, other: Any) -> bool:
-        ranks = self._rank(other)
-        return NotImplemented if ranks is None else ranks[0] < ranks[1]
-
-    def __gt__(self, other: Any) -> bool:
-        ranks = self._rank(other)
-        return NotImplemented if ranks is None else ranks[0] > ranks[1]
-
-    def __le__(self, other: Any) -> bool:
-        ranks = self._rank(other)
-        return NotImplemented if ranks is None else ranks[0] <= ranks[1]
-
-    def __ge__(self, other: Any) -> bool:
-        ranks = self._rank(other)
-        return NotImplemented if ranks is None else ranks[0] >= ranks[1]
+            return NotImplemented
+        return order.index(self) < order.index(other)
 
 
 class Version(_PackagingVersion):
