@@ -12,6 +12,8 @@ It writes, for tests/test_upstream_checkpoints.py:
 - `upstream15_weights.model`: `Checkpoint(model, optimizer=..., save_weights_only=True).save(...)`
   after it (a state dict and a pickled optimizer; upstream's `LastCheckpoint` with
   `save_weights_only=True` fails from its second save on, so users saved such files once);
+- `upstream15_subclass.model`: `LastCheckpoint(manager, path)` of a manager subclass
+  (`tests/data/upstream15_subclass.py`), as projects built on 1.5 subclass the managers;
 - `upstream15_reference.pt`: plain tensors and numbers (loadable with `weights_only=True`) of what
   upstream itself loads from each file: the model's state dict, the optimizer's state dict and the
   epoch (`current_epoch` of the manager from `Manager.from_checkpoint`, else the file's `last_epoch`).
@@ -33,6 +35,9 @@ import torchmanager
 from torchmanager import callbacks, losses, metrics
 from torchmanager_core.checkpoint import Checkpoint
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "data"))
+from upstream15_subclass import StepsManager  # pickled by this module name
+
 
 def build() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
@@ -49,6 +54,7 @@ def main(folder: str) -> None:
     manager_path = os.path.join(folder, "upstream15_manager.model")
     model_path = os.path.join(folder, "upstream15_model.model")
     weights_path = os.path.join(folder, "upstream15_weights.model")
+    subclass_path = os.path.join(folder, "upstream15_subclass.model")
 
     model, optimizer = build()
     manager = torchmanager.Manager(
@@ -58,12 +64,17 @@ def main(folder: str) -> None:
     objects = callbacks.LastCheckpoint(model, model_path, optimizer=optimizer)
     manager.fit(data, epochs=2, callbacks_list=[last, objects])
     Checkpoint(model, optimizer=optimizer, save_weights_only=True).save(1, weights_path)
+    sub_model, sub_optimizer = build()
+    sub = StepsManager(sub_model, 10, sub_optimizer, losses.MSE())
+    sub.fit(data, epochs=3, callbacks_list=[callbacks.LastCheckpoint(sub, subclass_path)])
 
     loaded = torchmanager.Manager.from_checkpoint(manager_path)
     assert loaded.optimizer is not None
     with_objects = Checkpoint.from_saved(model_path)
     fresh, _ = build()
     with_weights = Checkpoint.from_saved(weights_path, model=fresh)
+    subclassed = StepsManager.from_checkpoint(subclass_path)
+    assert isinstance(subclassed, StepsManager) and subclassed.time_steps == 10 and subclassed.optimizer is not None
     assert with_objects.optimizer is not None and with_weights.optimizer is not None
     reference = {
         "manager": {
@@ -80,6 +91,11 @@ def main(folder: str) -> None:
             "model": fresh.state_dict(),
             "optimizer": with_weights.optimizer.state_dict(),
             "epoch": with_weights.last_epoch,
+        },
+        "subclass": {
+            "model": subclassed.raw_model.state_dict(),
+            "optimizer": subclassed.optimizer.state_dict(),
+            "epoch": subclassed.current_epoch,
         },
     }
     with tempfile.TemporaryDirectory() as scratch:  # check the reference reads back without running code

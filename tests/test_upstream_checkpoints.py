@@ -18,7 +18,13 @@ from torchmanager_core.checkpoint import CheckpointError, load
 
 DATA = ROOT / "tests" / "data"
 REFERENCE: dict[str, dict[str, Any]] = torch.load(DATA / "upstream15_reference.pt", weights_only=True)
-FILES = {name: DATA / f"upstream15_{name}.model" for name in ("manager", "model", "weights")}
+FILES = {name: DATA / f"upstream15_{name}.model" for name in ("manager", "model", "weights", "subclass")}
+
+
+@pytest.fixture(autouse=True)
+def project_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`upstream15_subclass.model` pickles a manager subclass of tests/data/upstream15_subclass.py, a project's module."""
+    monkeypatch.syspath_prepend(str(DATA))
 
 
 def build() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -49,20 +55,25 @@ def assert_restored(manager: torchmanager.Manager, name: str) -> None:
     assert manager.optimizer is not None
     assert_same(manager.optimizer.state_dict(), reference["optimizer"], "optimizer")
     # upstream keeps the index of the last finished epoch and resumes at the next one; ours counts epochs done
-    assert manager.current_epoch == reference["epoch"] + 1 == 2
+    assert manager.current_epoch == reference["epoch"] + 1 == (3 if name == "subclass" else 2)
 
 
-@pytest.mark.parametrize("name", ["manager", "model"])
+@pytest.mark.parametrize("name", ["manager", "model", "subclass"])
 def test_from_checkpoint_rebuilds_model_and_optimizer_of_an_upstream_file(name: str) -> None:
     manager = torchmanager.Manager.from_checkpoint(FILES[name], trusted=True)
     assert isinstance(manager.raw_model, torch.nn.Sequential) and isinstance(manager.optimizer, torch.optim.Adam)
     assert_restored(manager, name)
 
 
-@pytest.mark.parametrize("name", ["manager", "model", "weights"])
+@pytest.mark.parametrize("name", ["manager", "model", "weights", "subclass"])
 def test_load_checkpoint_restores_an_upstream_file_into_a_manager(name: str) -> None:
+    from upstream15_subclass import StepsManager
+
     model, optimizer = build()
-    manager = torchmanager.Manager(model, optimizer, loss_fn=torchmanager.losses.MSE())
+    if name == "subclass":  # the project's own class, as its resume code builds it
+        manager: torchmanager.Manager = StepsManager(model, 10, optimizer, torchmanager.losses.MSE())
+    else:
+        manager = torchmanager.Manager(model, optimizer, loss_fn=torchmanager.losses.MSE())
     payload = manager.load_checkpoint(FILES[name], trusted=True)
     assert_restored(manager, name)
     assert payload["converted_from"] == "torchmanager 1.5"
@@ -77,7 +88,7 @@ def test_a_weights_only_upstream_file_needs_the_model() -> None:
     assert_restored(manager, "weights")
 
 
-@pytest.mark.parametrize("name", ["manager", "model", "weights"])
+@pytest.mark.parametrize("name", ["manager", "model", "weights", "subclass"])
 def test_an_upstream_file_is_refused_without_trusted(name: str) -> None:
     with pytest.raises(CheckpointError, match=r"contains Python objects.*Pass `trusted=True`"):
         load(FILES[name])

@@ -12,8 +12,9 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import inspect
+import logging
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import pytest
@@ -23,6 +24,16 @@ import torchmanager
 import torchmanager_core
 from tests.workspace import ROOT
 from torchmanager_core.protocols import Frequency, MonitorType
+
+
+@pytest.fixture(autouse=True)
+def keep_logger() -> Iterator[None]:
+    """Importing upstream's `torchmanager_core.view` gives the "torchmanager" logger INFO; later tests must not inherit it."""
+    logger = logging.getLogger("torchmanager")
+    level, handlers = logger.level, list(logger.handlers)
+    yield
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
 
 
 class Removal(NamedTuple):

@@ -15,17 +15,33 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 import torch
 import tqdm
 
 import torchmanager_core
-from torchmanager_core import devices, errors, view
+from torchmanager_core import devices, errors
 from torchmanager_core.backward import add_gard_clip, add_grad_clip, backward_hook
 from torchmanager_core.checkpoint import list_checkpoints
 from torchmanager_core.protocols import DeviceMovable, ModelContainer, Weighted, WrappedFn
 from torchmanager_core.version import PreRelease, Version, warn_upstream_name
+
+
+@pytest.fixture
+def view() -> Iterator[ModuleType]:
+    """`torchmanager_core.view`; the "torchmanager" logger's level and handlers are put back afterwards
+    (importing `view` gives the logger upstream's INFO level, which other tests must not inherit)."""
+    logger = logging.getLogger("torchmanager")
+    level, handlers = logger.level, list(logger.handlers)
+    from torchmanager_core import view as module
+
+    logger.setLevel(logging.INFO if level == logging.NOTSET else level)  # what the first import of `view` does
+    yield module
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
 
 
 def run_fresh(code: str) -> str:
@@ -43,7 +59,7 @@ def run_fresh(code: str) -> str:
 # -- re-exports -----------------------------------------------------------------------------------
 
 
-def test_reexports_are_the_modules_upstream_gave() -> None:
+def test_reexports_are_the_modules_upstream_gave(view: ModuleType) -> None:
     from torchmanager_core import abc, data, functional, torch as reexported_torch  # noqa: I001
 
     import abc as real_abc
@@ -183,7 +199,7 @@ def test_move_to_device_moves_device_movable_objects_and_can_stop_at_the_top_lev
 # -- view and typing --------------------------------------------------------------------------------
 
 
-def test_view_gives_upstream_logging_names() -> None:
+def test_view_gives_upstream_logging_names(view: ModuleType) -> None:
     assert view.logger is logging.getLogger("torchmanager")
     assert (view.tqdm, view.warnings) == (tqdm.tqdm, warnings)
     assert (view.logging.StreamHandler, view.logging.Formatter, view.logging.INFO) == (
@@ -210,7 +226,7 @@ def test_importing_view_gives_the_logger_upstream_info_level_so_added_handlers_p
     assert out.split("\n")[:2] == [str(logging.NOTSET), "epoch summary"]
 
 
-def test_set_log_path_writes_info_records_to_one_file_at_a_time(tmp_path: os.PathLike[str]) -> None:
+def test_set_log_path_writes_info_records_to_one_file_at_a_time(view: ModuleType, tmp_path: os.PathLike[str]) -> None:
     first, second = os.path.join(tmp_path, "a.log"), os.path.join(tmp_path, "b.log")
     before = list(view.logger.handlers)
     try:
@@ -227,7 +243,7 @@ def test_set_log_path_writes_info_records_to_one_file_at_a_time(tmp_path: os.Pat
         assert (a.read(), b.read()) == ("one\n", "two\n")
 
 
-def test_add_console_with_upstream_arguments_replaces_a_handler_of_the_same_class() -> None:
+def test_add_console_with_upstream_arguments_replaces_a_handler_of_the_same_class(view: ModuleType) -> None:
     class Mine(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 

@@ -5,7 +5,8 @@ whose "model" is one of three things: the whole manager (`LastCheckpoint(manager
 `BestCheckpoint`), a model object with the optimizer beside it, or, with `save_weights_only`, the
 model's state dict. Upstream's classes do not exist here, so `Unpickler` turns every object of a
 `torchmanager` or `torchmanager_core` class into an `UpstreamObject` that only keeps its attributes;
-the model, the optimizer (torch classes, or the user's own) come back as they were. `to_payload`
+the model, the optimizer and a project's own manager subclass (torch's classes, or the project's,
+imported as the pickle names them) come back as they were. `to_payload`
 then builds what our managers restore: weights, optimizer state, epoch.
 
 This module is also the `pickle_module` given to `torch.load` for trusted files; `checkpoint.load`
@@ -86,8 +87,16 @@ def is_upstream_checkpoint(data: Mapping[str, Any]) -> bool:
     return {"model", "last_epoch", "save_weights_only"} <= data.keys()
 
 
-def _state(value: Any) -> dict[str, Any]:
-    return vars(value) if isinstance(value, UpstreamObject) else {}
+def _pickled_manager(value: Any) -> dict[str, Any] | None:
+    """The attributes of a pickled manager: upstream's own (an `UpstreamObject`) or a project's subclass of it.
+
+    A subclass is unpickled as an object of the project's class (now derived from our managers) holding
+    upstream's attributes, so they are read from its `__dict__`, not through our properties.
+    """
+    if isinstance(value, (torch.nn.Module, Mapping)):
+        return None
+    state = getattr(value, "__dict__", None)
+    return state if isinstance(state, dict) and "model" in state else None
 
 
 def to_payload(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,9 +115,9 @@ def to_payload(data: Mapping[str, Any]) -> dict[str, Any]:
         TypeError: The file's "model" is none of a manager, a module or a state dict.
     """
     model, optimizer = data["model"], data.get("optimizer")
-    manager = _state(model)
-    if manager:  # the whole manager was pickled
-        model, optimizer = manager.get("model"), manager.get("optimizer") or optimizer
+    manager = _pickled_manager(model)
+    if manager is not None:  # the whole manager was pickled
+        model, optimizer = manager["model"], manager.get("optimizer") or optimizer
     if isinstance(model, torch.nn.DataParallel):
         model = model.module
     if isinstance(model, torch.nn.Module):
