@@ -68,15 +68,6 @@ REMOVED = [
 ]
 """Upstream names deliberately absent: a checkpoint format that runs code, and names in the wrong distribution."""
 
-NOT_BUILT = {
-    "torchmanager.metrics.LPIPS": "LPIPS is not in torchmanager-metrics yet",
-    "torchmanager.metrics.LPIPSNetType": "LPIPS is not in torchmanager-metrics yet",
-    "torchmanager.metrics.lpips": "LPIPS is not in torchmanager-metrics yet",
-    "torchmanager.metrics.lpips.LPIPS": "LPIPS is not in torchmanager-metrics yet",
-    "torchmanager.metrics.lpips.LPIPSNetType": "LPIPS is not in torchmanager-metrics yet",
-}
-"""Upstream names still to build (they pass, and must leave this table, once built)."""
-
 
 class Listed(NamedTuple):
     kind: str  # "module", "class" (a class upstream defines) or "name"
@@ -123,13 +114,13 @@ def _problem(entry: Listed) -> str | None:
         return f"{entry.path}: a module upstream, here a {type(value).__name__}"
     if entry.kind == "class" and not isinstance(value, type):
         return f"{entry.path}: a class upstream, here a {type(value).__name__}"
-    if entry.same_as is not None and _removal(entry.same_as) is None and entry.same_as not in NOT_BUILT:
+    if entry.same_as is not None and _removal(entry.same_as) is None:
         if value is not resolve(entry.same_as):
             return f"{entry.path}: upstream's {entry.same_as} itself, here another object"
     return None
 
 
-_CHECKED = [e for e in LISTED if _removal(e.path) is None and e.path not in NOT_BUILT]
+_CHECKED = [e for e in LISTED if _removal(e.path) is None]
 _MODULES = sorted({e.path.rpartition(".")[0] if e.kind != "module" else e.path for e in _CHECKED})
 
 
@@ -139,14 +130,6 @@ def test_upstream_names_import_from_the_product(module: str) -> None:
     entries = [e for e in _CHECKED if e.path == module or (e.kind != "module" and e.path.rpartition(".")[0] == module)]
     problems = [p for p in map(_problem, entries) if p is not None]
     assert not problems, "\n".join(problems)
-
-
-@pytest.mark.parametrize(
-    "path",
-    [pytest.param(path, marks=pytest.mark.xfail(reason=reason, strict=True)) for path, reason in NOT_BUILT.items()],
-)
-def test_upstream_names_still_to_build(path: str) -> None:
-    assert _problem(next(e for e in LISTED if e.path == path)) is None
 
 
 def test_the_removal_table_is_short_and_matches_upstream_names() -> None:
@@ -161,7 +144,7 @@ def test_the_removal_table_is_short_and_matches_upstream_names() -> None:
     assert resolve("torchmanager.losses.Reduction") is resolve("torchmanager_losses.Reduction")
     assert callable(resolve("torchmanager_core.Manager.save_checkpoint"))
     assert callable(resolve("torchmanager_core.Manager.load_checkpoint"))
-    assert len(LISTED) > 400 and all(path in listed for path in NOT_BUILT)
+    assert len(LISTED) > 400
 
 
 def parameters(fn: Callable[..., object]) -> list[tuple[str, object]]:
