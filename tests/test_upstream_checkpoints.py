@@ -7,6 +7,7 @@ what upstream loads back from them (`upstream15_reference.pt`): the reference is
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,3 +103,13 @@ def test_training_resumes_from_an_upstream_file_at_the_next_epoch() -> None:
     data = [(torch.randn(8, 4), torch.randn(8, 3)) for _ in range(2)]
     manager.fit(data, epochs=4, callbacks_list=[log])
     assert seen == [2, 3]
+
+
+def test_an_upstream_layout_without_a_model_is_refused_and_other_dicts_pass_through(tmp_path: Path) -> None:
+    torch.save({"model": 5, "last_epoch": 0, "save_weights_only": False, "optimizer": None}, tmp_path / "odd.model")
+    with pytest.raises(
+        CheckpointError, match=r"upstream torchmanager checkpoint that cannot be read.*Received: model=int"
+    ):
+        load(tmp_path / "odd.model", trusted=True)
+    torch.save({"weights": torch.ones(2)}, tmp_path / "other.pt")
+    assert set(load(tmp_path / "other.pt", trusted=True)) == {"weights"}
