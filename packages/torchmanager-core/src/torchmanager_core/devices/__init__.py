@@ -216,30 +216,31 @@ def set_default(device: torch.device) -> None:
         torch.cuda.set_device(device)
 
 
-def move_to_device(target: T, /, device: torch.device, *, recursive: bool = True) -> T:
+def move_to_device(target: T, /, device: torch.device, recursive: bool = True) -> T:
     """Move the tensors in `target` (nested in dicts, lists, tuples) to `device`, non-blocking.
 
     Tensors already there are returned as they are: the CPU path copies nothing. Other objects
     with `.to(device)` (upstream's `DeviceMovable`, such as a batch class) are moved with it.
-    With `recursive=False` only the top level of a container is moved (upstream's flag).
+    With `recursive=False` only the top level of a container is moved (upstream's flag; it is not
+    keyword-only here, since a keyword-only default costs every call of this per-batch function).
     """
     if isinstance(target, torch.Tensor):
         return target if target.device == device else target.to(device, non_blocking=True)  # type: ignore[return-value]
+    move = move_to_device if recursive else _move_unless_container
     if isinstance(target, Mapping):
-        return type(target)({k: _move_item(v, device, recursive) for k, v in target.items()})  # type: ignore[call-arg]
+        return type(target)({k: move(v, device) for k, v in target.items()})  # type: ignore[call-arg]
     if isinstance(target, tuple) and hasattr(target, "_fields"):
-        return type(target)(*(_move_item(v, device, recursive) for v in target))
+        return type(target)(*(move(v, device) for v in target))
     if isinstance(target, (list, tuple)):
-        return type(target)(_move_item(v, device, recursive) for v in target)
+        return type(target)(move(v, device) for v in target)
     if not isinstance(target, type) and callable(getattr(target, "to", None)):  # `DeviceMovable`, cheaply
         return target.to(device)  # type: ignore[attr-defined, no-any-return]
     return target
 
 
-def _move_item(item: Any, device: torch.device, recursive: bool) -> Any:
-    if not recursive and isinstance(item, (Mapping, list, tuple)):
-        return item
-    return move_to_device(item, device, recursive=recursive)
+def _move_unless_container(item: Any, device: torch.device) -> Any:
+    """An item of the top level, for `recursive=False`: containers in it stay where they are."""
+    return item if isinstance(item, (Mapping, list, tuple)) else move_to_device(item, device)
 
 
 def move_optimizer_state(optimizer: torch.optim.Optimizer | None, device: torch.device) -> None:
