@@ -82,7 +82,10 @@ def test_load_checkpoint_restores_an_upstream_file_into_a_manager(name: str) -> 
 
 def test_a_weights_only_upstream_file_needs_the_model() -> None:
     """It holds a state dict, not the model's structure: the error says to pass `model=`."""
-    with pytest.raises(CheckpointError, match=r"does not hold the model's structure. Pass `model=`"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not hold the model's structure \(weights only\), so the model cannot be rebuilt from it: pass `model=`",
+    ):
         torchmanager.Manager.from_checkpoint(FILES["weights"], trusted=True)
     model, _ = build()
     manager = torchmanager.Manager.from_checkpoint(FILES["weights"], model=model, trusted=True)

@@ -443,7 +443,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         self,
         target_devices: Sequence[torch.device],
         *,
-        parallel_type: type[torch.nn.DataParallel] = torch.nn.DataParallel,  # type: ignore[type-arg]
+        parallel_type: type[torch.nn.DataParallel[Any]] = torch.nn.DataParallel,
     ) -> bool:
         """Wrap the model in `parallel_type` over the CUDA `target_devices` (upstream's method).
 
@@ -455,8 +455,8 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         cuda = [device for device in target_devices if device.type == "cuda"]
         if len(cuda) < 2:
             return False
-        self.model = parallel_type(self.raw_model, device_ids=[d.index for d in cuda], output_device=cuda[0].index)
-        return True
+        self.model, parallel = placement_devices.data_parallel(self.raw_model, cuda, parallel_type=parallel_type)
+        return parallel
 
     def reset(self, cpu: torch.device = placement_devices.CPU) -> None:
         """Unwrap the model and move the model, losses, metrics and optimizer state to `cpu`; empty the CUDA cache."""
@@ -489,6 +489,18 @@ class BasicTestingManager(Generic[Module], abc.ABC):
             fn = self._metric_fns.get(name)
             if isinstance(fn, torch.nn.Module):
                 fn.load_state_dict(state)
+
+    def to_checkpoint(self) -> Any:
+        """Upstream's `Checkpoint` object pickled the whole manager; it is not made here.
+
+        Raises:
+            NotImplementedError: Always, with the replacement.
+        """
+        raise NotImplementedError(
+            "`to_checkpoint` made upstream's `Checkpoint` object, which pickled the whole manager; save a checkpoint "
+            "with `manager.save_checkpoint(path)` and restore it with `Manager.from_checkpoint(path, model=...)` "
+            "(state dicts only: loading runs no code). Received: to_checkpoint()"
+        )
 
     def __enter__(self: M) -> M:
         """Upstream's training mode: the model, losses and metrics in train mode, their values reset."""
