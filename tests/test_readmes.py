@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ READMES = [ROOT / "README.md"] + [
     for dist in ("torchmanager-core", "torchmanager-metrics", "torchmanager-losses", "torchmanager-data")
 ]
 BLOCKS = [
-    (readme, i, block)
+    (readme, i, textwrap.dedent(block))  # blocks nested in a list item are indented
     for readme in READMES
     for i, block in enumerate(re.findall(r"```python\n(.*?)```", readme.read_text(), re.DOTALL))
 ]
@@ -32,6 +34,8 @@ def test_readme_block_runs(
     readme: Path, index: int, block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # examples write experiments/ and model files
+    if readme == ROOT / "README.md":  # "Coming from torchmanager 1.5" opens a file that 1.5 wrote
+        shutil.copy(ROOT / "tests" / "data" / "upstream15_manager.model", tmp_path / "last.model")
     exec(compile(block, f"{readme}:block{index}", "exec"), {"__name__": "readme"})
     if "Experiment(" in block:
         assert (tmp_path / "experiments" / "tour.exp" / "checkpoints" / "best-accuracy.model").is_file()

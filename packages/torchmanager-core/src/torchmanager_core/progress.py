@@ -47,12 +47,24 @@ class _Console(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # always the current stdout
 
 
-def add_console() -> None:
-    """Print the "torchmanager" logger's INFO records to stdout, once (upstream's `view.add_console`)."""
-    if not any(isinstance(h, _Console) for h in logger.handlers):
-        handler = _Console()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+def add_console(console: logging.Handler | None = None, formatter: logging.Formatter | None = None) -> None:
+    """Print the "torchmanager" logger's INFO records to stdout, once (upstream's `view.add_console`).
+
+    Args:
+        console: A handler to use instead (upstream's parameter); it replaces any handler of its class.
+        formatter: The format of the records; default the message alone.
+    """
+    if console is None:
+        if not any(isinstance(h, _Console) for h in logger.handlers):
+            handler = _Console()
+            handler.setFormatter(formatter or logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+    else:
+        console.setLevel(logging.INFO)
+        console.setFormatter(formatter or logging.Formatter("%(message)s"))
+        for old in [h for h in logger.handlers if type(h) is type(console)]:
+            logger.removeHandler(old)
+        logger.addHandler(console)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
 
@@ -119,9 +131,10 @@ class EpochProgress:
 
 
 class VerboseType(Enum):
-    """Which values a `ProgressBar` shows (upstream's names)."""
+    """Which values a `ProgressBar` shows (upstream's names and values)."""
 
-    ALL = 0
+    ALL = -1
+    NONE = 0
     LOSS = 1
     METRICS = 2
 
@@ -135,7 +148,7 @@ class ProgressBar(Callback):
 
     Args:
         iterations_per_epoch: The bar's total, or None when unknown.
-        verbose_type: Show all values, the losses only, or the metrics only.
+        verbose_type: Show all values, none, the losses only, or the metrics only.
         refresh_s: Minimum seconds between two reads of the values.
     """
 
@@ -148,7 +161,7 @@ class ProgressBar(Callback):
     ) -> None:
         if not isinstance(verbose_type, VerboseType):
             raise TypeError(
-                f"`verbose_type` must be a VerboseType (ALL, LOSS or METRICS). Received: verbose_type={verbose_type!r}"
+                f"`verbose_type` must be a VerboseType (ALL, NONE, LOSS or METRICS). Received: verbose_type={verbose_type!r}"
             )
         self.iterations_per_epoch = iterations_per_epoch
         self.verbose_type = verbose_type
@@ -156,6 +169,8 @@ class ProgressBar(Callback):
         self._bar: EpochProgress | None = None
 
     def _shown(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        if self.verbose_type is VerboseType.NONE:
+            return {}
         if self.verbose_type is VerboseType.LOSS:
             return {name: value for name, value in summary.items() if "loss" in name}
         if self.verbose_type is VerboseType.METRICS:

@@ -250,6 +250,10 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         Raises:
             ValueError, TypeError: Bad arguments (checked before anything trains).
             NonFiniteLossError: An epoch's loss is NaN or infinite with `on_nonfinite_loss="raise"`.
+
+        A stop between two batches (the `stop_training` flag, `StopTraining` from a batch hook) ends the
+        run after that batch, on every process: that epoch is neither validated nor ended, so a
+        checkpoint or a later `fit` goes on from that batch.
         """
         total = self._check_fit(training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss)
         run, callbacks = self._run, self._callbacks(callbacks_list)
@@ -272,6 +276,8 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             try:
                 callbacks.on_train_start(run.epoch)
                 while run.epoch < run.total_epochs and not run.stop:
+                    self._sync_streams()
+                    self._last_values = self._training
                     with running(self._passes, self._training, fresh=run.step == 0):
                         callbacks.on_epoch_start(run.epoch)
                         limit = _limit(run.epoch, iterations, batches_in(training_dataset))
@@ -284,6 +290,9 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                             show_verbose=show_verbose,
                             **kwargs,
                         )
+                        if run.stopped_mid_epoch:  # the epoch goes on at the next fit
+                            log_summary(f"Stopped after batch {run.step} of epoch {run.epoch + 1}", summary)
+                            break
                         val_summary = self._validate(val_dataset, callbacks, show_verbose)
                         self._end_epoch(summary, val_summary, callbacks)
             except StopTraining:
