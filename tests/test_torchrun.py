@@ -135,9 +135,9 @@ def _train_by_hand(
 def test_summaries_equal_a_single_process_run_over_the_same_steps(run: dict[str, Any]) -> None:
     """What is compared, and why it must be equal.
 
-    The ranks train on a shuffled `Dataset` of 96 samples, 8 a step each, validate on 32 and test
-    on 40 (20 a rank: batches 8, 8, 4): every size divides by the 2 ranks, so DistributedSampler
-    pads nothing and each sample counts once. The reference is one process, by hand, with steps
+    The ranks train on a shuffled `Dataset` of 96 samples, 8 a step each (96 divides by the 2
+    ranks, so DistributedSampler pads nothing and each sample counts once), validate on 32 and
+    test on 40 (5 batches of 8, dealt out 3 and 2: evaluation never pads). The reference is one process, by hand, with steps
     of 16 samples: the two ranks' batches of the same step (read from the ids they recorded, so the
     global order is the same; `test_dataset_loader_and_list_of_batches_are_sharded` checks that
     those ids are disjoint and complete). Then the weights, the training loss and accuracy of each

@@ -319,7 +319,7 @@ def gather_objects(value: Any) -> list[Any]:
 
 
 def agree_on(value: Any) -> Any:
-    """Rank 0's `value` (picklable) on every rank: digests are compared, and it is sent only where they differ.
+    """Rank 0's `value` (picklable) on every rank: digests are compared, and it is sent only when they differ.
 
     For what every rank computes alike unless its random state differs (a shuffled order): one
     host-side collective when they agree, a broadcast too when they do not.
