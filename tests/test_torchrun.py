@@ -39,10 +39,13 @@ BATCH, EPOCHS, LR, MOMENTUM = 8, 3, 0.1, 0.9  # those of ddp_train.py
 TIMEOUT = 120  # seconds for a whole launch; collectives give up after TORCHMANAGER_DIST_TIMEOUT
 
 
-def torchrun(script: Path, *args: str, cwd: Path, dist_timeout: int = 30) -> subprocess.CompletedProcess[str]:
-    """Run `script` under `torchrun --standalone --nproc_per_node=2`; kill the whole launch if it hangs."""
+def torchrun(
+    script: Path, *args: str, cwd: Path, dist_timeout: int = 30, processes: int = 2
+) -> subprocess.CompletedProcess[str]:
+    """Run `script` under `torchrun --standalone --nproc_per_node=processes`; kill the whole launch if it hangs."""
     env = {**os.environ, "TORCHMANAGER_DIST_TIMEOUT": str(dist_timeout), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command += [str(script), *args]
     process = subprocess.Popen(
         command, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -132,9 +135,9 @@ def _train_by_hand(
 def test_summaries_equal_a_single_process_run_over_the_same_steps(run: dict[str, Any]) -> None:
     """What is compared, and why it must be equal.
 
-    The ranks train on a shuffled `Dataset` of 96 samples, 8 a step each, validate on 32 and test
-    on 40 (20 a rank: batches 8, 8, 4): every size divides by the 2 ranks, so DistributedSampler
-    pads nothing and each sample counts once. The reference is one process, by hand, with steps
+    The ranks train on a shuffled `Dataset` of 96 samples, 8 a step each (96 divides by the 2
+    ranks, so DistributedSampler pads nothing and each sample counts once), validate on 32 and
+    test on 40 (5 batches of 8, dealt out 3 and 2: evaluation never pads). The reference is one process, by hand, with steps
     of 16 samples: the two ranks' batches of the same step (read from the ids they recorded, so the
     global order is the same; `test_dataset_loader_and_list_of_batches_are_sharded` checks that
     those ids are disjoint and complete). Then the weights, the training loss and accuracy of each

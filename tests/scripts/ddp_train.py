@@ -32,7 +32,7 @@ from torchmanager.data import Dataset
 
 BATCH = 8  # per rank: a step of the two ranks together sees 16 samples
 EPOCHS = 3
-SIZES = {"train": 96, "val": 32, "test": 40}  # divisible by 2 ranks (no padding); test: 20 a rank, batches 8, 8, 4
+SIZES = {"train": 96, "val": 32, "test": 40}  # train: divisible by 2 ranks (no padding); test: 5 batches, dealt 3 and 2
 
 
 class DropId(torch.nn.Module):

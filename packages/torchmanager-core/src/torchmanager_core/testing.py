@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from . import checkpoint, checkpointing, distributed
+from . import checkpoint, checkpointing, distributed, evaluation_shards
 from . import devices as placement_devices
 from .callbacks import Callback, CallbackList
 from .compiled import CompiledLoss, CompiledMetrics, check_loss_fn, check_metrics
@@ -220,31 +220,37 @@ class BasicTestingManager(Generic[Module], abc.ABC):
             callbacks_list: Callbacks whose `on_test_*` hooks are called.
             empty_cache: Release cached CUDA memory afterwards.
         Returns:
-            The summary of the whole data set (every process's share when distributed).
+            The summary of the whole data set: under torchrun every process evaluates its share of
+            the batches (each sample once) and reports the values of them all.
         Raises:
-            ValueError: `dataset` yielded no batches.
+            ValueError: `dataset` yielded no batches (in any process).
         """
         callbacks = CallbackList(callbacks_list)
         callbacks.set_manager(self)
         with self._placement.place(self, device, devices, use_multi_gpus, empty_cache=empty_cache):
             callbacks.on_test_start()
-            summary = self._evaluate(distributed.shard(dataset), callbacks, show_verbose, "Test")
+            summary = self._evaluate(dataset, callbacks, show_verbose, "Test")
             callbacks.on_test_end(summary)
         return summary
 
     def _evaluate(
         self, dataset: DataSource, callbacks: CallbackList, show_verbose: bool, description: str
     ) -> dict[str, float]:
-        """One pass of `test_step` over `dataset` where the run is placed (validation uses it too)."""
+        """One pass of `test_step` over `dataset` where the run is placed (validation uses it too).
+
+        Under torchrun each process takes its whole batches of `dataset` (`evaluation_shards.split`:
+        each sample once, no padding, a share may be empty) and every process reads the values of all.
+        """
         self._sync_streams()
+        share = evaluation_shards.split(dataset)
         values = self._evaluation
         values.believe_steps = type(self).test_step is not TestingManager.test_step
-        progress = EpochProgress(batches_in(dataset), description, show_verbose and distributed.is_main_process())
+        progress = EpochProgress(batches_in(share), description, show_verbose and distributed.is_main_process())
         batch_start, batch_end = callbacks.uses("on_test_batch_start"), callbacks.uses("on_test_batch_end")
         steps = 0
         self._last_values = values
         with running(self._passes, values), self._evaluation_model(), torch.no_grad():
-            for x, y, _ in data_pass(dataset, self._unpacker(dataset), self.device):
+            for x, y, _ in data_pass(share, self._unpacker(share), self.device):
                 if batch_start:
                     callbacks.on_test_batch_start(steps)
                 summary = self.test_step(x, y)
@@ -254,7 +260,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
                 steps += 1
                 if progress.enabled:
                     progress.step(values.tensors)
-            if steps == 0:
+            if not evaluation_shards.join(values, steps > 0, self.device):
                 progress.close()
                 raise ValueError(
                     f"The data set to test on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}"
@@ -282,18 +288,23 @@ class BasicTestingManager(Generic[Module], abc.ABC):
     ) -> list[Any]:
         """The model's outputs for each batch of `dataset` (inputs, or `(x, y)` pairs), on the CPU.
 
+        Under torchrun each process runs its whole batches of `dataset` (each sample once) and
+        every process returns the outputs of all the batches, in the data set's order.
+
         Raises:
-            ValueError: `dataset` yielded no batches.
+            ValueError: `dataset` yielded no batches (in any process).
         """
         outputs: list[Any] = []
         with self._placement.place(self, device, devices, use_multi_gpus, empty_cache=empty_cache):
-            progress = EpochProgress(batches_in(dataset), "Predict", show_verbose and distributed.is_main_process())
+            share = evaluation_shards.split(dataset)
+            progress = EpochProgress(batches_in(share), "Predict", show_verbose and distributed.is_main_process())
             with self._evaluation_model(), torch.no_grad():
-                for x, _, _ in data_pass(dataset, _input_only, self.device):
+                for x, _, _ in data_pass(share, _input_only, self.device):
                     y, _ = self.forward(x)
                     outputs.append(placement_devices.move_to_device(_detached(y), placement_devices.CPU))
                     progress.step(dict)  # no values to show: just advance
             progress.close()
+            outputs = evaluation_shards.gather(outputs, share)
         if not outputs:
             raise ValueError(
                 f"The data set to predict on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}"

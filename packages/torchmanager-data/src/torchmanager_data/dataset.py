@@ -125,8 +125,9 @@ class Dataset(_TorchDataset[T], abc.ABC):
     def shard(self, world_size: int, rank: int, *, seed: int = 0) -> DistributedSampler[int]:
         """Makes every epoch yield only this process's share of the items; returns the sampler.
 
-        This is the hook for running under `torchrun` (the torchmanager core calls it with the
-        process group's size and rank): the dataset gets a `DistributedSampler` that takes over
+        This is the hook for training under `torchrun` (the torchmanager core calls it with the
+        process group's size and rank; to evaluate, it deals out the batches of `loader` whole,
+        each item once, instead): the dataset gets a `DistributedSampler` that takes over
         `shuffle` (which becomes False; the sampler shuffles with `seed` plus the epoch given to
         `set_epoch`, the same order on every rank) and `drop_last`. A `DistributedSampler` the
         user already set for this `world_size` and `rank` is kept as it is.
