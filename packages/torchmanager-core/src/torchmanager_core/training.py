@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from . import distributed
+from . import distributed, evaluation_shards
 from .callbacks import Callback, CallbackList, merge_summaries
 from .data_pass import DataSource, batches_in, data_pass, set_epoch
 from .epoch_values import EpochValues, running
@@ -264,7 +264,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             callbacks.on_load_checkpoint(resumed)  # every callback of the list, whichever checkpoint resumed the run
         with self._placement.place(self, device, devices, use_multi_gpus), self._fitting(callbacks):
             training_dataset = run.data = distributed.shard(training_dataset)
-            val_dataset = distributed.shard(val_dataset) if val_dataset is not None else None
+            val_dataset = evaluation_shards.split(val_dataset) if val_dataset is not None else None
             if iterations is not None:  # counted in this process's batches (its share under torchrun)
                 run.total_epochs = math.ceil(iterations / (batches_in(training_dataset) or 1))
             self._placement.start_grad_scaler()
