@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from metrics_testkit import CASES, FEATURES, LABELS
 
 from torchmanager_metrics import FID
