@@ -241,3 +241,16 @@ def test_the_sample_count_keeps_growing_past_float32s_2_to_the_24() -> None:
         metric.result  # noqa: B018  # a read (a progress bar's) folds the host-side count into the state
     assert metric.count.dtype == torch.int64 and metric.count.item() == 2**24 + 1000
     assert metric.result.item() == pytest.approx(2**24 / (2**24 + 1000), rel=1e-7)
+
+
+def test_a_state_saved_with_a_float32_count_loads_into_the_int64_count() -> None:
+    """Checkpoints written before the count was int64 keep loading, with the same value."""
+    metric = Metric(lambda input, target: input.mean())
+    metric(torch.arange(6.0), None)
+    state = metric.state_dict()
+    state["count"] = state["count"].float()
+    restored = Metric(lambda input, target: input.mean())
+    restored.load_state_dict(state)
+    assert restored.count.dtype == torch.int64 and restored.count.item() == 6
+    restored(torch.full((2,), 9.0), None)
+    assert restored.result.item() == pytest.approx((15 + 18) / 8)

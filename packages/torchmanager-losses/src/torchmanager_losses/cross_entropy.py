@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import torch
@@ -82,6 +83,17 @@ def focal_loss(
     return focal.sum() / kept
 
 
+def _own_forward(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The `forward` of the torch loss module a class here built for itself.
+
+    That module is never a user's (no hooks, no `__call__` of its own), so its `forward` runs alone;
+    it is read from `_modules` because `Module.__getattr__` costs microseconds on every batch.
+    """
+    module = loss._modules["_metric_fn"]
+    assert module is not None
+    return cast(Callable[[torch.Tensor, torch.Tensor], torch.Tensor], module.forward)
+
+
 class CrossEntropy(Loss):
     """Cross entropy of logits against class indices or probabilities (`torch.nn.CrossEntropyLoss`).
 
@@ -102,8 +114,7 @@ class CrossEntropy(Loss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         input = at_least_float32(input)
-        # the torch module is this loss's own (never the user's): its `forward` alone, without Module.__call__
-        return cast(torch.nn.CrossEntropyLoss, self._metric_fn).forward(input, class_labels(input, target))
+        return _own_forward(self)(input, class_labels(input, target))
 
 
 class BCEWithLogits(Loss):
@@ -126,8 +137,7 @@ class BCEWithLogits(Loss):
         input = at_least_float32(input)
         if isinstance(target, torch.Tensor):
             target = at_least_float32(target) if target.is_floating_point() else target.to(input.dtype)
-        # the torch module is this loss's own (never the user's): its `forward` alone, without Module.__call__
-        return cast(torch.nn.BCEWithLogitsLoss, self._metric_fn).forward(input, target)
+        return _own_forward(self)(input, target)
 
 
 class FocalCrossEntropy(Loss):

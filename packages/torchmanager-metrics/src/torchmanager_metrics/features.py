@@ -230,7 +230,8 @@ class FID(FeatureMetric):
     Memory is constant in the number of batches: per side the count, the feature sum `(D,)`
     and the sum of outer products `(D, D)` (float64 where the device has it), all "sum"
     states; `compute()` derives the sample covariance exactly and needs scipy (extra `fid`).
-    `update` returns NaN: a batch FID would need a host-side square root every step.
+    `update` returns NaN: a batch FID would need a host-side square root every step. A subclass
+    replacing `forward` makes the result the sample-weighted mean of its values.
 
     Args:
         feature_extractor: Optional module mapping images to features (e.g. InceptionV3 pool).
@@ -417,7 +418,7 @@ class ExtractorScore(FeatureMetric):
     `feature_extractor` maps images to class logits (an InceptionV3 classifier for the usual IS);
     targets are ignored (never passed to the extractor, as upstream 1.5 did). Constant memory:
     the sum of `p(y|x)`, the sum of `sum p log p`, the count. One split over all samples (no
-    split averaging).
+    split averaging). A subclass replacing `forward` makes the result the sample-weighted mean of its values.
     """
 
     prob_sum: torch.Tensor

@@ -98,6 +98,8 @@ def _iou_of(matrix: torch.Tensor) -> torch.Tensor:
 class MeanIoU(Metric):
     """Upstream's mIoU over every batch: pooled intersection over pooled union (see `mean_iou`).
 
+    A subclass replacing `forward` makes the result the sample-weighted mean of its values.
+
     Args:
         dim: The class dimension of the scores.
         smooth: Added to intersection and union (so two empty masks score 1).
@@ -235,6 +237,8 @@ class Dice(Metric):
 
 class PartialDice(Metric):
     """The Dice score of class `c`, from its pooled counts over every batch (see `partial_dice`).
+
+    A subclass replacing `forward` makes the result the sample-weighted mean of its values.
 
     Args:
         c: The class index scored.
