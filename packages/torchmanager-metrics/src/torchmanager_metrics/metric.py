@@ -65,9 +65,10 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
 
     Metrics and losses compute in float32 or wider whatever the model's precision: a bfloat16
     sum stops growing at 256 and a float16 one overflows past 65504. Widening keeps the
-    gradient (autocast does the same for torch's losses on CUDA).
+    gradient (autocast does the same for torch's losses on CUDA). What is not a tensor is
+    returned as it is, for the caller's own input check to report.
     """
-    return x.float() if x.dtype in _NARROW_FLOATS else x
+    return x.float() if isinstance(x, torch.Tensor) and x.dtype in _NARROW_FLOATS else x
 
 
 def overrides(obj: object, base: type, name: str) -> bool:
