@@ -16,7 +16,7 @@ import torch
 
 from .errors import LossError, MetricError, describe
 from .protocols import has_state, read_result
-from .tracking import MeanTracker, count_samples
+from .tracking import MeanTracker, count_samples, summable
 
 __all__ = ["CompiledLoss", "CompiledMetrics", "check_loss_fn", "check_metrics"]
 
@@ -131,8 +131,10 @@ class CompiledLoss(_Streams):
     """The manager's `loss_fn` as one callable: a single loss, or the sum of a dict of losses.
 
     Each loss of ours applies its own `weight` and `target`; the summary reports the total as
-    "loss" and, for a dict, each part as "<name>_loss". As upstream's `compiled_losses`, it is
-    called as `compiled_losses(y, label)`, lists its parts in `losses` and reads `result`.
+    "loss" and, for a dict, each part as "<name>_loss". A dict's total is summed in float32 or
+    wider (its parts may be bfloat16 or float16 under autocast); every epoch value is a float32
+    or wider running sum. As upstream's `compiled_losses`, it is called as
+    `compiled_losses(y, label)`, lists its parts in `losses` and reads `result`.
     """
 
     def __init__(self, loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]]) -> None:
@@ -161,7 +163,7 @@ class CompiledLoss(_Streams):
                 value = value.reshape(())
             if not self.stateful[name]:
                 self.tracker.update(name, value, n)
-            total = value if total is None else total + value
+            total = value if total is None else summable(total) + value
         assert total is not None  # at least one part, checked by `check_loss_fn`
         if self.is_dict:
             self.tracker.update("loss", total, n)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .features import FeatureMetric
+from .metric import at_least_float32
 
 __all__ = ["LPIPS", "LPIPSFeatures", "LPIPSNetType"]
 
@@ -132,6 +133,7 @@ class LPIPS(FeatureMetric):
             )
         per_layer = []
         for index, (fake, real) in enumerate(zip(input, target)):
+            fake, real = at_least_float32(fake), at_least_float32(real)  # bfloat16 norms and sums drift
             difference = (F.normalize(fake, dim=1) - F.normalize(real, dim=1)) ** 2
             weighted = difference.sum(1) if self.lins is None else self.lins[index](difference)
             per_layer.append(weighted.reshape(len(weighted), -1).mean(1))
