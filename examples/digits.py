@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from typing import Any
 
 import torch
 from sklearn.datasets import load_digits
@@ -63,31 +64,17 @@ class DigitsConfigs(Configs):
         logger.info(f"Digits: epochs={self.epochs}, lr={self.lr}, batch_size={self.batch_size}, seed={self.seed}")
 
 
-class DigitsDataset(Dataset):
-    """Digit images as flat 64-vectors scaled to [0, 1], with their labels."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, shuffle: bool = False) -> None:
-        super().__init__(batch_size, shuffle=shuffle, num_workers=0)
-        self.images, self.labels = images, labels
-
-    @property
-    def unbatched_len(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
-
-
-def make_datasets(batch_size: int, seed: int = 0) -> tuple[DigitsDataset, DigitsDataset, DigitsDataset]:
+def make_datasets(batch_size: int, seed: int = 0) -> tuple[Dataset[Any], Dataset[Any], Dataset[Any]]:
+    """Training, validation and test sets: flat 64-vectors scaled to [0, 1], with their labels."""
     digits = load_digits()
     x = torch.as_tensor(digits.data, dtype=torch.float32) / 16
     y = torch.as_tensor(digits.target)
     x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, random_state=seed, stratify=y)
     x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, random_state=seed, stratify=y_rest)
     return (
-        DigitsDataset(x_train, y_train, batch_size, shuffle=True),
-        DigitsDataset(x_val, y_val, batch_size),
-        DigitsDataset(x_test, y_test, batch_size),
+        Dataset.from_tensor_slices((x_train, y_train), batch_size, shuffle=True),
+        Dataset.from_tensor_slices((x_val, y_val), batch_size),
+        Dataset.from_tensor_slices((x_test, y_test), batch_size),
     )
 
 

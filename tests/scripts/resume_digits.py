@@ -33,21 +33,6 @@ from torchmanager.data import Dataset
 BATCH_SIZE = 64
 
 
-class Digits(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Flat digit images and their labels, batched by torchmanager."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, shuffle: bool) -> None:
-        super().__init__(BATCH_SIZE, shuffle=shuffle, num_workers=0)
-        self.images, self.labels = images, labels
-
-    @property
-    def unbatched_len(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
-
-
 class StepLine(Callback):
     """Prints `step <n>` after each training step; SIGKILLs this process after step `kill_at`."""
 
@@ -86,8 +71,8 @@ def main(argv: list[str]) -> None:
     torch.manual_seed(args.seed)  # a resumed run uses another seed: its states must all come from the checkpoint
     data = torch.load(args.data, weights_only=True)
     if args.loader == "dataset":
-        train: Any = Digits(data["x_train"], data["y_train"], shuffle=True)
-        val: Any = Digits(data["x_val"], data["y_val"], shuffle=False)
+        train: Any = Dataset.from_tensor_slices((data["x_train"], data["y_train"]), BATCH_SIZE, shuffle=True)
+        val: Any = Dataset.from_tensor_slices((data["x_val"], data["y_val"]), BATCH_SIZE)
     else:
         train = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(data["x_train"], data["y_train"]), batch_size=BATCH_SIZE, shuffle=True
