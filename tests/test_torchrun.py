@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,11 @@ from torchmanager_core import distributed
 
 SCRIPTS = ROOT / "tests" / "scripts"
 BATCH, EPOCHS, LR, MOMENTUM = 8, 3, 0.1, 0.9  # those of ddp_train.py
-TIMEOUT = 120  # seconds for a whole launch; collectives give up after TORCHMANAGER_DIST_TIMEOUT
+TIMEOUT = 300  # seconds for a whole launch: a hang guard, far above a launch's time on a loaded machine
+DIST_TIMEOUT = 120  # seconds a collective waits for a slow rank (TORCHMANAGER_DIST_TIMEOUT), below TIMEOUT
 
 
-def torchrun(script: Path, *args: str, cwd: Path, dist_timeout: int = 30) -> subprocess.CompletedProcess[str]:
+def torchrun(script: Path, *args: str, cwd: Path, dist_timeout: int = DIST_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """Run `script` under `torchrun --standalone --nproc_per_node=2`; kill the whole launch if it hangs."""
     env = {**os.environ, "TORCHMANAGER_DIST_TIMEOUT": str(dist_timeout), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args]
@@ -247,11 +247,10 @@ def test_one_rank_stopping_at_an_epoch_end_stops_them_all(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_a_stuck_rank_ends_the_launch_after_the_collective_timeout(tmp_path: Path) -> None:
     """Rank 1 blocks for 10 minutes in a callback: rank 0's gradient all-reduce gives up after
-    `TORCHMANAGER_DIST_TIMEOUT` (5 s here) with an error, and torchrun then ends rank 1."""
-    start = time.monotonic()
+    `TORCHMANAGER_DIST_TIMEOUT` (5 s here) with an error, and torchrun then ends rank 1. (Without
+    either, the launch would outlast `TIMEOUT`, which fails the test.)"""
     done = torchrun(SCRIPTS / "ddp_fail.py", str(tmp_path), "hang", cwd=tmp_path, dist_timeout=5)
     assert done.returncode != 0
-    assert time.monotonic() - start < 60
     assert re.search(r"\[rank0\]: RuntimeError: .*Timed out waiting 5000ms", done.stderr), done.stderr
     assert not list(tmp_path.glob("rank*-finished"))
 
