@@ -13,7 +13,7 @@ On a larger machine with a larger model, raise `--num_threads` towards the numbe
 Usage:
     hatch run demo [--epochs 30] [--lr 0.05] [--batch_size 64] [--num_threads 1] [--experiment NAME] [--quiet]
     hatch run demo --experiment NAME --resume_experiment   # continue a stopped run from its last checkpoint
-    torchrun --nproc_per_node=2 examples/digits.py --quiet   # the same script, data parallel
+    torchmanager-run --nproc_per_node=2 examples/digits.py --quiet   # the same script, data parallel (torchrun)
 """
 
 from __future__ import annotations

@@ -39,10 +39,18 @@ TIMEOUT = 300  # seconds for a whole launch: a hang guard, far above a launch's 
 DIST_TIMEOUT = 120  # seconds a collective waits for a slow rank (TORCHMANAGER_DIST_TIMEOUT), below TIMEOUT
 
 
-def torchrun(script: Path, *args: str, cwd: Path, dist_timeout: int = DIST_TIMEOUT) -> subprocess.CompletedProcess[str]:
-    """Run `script` under `torchrun --standalone --nproc_per_node=2`; kill the whole launch if it hangs."""
-    env = {**os.environ, "TORCHMANAGER_DIST_TIMEOUT": str(dist_timeout), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *args]
+def torchrun(
+    script: Path | str,
+    *args: str,
+    cwd: Path,
+    dist_timeout: int = DIST_TIMEOUT,
+    launcher: str = "torch.distributed.run",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `script` under `torchrun --standalone --nproc_per_node=2` (or another `launcher` module
+    taking torchrun's arguments); kill the whole launch if it hangs."""
+    env = {**os.environ, "TORCHMANAGER_DIST_TIMEOUT": str(dist_timeout), "OMP_NUM_THREADS": "1", **(env or {})}
+    command = [sys.executable, "-m", launcher, "--standalone", "--nproc_per_node=2", str(script), *args]
     process = subprocess.Popen(
         command, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -51,7 +59,7 @@ def torchrun(script: Path, *args: str, cwd: Path, dist_timeout: int = DIST_TIMEO
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)  # torchrun and its workers: the session started above
         stdout, stderr = process.communicate()
-        pytest.fail(f"`{script.name}` under torchrun hung for {TIMEOUT} s.\nstdout:\n{stdout}\nstderr:\n{stderr}")
+        pytest.fail(f"`{script}` under torchrun hung for {TIMEOUT} s.\nstdout:\n{stdout}\nstderr:\n{stderr}")
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
@@ -257,7 +265,15 @@ def test_a_stuck_rank_ends_the_launch_after_the_collective_timeout(tmp_path: Pat
 
 @pytest.mark.slow
 def test_digits_example_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
-    done = torchrun(ROOT / "examples" / "digits.py", "--quiet", "--experiment", "demo", cwd=tmp_path)
+    """Launched as the README does it, by `torchmanager-run` (torchrun, its workers started by `run_worker`)."""
+    done = torchrun(
+        ROOT / "examples" / "digits.py",
+        "--quiet",
+        "--experiment",
+        "demo",
+        cwd=tmp_path,
+        launcher="torchmanager_core.launch",
+    )
     assert done.returncode == 0, done.stderr
     console = done.stdout + done.stderr
     accuracies = re.findall(r"test accuracy (\d\.\d+)", console)
