@@ -42,7 +42,7 @@ def install_line(dist: str) -> str:
     return EVERYTHING if dist == "torchmanager" else ONE_COMPONENT.replace(EXAMPLE_COMPONENT, dist)
 
 
-OPTIONAL = ("scipy", "yaml", "tensorboard")
+OPTIONAL = ("scipy", "yaml", "tensorboard", "mlflow")
 
 # A one-line smoke call per component, run after importing it alone.
 SMOKE = {
