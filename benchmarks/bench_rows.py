@@ -22,6 +22,7 @@ from bench_timing import interleaved_medians
 
 import torchmanager
 from torchmanager.callbacks import Callback, LastCheckpoint, TensorBoard
+from torchmanager_core import checkpoint as core_checkpoint
 from torchmanager_core.callbacks import CallbackList
 
 __all__ = ["ROWS", "RowResult", "Settings"]
@@ -149,21 +150,23 @@ def bf16_row(s: Settings) -> RowResult:
 
 
 def _count_saves(initial: torch.nn.Module, batches: Batches, s: Settings, path: str) -> int:
-    """How many checkpoints one run with step checkpoints writes (an untimed run)."""
+    """How many checkpoints one run with step checkpoints writes (an untimed run, counting the file writes)."""
     saves = 0
+    write = core_checkpoint.save
+
+    def counted(payload: dict[str, Any], ckpt_path: str | os.PathLike[str]) -> None:
+        nonlocal saves
+        saves += 1
+        write(payload, ckpt_path)
 
     def attach(manager: torchmanager.Manager) -> list[Callback]:
-        save = manager.save_checkpoint
-
-        def counted(ckpt_path: str) -> None:
-            nonlocal saves
-            saves += 1
-            save(ckpt_path)
-
-        manager.save_checkpoint = counted  # type: ignore[method-assign]
         return [LastCheckpoint(manager, path, save_every_n_steps=s.ckpt_every)]
 
-    ours_fit(copy.deepcopy(initial), batches, s.epochs, callbacks=attach)
+    core_checkpoint.save = counted
+    try:
+        ours_fit(copy.deepcopy(initial), batches, s.epochs, callbacks=attach)
+    finally:
+        core_checkpoint.save = write
     return saves
 
 

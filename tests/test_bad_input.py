@@ -437,7 +437,7 @@ KEYS = [
             env.fit(m, DATA, every_step=False, callbacks_list=[BestCheckpoint("acc", m, str(env.tmp / "best.model"))]),
         ),
         MonitorError,
-        r"Monitor `acc` is not in the epoch summary; monitor one of `loss`, `accuracy`. Received: monitor='acc'",
+        r"Monitor `acc` is not in the epoch summary; monitor one of `loss`, `accuracy`, `lr`. Received: monitor='acc'",
         id="best-checkpoint-monitor-unknown",
     ),
     case(
@@ -501,9 +501,10 @@ CALLBACKS = [
         id="save-every-0-steps",
     ),
     case(
-        lambda env: LastCheckpoint(None, str(env.ckpt)),  # type: ignore[arg-type]
+        lambda env: LastCheckpoint("manager", str(env.ckpt)),  # type: ignore[arg-type]
         TypeError,
-        r"`manager` must be a torchmanager Manager \(an object with `save_checkpoint\(path\)`\). Received: manager=NoneType",
+        r"`manager` must be a torchmanager Manager \(an object with `save_checkpoint\(path\)`\), or None for the "
+        r"manager whose `fit` runs the callback. Received: manager=str",
         id="checkpoint-without-manager",
     ),
     case(
@@ -790,12 +791,12 @@ def write_evil(path: Path, marker: Path, *, legacy: bool = False) -> None:
 
 
 class Tamper(Callback):
-    """Replaces the file at `path` with a crafted pickle after each epoch (someone else's write)."""
+    """Replaces the file at `path` with a crafted pickle when training ends, before the callbacks after it (someone else's write)."""
 
     def __init__(self, path: Path, marker: Path) -> None:
         self.path, self.marker = path, marker
 
-    def on_epoch_end(self, epoch: int, summary: Any = None, val_summary: Any = None) -> None:
+    def on_train_end(self, model: torch.nn.Module) -> None:
         write_evil(self.path, self.marker)
 
 
@@ -803,13 +804,14 @@ def load_best_of_a_tampered_file(env: Env, marker: Path) -> Any:
     m = manager()
     best = env.tmp / "best.model"
     return m.fit(
-        DATA, epochs=1, callbacks_list=[BestCheckpoint("accuracy", m, str(best), load_best=True), Tamper(best, marker)]
+        DATA, epochs=1, callbacks_list=[Tamper(best, marker), BestCheckpoint("accuracy", m, str(best), load_best=True)]
     )
 
 
 def resume_an_experiment(env: Env, marker: Path) -> Any:
     write_evil(env.tmp / "experiments" / "run.exp" / "checkpoints" / "last.model", marker)
-    return Experiment("run", manager(), resume=True)
+    m = manager()
+    return m.fit(DATA, epochs=1, callbacks_list=[Experiment("run", m, resume=True)])
 
 
 def evil_at(env: Env, marker: Path, *, legacy: bool = False) -> Path:

@@ -28,7 +28,11 @@ def test_demo_reaches_095_test_accuracy_and_writes_its_experiment(tmp_path: Path
     assert float(match.group(1)) > 0.95
 
     exp = tmp_path / "experiments" / "demo.exp"
-    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == ["best-accuracy.model", "last.model"]
+    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == [
+        "best-accuracy.model",
+        "best_accuracy.model",
+        "last.model",
+    ]
     assert any((exp / "data").iterdir())  # TensorBoard event file
     log = (exp / "demo.log").read_text()
     assert "Epoch 30/30: loss=" in log and "'epochs': 30" in log  # epoch summaries and the settings
@@ -44,7 +48,13 @@ def test_demo_reaches_095_test_accuracy_and_writes_its_experiment(tmp_path: Path
         timeout=300,
         cwd=tmp_path,
     )
-    assert again.returncode != 0 and "--replace_experiment" in again.stderr  # a finished run is never overwritten
+    assert again.returncode == 0, again.stderr  # the same command again works: a new numbered folder
+    assert "this run is kept in 'experiments/demo-2.exp'" in again.stdout + again.stderr
+    assert torch.load(exp / "checkpoints" / "last.model", weights_only=True)["epoch"] == 30  # the first run is kept
+    assert (
+        torch.load(tmp_path / "experiments" / "demo-2.exp" / "checkpoints" / "last.model", weights_only=True)["epoch"]
+        == 1
+    )
 
 
 def test_demo_resumes_its_experiment(tmp_path: Path) -> None:

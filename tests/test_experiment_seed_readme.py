@@ -100,6 +100,8 @@ def test_full_layout_with_monitors_and_configs_and_best_weights(tmp_path: Any, m
     assert [f for f in files_under(folder) if not f.startswith("data")] == [
         os.path.join("checkpoints", "best-accuracy.model"),
         os.path.join("checkpoints", "best-loss.model"),
+        os.path.join("checkpoints", "best_accuracy.model"),  # upstream's name: a link to the same file
+        os.path.join("checkpoints", "best_loss.model"),
         os.path.join("checkpoints", "last.model"),
         "digits.cfg",
         "digits.log",
@@ -108,8 +110,12 @@ def test_full_layout_with_monitors_and_configs_and_best_weights(tmp_path: Any, m
     assert Configs.from_experiment(folder).lr == 0.5
 
     best_epoch = max(range(len(val_accuracies)), key=lambda e: (val_accuracies[e], -e))  # first of the best
-    restored = torchmanager.Manager.from_checkpoint(
+    assert os.path.samefile(
+        os.path.join(folder, "checkpoints", "best_accuracy.model"),
         os.path.join(folder, "checkpoints", "best-accuracy.model"),
+    )
+    restored = torchmanager.Manager.from_checkpoint(
+        os.path.join(folder, "checkpoints", "best_accuracy.model"),
         model=PytorchModel(),
         metrics={"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()},
         loss_fn=torchmanager.losses.CrossEntropy(),

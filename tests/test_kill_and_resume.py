@@ -71,10 +71,11 @@ KILLS = [
 def expected_checkpoint(at: int) -> int:
     """The global step of the last checkpoint written before a kill after step `at`.
 
-    Step checkpoints are written in the step's `on_batch_end`, before the kill there; the epoch-end
-    one after the epoch's last step, so a kill at that step comes before it.
+    The loop writes a checkpoint once every callback has had the hook that asked for it: a step's
+    after its `on_batch_end` dispatch (so after the kill at that step), the epoch-end one after the
+    epoch's last step, so a kill at either comes before it.
     """
-    steps = [s for s in range(EVERY, at + 1, EVERY)]
+    steps = [s for s in range(EVERY, at, EVERY)]
     ends = [e * STEPS_PER_EPOCH for e in range(1, EPOCHS + 1) if e * STEPS_PER_EPOCH < at]
     return max(steps + ends)
 

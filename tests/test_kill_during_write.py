@@ -118,8 +118,10 @@ def test_a_partial_file_from_a_killed_save_is_not_taken_for_the_experiment_check
 
     resumed = make_manager(1)
     experiment = torchmanager.callbacks.Experiment("run", resumed, resume=True, root=str(tmp_path))
-    assert experiment.resumed_epoch == 1
+    assert experiment.resume_checkpoint() == str(folder / "last.model")
+    resumed.fit(data, epochs=2, callbacks_list=[experiment])
+    assert len(resumed.history) == 1  # epoch 2 only: it went on from the complete checkpoint of epoch 1
+    manager.fit(data, epochs=2)  # the run that was never interrupted
     for name, tensor in manager.raw_model.state_dict().items():
         assert torch.equal(resumed.raw_model.state_dict()[name], tensor)
-    resumed.fit(data, epochs=2, callbacks_list=[experiment])
     assert checkpoint.load(folder / "last.model")["epoch"] == 2

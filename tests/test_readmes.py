@@ -7,8 +7,10 @@ that loads what the tour saved runs after the tour, in a new process without tor
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ READMES = [ROOT / "README.md"] + [
 AFTER_THE_TOUR = "# in a new Python process, after the tour:\n"
 """How a block that uses the files the tour wrote begins (tested below, with the tour, in a new process)."""
 ALL_BLOCKS = [
-    (readme, i, block)
+    (readme, i, textwrap.dedent(block))  # blocks nested in a list item are indented
     for readme in READMES
     for i, block in enumerate(re.findall(r"```python\n(.*?)```", readme.read_text(), re.DOTALL))
 ]
@@ -39,6 +41,8 @@ def test_readme_block_runs(
     readme: Path, index: int, block: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # examples write experiments/ and model files
+    if readme == ROOT / "README.md":  # "Coming from torchmanager 1.5" opens a file that 1.5 wrote
+        shutil.copy(ROOT / "tests" / "data" / "upstream15_manager.model", tmp_path / "last.model")
     exec(compile(block, f"{readme}:block{index}", "exec"), {"__name__": "readme"})
     if "Experiment(" in block:
         assert (tmp_path / "experiments" / "tour.exp" / "checkpoints" / "best-accuracy.model").is_file()
@@ -74,7 +78,7 @@ print("loaded without torchmanager")
 def test_the_tour_model_loads_in_a_new_process_without_torchmanager(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tour,) = [block for readme, _, block in ALL_BLOCKS if readme.name == "README.md" and "torch.save(" in block]
+    (tour,) = [block for readme, _, block in ALL_BLOCKS if readme == ROOT / "README.md" and "torch.save(" in block]
     (later,) = [block for _, _, block in ALL_BLOCKS if block.startswith(AFTER_THE_TOUR)]
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "readme"}

@@ -162,7 +162,9 @@ def test_summaries_equal_a_single_process_run_over_the_same_steps(run: dict[str,
             for ours, expected in zip(rank["epochs"][phase], reference, strict=True):
                 assert ours.keys() >= expected.keys()
                 for part in expected:
-                    assert ours[part] == pytest.approx(expected[part], rel=1e-5, abs=1e-6), (phase, part)
+                    assert ours["train"]["lr"] == 0.1  # the loop reports the learning rate too
+                    values = {name: ours[part][name] for name in expected[part]}
+                    assert values == pytest.approx(expected[part], rel=1e-5, abs=1e-6), (phase, part)
         assert rank["test"] == pytest.approx(test_summary, rel=1e-5, abs=1e-6)
         last = rank["epochs"]["dataset"][-1]
         assert rank["fit"] == pytest.approx({**last["train"], **{f"val_{k}": v for k, v in last["val"].items()}})
@@ -181,6 +183,7 @@ def test_only_rank_0_writes_the_experiment_and_the_log(run: dict[str, Any]) -> N
     )
     assert files == [
         "checkpoints/best-accuracy.model",
+        "checkpoints/best_accuracy.model",  # upstream's name, a link to the same file
         "checkpoints/last.model",
         "run.log",
     ]  # no leftover temporary files
@@ -253,6 +256,20 @@ def test_one_rank_stopping_at_an_epoch_end_stops_them_all(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("mode", "steps"), [("stop-flag", 4 + 2), ("stop-raise", 4 + 3)])
+def test_one_rank_stopping_mid_epoch_stops_them_all_after_the_same_batch(tmp_path: Path, mode: str, steps: int) -> None:
+    """Rank 0 sets the stop flag after batch 1 of epoch 2 (or rank 1 raises StopTraining after batch 2):
+    both ranks stop after that batch (4 batches a rank and epoch) with the same weights and exit cleanly,
+    instead of one waiting in a collective the other never joins."""
+    done = torchrun(SCRIPTS / "ddp_fail.py", str(tmp_path), mode, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.read_text() for p in tmp_path.glob("rank*-finished")) == [str(steps)] * 2
+    weights = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name])
+
+
+@pytest.mark.slow
 def test_a_stuck_rank_ends_the_launch_after_the_collective_timeout(tmp_path: Path) -> None:
     """Rank 1 blocks for 10 minutes in a callback: rank 0's gradient all-reduce gives up after
     `TORCHMANAGER_DIST_TIMEOUT` (5 s here) with an error, and torchrun then ends rank 1. (Without
@@ -280,13 +297,25 @@ def test_digits_example_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
     assert len(accuracies) == 1 and float(accuracies[0]) > 0.95
     assert [p.name for p in (tmp_path / "experiments").iterdir()] == ["demo.exp"]
     exp = tmp_path / "experiments" / "demo.exp"
-    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == ["best-accuracy.model", "last.model"]
+    assert sorted(p.name for p in (exp / "checkpoints").iterdir()) == [
+        "best-accuracy.model",
+        "best_accuracy.model",
+        "last.model",
+    ]
     events = [p.name for p in (exp / "data").rglob("events.out.tfevents.*")]
     assert events and len({name.split(".")[-2] for name in events}) == 1  # one process wrote TensorBoard data
     log = (exp / "demo.log").read_text()
     for text in (log, console):
         assert [len(re.findall(rf"Epoch {e}/30: loss=", text)) for e in (1, 15, 30)] == [1, 1, 1]
     assert len(re.findall(r"Epoch \d+/30: loss=", log)) == 30
+
+    first_run = (exp / "checkpoints" / "last.model").read_bytes()
+    again = torchrun(ROOT / "examples" / "digits.py", "--quiet", "--experiment", "demo", "--epochs", "1", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr  # the same command again: a new numbered folder, the first run kept
+    assert sorted(p.name for p in (tmp_path / "experiments").iterdir()) == ["demo-2.exp", "demo.exp"]
+    assert (exp / "checkpoints" / "last.model").read_bytes() == first_run
+    assert "this run is kept in 'experiments/demo-2.exp'" in again.stdout + again.stderr
+    assert (tmp_path / "experiments" / "demo-2.exp" / "checkpoints" / "last.model").is_file()
 
 
 def _shard_as_each_rank(make_loader: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from cb_testkit import FakeManager, Untouchable, batches, blobs, make_manager
+from cb_testkit import FakeManager, batches, blobs, make_manager
 
 from torchmanager_callbacks import BestCheckpoint, Checkpoint, LastCheckpoint, MonitorError, MonitorType
 from torchmanager_core import checkpoint
@@ -37,19 +37,37 @@ def test_last_checkpoint_saves_every_freq_epochs(tmp_path: Any, freq: int, saved
     assert Checkpoint is LastCheckpoint
 
 
-def test_step_checkpoints_count_steps_without_reading_values(tmp_path: Any) -> None:
-    manager = FakeManager()
-    callback = LastCheckpoint(manager, str(tmp_path / "last.model"), freq=100, save_every_n_steps=4)
-    manager.callbacks = CallbackList([callback])
-    for step in range(10):
-        callback.on_batch_end(step % 5, Untouchable())
-    assert len(manager.saved) == 2  # after steps 4 and 8
-    state = torch.load(tmp_path / "last.model", weights_only=True)["callbacks"]
-    assert state[f"LastCheckpoint:{tmp_path / 'last.model'}"] == {"steps": 8}
-    resumed = LastCheckpoint(manager, str(tmp_path / "last.model"), save_every_n_steps=4)
-    resumed.on_load_checkpoint({"callbacks": state})
-    resumed.on_batch_end(0, Untouchable())
-    assert resumed._steps == 9
+class RecordingLast(LastCheckpoint):
+    """A LastCheckpoint that notes the batch and optimizer step of each save it asks for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked: list[tuple[int, int]] = []
+
+    def _save(self) -> None:
+        self.asked.append((self.manager.batch_index, self.manager.global_step))
+        super()._save()
+
+
+@pytest.mark.parametrize("accumulate", [1, 2, 3])
+def test_step_checkpoints_count_optimizer_updates(tmp_path: Any, accumulate: int) -> None:
+    manager = make_manager()
+    manager.accumulate_grad_batches = accumulate
+    path = tmp_path / "last.model"
+    callback = RecordingLast(None, str(path), freq=100, save_every_n_steps=2)
+    data = batches(*blobs(80), size=8)  # 10 batches an epoch
+    manager.fit(data, epochs=2, callbacks_list=[callback])
+    # hand count: windows of `accumulate` batches, the epoch's last one shorter; a save after every 2nd update
+    updates, expected = 0, []
+    for _epoch in range(2):
+        for batch in range(10):
+            if (batch + 1) % accumulate == 0 or batch == 9:
+                updates += 1
+                if updates % 2 == 0:
+                    expected.append((batch + 1, updates))
+    assert callback.asked == expected
+    saved = torch.load(path, weights_only=True)
+    assert (saved["epoch"], saved["step"], saved["global_step"]) == (1, expected[-1][0], expected[-1][1])
 
 
 def test_last_checkpoint_of_a_real_fit_resumes_it(tmp_path: Any) -> None:
@@ -115,7 +133,7 @@ def test_missing_monitor_fails_at_the_first_epoch_end(tmp_path: Any) -> None:
     best = BestCheckpoint("acc", manager, str(tmp_path / "best.model"))
     with pytest.raises(
         MonitorError,
-        match=r"Monitor `acc` is not in the epoch summary; monitor one of `loss`, `accuracy`. Received: monitor='acc'",
+        match=r"Monitor `acc` is not in the epoch summary; monitor one of `loss`, `accuracy`, `lr`. Received: monitor='acc'",
     ):
         manager.fit(batches(*blobs(16), size=8), epochs=3, callbacks_list=[best])
     assert manager.current_epoch == 1
@@ -142,7 +160,7 @@ def test_unwritable_folder_fails_at_construction(tmp_path: Any) -> None:
 def test_bad_arguments(tmp_path: Any) -> None:
     with pytest.raises(
         TypeError,
-        match=r"`manager` must be a torchmanager Manager \(an object with `save_checkpoint\(path\)`\). Received: manager=Linear",
+        match=r"`manager` must be a torchmanager Manager \(an object with `save_checkpoint\(path\)`\), or None for the manager whose `fit` runs the callback. Received: manager=Linear",
     ):
         LastCheckpoint(torch.nn.Linear(1, 1), str(tmp_path / "l.model"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`freq` must be an int >= 1. Received: freq=0"):

@@ -61,11 +61,13 @@ def test_restore_best_weights() -> None:
             break
     early.on_train_end(manager.raw_model)
     assert stopped == 3 and torch.all(manager.raw_model.weight == 1.0)
+    alone = EarlyStop("loss", restore_best_weights=True)  # fit gives it its manager; used without one:
     with pytest.raises(
         TypeError,
-        match=r"`restore_best_weights=True` needs `manager=` \(a Manager, or the model\).*Received: manager=None",
+        match=r"`restore_best_weights=True` needs the manager to copy the best weights from: list the callback in "
+        r"`manager.fit\(..., callbacks_list=\[...\]\)`, or pass `manager=`. Received: manager=None",
     ):
-        EarlyStop("loss", restore_best_weights=True)
+        alone.on_epoch_end(0, {"loss": 1.0})
 
 
 def test_state_survives_a_resume(tmp_path: Any) -> None:

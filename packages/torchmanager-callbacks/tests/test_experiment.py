@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from cb_testkit import batches, blobs, make_manager
 
@@ -35,8 +37,17 @@ def test_layout_and_configs(tmp_path: Any) -> None:
     assert sorted(p.name for p in (folder / "checkpoints").iterdir()) == [
         "best-accuracy.model",
         "best-loss.model",
+        "best_accuracy.model",
+        "best_loss.model",
         "last.model",
     ]
+    for metric in ("accuracy", "loss"):  # upstream's name opens the same file: one file on disk
+        upstream_name, ours = (
+            folder / "checkpoints" / f"best_{metric}.model",
+            folder / "checkpoints" / f"best-{metric}.model",
+        )
+        assert upstream_name.is_symlink() and os.path.samefile(upstream_name, ours)
+        assert torch.equal(checkpoint.load(upstream_name)["model"]["weight"], checkpoint.load(ours)["model"]["weight"])
     assert yaml.safe_load((folder / "run.cfg").read_text()) == {
         "epochs": 2,
         "lr": 0.1,
@@ -58,28 +69,51 @@ def test_configs_with_to_yaml_write_themselves(tmp_path: Any) -> None:
     assert (tmp_path / "c.exp" / "c.cfg").read_text() == "written: by to_yaml\n"
 
 
-def test_an_existing_run_is_not_overwritten_unless_resumed(tmp_path: Any) -> None:
+def test_a_second_run_gets_a_numbered_folder_and_resume_continues_the_first(tmp_path: Any) -> None:
     manager = make_manager()
     manager.fit(DATA, epochs=2, callbacks_list=[Experiment("x", manager, ["accuracy"], root=str(tmp_path))])
-    with pytest.raises(
-        FileExistsError,
-        match=r"Experiment `.*x.exp` already holds the checkpoints of a run \(best-accuracy.model, last.model\); pass `resume=True` to continue it from `last.model`, or choose another experiment name. Received: experiment='x.exp', resume=False",
-    ):
-        Experiment("x.exp", make_manager(), root=str(tmp_path))
+    first = checkpoint.load(tmp_path / "x.exp" / "checkpoints" / "last.model")
+    again = Experiment("x.exp", None, root=str(tmp_path))  # the same script run again
+    assert again.experiment_dir == str(tmp_path / "x-2.exp") and not again.resumed
+    make_manager().fit(DATA, epochs=1, callbacks_list=[again])
+    assert Experiment("x", None, root=str(tmp_path)).experiment_dir == str(tmp_path / "x-3.exp")
+    assert torch.equal(
+        checkpoint.load(tmp_path / "x.exp" / "checkpoints" / "last.model")["model"]["weight"], first["model"]["weight"]
+    )
+    assert "x-2.exp" in (tmp_path / "x-2.exp" / "x.log").read_text()  # the log names the folder this run is kept in
+
     resumed_manager = make_manager(seed=3)
     exp = Experiment("x", resumed_manager, ["accuracy"], resume=True, root=str(tmp_path))
-    assert resumed_manager.current_epoch == 2 and exp.resumed_epoch == 2
-    assert (
-        exp.best_checkpoints[0].best_score
-        == checkpoint.load(tmp_path / "x.exp" / "checkpoints" / "last.model")["callbacks"]["BestCheckpoint:accuracy"][
-            "best"
-        ]
-    )
+    assert exp.experiment_dir == str(tmp_path / "x.exp") and exp.resume_checkpoint() == exp.last_ckpt_path
     resumed_manager.fit(DATA, epochs=4, callbacks_list=[exp])
     reference = make_manager()
     reference.fit(DATA, epochs=4)
     assert resumed_manager.raw_model.weight.tolist() == reference.raw_model.weight.tolist()
     assert checkpoint.load(tmp_path / "x.exp" / "checkpoints" / "last.model")["epoch"] == 4
+    # the best value came back from the checkpoint: a worse epoch after the resume did not overwrite it
+    assert exp.best_checkpoints[0].best_score >= first["callbacks"]["BestCheckpoint:accuracy"]["best"]
+
+
+def test_resume_true_needs_a_run_and_auto_starts_one(tmp_path: Any) -> None:
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"Experiment `.*new.exp` cannot be resumed: it has no `checkpoints/last.model`; pass `resume='auto'` to "
+        r"start it when there is nothing to resume, or choose another name. Received: experiment='new', resume=True",
+    ):
+        Experiment("new", None, resume=True, root=str(tmp_path))
+    manager = make_manager()
+    first = Experiment("new", None, resume="auto", root=str(tmp_path))
+    assert not first.resumed and first.resume_checkpoint() is None
+    manager.fit(DATA, epochs=1, callbacks_list=[first])
+    second = Experiment("new", None, resume="auto", root=str(tmp_path))
+    assert second.resumed and second.experiment_dir == str(tmp_path / "new.exp")
+    resumed = make_manager(seed=4)
+    resumed.fit(DATA, epochs=3, callbacks_list=[second])
+    reference = make_manager()
+    reference.fit(DATA, epochs=3)
+    assert resumed.raw_model.weight.tolist() == reference.raw_model.weight.tolist()
+    with pytest.raises(ValueError, match=r"`resume` must be True, False or 'auto'. Received: resume='yes'"):
+        Experiment("new", None, resume="yes", root=str(tmp_path))  # type: ignore[arg-type]
 
 
 def test_bad_arguments(tmp_path: Any) -> None:
@@ -112,6 +146,6 @@ def test_early_stop_with_experiment_resumes_its_counter(tmp_path: Any) -> None:
     again = make_manager(lr=0.0)
     early2 = EarlyStop("loss", MonitorType.MIN, steps=3, manager=again)
     exp = Experiment("s", again, resume=True, root=str(tmp_path))
-    # resume_from gives every callback of the fit its state back, not only the experiment's own
-    again.fit(DATA, epochs=10, callbacks_list=[early2, exp], resume_from=exp.last_ckpt_path)
+    # the experiment hands its checkpoint to fit, which gives every callback of the list its state back
+    again.fit(DATA, epochs=10, callbacks_list=[early2, exp])
     assert early2.wait == 3 and again.current_epoch == 4  # epochs 1 (before the resume), 2, 3 without improvement

@@ -106,7 +106,7 @@ def test_decorators_call_the_function_at_their_hook() -> None:
         ("batch_end", (1, ["accuracy", "loss"])),
         ("batch_start", 2),
         ("batch_end", (2, ["accuracy", "loss"])),
-        ("epoch_end", (0, ["accuracy", "loss", "val_accuracy", "val_loss"])),
+        ("epoch_end", (0, ["accuracy", "loss", "lr", "val_accuracy", "val_loss"])),
     ]
 
 

@@ -47,6 +47,8 @@ def test_readme_examples_run(
     assert files == [
         "experiments/test.exp/checkpoints/best-accuracy.model",
         "experiments/test.exp/checkpoints/best-loss.model",
+        "experiments/test.exp/checkpoints/best_accuracy.model",
+        "experiments/test.exp/checkpoints/best_loss.model",
         "experiments/test.exp/checkpoints/last.model",
         "experiments/test.exp/test.cfg",
         "experiments/test.exp/test.log",

@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 import pytest
+import torch
+import torch.nn.functional as F
 from cb_testkit import batches, blobs, make_manager
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -85,3 +87,61 @@ def test_csv_logger_writes_one_row_an_epoch(tmp_path: Any) -> None:
         assert {key: float(value) for key, value in row.items() if key != "epoch"} == summary
     with pytest.raises(ValueError, match=r"`separator` must be one character. Received: separator=';;'"):
         CSVLogger(str(path), separator=";;")
+
+
+def hand_batch_losses(data: list[Any], epochs: int, window: int, lr: float = 0.1) -> list[tuple[int, int, float]]:
+    """(global step, batch index, that batch's loss) for each batch ending an optimizer update, by hand."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    points, step = [], 0
+    for _ in range(epochs):
+        for start in range(0, len(data), window):
+            part = data[start : start + window]
+            optimizer.zero_grad()
+            for offset, (x, y) in enumerate(part):
+                loss = F.cross_entropy(model(x), y)
+                (loss / len(part)).backward()
+                last = (start + offset, loss.item())
+            optimizer.step()
+            step += 1
+            points.append((step, *last))
+    return points
+
+
+@pytest.mark.parametrize(("window", "every"), [(1, 3), (2, 2), (3, 1)])
+def test_per_step_points_every_n_optimizer_updates_beside_the_epoch_ones(
+    tmp_path: Any, window: int, every: int
+) -> None:
+    data = batches(*blobs(56), size=8)  # 7 batches an epoch
+    manager = make_manager()
+    manager.accumulate_grad_batches = window
+    log_dir, csv_path = str(tmp_path / "tb"), tmp_path / "log.csv"
+    board = TensorBoard(log_dir, log_every_n_steps=every)
+    manager.fit(data, epochs=2, callbacks_list=[board, CSVLogger(str(csv_path), log_every_n_steps=every)])
+    board.close()
+    expected = [(step, batch, loss) for step, batch, loss in hand_batch_losses(data, 2, window) if step % every == 0]
+    events = EventAccumulator(log_dir)
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("step/loss")] == [
+        (step, pytest.approx(loss, rel=1e-5)) for step, _, loss in expected
+    ]
+    with open(tmp_path / "log_steps.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(int(r["step"]), int(r["batch"]), float(r["loss"])) for r in rows] == [
+        (step, batch, pytest.approx(loss, rel=1e-5)) for step, batch, loss in expected
+    ]
+    assert [int(r["epoch"]) for r in rows] == [0 if step <= -(-7 // window) else 1 for step, _, _ in expected]
+    with open(csv_path, newline="") as file:
+        assert [int(row["epoch"]) for row in csv.DictReader(file)] == [0, 1]  # the per-epoch rows are still there
+    assert scalars(log_dir, "loss", "train")[-1][0] == 2
+
+
+def test_per_step_logging_is_off_by_default_and_costs_no_batch_hook(tmp_path: Any) -> None:
+    assert "on_batch_end" in TensorBoard(str(tmp_path / "tb")).unused_hooks
+    assert "on_batch_end" in CSVLogger(str(tmp_path / "a.csv")).unused_hooks
+    assert "on_batch_end" not in CSVLogger(str(tmp_path / "b.csv"), log_every_n_steps=5).unused_hooks
+    with pytest.raises(
+        ValueError, match=r"`log_every_n_steps` must be an int >= 1 or None. Received: log_every_n_steps=0"
+    ):
+        CSVLogger(str(tmp_path / "c.csv"), log_every_n_steps=0)

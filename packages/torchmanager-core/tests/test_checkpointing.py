@@ -187,3 +187,77 @@ def test_leftovers_of_killed_writes_are_cleaned_by_the_next_save(tmp_path: Path)
     os.utime(other, (1, 1))
     checkpoint.save({"value": torch.tensor(3)}, path)
     assert sorted(os.listdir(tmp_path)) == [".other.model.abc.tmp", "last.model"]
+
+
+FORMAT1 = Path(__file__).resolve().parents[3] / "tests" / "data"
+
+
+def test_a_format_1_checkpoint_of_an_earlier_release_still_loads_and_resumes() -> None:
+    """tests/data/format1.model was written mid-epoch by the release before format 2 (see its script)."""
+    expected = torch.load(FORMAT1 / "format1.expected.pt", weights_only=True)
+    torch.manual_seed(5)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    manager = Manager(model, optimizer, loss_fn=torch.nn.CrossEntropyLoss(), metrics={"accuracy": Accuracy()})
+    payload = manager.load_checkpoint(FORMAT1 / "format1.model")
+    assert payload["format_version"] == 1 and (manager.current_epoch, manager.batch_index) == (1, 3)
+    for name, tensor in expected["model"].items():
+        assert torch.equal(model.state_dict()[name], tensor)
+    assert [torch.equal(s["momentum_buffer"], m) for s, m in zip(optimizer.state.values(), expected["momentum"])] == [
+        True,
+        True,
+    ]
+    accuracy = manager.metric_fns["accuracy"]
+    assert torch.equal(accuracy.correct, expected["correct"]) and torch.equal(accuracy.seen, expected["seen"])
+    torch.manual_seed(0)
+    x = torch.randn(48, 4)
+    y = (x[:, 0] > 0).long()
+    manager.fit([(x[i : i + 8], y[i : i + 8]) for i in range(0, 48, 8)], epochs=2)
+    for name, tensor in expected["final"].items():  # it went on exactly as the earlier release did
+        assert torch.equal(model.state_dict()[name], tensor)
+
+
+class OwnInit(Manager):
+    """A subclass whose constructor puts its own argument first and does not take the options."""
+
+    def __init__(
+        self, model: torch.nn.Module, time_steps: int, optimizer: Any = None, loss_fn: Any = None, metrics: Any = None
+    ) -> None:
+        super().__init__(model, optimizer, loss_fn, metrics)
+        self.time_steps = time_steps
+
+
+@pytest.mark.parametrize("cls", [Manager, OwnInit])
+def test_from_checkpoint_keeps_the_options_and_takes_a_subclass_own_arguments(
+    tmp_path: Path, cls: type[Manager]
+) -> None:
+    model = MLP()
+    manager = Manager(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loss_fn=torch.nn.CrossEntropyLoss(),
+        precision="bf16",
+        accumulate_grad_batches=3,
+        clip_grad_norm=0.5,
+        clip_grad_value=2.0,
+    )
+    manager.fit(shuffled_loader(), epochs=1)
+    path = tmp_path / "options.model"
+    manager.save_checkpoint(path)
+    extra = {"time_steps": 10} if cls is OwnInit else {}
+    restored = cls.from_checkpoint(path, model=MLP(), loss_fn=torch.nn.CrossEntropyLoss(), **extra)
+    assert type(restored) is cls and getattr(restored, "time_steps", 10) == 10
+    assert (
+        restored.precision,
+        restored.accumulate_grad_batches,
+        restored.clip_grad_norm,
+        restored.clip_grad_value,
+    ) == (
+        "bf16",
+        3,
+        0.5,
+        2.0,
+    )
+    assert restored.global_step == manager.global_step and restored.current_epoch == 1
+    overridden = Manager.from_checkpoint(path, model=MLP(), accumulate_grad_batches=1)
+    assert overridden.accumulate_grad_batches == 1 and overridden.precision == "bf16"

@@ -142,17 +142,17 @@ def test_experiment_flags_are_added_when_get_arguments_forgets_them() -> None:
     assert (configs.epochs, configs.experiment, configs.replace_experiment) == (1, "bare.exp", True)
 
 
-def test_an_existing_experiment_is_not_overwritten_without_the_flag(tmp_path: Path) -> None:
+def test_an_existing_experiment_is_kept_and_the_run_goes_to_a_numbered_folder(tmp_path: Path) -> None:
     marker = tmp_path / "experiments" / "run.exp" / "last.model"
     marker.parent.mkdir(parents=True)
     marker.write_text("weights")
-    with pytest.raises(
-        FileExistsError,
-        match=r"The experiment folder 'experiments/run\.exp' already exists: pass `--resume_experiment`.*`--replace_experiment`.*"
-        r"Received: experiment='run\.exp', replace_experiment=False",
-    ):
-        TrainConfigs.from_arguments(["-exp", "run"], show_summary=False)
+    again = TrainConfigs.from_arguments(["-exp", "run"], show_summary=False)  # the same command run again
+    assert again.experiment == "run-2.exp" and again.experiment_dir == os.path.join("experiments", "run-2.exp")
     assert marker.read_text() == "weights"
+    (tmp_path / "experiments" / "run-2.exp").mkdir()  # an empty folder is free
+    assert TrainConfigs.from_arguments(["-exp", "run"], show_summary=False).experiment == "run-2.exp"
+    (tmp_path / "experiments" / "run-2.exp" / "x.log").write_text("a run")
+    assert TrainConfigs.from_arguments(["-exp", "run.exp"], show_summary=False).experiment == "run-3.exp"
 
     resumed = TrainConfigs.from_arguments(["-exp", "run", "--resume_experiment"], show_summary=False)
     assert resumed.resume_experiment and marker.read_text() == "weights"  # kept, for Experiment(resume=True)
@@ -419,9 +419,9 @@ def test_a_file_must_hold_a_mapping(tmp_path: Path) -> None:
 
 def test_from_yaml_checks_the_experiment_folder(tmp_path: Path) -> None:
     (tmp_path / "experiments" / "run.exp").mkdir(parents=True)
+    (tmp_path / "experiments" / "run.exp" / "run.log").write_text("an earlier run")
     path = write_yaml(tmp_path / "run.yaml", RUN)
-    with pytest.raises(FileExistsError, match=r"'experiments/run\.exp' already exists"):
-        YAMLRun.from_yaml(path)
+    assert YAMLRun.from_yaml(path).experiment == "run-2.exp"  # the earlier run is kept
     # on the terminal, `--replace_experiment` overrides the file
     configs = YAMLRun.from_arguments([str(path), "--replace_experiment"], show_summary=False)
     assert configs.replace_experiment is True

@@ -125,7 +125,7 @@ def test_hooks_run_in_order_and_only_where_overridden() -> None:
         "batch_end 0 ['accuracy', 'loss']",
         "batch_end 1 ['accuracy', 'loss']",
         "validation_end 0 ['accuracy', 'loss']",
-        "epoch_end 0 ['accuracy', 'loss'] ['accuracy', 'loss']",
+        "epoch_end 0 ['accuracy', 'loss', 'lr'] ['accuracy', 'loss']",
         "train_end Linear",
     ]
 
@@ -359,3 +359,30 @@ def test_upstream_progress_bar_callback(capsys: pytest.CaptureFixture[str]) -> N
     assert "loss=" not in err  # METRICS: the losses are left out
     with pytest.raises(TypeError, match=r"`verbose_type` must be a VerboseType.*Received: verbose_type='all'"):
         ProgressBar(3, verbose_type="all")  # type: ignore[arg-type]
+
+
+def test_fit_logs_what_it_trains(caplog: pytest.LogCaptureFixture) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
+    model[0].requires_grad_(False)
+    manager = Manager(model, torch.optim.SGD(model[1].parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss())
+    x, y = blobs(16)
+    with caplog.at_level(logging.INFO, logger="torchmanager"):
+        manager.fit(batches(x, y, 8), epochs=1)
+    # 4*8+8 = 40 frozen, 8*3+3 = 27 trainable
+    assert "Training Sequential: 67 parameters (27 trainable, 40 frozen) on cpu, precision 32" in caplog.text
+
+
+def test_a_test_with_nothing_to_report_says_why(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    model = linear()
+    manager = Manager(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss())
+    x, y = blobs(16)
+    manager.fit(batches(x, y, 8), epochs=1)
+    manager.save_checkpoint(tmp_path / "m.model")
+    restored = Manager.from_checkpoint(tmp_path / "m.model", model=linear())
+    with caplog.at_level(logging.WARNING, logger="torchmanager"):
+        assert restored.test(batches(x, y, 8)) == {}
+    assert "Test has nothing to report: the manager has no `loss_fn` and no `metrics`" in caplog.text
+    assert "gets them with `loss_fn=` and `metrics=`" in caplog.text
+    again = Manager.from_checkpoint(tmp_path / "m.model", model=linear(), loss_fn=torch.nn.CrossEntropyLoss())
+    expected = F.cross_entropy(model(x), y).item()
+    assert again.test(batches(x, y, 8))["loss"] == pytest.approx(expected, rel=1e-6)

@@ -17,6 +17,7 @@ from torchmanager_metrics import (
     FID,
     HD95,
     KID,
+    LPIPS,
     MAE,
     MS_SSIM,
     MSE,
@@ -69,6 +70,7 @@ CASES: dict[str, tuple[Callable[[], Metric], torch.Tensor, torch.Tensor]] = {
     "FID": (FID, FEATURES, FEATURES.flip(0)),
     "KID": (KID, FEATURES, FEATURES.flip(0)),
     "ExtractorScore": (ExtractorScore, FEATURES, LABELS),
+    "LPIPS": (LPIPS, [MAPS, MAPS.mean((2, 3))], [MAPS.flip(0), MAPS.flip(0).mean((2, 3))]),  # type: ignore[dict-item]  # feature maps
 }
 
 
@@ -122,4 +124,4 @@ def test_every_exported_metric_class_is_covered() -> None:
     classes = {
         n for n in torchmanager_metrics.__all__ if isinstance(getattr(torchmanager_metrics, n), type) and n not in bases
     }
-    assert classes - {"MetricFn", "Reduction"} <= set(CASES)
+    assert classes - {"MetricFn", "Reduction", "LPIPSNetType"} <= set(CASES)

@@ -16,15 +16,18 @@ from torchmanager_core.callbacks import HOOKS, Callback
 __all__ = ["select_hooks"]
 
 
-def select_hooks(callback: Callback, owner: type[Callback], unused: Iterable[str]) -> None:
+def select_hooks(
+    callback: Callback, owner: type[Callback], unused: Iterable[str], keep: Iterable[str] = frozenset()
+) -> None:
     """Mark `callback`'s hooks in `unused` that resolve to `owner`'s own implementation as unused.
 
     Args:
         callback: The instance whose hooks to select.
         owner: The class defining the dispatching hooks (e.g. `FrequencyCallback`).
         unused: Hook names the instance's current settings never act in.
+        keep: Hooks already marked unused (by a base class's selection) that stay so.
     """
-    callback.unused_hooks = frozenset(
+    callback.unused_hooks = frozenset(keep) | frozenset(
         hook
         for hook in unused
         if hook in HOOKS and hook in owner.__dict__ and getattr(type(callback), hook) is owner.__dict__[hook]

@@ -17,7 +17,7 @@ def is_writer() -> bool:
 
 
 def check_output_path(path: str | os.PathLike[str], name: str, error: type[Exception] = ValueError) -> str:
-    """Create the folder of the file `path` if needed and check that it is writable.
+    """Create the folder of the file `path` if needed and check that it is writable (on the writing process only).
 
     Args:
         path: The file a callback will write.
@@ -31,6 +31,8 @@ def check_output_path(path: str | os.PathLike[str], name: str, error: type[Excep
     path = os.path.normpath(os.fspath(path))
     if os.path.isdir(path):
         raise error(f"`{name}` must be the path of a file, not of a folder. Received: {name}={path!r}")
+    if not is_writer():
+        return path  # the other processes of a torchrun launch never write: they create nothing
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)

@@ -1,10 +1,10 @@
 """`LastCheckpoint` and `BestCheckpoint`: save the manager's checkpoint during training.
 
-Who owns what: the file format and its atomic write belong to `torchmanager_core.checkpoint`
-(through `manager.save_checkpoint`); these callbacks decide when to save and where. A failed
-write leaves the previous file as it was. Put `LastCheckpoint` after the callbacks whose state
-it should capture for the same epoch (`BestCheckpoint`, `EarlyStop`): each saves its state when
-the checkpoint is written.
+Who owns what: the file format and its atomic write belong to `torchmanager_core.checkpoint`;
+these callbacks decide when to save and where, and ask the manager (`manager.save_checkpoint`).
+During `fit` the loop writes the file once every callback has had the hook that asked, so the
+checkpoint holds every callback's state of the same moment, whatever the order of the list. A
+failed write leaves the previous file as it was.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from torchmanager_core import checkpoint as core_checkpoint
-from torchmanager_core.callbacks import Callback
+from torchmanager_core.callbacks import Callback, merge_summaries
 from torchmanager_core.distributed import barrier
 
 from ._hooks import select_hooks
@@ -35,10 +35,11 @@ class CheckpointManager(Protocol):
     def save_checkpoint(self, path: str) -> None: ...
 
 
-def _check_manager(manager: object) -> CheckpointManager:
-    if not callable(getattr(manager, "save_checkpoint", None)):
+def _check_manager(manager: object) -> CheckpointManager | None:
+    if manager is not None and not callable(getattr(manager, "save_checkpoint", None)):
         raise TypeError(
-            "`manager` must be a torchmanager Manager (an object with `save_checkpoint(path)`). "
+            "`manager` must be a torchmanager Manager (an object with `save_checkpoint(path)`), or None for the "
+            "manager whose `fit` runs the callback. "
             f"Received: manager={type(manager).__name__}"
         )
     return manager  # type: ignore[return-value]
@@ -62,9 +63,9 @@ def model_state(checkpoint: Mapping[str, Any], path: str) -> Mapping[str, torch.
 
 
 class _Saving(Callback):
-    """Saves `manager`'s checkpoint to `ckpt_path` (the manager writes on the main process only)."""
+    """Saves the manager's checkpoint to `ckpt_path` (the manager writes on the main process only)."""
 
-    def __init__(self, manager: CheckpointManager, ckpt_path: str, show_verbose: bool) -> None:
+    def __init__(self, manager: CheckpointManager | None, ckpt_path: str, show_verbose: bool) -> None:
         super().__init__()
         self.manager = _check_manager(manager)
         self._ckpt_path = check_output_path(ckpt_path, "ckpt_path", core_checkpoint.CheckpointError)
@@ -72,29 +73,39 @@ class _Saving(Callback):
 
     @property
     def ckpt_path(self) -> str:
-        """Where the checkpoint is written."""
+        """Where the checkpoint is written (its folder is created when set)."""
         return self._ckpt_path
 
+    @ckpt_path.setter
+    def ckpt_path(self, path: str) -> None:
+        self._ckpt_path = check_output_path(path, "ckpt_path", core_checkpoint.CheckpointError)
+
     def _save(self) -> None:
-        # every process calls it: the manager writes on the main process and synchronises the others
+        # every process asks: the manager writes on the main process and synchronises the others
+        if self.manager is None:
+            raise TypeError(
+                f"{type(self).__name__} has no manager to save: pass `manager=` or use it in `manager.fit(..., "
+                f"callbacks_list=[...])`. Received: manager=None"
+            )
         self.manager.save_checkpoint(self._ckpt_path)
         if self.show_verbose and is_writer():
-            _logger.info(f"Checkpoint saved to {self._ckpt_path}")
+            _logger.info(f"Checkpoint to {self._ckpt_path}")
 
 
 class LastCheckpoint(_Saving):
-    """Saves the manager's checkpoint every `freq` epochs, and every `save_every_n_steps` steps if given.
+    """Saves the manager's checkpoint every `freq` epochs, and every `save_every_n_steps` optimizer steps if given.
 
     Epoch `e` (0-based) is saved when `(e + 1) % freq == 0`, so the last of `freq * k` epochs is
-    always saved (upstream saved when `e % freq == 0`: the first epoch, never the last).
-    Without `save_every_n_steps` it is not called per batch; with it, it counts steps without
-    reading the batch values.
+    always saved (upstream saved when `e % freq == 0`: the first epoch, never the last). Steps are
+    optimizer updates (`manager.global_step`: with gradient accumulation one per window), so a
+    step checkpoint never splits an accumulation window and resumes exactly. Without
+    `save_every_n_steps` it is not called per batch, and it never reads the batch values.
 
     Args:
-        manager: The manager whose `save_checkpoint` writes the file.
+        manager: The manager whose `save_checkpoint` writes the file (None: the one whose `fit` runs it).
         ckpt_path: The checkpoint file; its folder is created if needed.
         freq: Save every `freq` epochs.
-        save_every_n_steps: Also save after every this many training steps (counted across epochs).
+        save_every_n_steps: Also save after every this many optimizer steps (counted over the whole run).
         show_verbose: Log each save at INFO.
     Raises:
         TypeError: `manager` has no `save_checkpoint`.
@@ -104,7 +115,7 @@ class LastCheckpoint(_Saving):
 
     def __init__(
         self,
-        manager: CheckpointManager,
+        manager: CheckpointManager | None,
         ckpt_path: str,
         freq: int = 1,
         *,
@@ -116,29 +127,26 @@ class LastCheckpoint(_Saving):
         self.save_every_n_steps = (
             None if save_every_n_steps is None else _check_positive(save_every_n_steps, "save_every_n_steps")
         )
-        self._steps = 0
+        self._saved_step: int | None = None
         if self.save_every_n_steps is None:
-            select_hooks(self, LastCheckpoint, {"on_batch_end", "on_save_checkpoint", "on_load_checkpoint"})
+            select_hooks(self, LastCheckpoint, {"on_train_start", "on_batch_end"})
+
+    def on_train_start(self, initial_epoch: int = 0) -> None:
+        self._saved_step = getattr(self.manager, "global_step", None)  # a resumed run saved its step already
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
-        if self.save_every_n_steps is not None:
-            self._steps += 1
-            if self._steps % self.save_every_n_steps == 0:
-                self._save()
+        step = getattr(self.manager, "global_step", None)
+        if self.save_every_n_steps is None or not isinstance(step, int):
+            return
+        if step % self.save_every_n_steps == 0 and step != self._saved_step and step > 0:
+            self._saved_step = step
+            self._save()
 
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
         if (epoch + 1) % self.freq == 0:
             self._save()
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        put_state(checkpoint, f"LastCheckpoint:{self.ckpt_path}", {"steps": self._steps})
-
-    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        state = get_state(checkpoint, f"LastCheckpoint:{self.ckpt_path}")
-        if state is not None:
-            self._steps = int(state["steps"])
 
 
 Checkpoint = LastCheckpoint
@@ -155,7 +163,7 @@ class BestCheckpoint(Monitored, _Saving):
 
     Args:
         monitor: The summary name to watch, e.g. "accuracy".
-        manager: The manager whose `save_checkpoint` writes the file.
+        manager: The manager whose `save_checkpoint` writes the file (None: the one whose `fit` runs it).
         ckpt_path: The checkpoint file; its folder is created if needed.
         load_best: At the end of training, load the best checkpoint's weights into the model.
         monitor_type: Whether larger (MAX) or smaller (MIN) is better.
@@ -170,7 +178,7 @@ class BestCheckpoint(Monitored, _Saving):
     def __init__(
         self,
         monitor: str,
-        manager: CheckpointManager,
+        manager: CheckpointManager | None,
         ckpt_path: str,
         load_best: bool = False,
         monitor_type: MonitorType = MonitorType.MAX,
@@ -189,7 +197,7 @@ class BestCheckpoint(Monitored, _Saving):
         if not self._monitor.improved(value):
             return
         self._monitor.best = value
-        self.best_summary = {**summary, **{f"val_{key}": v for key, v in (val_summary or {}).items()}}
+        self.best_summary = merge_summaries(summary, val_summary)
         if self.show_verbose:
             _logger.info(f"Best checkpoint for {self.monitor} recorded: {value}")
         self._save()

@@ -1,4 +1,4 @@
-"""`CSVLogger`: one row of summary values per epoch in a CSV file."""
+"""`CSVLogger`: one row of summary values per epoch in a CSV file (and, if asked, one every N optimizer steps)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import csv
 import logging
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
-from torchmanager_core.callbacks import Callback
+from torchmanager_core.callbacks import Callback, merge_summaries
 
+from ._hooks import select_hooks
 from ._io import check_output_path, is_writer
+from .steps import EveryNSteps, scalar_floats
 
 __all__ = ["CSVLogger"]
 
@@ -23,55 +26,94 @@ class CSVLogger(Callback):
 
     The columns are those of the first row written; a later missing value is left empty, and a new
     key is left out (with one warning). Each row is flushed when written. Only the main process writes.
+    With `log_every_n_steps=N` it also writes, every N optimizer updates, a row of the batch's values
+    to `steps_filename` (default: `<filename stem>_steps.csv`), with the columns `step` (the run's
+    global step), `epoch`, `batch` and the values; those are read from the device only then.
 
     Args:
         filename: The CSV file; its folder is created if needed.
         separator: The field separator.
-        append: Add rows to an existing file (keeping its columns) instead of starting it again;
+        append: Add rows to existing files (keeping their columns) instead of starting them again;
             use it when resuming.
+        log_every_n_steps: Also write per-step rows every this many optimizer updates (None: none).
+        steps_filename: The CSV file of the per-step rows.
     Raises:
-        ValueError: `filename` is a folder or in a folder that cannot be written, or `separator` is
-            not one character.
+        ValueError: `filename` is a folder or in a folder that cannot be written, `separator` is not
+            one character, or `log_every_n_steps` is not an int >= 1.
     """
 
-    def __init__(self, filename: str, separator: str = ",", append: bool = False) -> None:
+    def __init__(
+        self,
+        filename: str,
+        separator: str = ",",
+        append: bool = False,
+        *,
+        log_every_n_steps: int | None = None,
+        steps_filename: str | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(separator, str) or len(separator) != 1:
             raise ValueError(f"`separator` must be one character. Received: separator={separator!r}")
         self.filename = check_output_path(filename, "filename")
         self.separator = separator
         self.append = append
-        self._columns: list[str] | None = None
-        self._warned = False
+        self._steps = EveryNSteps(log_every_n_steps)
+        stem, _ = os.path.splitext(self.filename)
+        self.steps_filename = check_output_path(steps_filename or f"{stem}_steps.csv", "steps_filename")
+        self._epochs = _Table(self.filename, separator)
+        self._step_rows = _Table(self.steps_filename, separator)
+        if log_every_n_steps is None:
+            select_hooks(self, CSVLogger, {"on_batch_end"})
 
     def on_train_start(self, initial_epoch: int = 0) -> None:
-        self._columns = None
-        if not is_writer():
-            return
-        if self.append and os.path.isfile(self.filename) and os.path.getsize(self.filename) > 0:
-            with open(self.filename, newline="") as file:
-                self._columns = next(csv.reader(file, delimiter=self.separator), None)
-        else:
-            open(self.filename, "w").close()
+        self._steps.start(self.manager)
+        if is_writer():
+            self._epochs.start(self.append)
+            if self._steps.n is not None:
+                self._step_rows.start(self.append)
+
+    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
+        step = self._steps.due(self.manager)
+        if step is not None and is_writer():
+            epoch = getattr(self.manager, "current_epoch", None)
+            self._step_rows.write({"step": step, "epoch": epoch, "batch": batch, **scalar_floats(summary)})
 
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
-        if not is_writer():
-            return
-        row = {"epoch": epoch, **summary, **{f"val_{key}": value for key, value in (val_summary or {}).items()}}
-        new_file = self._columns is None
-        if self._columns is None:
-            self._columns = list(row)
-        extra = [key for key in row if key not in self._columns]
-        if extra and not self._warned:
-            self._warned = True
+        if is_writer():
+            self._epochs.write({"epoch": epoch, **merge_summaries(summary, val_summary)})
+
+    def on_train_end(self, model: torch.nn.Module) -> None:
+        self._epochs.warned = self._step_rows.warned = False
+
+
+class _Table:
+    """One CSV file: its columns (those of its first row), one flushed row at a time."""
+
+    def __init__(self, filename: str, separator: str) -> None:
+        self.filename, self.separator = filename, separator
+        self.columns: list[str] | None = None
+        self.warned = False
+
+    def start(self, append: bool) -> None:
+        self.columns = None
+        if append and os.path.isfile(self.filename) and os.path.getsize(self.filename) > 0:
+            with open(self.filename, newline="") as file:
+                self.columns = next(csv.reader(file, delimiter=self.separator), None)
+        else:
+            open(self.filename, "w").close()
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        new_file = self.columns is None
+        if self.columns is None:
+            self.columns = list(row)
+        extra = [key for key in row if key not in self.columns]
+        if extra and not self.warned:
+            self.warned = True
             _logger.warning(f"CSVLogger: values {extra} are not in the columns of {self.filename} and are left out")
         with open(self.filename, "a", newline="") as file:
-            writer = csv.DictWriter(file, self._columns, delimiter=self.separator, extrasaction="ignore", restval="")
+            writer = csv.DictWriter(file, self.columns, delimiter=self.separator, extrasaction="ignore", restval="")
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
-
-    def on_train_end(self, model: torch.nn.Module) -> None:
-        self._warned = False

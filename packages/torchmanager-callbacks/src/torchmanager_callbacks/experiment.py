@@ -8,20 +8,22 @@ The folder layout (the seed README's):
         data/                             TensorBoard event files
         <name>.cfg                        the configs, in YAML (when given)
         <name>.log                        the "torchmanager" log of the run
+
+`checkpoints/best_<metric>.model` (upstream torchmanager's name) links to `best-<metric>.model`.
 """
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from torchmanager_core import checkpoint as core_checkpoint
-from torchmanager_core.random import set_rng_state
+from torchmanager_core.configs.basic import free_experiment_folder
+from torchmanager_core.distributed import from_main_process
 
 from ._io import is_writer
 from .checkpoint import BestCheckpoint, CheckpointManager, LastCheckpoint
@@ -130,84 +132,102 @@ def write_configs(configs: Any, path: str) -> None:
         yaml.safe_dump(_plain(data), file, sort_keys=False)
 
 
+def _best_path(folder: str, monitor: str) -> str:
+    return os.path.join(folder, "checkpoints", f"best-{monitor}.model")
+
+
 class Experiment(MultiCallbacks):
     """Saves a run's checkpoints, TensorBoard data, configs and log under `<root>/<name>.exp` (see the module).
 
-    It is `BestCheckpoint`s for the monitors, then `LastCheckpoint` (after them, so that it stores
-    their state of the same epoch), then `TensorBoard`. Re-using the name of an experiment that
-    already holds checkpoints is an error unless `resume=True`, which loads its `last.model` into
-    the manager (weights, optimizer, epoch and the callbacks' state) so that `fit` goes on from there.
+    It is `BestCheckpoint`s for the monitors, `LastCheckpoint` and `TensorBoard`; the loop writes
+    their checkpoints after every callback's `on_epoch_end`, so a checkpoint holds the state of every
+    callback of the same epoch, whatever their order. Each best checkpoint also opens under
+    upstream torchmanager's name `best_<metric>.model` (a link to the same file).
+
+    Running a script again does not touch the earlier run: by default a new numbered folder
+    (`<name>-2.exp`, ...) is used and logged. `resume=True` continues the existing run from its
+    `last.model` (`fit` resumes from it: weights, optimizer, position, random states, and every
+    callback of the list); `resume="auto"` does so when the run has a `last.model` and starts fresh
+    otherwise, so the same command can simply be submitted again after a preemption or a crash.
 
     Args:
         experiment: The name, with or without ".exp" ("test" and "test.exp" both give `experiments/test.exp`).
-        manager: The manager to save and resume.
+        manager: The manager to save (None: the one whose `fit` runs this callback).
         monitors: Names to keep a best checkpoint for, all MAX (`["accuracy"]`), or a dict of names to
             `MonitorType`; none keeps the last checkpoint only.
         configs: The run's configs, written to `<name>.cfg` when training starts.
-        resume: Continue an existing experiment from its `last.model`.
+        resume: False (a new folder if the name is taken), True (continue the existing run) or "auto".
         root: The folder holding the experiments.
     Raises:
-        FileExistsError: The experiment already holds checkpoints and `resume` is False.
-        FileNotFoundError: `resume=True` but the experiment has best checkpoints and no `last.model`.
+        FileNotFoundError: `resume=True` but the experiment has no `checkpoints/last.model`.
         ImportError: tensorboard is not installed.
-        TypeError: `monitors` or a monitor type is malformed, or `manager` has no `save_checkpoint`.
+        TypeError: `monitors` or a monitor type is malformed.
+        ValueError: `resume` is not True, False or "auto".
     """
 
     def __init__(
         self,
         experiment: str,
-        manager: CheckpointManager,
+        manager: CheckpointManager | None = None,
         monitors: Mapping[str, MonitorType] | Sequence[str] | None = None,
         *,
         configs: Any = None,
-        resume: bool = False,
+        resume: bool | Literal["auto"] = False,
         root: str = "experiments",
     ) -> None:
-        self.experiment_dir, self.name = _experiment_folder(experiment, os.fspath(root))
-        types = _monitor_types(monitors)
-        checkpoints = os.path.join(self.experiment_dir, "checkpoints")
-        self.last_ckpt_path = os.path.join(checkpoints, "last.model")
-        self.cfg_path = os.path.join(self.experiment_dir, f"{self.name}.cfg")
-        self.log_path = os.path.join(self.experiment_dir, f"{self.name}.log")
-        self.configs = configs
-        existing = sorted(glob.glob(os.path.join(glob.escape(checkpoints), "*.model")))
-        if existing and not resume:
-            raise FileExistsError(
-                f"Experiment `{self.experiment_dir}` already holds the checkpoints of a run ({', '.join(map(os.path.basename, existing))}); "
-                f"pass `resume=True` to continue it from `last.model`, or choose another experiment name. "
-                f"Received: experiment={experiment!r}, resume={resume!r}"
-            )
-        if existing and not os.path.isfile(self.last_ckpt_path):
+        if resume not in (True, False, "auto"):
+            raise ValueError(f"`resume` must be True, False or 'auto'. Received: resume={resume!r}")
+        folder, self.name = _experiment_folder(experiment, os.fspath(root))
+        last = os.path.join(folder, "checkpoints", "last.model")
+        if resume is True and not os.path.isfile(last):
             raise FileNotFoundError(
-                f"Experiment `{self.experiment_dir}` cannot be resumed: it has no `checkpoints/last.model`; "
-                f"choose another experiment name. Received: experiment={experiment!r}, resume={resume!r}"
+                f"Experiment `{folder}` cannot be resumed: it has no `checkpoints/last.model`; pass `resume='auto'` to "
+                f"start it when there is nothing to resume, or choose another name. Received: experiment={experiment!r}, resume=True"
             )
+        self.resumed = bool(resume) and os.path.isfile(last)
+        # only the writing process numbers (the others follow it when training starts): a folder
+        # another process of the same launch just made must not look like an earlier run
+        self.experiment_dir = folder if self.resumed or not is_writer() else free_experiment_folder(folder)
+        self.renamed_from = folder if self.experiment_dir != folder else None
+        self.configs = configs
+        types = _monitor_types(monitors)
         self.best_checkpoints = [
-            BestCheckpoint(name, manager, os.path.join(checkpoints, f"best-{name}.model"), monitor_type=monitor_type)
+            BestCheckpoint(name, manager, _best_path(self.experiment_dir, name), monitor_type=monitor_type)
             for name, monitor_type in types.items()
         ]
         self.last_checkpoint = LastCheckpoint(manager, self.last_ckpt_path)
         self.tensorboard = TensorBoard(os.path.join(self.experiment_dir, "data"))
         super().__init__(*self.best_checkpoints, self.last_checkpoint, self.tensorboard)
-        self.resumed_epoch: int | None = None
-        if existing:
-            self._resume(manager)
+        if manager is not None:
+            self.set_manager(manager)
         self._handler: logging.Handler | None = None
         self._saved_level = logging.NOTSET
 
-    def _resume(self, manager: CheckpointManager) -> None:
-        load = getattr(manager, "load_checkpoint", None)
-        if not callable(load):
-            raise TypeError(
-                f"`resume=True` needs a manager with `load_checkpoint(path)`. Received: manager={type(manager).__name__}"
-            )
-        payload = load(self.last_ckpt_path)
-        if not isinstance(payload, Mapping):
-            payload = core_checkpoint.load(self.last_ckpt_path, map_location="cpu")
-        self.on_load_checkpoint(payload)
-        if payload.get("step", 0) == 0 and payload.get("rng") is not None:
-            set_rng_state(payload["rng"])  # go on with the random draws the interrupted run would have made
-        self.resumed_epoch = int(getattr(manager, "current_epoch", payload.get("epoch", 0)))
+    def _move_to(self, folder: str) -> None:
+        """Use `folder` (the one the writing process chose) for every file of the experiment."""
+        self.experiment_dir = folder
+        for best in self.best_checkpoints:
+            best.ckpt_path = _best_path(folder, best.monitor)
+        self.last_checkpoint.ckpt_path = self.last_ckpt_path
+        self.tensorboard.log_dir = os.path.join(folder, "data")
+
+    @property
+    def last_ckpt_path(self) -> str:
+        """The last checkpoint: `<folder>/checkpoints/last.model`."""
+        return os.path.join(self.experiment_dir, "checkpoints", "last.model")
+
+    @property
+    def cfg_path(self) -> str:
+        """The configs file: `<folder>/<name>.cfg`."""
+        return os.path.join(self.experiment_dir, f"{self.name}.cfg")
+
+    @property
+    def log_path(self) -> str:
+        """The log file: `<folder>/<name>.log`."""
+        return os.path.join(self.experiment_dir, f"{self.name}.log")
+
+    def resume_checkpoint(self) -> str | None:
+        return self.last_ckpt_path if self.resumed else None
 
     @property
     def best_ckpt_paths(self) -> dict[str, str]:
@@ -215,22 +235,36 @@ class Experiment(MultiCallbacks):
         return {c.monitor: c.ckpt_path for c in self.best_checkpoints}
 
     def on_train_start(self, initial_epoch: int = 0) -> None:
+        folder = from_main_process(self.experiment_dir)
+        if folder != self.experiment_dir:
+            self._move_to(folder)
         if is_writer():
-            os.makedirs(self.experiment_dir, exist_ok=True)
+            os.makedirs(os.path.dirname(self.last_ckpt_path), exist_ok=True)
+            self._link_upstream_names()
             if self.configs is not None:
                 write_configs(self.configs, self.cfg_path)
             self._open_log()
+            if self.renamed_from is not None:
+                _logger.info(
+                    f"Experiment {self.name}: `{self.renamed_from}` holds an earlier run, so this run is kept in "
+                    f"`{self.experiment_dir}` (pass `resume=True` or `resume='auto'` to continue the earlier one)"
+                )
             monitors = ", ".join(f"{c.monitor} ({c.monitor_type.name})" for c in self.best_checkpoints) or "none"
-            start = (
-                f"resumed at epoch {initial_epoch}"
-                if self.resumed_epoch is not None
-                else f"starts at epoch {initial_epoch}"
-            )
+            start = f"resumed at epoch {initial_epoch}" if self.resumed else f"starts at epoch {initial_epoch}"
             _logger.info(f"Experiment {self.name}: {start}, folder {self.experiment_dir}, monitors: {monitors}")
-            _logger.info(f"Settings: {_settings(self.last_checkpoint.manager)}")
+            _logger.info(f"Settings: {_settings(self.manager)}")
             if self.configs is not None:
                 _logger.info(f"Configs: {_plain(_configs_dict(self.configs))}")
         super().on_train_start(initial_epoch)
+
+    def _link_upstream_names(self) -> None:
+        """`best_<metric>.model`, upstream's name, links to our `best-<metric>.model` (one file on disk)."""
+        for best in self.best_checkpoints:
+            folder, name = os.path.split(best.ckpt_path)
+            alias = os.path.join(folder, name.replace("best-", "best_", 1))
+            if not os.path.lexists(alias):
+                with contextlib.suppress(OSError):  # a filesystem without links: the README name still works
+                    os.symlink(name, alias)
 
     def on_train_end(self, model: torch.nn.Module) -> None:
         try:

@@ -50,11 +50,14 @@ def check_non_negative_int(value: object, name: str) -> int:
 
 
 class FrequencyCallback(Callback, abc.ABC):
-    """A callback that calls `step` once per batch or epoch and passes its result to `_update`.
+    """A callback that calls `step` once per epoch or per optimizer update and passes its result to `_update`.
 
     With `Frequency.EPOCH` and `EPOCH_START` the step counter follows the epoch index (it is set to
-    the initial epoch when training starts); with the batch frequencies it counts steps from
-    `initial_step` and is stored in checkpoints so that a resumed run goes on counting.
+    the initial epoch when training starts). The batch frequencies count optimizer updates (with
+    gradient accumulation one per window): `BATCH` steps after the batch that updated the
+    parameters, `BATCH_START` before the first batch of each window; without a manager that counts
+    updates, every batch. Their counter starts at `initial_step` and is stored in checkpoints so
+    that a resumed run goes on counting.
 
     Args:
         freq: When to step.
@@ -68,13 +71,12 @@ class FrequencyCallback(Callback, abc.ABC):
         super().__init__()
         self._freq = check_frequency(freq)
         self._step = check_non_negative_int(initial_step, "initial_step")
+        self._update_seen: int | None = None  # the manager's update count when this callback last stepped
         self._select_frequency_hooks()
 
     def _select_frequency_hooks(self) -> None:
         unused = {hook for f, hook in _HOOK_OF.items() if f != self._freq}
-        if self._freq in (Frequency.BATCH, Frequency.BATCH_START):
-            unused.add("on_train_start")
-        else:
+        if self._freq in (Frequency.EPOCH, Frequency.EPOCH_START):
             unused |= {"on_save_checkpoint", "on_load_checkpoint"}
         select_hooks(self, FrequencyCallback, unused)
 
@@ -107,10 +109,23 @@ class FrequencyCallback(Callback, abc.ABC):
         self._update(self.step(*args))
         self._step += 1
 
+    def _new_update(self) -> bool:
+        """Whether the manager made an optimizer update since this callback last stepped (every batch without one)."""
+        updates = getattr(self.manager, "global_step", None)
+        if not isinstance(updates, int):
+            return True
+        if updates == self._update_seen:
+            return False
+        self._update_seen = updates
+        return True
+
     # Each hook checks the frequency too: a subclass overriding a hook may call it for any frequency.
     def on_train_start(self, initial_epoch: int = 0) -> None:
         if self._freq in (Frequency.EPOCH, Frequency.EPOCH_START):
             self._step = initial_epoch
+        else:  # a window starts with the first batch; BATCH steps only after an update
+            updates = getattr(self.manager, "global_step", None)
+            self._update_seen = None if self._freq is Frequency.BATCH_START else updates
 
     def on_epoch_start(self, epoch: int) -> None:
         if self._freq is Frequency.EPOCH_START:
@@ -123,11 +138,11 @@ class FrequencyCallback(Callback, abc.ABC):
             self._advance(summary, val_summary)
 
     def on_batch_start(self, batch: int) -> None:
-        if self._freq is Frequency.BATCH_START:
+        if self._freq is Frequency.BATCH_START and self._new_update():
             self._advance()
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
-        if self._freq is Frequency.BATCH:
+        if self._freq is Frequency.BATCH and self._new_update():
             self._advance(summary)
 
     def _state_key(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
-from torchmanager_core.callbacks import Callback
+from torchmanager_core.callbacks import Callback, merge_summaries
 
 from ._hooks import select_hooks
 from .frequency import Frequency, check_frequency
@@ -114,9 +114,7 @@ class LambdaCallback(Callback):
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
         if self._freq is Frequency.EPOCH and self._post_fn is not None:
-            merged = dict(summary)
-            merged.update({f"val_{key}": value for key, value in (val_summary or {}).items()})
-            self._post_fn(epoch, merged)
+            self._post_fn(epoch, merge_summaries(summary, val_summary))
 
 
 def on_batch_start(fn: PreCallbackFn) -> LambdaCallback:

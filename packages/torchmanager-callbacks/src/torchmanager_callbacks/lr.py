@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
@@ -16,18 +16,20 @@ __all__ = ["LrScheduler"]
 
 
 class LrScheduler(FrequencyCallback):
-    """Steps `scheduler` at the chosen frequency and puts the learning rate in the epoch summary.
+    """Steps `scheduler` at the chosen frequency.
 
-    After each epoch the learning rate the epoch ended with is written into the training summary
-    as `name` (or `name_0`, `name_1`, ... for several parameter groups), so callbacks after this one
-    (TensorBoard, CSVLogger) and the epoch log see it. `ReduceLROnPlateau` is stepped with the
-    monitored value of the epoch (validation's when there is one), which upstream could not do.
+    At `Frequency.BATCH` it steps after each optimizer update (once per accumulation window, as
+    torch expects `scheduler.step()` after `optimizer.step()`), not after each batch. The learning
+    rate each epoch ended with is in every epoch summary anyway (`lr`, or `lr_0`, `lr_1`, ... for
+    several parameter groups: the loop reports it, with or without this callback).
+    `ReduceLROnPlateau` is stepped with the monitored value of the epoch (validation's when there
+    is one), which upstream could not do.
 
     Args:
         scheduler: A torch scheduler, `ReduceLROnPlateau` included.
-        freq: `Frequency.EPOCH` (after each epoch) or `Frequency.BATCH` (after each step);
+        freq: `Frequency.EPOCH` (after each epoch) or `Frequency.BATCH` (after each optimizer update);
             `ReduceLROnPlateau` needs `Frequency.EPOCH`.
-        name: The summary key of the learning rate.
+        name: The tag of the learning rate for `tf_board_writer`.
         tf_board_writer: Optional writer receiving the learning rate after each epoch.
         monitor: The summary name `ReduceLROnPlateau` watches (default "loss"); only for it.
     Raises:
@@ -76,7 +78,7 @@ class LrScheduler(FrequencyCallback):
         return self._scheduler
 
     def learning_rates(self) -> dict[str, float]:
-        """The current learning rate of each parameter group, named as in the summary."""
+        """The current learning rate of each parameter group: `name`, or `name_0`, `name_1`, ..."""
         rates = [float(group["lr"]) for group in self._scheduler.optimizer.param_groups]
         if len(rates) == 1:
             return {self._name: rates[0]}
@@ -91,11 +93,8 @@ class LrScheduler(FrequencyCallback):
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
-        rates = self.learning_rates()
-        if isinstance(summary, MutableMapping):
-            summary.update(rates)
         if self._writer is not None:
-            for key, rate in rates.items():
+            for key, rate in self.learning_rates().items():
                 self._writer.add_scalars(key, {"train": rate}, epoch + 1)
         super().on_epoch_end(epoch, summary, val_summary)
 

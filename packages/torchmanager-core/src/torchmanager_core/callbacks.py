@@ -1,20 +1,23 @@
 """The callback protocol of the training loop: `Callback` hooks and the `CallbackList` the loop calls.
 
-Hook order in `fit` (each hook is called only on callbacks whose class overrides it):
+Hook order in `fit` (each hook is called only on callbacks whose class overrides it; the list
+gives each callback its `manager` with `set_manager` first, and checks every overridden hook's
+signature when it is built, before any batch trains):
 
 =====================================  ==================================================
 hook                                   when
 =====================================  ==================================================
 ``on_train_start(initial_epoch)``      once, after the model moved to its device
-``on_epoch_start(epoch)``              each epoch, after losses and metrics were reset
+``on_epoch_start(epoch)``              each epoch, after the training values were reset
 ``on_batch_start(batch)``              each batch (index within the epoch), before the step
-``on_batch_end(batch, summary)``       after `train_step`; `summary` is the step's dict of
-                                       batch values (device tensors: reading them syncs)
-``on_epoch_end(epoch, summary,         after validation; `summary` and `val_summary` are
-val_summary)``                         the epoch's floats (`val_summary` None without one)
+``on_batch_end(batch, summary=)``      after `train_step`; `summary` is the step's dict of
+                                       batch values (device tensors: reading them syncs);
+                                       `manager.global_step` counts optimizer updates
 ``on_validation_start(epoch)``         before validating an epoch (only with `val_dataset`)
 ``on_validation_end(epoch,             after validating, with the validation floats
 val_summary)``
+``on_epoch_end(epoch, summary=,        after validation and the epoch's summary line; the
+val_summary=)``                        epoch's floats (`val_summary` None without one)
 ``on_train_end(model)``                once, always (also after `StopTraining`, Ctrl-C or an
                                        error), with the raw (unwrapped) model
 ``on_save_checkpoint(checkpoint)``     the manager is saving `checkpoint` (a dict): add this
@@ -23,14 +26,17 @@ val_summary)``
 =====================================  ==================================================
 
 `test(..., callbacks_list=...)` calls ``on_test_start()``, ``on_test_batch_start(batch)``,
-``on_test_batch_end(batch, summary)`` and ``on_test_end(summary)`` in the same way.
+``on_test_batch_end(batch, summary=)`` and ``on_test_end(summary)`` in the same way.
 
-Raising `torchmanager_core.errors.StopTraining` from any hook, or setting the manager's
-`stop_training` flag, ends training cleanly at the next batch or epoch boundary.
+A `manager.save_checkpoint(path)` during `on_batch_end` or `on_epoch_end` is a request: the loop
+writes the file after every callback has had the hook. Raising `StopTraining` from any hook, or
+setting `manager.stop_training`, ends training cleanly after the current batch or epoch, on every
+process under torchrun.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -38,7 +44,7 @@ import torch
 
 from .errors import StopTraining
 
-__all__ = ["HOOKS", "Callback", "CallbackList", "overrides"]
+__all__ = ["HOOKS", "Callback", "CallbackList", "check_hooks", "merge_summaries", "overrides"]
 
 HOOKS = (
     "on_train_start",
@@ -66,11 +72,15 @@ class Callback:
     """Overridden hooks that this instance's settings never act in; the loop skips them too."""
 
     manager: Any = None
-    """The manager running this callback: set by `fit` when training starts (as Keras's `set_model`)."""
+    """The manager running this callback: set by `fit` (and `test`) before the first hook, as Keras's `set_model`."""
 
     def set_manager(self, manager: Any) -> None:
-        """Called by `fit` before `on_train_start` with the manager that runs this callback."""
+        """Called by `fit` and `test` before the first hook with the manager that runs this callback."""
         self.manager = manager
+
+    def resume_checkpoint(self) -> str | None:
+        """A checkpoint this callback asks `fit` to resume from (`Experiment(resume=True)` does), else None."""
+        return None
 
     def on_train_start(self, initial_epoch: int = 0) -> None:
         """Training starts at epoch index `initial_epoch`."""
@@ -122,13 +132,82 @@ def overrides(callback: Callback, hook: str) -> bool:
     return getattr(type(callback), hook) is not getattr(Callback, hook) and hook not in callback.unused_hooks
 
 
+def merge_summaries(summary: Mapping[str, float], val_summary: Mapping[str, float] | None) -> dict[str, float]:
+    """One epoch's values in one dict: the training values, then the validation ones prefixed "val_" once.
+
+    The one rule for every log, history, progress line and logger: a validation metric named
+    `val_acc` (upstream's validation-only metrics) stays `val_acc`, a `loss` becomes `val_loss`.
+    """
+    merged = dict(summary)
+    for name, value in (val_summary or {}).items():
+        merged[name if name.startswith("val_") else f"val_{name}"] = value
+    return merged
+
+
+_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
+    "on_train_start": ((0,), {}),
+    "on_epoch_start": ((0,), {}),
+    "on_batch_start": ((0,), {}),
+    "on_batch_end": ((0,), {"summary": {}}),
+    "on_validation_start": ((0,), {}),
+    "on_validation_end": ((0, {}), {}),
+    "on_epoch_end": ((0,), {"summary": {}, "val_summary": None}),
+    "on_train_end": ((None,), {}),
+    "on_test_start": ((), {}),
+    "on_test_batch_start": ((0,), {}),
+    "on_test_batch_end": ((0,), {"summary": {}}),
+    "on_test_end": (({},), {}),
+    "on_save_checkpoint": (({},), {}),
+    "on_load_checkpoint": (({},), {}),
+}
+"""How the loop calls each hook: its positional and keyword arguments (upstream's calling convention)."""
+
+
+def check_hooks(callback: Callback, where: str) -> None:
+    """Raise `TypeError` if a hook `callback` overrides cannot take the arguments the loop gives it.
+
+    Checked when a callback list is built, so a wrong signature fails before any batch trains.
+    """
+    for hook, (args, kwargs) in _CALLS.items():
+        if not overrides(callback, hook):
+            continue
+        method = getattr(callback, hook)
+        try:
+            signature = inspect.signature(method)
+        except (TypeError, ValueError):
+            continue  # a builtin or C-implemented callable: nothing to check
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            expected = getattr(Callback, hook)
+            wanted = str(inspect.signature(expected)).replace("self, ", "").replace("(self)", "()")
+            raise TypeError(
+                f"The callback {where} of type {type(callback).__name__} defines `{hook}{_shown(signature)}`, which cannot "
+                f"take the arguments the loop passes ({error}); define it as `def {hook}{_with_self(wanted)}`. "
+                f"Received: {type(callback).__name__}.{hook}{_shown(signature)}"
+            ) from None
+
+
+def _shown(signature: inspect.Signature) -> str:
+    return str(signature.replace(return_annotation=inspect.Signature.empty))
+
+
+def _with_self(parameters: str) -> str:
+    inner = parameters.split(" -> ")[0]
+    return "(self" + (", " + inner[1:] if inner != "()" else ")")
+
+
 class CallbackList(Callback):
     """Several callbacks called as one, each only for the hooks its class overrides.
+
+    Hooks are called as upstream called them: `on_batch_end(batch, summary=...)`,
+    `on_epoch_end(epoch, summary=..., val_summary=...)`, the others positionally.
 
     Args:
         callbacks: The callbacks, in calling order.
     Raises:
-        TypeError: An item is not a `Callback`.
+        TypeError: An item is not a `Callback`, or a hook it overrides cannot take the loop's arguments.
+        ValueError: Two callbacks ask to resume from different checkpoints.
     """
 
     def __init__(self, callbacks: Iterable[Callback] | None = None) -> None:
@@ -145,6 +224,7 @@ class CallbackList(Callback):
                     "Every callback must be an instance of torchmanager_core.callbacks.Callback (subclass it). "
                     f"Received: callbacks_list[{i}]={callback!r} of type {type(callback).__name__}"
                 )
+            check_hooks(callback, f"callbacks_list[{i}]")
         self._by_hook = {hook: [c for c in self._callbacks if overrides(c, hook)] for hook in HOOKS}
 
     def __iter__(self) -> Iterator[Callback]:
@@ -154,8 +234,22 @@ class CallbackList(Callback):
         return len(self._callbacks)
 
     def set_manager(self, manager: Any) -> None:
+        self.manager = manager
         for callback in self._callbacks:
             callback.set_manager(manager)
+
+    def resume_checkpoint(self) -> str | None:
+        """The checkpoint a callback asks `fit` to resume from (`Experiment(resume=True)`), or None.
+
+        Raises:
+            ValueError: Callbacks ask for different checkpoints.
+        """
+        paths = {path for callback in self._callbacks if (path := callback.resume_checkpoint()) is not None}
+        if len(paths) > 1:
+            raise ValueError(
+                f"Callbacks ask to resume from different checkpoints; keep one of them. Received: {sorted(paths)}"
+            )
+        return paths.pop() if paths else None
 
     def on_train_start(self, initial_epoch: int = 0) -> None:
         self._call("on_train_start", initial_epoch)
@@ -167,12 +261,12 @@ class CallbackList(Callback):
         self._call("on_batch_start", batch)
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
-        self._call("on_batch_end", batch, summary)
+        self._call("on_batch_end", batch, summary=summary)
 
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
-        self._call("on_epoch_end", epoch, summary, val_summary)
+        self._call("on_epoch_end", epoch, summary=summary, val_summary=val_summary)
 
     def on_validation_start(self, epoch: int) -> None:
         self._call("on_validation_start", epoch)
@@ -190,7 +284,7 @@ class CallbackList(Callback):
         self._call("on_test_batch_start", batch)
 
     def on_test_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
-        self._call("on_test_batch_end", batch, summary)
+        self._call("on_test_batch_end", batch, summary=summary)
 
     def on_test_end(self, summary: Mapping[str, float]) -> None:
         self._call("on_test_end", summary)
@@ -201,12 +295,12 @@ class CallbackList(Callback):
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         self._call("on_load_checkpoint", checkpoint)
 
-    def _call(self, hook: str, *args: Any) -> None:
+    def _call(self, hook: str, *args: Any, **kwargs: Any) -> None:
         """Call `hook` on each callback overriding it; a `StopTraining` is raised after all were called."""
         stop: StopTraining | None = None
         for callback in self._by_hook[hook]:
             try:
-                getattr(callback, hook)(*args)
+                getattr(callback, hook)(*args, **kwargs)
             except StopTraining as error:
                 stop = error
         if stop is not None:

@@ -3,7 +3,7 @@
 Who owns what: a loss or metric with its own streaming state (`reset()` and `result`, e.g. ours or
 torchmetrics') keeps its epoch value itself; for a plain callable (a `torch.nn` loss, a function)
 this module keeps a sample-weighted mean on the device. Either way the managers see one object
-with `reset()`, `values()` (epoch tensors by summary name) and `owned` (the names it reports),
+with `reset()`, `epoch_values()` (epoch tensors by summary name) and `owned` (the names it reports),
 and nothing here reads a tensor on the host.
 """
 
@@ -64,6 +64,15 @@ def check_metrics(metrics: object) -> dict[str, Callable[..., Any]]:
     return dict(metrics)
 
 
+def _cloned(value: Any) -> Any:
+    """`value` with every tensor in it (nested in dicts) copied: a state to keep while the original changes."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, Mapping):
+        return {key: _cloned(item) for key, item in value.items()}
+    return value
+
+
 class _Streams:
     """Shared machinery: stateful callables read their own result, the others are tracked here."""
 
@@ -84,6 +93,34 @@ class _Streams:
     def modules(self) -> Iterator[torch.nn.Module]:
         return (fn for fn in self.fns.values() if isinstance(fn, torch.nn.Module))
 
+    def state_dict(self) -> dict[str, Any]:
+        """The running state: each module's state dict, the tracked means and the call count (copies)."""
+        return {
+            "fns": {name: _cloned(fn.state_dict()) for name, fn in self.fns.items() if isinstance(fn, torch.nn.Module)},
+            "tracker": _cloned(self.tracker.state_dict()),
+            "calls": self.calls,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state_dict()` (states of callables this object does not have are skipped)."""
+        for name, fn_state in state.get("fns", {}).items():
+            fn = self.fns.get(name)
+            if isinstance(fn, torch.nn.Module):
+                fn.load_state_dict(fn_state)
+        self.tracker.load_state_dict(state.get("tracker", {"totals": {}, "counts": {}}))
+        self.calls = int(state.get("calls", 0))
+
+    def check_state_dict(self, state: Mapping[str, Any], what: str, source: str) -> None:
+        """Raise `ValueError` if a module's saved state does not fit the module of the same name."""
+        for name, fn_state in state.get("fns", {}).items():
+            fn = self.fns.get(name)
+            if isinstance(fn, torch.nn.Module) and set(fn.state_dict()) != set(fn_state):
+                raise ValueError(
+                    f"`{source}` holds a state for the {what} `{name}` that does not fit this manager's {type(fn).__name__} "
+                    f"(keys {sorted(fn_state)} vs {sorted(fn.state_dict())}); use the {what} that saved it under that name. "
+                    f"Received: {what}s[{name!r}]={type(fn).__name__}"
+                )
+
     def _value(self, name: str) -> torch.Tensor:
         if self.stateful[name]:
             return torch.as_tensor(read_result(self.fns[name]))
@@ -94,7 +131,8 @@ class CompiledLoss(_Streams):
     """The manager's `loss_fn` as one callable: a single loss, or the sum of a dict of losses.
 
     Each loss of ours applies its own `weight` and `target`; the summary reports the total as
-    "loss" and, for a dict, each part as "<name>_loss".
+    "loss" and, for a dict, each part as "<name>_loss". As upstream's `compiled_losses`, it is
+    called as `compiled_losses(y, label)`, lists its parts in `losses` and reads `result`.
     """
 
     def __init__(self, loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]]) -> None:
@@ -130,18 +168,38 @@ class CompiledLoss(_Streams):
         self.calls += 1
         return total
 
-    def values(self) -> dict[str, torch.Tensor]:
+    @property
+    def losses(self) -> list[Callable[..., Any]]:
+        """The loss functions summed, in order (one for a single loss)."""
+        return list(self.fns.values())
+
+    @property
+    def result(self) -> torch.Tensor:
+        """The total loss over the batches since `reset()` (a tensor; reading it waits for the device)."""
+        return self.epoch_values()["loss"]
+
+    def epoch_values(self) -> dict[str, torch.Tensor]:
         """The epoch values since `reset()`, as tensors: "loss", and "<name>_loss" for a dict."""
         if not self.is_dict:
             return {"loss": self._value("loss")}
         return {"loss": self.tracker.means()["loss"], **{f"{name}_loss": self._value(name) for name in self.fns}}
 
 
-class CompiledMetrics(_Streams):
+class CompiledMetrics(_Streams, Mapping[str, Callable[..., Any]]):
     """The manager's `metrics` dict: calls each on a batch and reports each under its name.
 
-    Metrics named `val_*` run only when testing or validating (upstream's convention).
+    Metrics named `val_*` run only when testing or validating (upstream's convention). It reads
+    as the dict of metrics by name (`items()`, `[name]`), as upstream's `compiled_metrics` did.
     """
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        return self.fns[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fns)
+
+    def __len__(self) -> int:
+        return len(self.fns)
 
     def __init__(self, metrics: Mapping[str, Callable[..., Any]]) -> None:
         super().__init__(metrics)
@@ -178,6 +236,6 @@ class CompiledMetrics(_Streams):
         self.calls += 1
         return values
 
-    def values(self, training: bool) -> dict[str, torch.Tensor]:
+    def epoch_values(self, training: bool) -> dict[str, torch.Tensor]:
         """Each metric's epoch value since `reset()`, as tensors."""
         return {name: self._value(name) for name in self.owned(training)} if self.calls else {}

@@ -24,6 +24,8 @@ __all__ = [
     "all_reduce_sum",
     "any_process",
     "barrier",
+    "broadcast_buffers",
+    "from_main_process",
     "get_rank",
     "get_world_size",
     "init_from_environment",
@@ -76,13 +78,48 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+_flag_groups: dict[Any, Any] = {}
+
+
+def _flag_group() -> Any:
+    """A gloo group over every process for host flags (None: the default group is gloo already).
+
+    Agreeing on a flag through nccl would read a CUDA tensor back, a device sync; through gloo the
+    flag stays on the host. Made once per default group (every process makes it at the same call).
+    """
+    if dist.get_backend() == "gloo":
+        return None
+    default = dist.group.WORLD
+    if default not in _flag_groups:
+        _flag_groups.clear()
+        _flag_groups[default] = dist.new_group(backend="gloo")
+    return _flag_groups[default]
+
+
 def any_process(flag: bool) -> bool:
-    """Whether `flag` is true in any process (one collective; `flag` itself in a single process)."""
+    """Whether `flag` is true in any process (one host-side collective; `flag` itself in a single process)."""
     if not is_distributed():
         return flag
-    tensor = torch.tensor(float(flag), device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    tensor = torch.tensor(float(flag))
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group())
     return bool(tensor.item())
+
+
+def from_main_process(value: Any) -> Any:
+    """Rank 0's `value` on every process (a picklable object; `value` itself in a single process)."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics) of `module` (a no-op in a single process)."""
+    if not is_distributed():
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
 
 
 def launched_by_torchrun() -> bool:

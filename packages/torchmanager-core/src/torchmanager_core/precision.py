@@ -6,12 +6,9 @@ gradients need scaling; the managers enter autocast around `forward` and own the
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
-__all__ = ["PRECISIONS", "autocast", "autocast_dtype", "check_precision", "needs_grad_scaler"]
+__all__ = ["PRECISIONS", "autocast_dtype", "check_precision", "needs_grad_scaler"]
 
 PRECISIONS = {
     "32": None,
@@ -43,13 +40,3 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 def needs_grad_scaler(precision: str) -> bool:
     """Whether float16 gradients must be scaled to avoid underflow."""
     return PRECISIONS[precision] is torch.float16
-
-
-@contextlib.contextmanager
-def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
-    """Autocast on `device` to `dtype`; nothing at all for float32."""
-    if dtype is None:
-        yield
-        return
-    with torch.autocast(device_type=device.type, dtype=dtype):
-        yield

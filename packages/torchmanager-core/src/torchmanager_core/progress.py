@@ -18,11 +18,20 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .callbacks import Callback
+from .callbacks import Callback, merge_summaries
 from .distributed import is_main_process
 from .tracking import to_floats
 
-__all__ = ["EpochProgress", "ProgressBar", "VerboseType", "add_console", "format_summary", "logger"]
+__all__ = [
+    "EpochProgress",
+    "ProgressBar",
+    "VerboseType",
+    "add_console",
+    "format_summary",
+    "log_model",
+    "log_summary",
+    "logger",
+]
 
 logger = logging.getLogger("torchmanager")
 """The logger receiving epoch summaries at INFO (and interruptions, device fallbacks)."""
@@ -40,14 +49,46 @@ class _Console(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # always the current stdout
 
 
-def add_console() -> None:
-    """Print the "torchmanager" logger's INFO records to stdout, once (upstream's `view.add_console`)."""
-    if not any(isinstance(h, _Console) for h in logger.handlers):
-        handler = _Console()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+def add_console(console: logging.Handler | None = None, formatter: logging.Formatter | None = None) -> None:
+    """Print the "torchmanager" logger's INFO records to stdout, once (upstream's `view.add_console`).
+
+    Args:
+        console: A handler to use instead (upstream's parameter); it replaces any handler of its class.
+        formatter: The format of the records; default the message alone.
+    """
+    if console is None:
+        if not any(isinstance(h, _Console) for h in logger.handlers):
+            handler = _Console()
+            handler.setFormatter(formatter or logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+    else:
+        console.setLevel(logging.INFO)
+        console.setFormatter(formatter or logging.Formatter("%(message)s"))
+        for old in [h for h in logger.handlers if type(h) is type(console)]:
+            logger.removeHandler(old)
+        logger.addHandler(console)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
+
+
+def log_summary(prefix: str, summary: Mapping[str, float]) -> None:
+    """Log one summary line (`prefix: name=value, ...`) to the "torchmanager" logger, on the main process."""
+    if is_main_process():
+        add_console()
+        logger.info(f"{prefix}: {format_summary(summary)}")
+
+
+def log_model(model: torch.nn.Module, device: torch.device, precision: str) -> None:
+    """Log what `fit` trains (Keras's `model.summary()` in one line): the model class, its parameters and where."""
+    if not is_main_process():
+        return
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    add_console()
+    logger.info(
+        f"Training {type(model).__name__}: {total:,} parameters ({trainable:,} trainable, {total - trainable:,} frozen) "
+        f"on {device}, precision {precision}"
+    )
 
 
 def format_summary(summary: Mapping[str, float]) -> str:
@@ -121,9 +162,10 @@ class EpochProgress:
 
 
 class VerboseType(Enum):
-    """Which values a `ProgressBar` shows (upstream's names)."""
+    """Which values a `ProgressBar` shows (upstream's names and values)."""
 
-    ALL = 0
+    ALL = -1
+    NONE = 0
     LOSS = 1
     METRICS = 2
 
@@ -137,7 +179,7 @@ class ProgressBar(Callback):
 
     Args:
         iterations_per_epoch: The bar's total, or None when unknown.
-        verbose_type: Show all values, the losses only, or the metrics only.
+        verbose_type: Show all values, none, the losses only, or the metrics only.
         refresh_s: Minimum seconds between two reads of the values.
         clock: Seconds, monotonic, that `refresh_s` is measured on (tests pass their own).
     """
@@ -152,7 +194,7 @@ class ProgressBar(Callback):
     ) -> None:
         if not isinstance(verbose_type, VerboseType):
             raise TypeError(
-                f"`verbose_type` must be a VerboseType (ALL, LOSS or METRICS). Received: verbose_type={verbose_type!r}"
+                f"`verbose_type` must be a VerboseType (ALL, NONE, LOSS or METRICS). Received: verbose_type={verbose_type!r}"
             )
         self.iterations_per_epoch = iterations_per_epoch
         self.verbose_type = verbose_type
@@ -161,6 +203,8 @@ class ProgressBar(Callback):
         self._bar: EpochProgress | None = None
 
     def _shown(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        if self.verbose_type is VerboseType.NONE:
+            return {}
         if self.verbose_type is VerboseType.LOSS:
             return {name: value for name, value in summary.items() if "loss" in name}
         if self.verbose_type is VerboseType.METRICS:
@@ -183,8 +227,7 @@ class ProgressBar(Callback):
         val_summary: Mapping[str, float] | None = None,
     ) -> None:
         if self._bar is not None:
-            values = {**summary, **{f"val_{name}": value for name, value in (val_summary or {}).items()}}
-            self._bar.close(self._shown(values))
+            self._bar.close(self._shown(merge_summaries(summary, val_summary)))
             self._bar = None
 
     def on_train_end(self, model: torch.nn.Module) -> None:

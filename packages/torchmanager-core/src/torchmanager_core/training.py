@@ -1,47 +1,54 @@
 """The training managers: `BasicTrainingManager` (the `fit` loop) and `TrainingManager` (its default step).
 
-Who owns what: `fit` reads top to bottom: check arguments, place the model, then for each epoch
-train over the batches, validate through `run_test`, report. The step (`train_step`, `backward`,
-`optimize`) is the extension point; nothing in it waits for the device.
+Who owns what: `fit` reads top to bottom: check the arguments, resume if asked, place the model,
+then for each epoch train (`_train`), validate, end the epoch (log, history, callbacks, requested
+checkpoints, the stop agreed by every process). Where the run is lives in one `RunState`; the
+step (`train_step`, `backward`, `optimize`) is the extension point, and nothing in it waits for
+the device.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 
 from . import distributed
-from .callbacks import Callback, CallbackList
+from .callbacks import Callback, CallbackList, merge_summaries
+from .data_pass import DataSource, batches_in, data_pass, set_epoch
+from .epoch_values import EpochValues, running
 from .errors import NonFiniteLossError, StopTraining
-from .precision import needs_grad_scaler
-from .progress import logger
-from .random import get_rng_state, set_rng_state
-from .testing import BasicTestingManager, DataSource, Devices, TestingManager, batches_in
+from .progress import EpochProgress, log_model, log_summary, logger
+from .run_state import NonFinitePolicy, RandomSnapshot, RunState
+from .testing import BasicTestingManager, Devices, TestingManager
 
 __all__ = ["BaseTrainingManager", "BasicTrainingManager", "Manager", "TrainingManager"]
 
+Module = TypeVar("Module", bound=torch.nn.Module)
+PathLike = str | os.PathLike[str]
 
-class BasicTrainingManager(BasicTestingManager, abc.ABC):
+
+class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
     """A manager that trains: the `fit` loop around an abstract `train_step`.
 
     Subclass it and implement `train_step` (and `test_step`) to define one iteration; `backward`
-    and `optimize` are the default gradient and update steps a `train_step` may call.
+    and `optimize` are the default gradient and update steps a `train_step` may call, and `_train`
+    (one epoch) may be overridden as upstream torchmanager allowed.
 
     Args (keyword-only, besides those of `BasicTestingManager`):
         accumulate_grad_batches: Sum the gradients of this many batches before each optimizer
             step (each batch's loss is divided by the window's size; an epoch's last, shorter
-            window steps too).
+            window steps too, with its gradients scaled to its real size).
         clip_grad_norm: Clip the gradients' total L2 norm to this value before each step.
         clip_grad_value: Clip each gradient element to [-value, value] before each step.
+    Raises:
+        ValueError: A step option is not a positive number.
     """
-
-    stop_training: bool
-    """Set it (from a callback or a step) to end `fit` at the next batch boundary."""
 
     def __init__(
         self,
@@ -52,66 +59,115 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if (
-            isinstance(accumulate_grad_batches, bool)
-            or not isinstance(accumulate_grad_batches, int)
-            or accumulate_grad_batches < 1
-        ):
-            raise ValueError(
-                f"`accumulate_grad_batches` must be a positive int. Received: accumulate_grad_batches={accumulate_grad_batches!r}"
-            )
-        for name, value in (("clip_grad_norm", clip_grad_norm), ("clip_grad_value", clip_grad_value)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-                raise ValueError(f"`{name}` must be a positive number or None. Received: {name}={value!r}")
         self.accumulate_grad_batches = accumulate_grad_batches
         self.clip_grad_norm = clip_grad_norm
         self.clip_grad_value = clip_grad_value
-        self.scaler: torch.amp.GradScaler | None = None
-        self._scaler_state: dict[str, Any] | None = None  # restored from a checkpoint before the scaler exists
-        self._steps_this_epoch: int | None = None
-        self._total_epochs = 0
-        self._on_nonfinite = "raise"
-        self.saved_checkpoints: list[str] = []
-        """The checkpoint files the last `fit` wrote (each once, in the order first written)."""
-        self._in_fit = False  # while True, a checkpoint reuses the model structure it packed first
-        self._packed_structure: tuple[torch.nn.Module, torch.Tensor | None] | None = None
-        self.stop_training = False
-        self._current_epoch = 0
-        self._global_step = 0  # optimizer updates done in the whole run
-        self._epoch_step = 0  # batches done in the epoch in progress: where a mid-epoch checkpoint resumes
-        self._epoch_rng: dict[str, Any] | None = None  # generators when the epoch's data order was drawn
-        self._resume_rng: dict[str, Any] | None = None  # generators when the checkpoint resumed from was saved
+        self._run = RunState()
+        self._training = EpochValues(self, training=True)
+        self._structure: tuple[torch.nn.Module, torch.Tensor | None] | None = None  # packed once per fit
+
+    # -- options and the run's state ------------------------------------------------------------
+
+    @property
+    def accumulate_grad_batches(self) -> int:
+        """Batches whose gradients are summed before each optimizer step."""
+        return self._accumulate
+
+    @accumulate_grad_batches.setter
+    def accumulate_grad_batches(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"`accumulate_grad_batches` must be a positive int. Received: accumulate_grad_batches={value!r}"
+            )
+        self._accumulate = value
+
+    @property
+    def clip_grad_norm(self) -> float | None:
+        """The L2 norm the gradients are clipped to before each step, or None."""
+        return self._clip_norm
+
+    @clip_grad_norm.setter
+    def clip_grad_norm(self, value: float | None) -> None:
+        self._clip_norm = _positive_or_none(value, "clip_grad_norm")
+
+    @property
+    def clip_grad_value(self) -> float | None:
+        """The bound each gradient element is clipped to before each step, or None."""
+        return self._clip_value
+
+    @clip_grad_value.setter
+    def clip_grad_value(self, value: float | None) -> None:
+        self._clip_value = _positive_or_none(value, "clip_grad_value")
 
     @property
     def current_epoch(self) -> int:
         """The index of the epoch in progress during `fit`; the number of epochs done afterwards."""
-        return self._current_epoch
+        return self._run.epoch
 
     @current_epoch.setter
     def current_epoch(self, epoch: int) -> None:
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"`current_epoch` must be a non-negative int. Received: current_epoch={epoch!r}")
-        self._current_epoch = epoch
+        self._run.start_at(epoch)
 
     @property
     def global_step(self) -> int:
-        """The optimizer updates done in the whole run (with gradient accumulation, one per window)."""
-        return self._global_step
+        """Optimizer updates done in the whole run (one per accumulation window), across `fit` calls and resumes."""
+        return self._run.global_step
+
+    @property
+    def batch_index(self) -> int:
+        """The index, within its epoch, of the batch being trained (batches done, between batches)."""
+        return self._run.step
+
+    @property
+    def stop_training(self) -> bool:
+        """Set it (from a callback or a step) to end `fit` at the next batch boundary, on every process."""
+        return self._run.stop
+
+    @stop_training.setter
+    def stop_training(self, stop: bool) -> None:
+        self._run.stop = bool(stop)
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """The summary of each epoch of the last `fit`, validation values prefixed "val_" (Keras's `History`)."""
+        return self._run.history
+
+    @property
+    def saved_checkpoints(self) -> list[str]:
+        """The checkpoint files the last `fit` wrote, each once, in the order first written."""
+        return self._run.saved_checkpoints
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        """The float16 gradient scaler (`precision="16-mixed"`), made by the first `fit`."""
+        return self._placement.scaler
+
+    # -- the step --------------------------------------------------------------------------------
 
     @abc.abstractmethod
     def train_step(self, x_train: Any, y_train: Any) -> dict[str, Any]:
-        """One training iteration; returns the batch's summary (floats or 0-dim tensors)."""
+        """One training iteration; returns the batch's summary (floats or 0-dim tensors).
+
+        What it returns is what the epoch reports: values under a loss name (`loss`, `<name>_loss`)
+        become their sample-weighted epoch mean, whatever the loss objects saw (a step calling
+        `forward` twice reports what it returned); metric values come from the metrics' own state
+        (exact over the epoch); any other value is averaged, weighted by batch size.
+        """
 
     def backward(self, loss: torch.Tensor, /) -> None:
-        """Compute the gradients of `loss` (scaled for accumulation and float16 as configured)."""
-        if self.accumulate_grad_batches > 1:
-            loss = loss / self._window_size()
-        if self.scaler is not None:
-            loss = self.scaler.scale(loss)
+        """Compute the gradients of `loss` (divided by the accumulation window's size, scaled for float16)."""
+        accumulate, run = self._accumulate, self._run
+        if accumulate > 1:
+            loss = loss / run.window_size(accumulate)
+        scaler = self._placement.scaler
+        if scaler is not None:
+            loss = scaler.scale(loss)
         model = self.model
         if (
-            self.accumulate_grad_batches > 1
-            and not self._at_window_end()
+            accumulate > 1
+            and not run.window_end(accumulate)
             and isinstance(model, torch.nn.parallel.DistributedDataParallel)
         ):
             with model.no_sync():  # DDP: gradients are averaged across processes once per window
@@ -120,37 +176,35 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
             loss.backward()  # type: ignore[no-untyped-call]
 
     def optimize(self) -> None:
-        """Update the parameters from their gradients, then clear them (at the end of each accumulation window)."""
-        if self.accumulate_grad_batches == 1 or self._at_window_end():
-            self.step_optimizer()
+        """Update the parameters from their gradients and clear them, at the end of each accumulation window."""
+        if self._accumulate == 1 or self._run.window_end(self._accumulate):
+            self._step_optimizer()
 
-    def step_optimizer(self) -> None:
-        """Clip the gradients as configured, step the optimizer (through the grad scaler) and clear them."""
-        optimizer = self.optimizer
+    def _step_optimizer(self) -> None:
+        """Scale a short last window's gradients to its size, clip, step the optimizer (through the scaler), clear."""
+        optimizer, run, scaler = self.optimizer, self._run, self._placement.scaler
         assert optimizer is not None  # checked by `fit`
-        if self.scaler is not None and (self.clip_grad_norm or self.clip_grad_value):
-            self.scaler.unscale_(optimizer)
-        if self.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.clip_grad_norm)
-        if self.clip_grad_value is not None:
-            torch.nn.utils.clip_grad_value_(self.raw_model.parameters(), self.clip_grad_value)
-        if self.scaler is not None:
-            self.scaler.step(optimizer)
-            self.scaler.update()
+        if self._accumulate > 1:
+            expected, done = run.window_size(self._accumulate), run.step % self._accumulate + 1
+            if done != expected:  # the epoch ended before the window its length promised
+                _scale_gradients(optimizer, expected / done)
+        if scaler is not None and (self._clip_norm or self._clip_value):
+            scaler.unscale_(optimizer)
+        if self._clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self._clip_norm)
+        if self._clip_value is not None:
+            torch.nn.utils.clip_grad_value_(self.raw_model.parameters(), self._clip_value)
+        if scaler is not None:
+            before = run.global_step
+            scaler.step(optimizer)
+            scaler.update()
+            if run.active and run.global_step == before:
+                run.global_step += 1  # the scaler skipped a step with inf/NaN gradients: the window still counts
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        self._global_step += 1
 
-    def _at_window_end(self) -> bool:
-        step = self._epoch_step + 1
-        return step % self.accumulate_grad_batches == 0 or step == self._steps_this_epoch
-
-    def _window_size(self) -> int:
-        start = self._epoch_step - self._epoch_step % self.accumulate_grad_batches
-        if self._steps_this_epoch is None:
-            return self.accumulate_grad_batches
-        return min(self.accumulate_grad_batches, self._steps_this_epoch - start)
+    # -- fit -------------------------------------------------------------------------------------
 
     def fit(
         self,
@@ -167,148 +221,347 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
         devices: Devices = None,
         use_multi_gpus: bool = False,
         show_verbose: bool = False,
-        resume_from: str | os.PathLike[str] | None = None,
-        on_nonfinite_loss: Literal["raise", "stop"] = "raise",
+        resume_from: PathLike | None = None,
+        on_nonfinite_loss: NonFinitePolicy = "raise",
+        **kwargs: Any,
     ) -> Any:
         """Train the model and return it (unwrapped), with the last epoch's summary if asked.
 
         Args:
-            training_dataset: Batches of `(x, y)`: a torchmanager `Dataset`, a `DataLoader`, a list.
+            training_dataset: Batches of `(x, y)`: a torchmanager `Dataset`, a `DataLoader`, a list, any iterable.
             epochs: How many epochs to train in all (counting those already done); or give `iterations`.
             val_dataset: Optional batches to validate on after each epoch (reported as `val_<name>`).
-            callbacks_list: Callbacks called at the hooks they override.
-            iterations: How many steps to train in all, instead of `epochs`.
+            callbacks_list: Callbacks, called at the hooks they override (each gets `manager` first).
+            iterations: How many batches to train in all (this process's share under torchrun), instead of `epochs`.
             initial_epoch: The epoch index to start from (default: `current_epoch`).
             return_summary: Return `(model, summary)` instead of the model.
             device: Where to train (a device, a name, a CUDA index, or a list for DataParallel);
                 by default the best available. `devices` is the same (the README's name).
             use_multi_gpus: Use DataParallel over several given or visible GPUs.
             show_verbose: Show a progress bar per epoch (the summary line is always logged).
-            resume_from: A checkpoint of this run to continue from, at the batch where it was saved.
-            on_nonfinite_loss: "raise" a `NonFiniteLossError` when an epoch's loss is NaN or infinite,
-                or "stop" training cleanly.
+            resume_from: A checkpoint of this run to continue from, at the batch where it was
+                written (a callback such as `Experiment(resume=True)` may give it instead).
+            on_nonfinite_loss: "raise" a `NonFiniteLossError` when an epoch's loss is NaN or
+                infinite, or "stop" training cleanly.
+            **kwargs: Passed on to `_train` (for subclasses that take more, as upstream allowed).
         Returns:
-            The trained raw model, or `(model, summary)` with `return_summary=True`.
+            The trained raw model, or `(model, summary)` with `return_summary=True`; `summary` is the
+            last epoch's, validation values prefixed "val_".
+        Raises:
+            ValueError, TypeError: Bad arguments (checked before anything trains).
+            NonFiniteLossError: An epoch's loss is NaN or infinite with `on_nonfinite_loss="raise"`.
+
+        A stop between two batches (the `stop_training` flag, `StopTraining` from a batch hook) ends the
+        run after that batch, on every process: that epoch is neither validated nor ended, so a
+        checkpoint or a later `fit` goes on from that batch.
         """
-        total_epochs = self._total_epochs = self._check_fit(
-            training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss
-        )
-        self._on_nonfinite = on_nonfinite_loss
-        callbacks = self._callbacks = CallbackList(callbacks_list)
-        callbacks.set_manager(self)
-        if resume_from is not None:
-            payload = self.load_checkpoint(resume_from)
-            callbacks.on_load_checkpoint(payload)
-        elif initial_epoch is not None:
-            self.current_epoch, self._epoch_step, self._resume_rng = initial_epoch, 0, None
-        # a checkpoint loaded here or before (`load_checkpoint`, `Experiment(resume=True)`) resumes at its step
-        resume_step = self._epoch_step
-        if resume_step == 0 and self._resume_rng is not None:
-            set_rng_state(self._resume_rng)  # saved at an epoch's end: continue the same random draws
-            self._resume_rng = None
-        summary: dict[str, float] = {}
-        self.stop_training = False
-        if self.current_epoch >= total_epochs:
-            logger.warning(
-                f"Nothing to train: {self.current_epoch} epochs are done and `epochs` asks for {total_epochs} in all "
-                "(counting those done); ask for more epochs to continue."
-            )
-        with self.placed(device, devices, use_multi_gpus):
-            training_dataset = distributed.shard(training_dataset)
+        total = self._check_fit(training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss)
+        run, callbacks = self._run, self._callbacks(callbacks_list)
+        self._resume(resume_from if resume_from is not None else callbacks.resume_checkpoint(), initial_epoch)
+        run.start(total, on_nonfinite_loss)
+        resumed = run.take_resumed_callbacks()
+        if resumed is not None:
+            callbacks.on_load_checkpoint(resumed)  # every callback of the list, whichever checkpoint resumed the run
+        with self._placement.place(self, device, devices, use_multi_gpus), self._fitting(callbacks):
+            training_dataset = run.data = distributed.shard(training_dataset)
             val_dataset = distributed.shard(val_dataset) if val_dataset is not None else None
             if iterations is not None:  # counted in this process's batches (its share under torchrun)
-                total_epochs = self._total_epochs = math.ceil(iterations / (batches_in(training_dataset) or 1))
-            self._start_grad_scaler()
+                run.total_epochs = math.ceil(iterations / (batches_in(training_dataset) or 1))
+            self._placement.start_grad_scaler()
+            if run.step == 0 and run.resume_rng is not None:  # saved at an epoch's end: the same random draws follow
+                run.resume_rng.restore(training_dataset)
+                run.resume_rng = None
+            self._warn_if_all_eval()
+            log_model(self.raw_model, self.device, self.precision)
             try:
-                self._in_fit, self._packed_structure = True, None
-                self.saved_checkpoints = []
-                callbacks.on_train_start(self.current_epoch)
-                for epoch in range(self.current_epoch, total_epochs):
-                    self.current_epoch = epoch
-                    limit = self._steps_in_epoch(epoch, iterations, batches_in(training_dataset))
-                    train_summary = self._train_epoch(training_dataset, callbacks, limit, resume_step, show_verbose)
-                    resume_step = 0
-                    val_summary = None
-                    if val_dataset is not None:
-                        callbacks.on_validation_start(epoch)
-                        val_summary = self.run_test(
-                            val_dataset, CallbackList(), show_verbose=show_verbose, description="Validation"
+                callbacks.on_train_start(run.epoch)
+                while run.epoch < run.total_epochs and not run.stop:
+                    self._sync_streams()
+                    self._last_values = self._training
+                    with running(self._passes, self._training, fresh=run.step == 0):
+                        callbacks.on_epoch_start(run.epoch)
+                        limit = _limit(run.epoch, iterations, batches_in(training_dataset))
+                        summary = self._train(
+                            training_dataset,
+                            iterations=limit,
+                            device=self.device,
+                            use_multi_gpus=use_multi_gpus,
+                            callbacks_list=callbacks,
+                            show_verbose=show_verbose,
+                            **kwargs,
                         )
-                        callbacks.on_validation_end(epoch, val_summary)
-                    self._epoch_step = 0
-                    self.current_epoch = epoch + 1  # the epoch is done: a checkpoint now resumes at the next one
-                    if not math.isfinite(train_summary.get("loss", 0.0)):
-                        self._nonfinite(epoch, train_summary["loss"], on_nonfinite_loss)
-                    try:
-                        callbacks.on_epoch_end(epoch, train_summary, val_summary)
-                    except StopTraining:
-                        self.stop_training = True  # stop after the epoch line, together with the other ranks
-                    finally:  # after the callbacks, which may add values (e.g. the learning rate)
-                        summary = {**train_summary, **{_val_name(k): v for k, v in (val_summary or {}).items()}}
-                        self.log_summary(f"Epoch {epoch + 1}/{total_epochs}", summary)
-                    if distributed.any_process(self.stop_training):  # one rank stopping stops them all
-                        break
+                        if run.stopped_mid_epoch:  # the epoch goes on at the next fit
+                            log_summary(f"Stopped after batch {run.step} of epoch {run.epoch + 1}", summary)
+                            break
+                        val_summary = self._validate(val_dataset, callbacks, show_verbose)
+                        self._end_epoch(summary, val_summary, callbacks)
             except StopTraining:
                 logger.info("Training stopped by a callback.")
             except KeyboardInterrupt:
                 logger.warning("Training interrupted (Ctrl-C); returning the model as it is.")
             finally:
+                distributed.broadcast_buffers(self.raw_model)  # every process returns rank 0's BatchNorm statistics
+                run.active = False
                 callbacks.on_train_end(self.raw_model)
-                self._callbacks = CallbackList()
-                self._in_fit, self._packed_structure = False, None
         model = self.raw_model
-        return (model, summary) if return_summary else model
+        return (model, run.history[-1] if run.history else {}) if return_summary else model
 
-    def _train_epoch(
-        self, dataset: DataSource, callbacks: CallbackList, limit: int | None, skip: int, show_verbose: bool
+    def _train(
+        self,
+        dataset: DataSource,
+        /,
+        iterations: int | None = None,
+        *args: Any,
+        device: torch.device | None = None,
+        use_multi_gpus: bool = False,
+        callbacks_list: Iterable[Callback] | None = None,
+        show_verbose: bool = False,
+        **kwargs: Any,
     ) -> dict[str, float]:
-        """Train over one epoch's batches (after `skip` already done) and return its summary floats."""
-        self.model.train()
-        if skip == 0:
-            self.reset_metrics()
-        callbacks.on_epoch_start(self.current_epoch)
-        set_epoch = getattr(dataset, "set_epoch", None) or getattr(getattr(dataset, "sampler", None), "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(self.current_epoch)
-        known = [count for count in (limit, batches_in(dataset)) if count is not None]
-        self._steps_this_epoch = min(known) if known else None  # None: the epoch's length is unknown
-        progress = self.progress(dataset, f"Epoch {self.current_epoch + 1}/{self._total_epochs}", show_verbose)
+        """Train one epoch over `dataset` (at most `iterations` batches) and return its summary floats.
+
+        `fit` calls it once per epoch, where the run is placed (`device` and `use_multi_gpus` are
+        upstream's arguments, kept for subclasses; they are already in effect). A resumed epoch
+        replays its data order and skips the batches its checkpoint had done.
+
+        Raises:
+            ValueError: The epoch yielded no batch at all.
+        """
+        run, values = self._run, self._training
+        callbacks = callbacks_list if isinstance(callbacks_list, CallbackList) else CallbackList(callbacks_list)
+        values.believe_steps = type(self).train_step is not TrainingManager.train_step
+        set_epoch(dataset, run.epoch)
+        known = [count for count in (iterations, batches_in(dataset)) if count is not None]
+        run.steps_in_epoch = min(known) if known else None
+        skip, after_skip = self._replay_data_order(dataset)
+        progress = EpochProgress(
+            run.steps_in_epoch,
+            f"Epoch {run.epoch + 1}/{run.total_epochs}",
+            show_verbose and distributed.is_main_process(),
+        )
         batch_start, batch_end = callbacks.uses("on_batch_start"), callbacks.uses("on_batch_end")
-        if skip == 0:
-            self._epoch_rng = get_rng_state()  # the data order is drawn from these when iteration starts
-        elif self._epoch_rng is not None:
-            set_rng_state(self._epoch_rng)  # draw the same order again, then skip what was done
-        self._epoch_step = skip
-        then_rng, self._resume_rng = (self._resume_rng if skip else None), None
-        for x, y in self.batches(dataset, skip, then_rng=then_rng):
-            if limit is not None and self._epoch_step >= limit:
-                break
+        for x, y, last in data_pass(dataset, self._unpacker(dataset), self.device, skip=skip, after_skip=after_skip):
+            run.last_batch = last or (iterations is not None and run.step + 1 >= iterations)
             if batch_start:
-                callbacks.on_batch_start(self._epoch_step)
-            step_summary = self.train_step(x, y)
-            self.record(step_summary, x, y, training=True)
-            self._epoch_step += 1
+                self._dispatch(callbacks.on_batch_start, run.step)
+            summary = self.train_step(x, y)
+            values.record(summary, x, y)
+            run.step += 1
             if batch_end:
-                callbacks.on_batch_end(self._epoch_step - 1, step_summary)
+                self._dispatch(callbacks.on_batch_end, run.step - 1, summary)
+                self._write_requested_checkpoints()
             if progress.enabled:
-                progress.step(lambda: self.epoch_values(training=True))
-            if self.stop_training:
+                progress.step(values.tensors)
+            if run.agree_each_step:
+                run.stop = distributed.any_process(run.stop)
+            if run.stop or run.last_batch:
                 break
-        if (
-            self.accumulate_grad_batches > 1
-            and self._epoch_step % self.accumulate_grad_batches
-            and self._steps_this_epoch is None
-        ):
-            self.step_optimizer()  # the epoch's last, shorter window (its length was unknown)
-        if self._epoch_step == 0:
+        if run.step == 0:
             progress.close()
             raise ValueError(
-                f"`training_dataset` yielded no batches in epoch {self.current_epoch + 1}; give a non-empty data set "
-                f"(and check `drop_last` with a batch size larger than the data). Received: training_dataset={dataset!r}"
+                f"`training_dataset` yielded no batches in epoch {run.epoch + 1}; give a non-empty data set (and "
+                f"check `drop_last` with a batch size larger than the data). Received: training_dataset={dataset!r}"
             )
-        summary = self.read_epoch(training=True)
-        progress.close(summary)
+        summary_floats = values.read()
+        progress.close(summary_floats)
+        return summary_floats
+
+    def _replay_data_order(self, dataset: DataSource) -> tuple[int, Any]:
+        """Where the epoch's batches start: (0, None) fresh, else the batches to skip and what to do after."""
+        run = self._run
+        if run.step == 0:
+            run.epoch_rng = RandomSnapshot.take(dataset)  # the data order is drawn from these when iteration starts
+            return 0, None
+        if run.epoch_rng is not None:
+            run.epoch_rng.restore(dataset)  # draw the same order again, then skip what was done
+        resumed, run.resume_rng = run.resume_rng, None
+        return run.step, (lambda: resumed.restore(dataset)) if resumed is not None else None
+
+    def _validate(
+        self, dataset: DataSource | None, callbacks: CallbackList, show_verbose: bool
+    ) -> dict[str, float] | None:
+        """Validate on `dataset` (None: no validation) with its own accumulators; the training epoch's stay as they are."""
+        if dataset is None:
+            return None
+        epoch = self._run.epoch
+        callbacks.on_validation_start(epoch)
+        summary = self._evaluate(dataset, CallbackList(), show_verbose, "Validation")
+        callbacks.on_validation_end(epoch, summary)
         return summary
+
+    def _end_epoch(
+        self, summary: dict[str, float], val_summary: dict[str, float] | None, callbacks: CallbackList
+    ) -> None:
+        """Report the epoch, call `on_epoch_end`, write the checkpoints it asked for, and agree on stopping."""
+        run = self._run
+        epoch = run.epoch
+        summary.update(self._learning_rates())
+        run.end_epoch()  # the epoch is done: a checkpoint written now resumes at the next one
+        if not math.isfinite(summary.get("loss", 0.0)):
+            self._nonfinite(epoch, summary["loss"])
+        merged = merge_summaries(summary, val_summary)
+        run.history.append(merged)
+        log_summary(f"Epoch {epoch + 1}/{run.total_epochs}", merged)
+        self._dispatch(callbacks.on_epoch_end, epoch, summary, val_summary)
+        self._write_requested_checkpoints()
+        run.stop = distributed.any_process(run.stop)  # one process stopping stops them all, at this epoch's end
+
+    def _dispatch(self, hook: Any, *args: Any) -> None:
+        """Call a hook of the callback list: saves asked for during it are requests, and `StopTraining` sets the stop flag."""
+        run = self._run
+        run.dispatching = True
+        try:
+            hook(*args)
+        except StopTraining as stop:
+            run.stop = True
+            if stop.args:
+                logger.info(str(stop.args[0]))
+        finally:
+            run.dispatching = False
+
+    # -- checkpoints of the run ---------------------------------------------------------------------
+
+    def save_checkpoint(self, path: PathLike) -> None:
+        run = self._run
+        if run.active and run.dispatching:
+            if os.fspath(path) not in run.checkpoint_requests:
+                run.checkpoint_requests.append(os.fspath(path))
+            return
+        if not self._savable(os.fspath(path)):
+            return
+        super().save_checkpoint(path)
+        if run.active and os.fspath(path) not in run.saved_checkpoints:
+            run.saved_checkpoints.append(os.fspath(path))
+
+    save_checkpoint.__doc__ = BasicTestingManager.save_checkpoint.__doc__
+
+    def _write_requested_checkpoints(self) -> None:
+        requests, self._run.checkpoint_requests = self._run.checkpoint_requests, []
+        for path in requests:
+            self.save_checkpoint(path)
+
+    def _savable(self, path: str) -> bool:
+        """A non-finite training loss is never saved over a good checkpoint (reading it syncs, once per save)."""
+        run = self._run
+        if not self._passes or self._passes[0] is not self._training:
+            return True
+        loss = self._training.tensors().get("loss")
+        value = float(loss) if loss is not None else 0.0
+        if math.isfinite(value):
+            return True
+        epoch = run.epoch if run.step else max(run.epoch - 1, 0)  # at an epoch's end it moved on
+        where = f"at step {run.step}" if run.step else "at its end"
+        self._nonfinite(epoch, value, f" {where}: not saving `{path}`, the previous checkpoint is kept")
+        return False
+
+    def _payload(self) -> dict[str, Any]:
+        run = self._run
+        data = super()._payload()
+        data.update(run.state_dict())
+        data["grad_scaler"] = self._placement.grad_scaler_state()
+        data["callbacks"] = {}
+        if run.callbacks is not None:
+            run.callbacks.on_save_checkpoint(data)
+        return data
+
+    def _restore(self, payload: Mapping[str, Any], source: str) -> None:
+        super()._restore(payload, source)
+        self._run.load_state_dict(payload)
+        self._placement.load_grad_scaler_state(payload.get("grad_scaler"))
+
+    def _saved_values(self) -> EpochValues:
+        return self._training
+
+    def _model_structure(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """Packed once per `fit` (pickling the structure costs more than saving the weights)."""
+        if self._structure is None or self._structure[0] is not model:
+            self._structure = (model, super()._model_structure(model))
+        return self._structure[1]
+
+    def _apply_options(self, options: Mapping[str, Any]) -> None:
+        super()._apply_options(options)
+        for name in ("accumulate_grad_batches", "clip_grad_norm", "clip_grad_value"):
+            if name in options:
+                setattr(self, name, options[name])
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            **super()._options(),
+            "accumulate_grad_batches": self._accumulate,
+            "clip_grad_norm": self._clip_norm,
+            "clip_grad_value": self._clip_value,
+        }
+
+    # -- the machinery of fit -----------------------------------------------------------------------
+
+    def _callbacks(self, callbacks_list: Sequence[Callback] | None) -> CallbackList:
+        """The run's callback list, each callback given this manager (its hooks were checked when listed)."""
+        callbacks = CallbackList(callbacks_list)
+        callbacks.set_manager(self)
+        return callbacks
+
+    def _resume(self, path: PathLike | None, initial_epoch: int | None) -> None:
+        """Continue from the checkpoint at `path`, or start at `initial_epoch`; else go on from where the run is."""
+        if path is not None:
+            self.load_checkpoint(path)
+        elif initial_epoch is not None:
+            self._run.start_at(initial_epoch)
+
+    @contextlib.contextmanager
+    def _fitting(self, callbacks: CallbackList) -> Iterator[None]:
+        """The run in progress: its callbacks, the optimizer updates counted, the structure packed once."""
+        run, optimizer = self._run, self.optimizer
+        assert optimizer is not None  # checked by `fit`
+        run.callbacks = callbacks
+        run.agree_each_step = distributed.is_distributed() and self._may_stop_mid_epoch(callbacks)
+        counting = optimizer.register_step_post_hook(lambda *_: self._count_update())
+        self._structure = None
+        try:
+            yield
+        finally:
+            counting.remove()
+            run.callbacks, run.data, run.active, self._structure = None, None, False, None
+
+    def _count_update(self) -> None:
+        self._run.global_step += 1
+
+    def _may_stop_mid_epoch(self, callbacks: CallbackList) -> bool:
+        """Whether a stop can be decided between two batches (then every process checks the flag each step)."""
+        custom = (
+            type(self).train_step is not TrainingManager.train_step
+            or type(self)._train is not BasicTrainingManager._train
+        )
+        return custom or callbacks.uses("on_batch_start") or callbacks.uses("on_batch_end")
+
+    def _warn_if_all_eval(self) -> None:
+        """`fit` keeps each module's train/eval mode; a model wholly in eval mode is worth a word."""
+        model = self.raw_model
+        if any(True for _ in model.modules()) and not any(module.training for module in model.modules()):
+            logger.warning(
+                f"Every module of the model ({type(model).__name__}) is in eval mode, so `fit` trains it that way "
+                "(dropout off, BatchNorm statistics frozen); call `model.train()` before `fit` to train it as usual. "
+                "`fit` keeps the mode of each module as you set it."
+            )
+
+    def _learning_rates(self) -> dict[str, float]:
+        """The learning rate of each parameter group: `lr`, or `lr_0`, `lr_1`, ... for several groups."""
+        assert self.optimizer is not None
+        rates = [float(group["lr"]) for group in self.optimizer.param_groups if "lr" in group]
+        if len(rates) == 1:
+            return {"lr": rates[0]}
+        return {f"lr_{i}": rate for i, rate in enumerate(rates)}
+
+    def _nonfinite(self, epoch: int, loss: float, consequence: str = "") -> None:
+        """Raise `NonFiniteLossError`, or with the "stop" policy log the error and stop training."""
+        message = (
+            f"The training loss of epoch {epoch + 1} is {loss}{consequence}; lower the learning rate, clip gradients or "
+            "check the data for NaN/inf values, or pass `on_nonfinite_loss='stop'` to stop cleanly instead."
+        )
+        if self._run.on_nonfinite == "stop":
+            logger.error(message)
+            self._run.stop = True
+        else:
+            raise NonFiniteLossError(message)
 
     def _check_fit(
         self,
@@ -377,89 +630,25 @@ class BasicTrainingManager(BasicTestingManager, abc.ABC):
                 f"this model: `torch.optim.SGD(model.parameters(), ...)`. Received: optimizer over {len(optimized)} other tensors"
             )
 
-    def running_loss(self) -> float | None:
-        """The running training loss of the epoch in progress (reads it: a device sync), or None."""
-        if self.compiled_losses is None or not self.compiled_losses.calls:
-            return None
-        return float(self.compiled_losses.values()["loss"])
 
-    # -- the run's state in checkpoints (the hooks of `checkpointing.Checkpointing`) ---------
+def _positive_or_none(value: float | None, name: str) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise ValueError(f"`{name}` must be a positive number or None. Received: {name}={value!r}")
+    return value
 
-    def _training_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "epoch": self._current_epoch,
-            "step": self._epoch_step,
-            "global_step": self._global_step,
-            "epoch_rng": self._epoch_rng,
-        }
-        if self.scaler is not None:
-            state["grad_scaler"] = self.scaler.state_dict()
-        return state
 
-    def _restore_training_state(self, payload: Mapping[str, Any]) -> None:
-        self._current_epoch = int(payload.get("epoch", 0))
-        self._epoch_step = int(payload.get("step", 0))
-        self._global_step = int(payload.get("global_step", 0))
-        self._epoch_rng = payload.get("epoch_rng")
-        self._resume_rng = payload.get("rng")
-        if payload.get("grad_scaler") is not None:
-            if self.scaler is not None:
-                self.scaler.load_state_dict(payload["grad_scaler"])
-            else:
-                self._scaler_state = payload["grad_scaler"]  # the scaler is made when `fit` knows the device
+def _scale_gradients(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.grad is not None:
+                parameter.grad.mul_(factor)
 
-    def _check_savable(self, path: str | os.PathLike[str]) -> bool:
-        """A non-finite running loss is never saved over a good checkpoint (reading it syncs, once per save)."""
-        loss = self.running_loss()
-        if loss is None or math.isfinite(loss):
-            return True
-        epoch = (
-            self._current_epoch if self._epoch_step else max(self._current_epoch - 1, 0)
-        )  # at an epoch's end it moved on
-        consequence = (
-            f" at step {self._epoch_step or 'end'}: not saving `{os.fspath(path)}`, the previous checkpoint is kept"
-        )
-        self._nonfinite(epoch, loss, self._on_nonfinite, consequence)
-        return False
 
-    def _saved_checkpoint(self, path: str) -> None:
-        if path not in self.saved_checkpoints:
-            self.saved_checkpoints.append(path)
-
-    def _model_structure(self, model: torch.nn.Module) -> torch.Tensor | None:
-        """Packed once per `fit` (pickling the structure costs more than saving the weights)."""
-        if self._in_fit and self._packed_structure is not None and self._packed_structure[0] is model:
-            return self._packed_structure[1]
-        structure = super()._model_structure(model)
-        if self._in_fit:
-            self._packed_structure = (model, structure)
-        return structure
-
-    def _start_grad_scaler(self) -> None:
-        """Float16 training scales its gradients; the scaler is kept across `fit` calls and checkpoints."""
-        if needs_grad_scaler(self.precision) and self.scaler is None:
-            self.scaler = torch.amp.GradScaler(self.device.type)
-            if self._scaler_state is not None:
-                self.scaler.load_state_dict(self._scaler_state)
-
-    @staticmethod
-    def _steps_in_epoch(epoch: int, iterations: int | None, steps_per_epoch: int | None) -> int | None:
-        """With `iterations`, the last epoch stops early; otherwise every batch is used."""
-        if iterations is None or steps_per_epoch is None:
-            return None
-        return min(steps_per_epoch, iterations - epoch * steps_per_epoch)
-
-    def _nonfinite(self, epoch: int, loss: float, policy: str, consequence: str = "") -> None:
-        """Raise `NonFiniteLossError`, or with the "stop" policy log the error and stop training."""
-        message = (
-            f"The training loss of epoch {epoch + 1} is {loss}{consequence}; lower the learning rate, clip gradients or "
-            "check the data for NaN/inf values, or pass `on_nonfinite_loss='stop'` to stop cleanly instead."
-        )
-        if policy == "stop":
-            logger.error(message)
-            self.stop_training = True
-        else:
-            raise NonFiniteLossError(message)
+def _limit(epoch: int, iterations: int | None, steps_per_epoch: int | None) -> int | None:
+    """With `iterations`, the last epoch stops early; otherwise every batch is used."""
+    if iterations is None or steps_per_epoch is None:
+        return None
+    return min(steps_per_epoch, iterations - epoch * steps_per_epoch)
 
 
 def _why_no_batches(dataset: DataSource) -> str:
@@ -470,15 +659,11 @@ def _why_no_batches(dataset: DataSource) -> str:
     return "is empty (0 batches); give a non-empty data set"
 
 
-def _val_name(name: str) -> str:
-    return name if name.startswith("val_") else f"val_{name}"
-
-
 BaseTrainingManager = BasicTrainingManager
 """Upstream torchmanager 1.5's name."""
 
 
-class TrainingManager(BasicTrainingManager, TestingManager):
+class TrainingManager(BasicTrainingManager[Module], TestingManager[Module]):
     """The default manager: forward, loss, backward, optimizer step, metrics; and `test`.
 
     Example:

@@ -1,7 +1,8 @@
 """`Configs`: configurations from terminal arguments, with an experiment name and folder.
 
-Who owns what: this class owns the `-exp/--experiment`, `--comments` and `--replace_experiment`
-flags and the check of the experiment folder `experiments/<name>.exp` at start-up; the
+Who owns what: this class owns the `-exp/--experiment`, `--comments`, `--resume_experiment` and
+`--replace_experiment` flags and the choice of the experiment folder `experiments/<name>.exp` at
+start-up (numbered when an earlier run holds it); the
 Experiment callback creates that folder and writes the run's files into it (`<name>.cfg` is
 `to_yaml` of these configs).
 """
@@ -19,12 +20,30 @@ from ..progress import add_console
 from .base import BaseConfigs, logger
 from .files import Reader, load_config_file, read_yaml
 
-__all__ = ["EXPERIMENTS_DIR", "Configs"]
+__all__ = ["EXPERIMENTS_DIR", "Configs", "free_experiment_folder"]
 
 EXPERIMENTS_DIR = "experiments"
 """The folder, relative to the working directory, holding one `<name>.exp` folder per experiment."""
 
 _C = TypeVar("_C", bound="Configs")
+
+
+def free_experiment_folder(folder: str) -> str:
+    """`folder` (an `<stem>.exp` path) if it is free (missing or empty), else the first free `<stem>-2.exp`, `<stem>-3.exp`, ...
+
+    Running a script again keeps its earlier runs: the new one goes to the next numbered folder.
+    """
+
+    def free(path: str) -> bool:
+        return not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path))
+
+    if free(folder):
+        return folder
+    stem = folder[: -len(".exp")] if folder.endswith(".exp") else folder
+    number = 2
+    while not free(f"{stem}-{number}.exp"):
+        number += 1
+    return f"{stem}-{number}.exp"
 
 
 def terminal_arguments(arguments: tuple[str | Sequence[str], ...]) -> list[str] | None:
@@ -42,7 +61,8 @@ class Configs(BaseConfigs, abc.ABC):
         experiment: The experiment name, normalised to end in `.exp` (`-exp/--experiment`).
         comments: Free text logged with the settings (`--comments`).
         replace_experiment: Delete an existing experiment folder of the same name at start-up
-            instead of refusing to run (`--replace_experiment`).
+            (`--replace_experiment`); without it or `resume_experiment`, a run whose folder is taken
+            goes to the next numbered one (`<name>-2.exp`, ...), logged.
         resume_experiment: Keep an existing experiment folder, to continue its run from its last
             checkpoint (`--resume_experiment`; pass it on as `Experiment(..., resume=True)`).
     """
@@ -99,7 +119,6 @@ class Configs(BaseConfigs, abc.ABC):
 
         Raises:
             ConfigsFormatError: `format_arguments` rejected a value.
-            FileExistsError: `experiments/<name>.exp` exists and `--replace_experiment` was not given.
         """
         parser = argparse.ArgumentParser() if parser is None else parser
         cls.get_arguments(parser)
@@ -172,18 +191,21 @@ class Configs(BaseConfigs, abc.ABC):
 
     def _start_experiment(self, show_summary: bool) -> None:
         # Under torchrun every process parses the configs, before any process group exists:
-        # only the launch's rank 0 (the RANK variable) checks the folder and logs.
+        # only the launch's rank 0 (the RANK variable) checks the folder and logs; the Experiment
+        # callback makes the other processes follow its folder when training starts.
         if os.environ.get("RANK", "0") != "0":
             return
         if os.path.exists(self.experiment_dir) and not self.resume_experiment:
-            if not self.replace_experiment:
-                raise FileExistsError(
-                    f"The experiment folder '{self.experiment_dir}' already exists: pass `--resume_experiment` to continue "
-                    "its run, `--replace_experiment` (or set `replace_experiment: true`) to delete and replace it, or "
-                    "choose another `--experiment` "
-                    f"name. Received: experiment={self.experiment!r}, replace_experiment=False"
+            if self.replace_experiment:
+                shutil.rmtree(self.experiment_dir)
+            else:
+                taken, folder = self.experiment_dir, free_experiment_folder(self.experiment_dir)
+                self.experiment = os.path.relpath(folder, EXPERIMENTS_DIR)
+                add_console()
+                logger.info(
+                    f"The experiment folder '{taken}' holds an earlier run, so this run is kept in '{folder}' "
+                    "(pass `--resume_experiment` to continue the earlier run, or `--replace_experiment` to replace it)"
                 )
-            shutil.rmtree(self.experiment_dir)
         if show_summary:
             self._show_summary()
 

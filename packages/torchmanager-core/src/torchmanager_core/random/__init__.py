@@ -17,7 +17,9 @@ import torch
 from torch import rand, rand_like, randint, randint_like, randn, randn_like, randperm
 
 __all__ = [
+    "data_generators",
     "freeze_seed",
+    "get_data_rng_state",
     "get_rng_state",
     "rand",
     "rand_like",
@@ -28,6 +30,7 @@ __all__ = [
     "randn",
     "randn_like",
     "randperm",
+    "set_data_rng_state",
     "set_rng_state",
     "unfreeze_seed",
 ]
@@ -186,3 +189,56 @@ def randbool(size: Sequence[int], /, p: float = 0.5, *, device: torch.device | s
 def randbool_like(t: torch.Tensor, /, p: float = 0.5) -> torch.Tensor:
     """`randbool` with the shape and device of `t`."""
     return randbool(t.shape, p=p, device=t.device)
+
+
+def data_generators(data: object) -> list[torch.Generator]:
+    """The `torch.Generator`s a data source draws its order or items from, each once, in a fixed order.
+
+    Looked for on the source and, recursively, on its `sampler`, `batch_sampler` and `dataset`: a
+    `DataLoader`'s or a torchmanager `Dataset`'s `generator=`, a sampler's generator, a generator a
+    data set keeps for its own random draws. The order is the same for data built the same way, so
+    states saved from one run restore into another.
+    """
+    found: dict[int, torch.Generator] = {}
+    pending: list[object] = [data]
+    seen: set[int] = set()
+    while pending:
+        item = pending.pop(0)
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        generator = getattr(item, "generator", None)
+        if isinstance(generator, torch.Generator):
+            found.setdefault(id(generator), generator)
+        pending.extend(_attribute(item, name) for name in ("sampler", "batch_sampler", "dataset"))
+    return list(found.values())
+
+
+def _attribute(item: object, name: str) -> object:
+    """`item.name` without letting a failing property (or a lazy loader) break the search."""
+    try:
+        return getattr(item, name, None)
+    except Exception:
+        return None
+
+
+def get_data_rng_state(data: object) -> list[torch.Tensor]:
+    """The states of `data_generators(data)`, in their order (tensors: a weights-only checkpoint reads them)."""
+    return [generator.get_state() for generator in data_generators(data)]
+
+
+def set_data_rng_state(data: object, states: Sequence[torch.Tensor]) -> None:
+    """Restore `get_data_rng_state`'s states into the generators of `data`.
+
+    Raises:
+        ValueError: `data` has another number of generators than the states were taken from.
+    """
+    generators = data_generators(data)
+    if len(generators) != len(states):
+        raise ValueError(
+            f"The data draws from {len(generators)} torch.Generator(s) and the saved run from {len(states)}; resume "
+            "with data built the same way (the same `generator=` arguments). "
+            f"Received: {len(generators)} generators for {len(states)} saved states"
+        )
+    for generator, state in zip(generators, states):
+        generator.set_state(state.cpu())
