@@ -40,8 +40,14 @@ def payload(counter: int) -> dict[str, Any]:
     }
 
 
+def _say(line: str) -> None:
+    """Print `line` in one write (`print` makes two when unbuffered), so that a kill never cuts it."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def _pause() -> NoReturn:
-    print("paused", flush=True)
+    _say("paused")
     while True:
         signal.pause()
 
@@ -85,7 +91,7 @@ def main(argv: list[str]) -> None:
     path, start, saves, point = argv[0], int(argv[1]), int(argv[2]), argv[3]
     for counter in range(start, start + saves):
         checkpoint.save(payload(counter), path)
-        print(f"saved {counter}", flush=True)
+        _say(f"saved {counter}")
     with _stopping_at(point):
         checkpoint.save(payload(start + saves), path)
     raise AssertionError(f"The save ended without reaching {point!r}")

@@ -52,7 +52,8 @@ class StepLine(Callback):
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
         step = self.manager.current_epoch * self.steps_per_epoch + batch + 1
-        print(f"step {step}", flush=True)
+        sys.stdout.write(f"step {step}\n")  # one write: a kill cannot cut the line (print makes two unbuffered)
+        sys.stdout.flush()
         if step == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         while step == self.hold_after:
