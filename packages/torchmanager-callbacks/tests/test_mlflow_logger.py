@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cb_testkit import Untouchable, batches, blobs
-from cb_testkit import make_manager as testkit_manager
+from cb_testkit import make_manager as kit_manager
 
 from torchmanager_callbacks import BestCheckpoint, LastCheckpoint, MLflowLogger, MonitorType
 from torchmanager_callbacks.mlflow_logger import flatten_params
@@ -50,7 +50,7 @@ def history(folder: Path, run_id: str, name: str) -> list[tuple[int, float]]:
 
 
 def make_manager(seed: int = 0, accumulate: int = 1) -> Manager:
-    return testkit_manager(seed, lr=LR, accumulate_grad_batches=accumulate)
+    return kit_manager(seed, lr=LR, accumulate_grad_batches=accumulate)
 
 
 def hand_loop(
