@@ -15,7 +15,22 @@ import torch
 
 from .distributed import all_reduce_sum, is_distributed
 
-__all__ = ["MeanTracker", "count_samples", "summable", "to_floats"]
+__all__ = ["VAL_PREFIX", "MeanTracker", "count_samples", "merge_summaries", "summable", "to_floats"]
+
+VAL_PREFIX = "val_"
+"""What names a validation value in a merged summary: `val_loss` is the validation `loss`."""
+
+
+def merge_summaries(summary: Mapping[str, Any], val_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An epoch's one summary: the training values, then the validation ones with `val_` prefixed once.
+
+    A validation name that already starts with `val_` keeps it (`val_x` stays `val_x`, never
+    `val_val_x`); on a clash, the validation value wins.
+    """
+    merged = dict(summary)
+    for name, value in (val_summary or {}).items():
+        merged[name if name.startswith(VAL_PREFIX) else VAL_PREFIX + name] = value
+    return merged
 
 
 def count_samples(x: Any, y: Any) -> int:

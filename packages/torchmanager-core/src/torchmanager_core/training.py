@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 import torch
 
 from . import distributed, evaluation_shards
-from .callbacks import Callback, CallbackList, merge_summaries
+from .callbacks import Callback, CallbackList
 from .data_pass import DataSource, batches_in, data_pass, set_epoch
 from .epoch_values import EpochValues, running
 from .errors import NonFiniteLossError, StopTraining
 from .progress import EpochProgress, log_model, log_summary, logger
 from .run_state import NonFinitePolicy, RandomSnapshot, RunState
 from .testing import BasicTestingManager, Devices, TestingManager
+from .tracking import merge_summaries
 
 __all__ = ["BaseTrainingManager", "BasicTrainingManager", "Manager", "TrainingManager"]
 
