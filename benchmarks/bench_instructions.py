@@ -1,18 +1,20 @@
 """Instructions per training step, counted by callgrind: the hand-written loop against `Manager.fit`.
 
 Wall time on shared machines swings by 20% between rounds; the instructions a step executes do
-not. Each contender of a row runs in a process of its own (the two side by side) under `valgrind --tool=callgrind
---instr-atstart=no` (this file with `--child`): it builds the row's model and batches, trains one
-uncounted warm-up epoch (lazy imports, first-call caches, the interpreter's specialisation), then
-for each epoch count E trains a fresh copy of the model with counting switched on only around the
-training itself (the hand loop's epochs, or `Manager.fit`; see `measure=` in `bench_loops`) and
-dumps that count. The parent reads the dumps:
+not. Each contender of a row runs in a process of its own (the two side by side) under
+`valgrind --tool=callgrind --instr-atstart=no` (this file with `--child`): it builds the row's
+model and batches, trains one uncounted warm-up epoch (lazy imports, first-call caches, the
+interpreter's specialisation), then for each epoch count E trains a fresh copy of the model with
+counting switched on only around the training itself (the hand loop's epochs, or `Manager.fit`;
+see `measure=` in `bench_loops`) and dumps that count. The parent reads the dumps:
 
     per step = (count(E2) - count(E1)) / ((E2 - E1) * steps)
 
 so what a run does once (building the optimizer's state, `fit`'s checks and set-up) cancels, and
 what it does per epoch (resets, reading the epoch's floats, the summary line) is spread over the
-epoch's steps, as in a real run. Counts repeat to within a few hundred instructions per step.
+epoch's steps, as in a real run. A repeated run counts the same to within a few hundred
+instructions; a later epoch of one run costs a little more than an earlier one (malloc's heap
+grows: about 0.3% per step between 1->2 and 2->3 epochs on row S).
 
 Who owns what: `bench_callgrind` talks to valgrind, `bench_loops` says what a run trains, this
 module runs the contenders and computes per-step counts; `overhead.py` prints them.

@@ -1,25 +1,26 @@
 """Where a training step's instructions go: each function's share, for `Manager.fit` and the hand loop.
 
-Usage: hatch run python benchmarks/profile_step.py [--row S] [--steps 20] [--limit 0.5]
+Usage: hatch run python benchmarks/profile_step.py [--row S] [--steps 10]   (about 10 minutes)
 
 Python 3.11 has no perf trampolines, so callgrind alone sees the interpreter's C functions, not
 which Python function runs. The instructions are attributed in two passes instead:
 
-1. Which functions run per step (natively, with cProfile): the calls of each torchmanager
-   function (and of five torch entry points that both loops call: the model, `cross_entropy`,
-   `Tensor.backward`, `SGD.step`, `zero_grad`) in a 2-epoch run minus a 1-epoch run, per extra
-   step, and which of them calls which.
-2. What each costs (under callgrind, in one process; counting switched on once): for one function
-   at a time, its code object is swapped for a probe that switches collection on at its outermost
-   call and off at its return (for a generator: around each resume), the same 1- and 2-epoch runs
-   are trained, and the difference per extra step is the function's inclusive cost per step. The
+1. Which functions run (natively, with cProfile): the torchmanager functions called more often
+   in a 2-epoch run than in a 1-epoch run, five torch entry points that both loops call (the
+   model, `cross_entropy`, `Tensor.backward`, `SGD.step`, `zero_grad`), and which calls which.
+2. What each costs (under callgrind, in one process, instrumented once): for one function at a
+   time, its code object is swapped for a probe that switches collection on at its outermost
+   call and off at its return (for a generator: around each resume), and three runs are
+   counted: 1 epoch of n steps, 1 epoch of 2n, 2 epochs of n. Per step = (1x2n - 1xn) / n, the
+   steady cost of a step; per epoch = (2xn - 1xn) - n x per step, what an epoch adds besides
+   its steps (resets, the first batch after a reset, reading the floats, the summary line). The
    probe's own cost per call (ctypes calls, the extra frame; measured on an empty function) is
    subtracted. Only one function is probed per run, so probes never nest.
 
-The table is a call tree (each function under its nearest profiled caller); `own` is a function's
-inclusive cost minus that of its profiled callees, i.e. its Python code and the torch calls it
-makes itself. Functions called less than `--limit` times per step (per-epoch work) are shown per
-epoch. Both loops' totals come from the same process, as in `bench_instructions`.
+The tree puts each function under its main probed caller; `own` is its inclusive cost minus that
+of its probed callees (by the share of their calls made from it): its Python code and the torch
+calls it makes itself. Values within a few hundred instructions of zero are noise (malloc's
+state differs between runs). Both loops' totals are counted the same way in the same process.
 
 Who owns what: `bench_callgrind` talks to valgrind, `bench_loops` says what a run trains, this
 module finds, probes and tabulates functions.
@@ -70,7 +71,6 @@ class Target:
     name: str
     label: str
     generator: bool
-    calls_per_step: float
     callers: dict[str, float] = field(default_factory=dict)  # nearest probed caller's label -> share of the calls
 
 
@@ -142,7 +142,6 @@ def discover(key: str, steps: int) -> list[Target]:
                     *k,
                     labels[k],
                     bool(function.__code__.co_flags & inspect.CO_GENERATOR),
-                    chosen[k],
                     {labels[c]: share for c, share in callers.items()},
                 )
             )
@@ -317,7 +316,12 @@ def _collected() -> Iterator[None]:
         callgrind.toggle_collect()
 
 
+RUNS = ((1, 1), (1, 2), (2, 1))
+"""(epochs, steps per epoch in units of `--steps`) of the runs counted for each function and in total."""
+
+
 def _child(key: str, steps: int, targets_file: str, calls_file: str) -> None:
+    """Under callgrind: warm up both loops, then count the totals, the probe's cost, and each target's runs."""
     import torch
     from bench_loops import WORKLOADS, ours_fit, raw_fit, seeded_start
 
@@ -325,23 +329,25 @@ def _child(key: str, steps: int, targets_file: str, calls_file: str) -> None:
         raise SystemExit("`--child` counts instructions: run it under valgrind --tool=callgrind (see `profile`).")
     torch.set_num_threads(1)
     logging.getLogger("torchmanager").setLevel(logging.WARNING)
-    initial, batches = seeded_start(WORKLOADS[key], steps)
+    initial, batches = seeded_start(WORKLOADS[key], 2 * steps)
     fits: dict[str, Callable[..., object]] = {"raw": raw_fit, "ours": ours_fit}
     for fit in fits.values():
         fit(copy.deepcopy(initial), batches, 1)  # uncounted warm-up
+    gc.collect()
+    gc.freeze()  # the collections before each run then skip the imported modules' objects (minutes under callgrind)
     targets = json.loads(Path(targets_file).read_text())
     calls: dict[str, int] = {}
     callgrind.start_instrumentation()  # once: switching it re-translates all code; collection is toggled instead
 
-    def run(contender: str, epochs: int, label: str, measure: Callable[[], Any] = nullcontext) -> None:
+    def run(contender: str, epochs: int, length: int, label: str, measure: Callable[[], Any] = nullcontext) -> None:
         model = copy.deepcopy(initial)
         gc.collect()
-        fits[contender](model, batches, epochs, measure=measure)
+        fits[contender](model, batches[: length * steps], epochs, measure=measure)
         callgrind.dump_stats(label)
 
     for contender in fits:
-        for epochs in (1, 2):
-            run(contender, epochs, f"total {contender} {epochs}", _collected)
+        for epochs, length in RUNS:
+            run(contender, epochs, length, f"total {contender} {epochs} {length}", _collected)
     for name, function, count in (("call", _noop, 1000), ("generator", _noop_items, 1000)):
         with probed(function) as probe:  # type: ignore[arg-type]
             if name == "call":
@@ -356,32 +362,59 @@ def _child(key: str, steps: int, targets_file: str, calls_file: str) -> None:
         function = _find_function(target["file"], target["line"], target["name"])
         if function is None:
             continue
-        for epochs in (1, 2):
+        for epochs, length in RUNS:
+            label = f"target {index} {epochs} {length}"
             with probed(function) as probe:
-                run(target["contender"], epochs, f"target {index} {epochs}")
-            calls[f"target {index} {epochs}"] = probe.calls
+                run(target["contender"], epochs, length, label)
+            calls[label] = probe.calls
     Path(calls_file).write_text(json.dumps(calls))
 
 
 # -- the parent: run the child, tabulate --------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Cost:
+    """Instructions (or calls) per step in a long epoch, and per epoch besides."""
+
+    step: float
+    epoch: float
+
+    @staticmethod
+    def of(counts: Callable[[int, int], float], steps: int) -> Cost:
+        """From the counts of `RUNS`: (1 epoch of 2n - 1 epoch of n) / n per step; the rest of a second epoch per epoch."""
+        step = (counts(1, 2) - counts(1, 1)) / steps
+        return Cost(step, counts(2, 1) - counts(1, 1) - step * steps)
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(self.step - other.step, self.epoch - other.epoch)
+
+    def __mul__(self, factor: float) -> Cost:
+        return Cost(self.step * factor, self.epoch * factor)
+
+    def at(self, steps: int) -> float:
+        """Per step in epochs of `steps` steps."""
+        return self.step + self.epoch / steps
+
+
 @dataclass
 class Row:
+    """A probed function's inclusive cost (probe's cost removed) and calls, and its probed callees."""
+
     target: Target
-    per_step: float  # inclusive instructions per extra step, probe cost removed
-    calls: float  # outermost calls (or resumes) per extra step
+    cost: Cost
+    calls: Cost
     children: list[Row] = field(default_factory=list)
 
-    def own(self) -> float:
-        return self.per_step - sum(child.per_step * child.share_from(self) for child in self.children)
+    def own(self) -> Cost:
+        """The inclusive cost minus that of the probed callees (their share of calls made from here)."""
+        own = self.cost
+        for child in self.children:
+            own = own - child.cost * child.target.callers.get(self.target.label, 0.0)
+        return own
 
-    def share_from(self, parent: Row) -> float:
-        """The share of this function's calls that `parent` makes (directly or through functions not profiled)."""
-        return self.target.callers.get(parent.target.label, 0.0)
 
-
-def profile(key: str, steps: int, limit: float) -> None:
+def profile(key: str, steps: int) -> None:
     """Discover, probe under callgrind, print the tables."""
     targets = discover(key, steps)
     with tempfile.TemporaryDirectory() as folder:
@@ -404,46 +437,54 @@ def profile(key: str, steps: int, limit: float) -> None:
             raise SystemExit(f"The callgrind run failed ({result.returncode}):\n{result.stdout}{result.stderr[-4000:]}")
         dumps = callgrind.read_dumps(out_file)
         calls = json.loads(calls_file.read_text())
-    totals = {c: (dumps[f"total {c} 2"] - dumps[f"total {c} 1"]) / steps for c in ("raw", "ours")}
     overhead = {name: dumps[f"calibrate {name}"] / calls[f"calibrate {name}"] for name in ("call", "generator")}
+    totals = {c: Cost.of(lambda e, n, c=c: dumps[f"total {c} {e} {n}"], steps) for c in ("raw", "ours")}
     rows: dict[str, dict[str, Row]] = {"raw": {}, "ours": {}}
     for index, target in enumerate(targets):
-        if f"target {index} 1" not in dumps:
+        if f"target {index} 1 1" not in dumps:
             continue
-        extra_calls = calls[f"target {index} 2"] - calls[f"target {index} 1"]
-        cost = dumps[f"target {index} 2"] - dumps[f"target {index} 1"]
-        cost -= extra_calls * overhead["generator" if target.generator else "call"]
-        rows[target.contender][target.label] = Row(target, cost / steps, extra_calls / steps)
+        probe = overhead["generator" if target.generator else "call"]
+        label = f"target {index} {{}} {{}}"
+        rows[target.contender][target.label] = Row(
+            target,
+            Cost.of(lambda e, n, k=label, p=probe: dumps[k.format(e, n)] - calls[k.format(e, n)] * p, steps),
+            Cost.of(lambda e, n, k=label: calls[k.format(e, n)], steps),
+        )
+    long = 200
     print(
-        f"row {key}, {steps} steps per epoch; per step = (2-epoch run - 1-epoch run) / {steps}, {callgrind.valgrind_version()}"
+        f"row {key}; {callgrind.valgrind_version()}; per step: (1 epoch of {2 * steps} steps - 1 epoch of {steps}) / {steps};"
     )
+    print(f"per epoch: (2 epochs of {steps} steps - 1 epoch of {steps}) - {steps} x per step")
     print(
-        f"probe cost removed per call: {overhead['call']:.0f} instructions ({overhead['generator']:.0f} per generator resume)"
+        f"probe cost removed: {overhead['call']:.0f} instructions per call, {overhead['generator']:.0f} per generator resume"
     )
+    for name, contender in (("hand loop", "raw"), ("ours", "ours")):
+        total = totals[contender]
+        print(f"total, {name}: {total.step:,.0f} per step + {total.epoch:,.0f} per epoch")
     print(
-        f"total per step: hand loop {totals['raw']:,.0f}, ours {totals['ours']:,.0f} "
-        f"(ratio {totals['ours'] / totals['raw']:.3f}, framework {totals['ours'] - totals['raw']:,.0f})"
+        f"at {long} steps per epoch (the bench's default): ratio {totals['ours'].at(long) / totals['raw'].at(long):.3f}, "
+        f"framework {totals['ours'].at(long) - totals['raw'].at(long):,.0f} per step"
     )
     print("\nshared torch work per step (the same calls in both loops):")
-    print(f"{'':<40} {'hand loop':>12} {'ours':>12}")
+    print(f"{'':<42} {'hand loop':>12} {'ours':>12}")
     shared_sum = {"raw": 0.0, "ours": 0.0}
-    for label in SHARED.values():
+    for name in SHARED.values():
         values = {
-            c: next((r.per_step for r in rows[c].values() if r.target.label.startswith(label)), 0.0) for c in rows
+            c: next((r.cost.step for r in rows[c].values() if r.target.label.startswith(name)), 0.0) for c in rows
         }
         for c in values:
             shared_sum[c] += values[c]
-        print(f"{label:<40} {values['raw']:>12,.0f} {values['ours']:>12,.0f}")
-    print(f"{'sum':<40} {shared_sum['raw']:>12,.0f} {shared_sum['ours']:>12,.0f}")
+        print(f"{name:<42} {values['raw']:>12,.0f} {values['ours']:>12,.0f}")
+    print(f"{'sum':<42} {shared_sum['raw']:>12,.0f} {shared_sum['ours']:>12,.0f}")
     print(
-        f"{'the rest (loop, accumulation, framework)':<40} {totals['raw'] - shared_sum['raw']:>12,.0f} "
-        f"{totals['ours'] - shared_sum['ours']:>12,.0f}"
+        f"{'the rest (loop, accumulation, framework)':<42} {totals['raw'].step - shared_sum['raw']:>12,.0f} "
+        f"{totals['ours'].step - shared_sum['ours']:>12,.0f}"
     )
-    _print_tree(rows["ours"], limit, steps)
+    _print_tree(rows["ours"])
 
 
-def _print_tree(rows: dict[str, Row], limit: float, steps: int) -> None:
-    """Each function under its main profiled caller (others are named); per step, or per epoch when rarer than `limit`."""
+def _print_tree(rows: dict[str, Row]) -> None:
+    """Each function under its main probed caller (the others named after it)."""
     primary: dict[str, Row] = {}
     for row in rows.values():
         callers = {c: share for c, share in row.target.callers.items() if c in rows and c != row.target.label}
@@ -451,38 +492,37 @@ def _print_tree(rows: dict[str, Row], limit: float, steps: int) -> None:
             rows[caller].children.append(row)
         if callers:
             primary[row.target.label] = rows[max(callers, key=lambda c: callers[c])]
-    width = 92
-    print(f"\nours, as a call tree: instructions per step (per epoch for functions run less than {limit} times a step)")
-    print(f"{'function (file:line)':<{width}} {'calls':>6} {'inclusive':>11} {'own':>10}")
+    width = 88
+    print("\nours as a call tree: calls, inclusive and own instructions, per step and per epoch besides")
+    print(
+        f"{'function (file:line)':<{width}} {'calls':>5} {'incl/step':>10} {'own/step':>9} {'calls':>6} {'incl/epoch':>11} {'own/epoch':>10}"
+    )
 
     def show(row: Row, depth: int) -> None:
-        per_epoch = row.target.calls_per_step < limit
-        scale = steps if per_epoch else 1
-        calls = f"{row.calls * scale:>6.2f}" if row.calls else f"{'run':>6}"
-        others = (
-            [c.split(" (")[0] for c in row.target.callers if c in rows and c != primary[row.target.label].target.label]
-            if row.target.label in primary
-            else []
-        )
-        note = f"  (also from {', '.join(others)})" if others else ""
-        name = "  " * depth + row.target.label
+        main = primary.get(row.target.label)
+        others = [
+            c.split(" (")[0] for c in row.target.callers if c in rows and main is not None and c != main.target.label
+        ]
+        own = row.own()
         print(
-            f"{name:<{width}} {calls} {row.per_step * scale:>11,.0f} {row.own() * scale:>10,.0f}"
-            f"{' /epoch' if per_epoch else ''}{note}"
+            f"{'  ' * depth + row.target.label:<{width}} {row.calls.step:>5.2f} {row.cost.step:>10,.0f} {own.step:>9,.0f} "
+            f"{row.calls.epoch:>6.2f} {row.cost.epoch:>11,.0f} {own.epoch:>10,.0f}"
+            + (f"  (also from {', '.join(others)})" if others else "")
         )
         children = [child for child in row.children if primary.get(child.target.label) is row]
-        for child in sorted(children, key=lambda r: -r.per_step):
+        for child in sorted(children, key=lambda r: (-r.cost.step, -r.cost.epoch)):
             show(child, depth + 1)
 
-    for root in sorted((r for r in rows.values() if r.target.label not in primary), key=lambda r: -r.per_step):
+    for root in sorted((r for r in rows.values() if r.target.label not in primary), key=lambda r: -r.cost.epoch):
         show(root, 0)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--row", default="S", choices=["A", "B", "S"], help="the workload (bench_loops.WORKLOADS)")
-    parser.add_argument("--steps", type=int, default=20, help="batches per epoch")
-    parser.add_argument("--limit", type=float, default=0.5, help="fewer calls per step than this: shown per epoch")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="batches of the short epoch (the long one has twice as many)"
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
@@ -492,4 +532,4 @@ if __name__ == "__main__":
 
         torch.set_num_threads(1)
         logging.getLogger("torchmanager").setLevel(logging.WARNING)
-        profile(arguments.row, arguments.steps, arguments.limit)
+        profile(arguments.row, arguments.steps)
