@@ -76,7 +76,7 @@ def count_row(key: str, steps: int, epochs: Sequence[int], timeout_s: float = 18
         key: The workload.
         steps: Batches per epoch.
         epochs: The epoch counts to run (at least two, distinct, each >= 1).
-        timeout_s: The limit for each contender's process, in seconds.
+        timeout_s: The limit for each contender's process, in seconds (`subprocess.TimeoutExpired` past it).
     Raises:
         RuntimeError: valgrind is missing, or a contender's process failed (its output is in the message).
     """
@@ -108,14 +108,20 @@ def count_row(key: str, steps: int, epochs: Sequence[int], timeout_s: float = 18
             )
             for contender, out_file in out_files.items()
         }
-        for contender, child in children.items():
-            output, _ = child.communicate(timeout=timeout_s)
-            if child.returncode != 0:
-                raise RuntimeError(
-                    f"The callgrind run of row {key}, {contender}, failed with status {child.returncode}:\n{output[-4000:]}"
-                )
-            dumps = callgrind.read_dumps(out_files[contender])
-            counts[contender] = {e: dumps[_label(contender, e)] for e in epochs}
+        try:
+            for contender, child in children.items():
+                output, _ = child.communicate(timeout=timeout_s)
+                if child.returncode != 0:
+                    raise RuntimeError(
+                        f"The callgrind run of row {key}, {contender}, failed with status {child.returncode}:\n{output[-4000:]}"
+                    )
+                dumps = callgrind.read_dumps(out_files[contender])
+                counts[contender] = {e: dumps[_label(contender, e)] for e in epochs}
+        finally:  # one failed or ran out of time: end the other before its folder goes
+            for child in children.values():
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
     return InstructionCounts(key, steps, counts)
 
 
