@@ -8,8 +8,11 @@ the scripted clock calls for, worked out by hand.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
+import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -17,7 +20,15 @@ import tqdm.std
 from core_testkit import Accuracy, batches, blobs, linear
 
 from torchmanager_core import Manager
-from torchmanager_core.progress import EpochProgress, ProgressBar, VerboseType
+from torchmanager_core.progress import (
+    EpochProgress,
+    ProgressBar,
+    RunEta,
+    VerboseType,
+    format_duration,
+    logger,
+    wants_progress,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +92,71 @@ def test_the_upstream_progress_bar_callback_draws_the_same_on_any_machine(capsys
     finals = [line for line in re.split(r"[\r\n]", err) if "3/3 [" in line]
     assert len(finals) == 2 and all("accuracy=" in line and "val_accuracy=" in line for line in finals)
     assert "loss=" not in err  # METRICS: the losses are left out
+
+
+@pytest.mark.parametrize(
+    ("tty", "environment", "expected"),
+    [(True, {}, True), (False, {}, False), (True, {"CI": "true"}, False), (True, {"GITHUB_ACTIONS": "true"}, False)],
+)
+def test_auto_draws_bars_in_an_interactive_terminal_only(
+    monkeypatch: pytest.MonkeyPatch, tty: bool, environment: dict[str, str], expected: bool
+) -> None:
+    for name in ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    assert wants_progress("auto") is expected
+    assert wants_progress(True) and not wants_progress(False)
+    with pytest.raises(TypeError, match=r'`show_verbose` must be True, False or "auto". Received: show_verbose=1'):
+        wants_progress(1)  # type: ignore[arg-type]
+
+
+def test_the_run_eta_is_the_mean_step_time_times_the_steps_left() -> None:
+    eta = RunEta(10, done=2, clock=scripted([100.0, 103.0, 106.0]))  # a resumed run: 2 steps were made before
+    assert eta.left_s() is None  # no step made yet: no pace
+    eta.step()
+    eta.step()  # 2 steps in 3 s: 1.5 s a step, 6 steps left
+    assert eta.left_s() == pytest.approx(9.0)
+    assert RunEta(None).left_s() is None
+    assert [format_duration(s) for s in (9.4, 187, 3720)] == ["9s", "3m07s", "1h02m"]
+
+
+def test_fit_shows_one_line_an_epoch_with_validation_and_logs_it_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    x, y = blobs(24)
+    model = linear()
+    manager = Manager(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(), {"accuracy": Accuracy()}
+    )
+    log_file = logging.FileHandler(tmp_path / "run.log")
+    logger.addHandler(log_file)
+    try:
+        manager.fit(batches(x, y, 8), epochs=2, val_dataset=batches(x, y, 8), show_verbose=True)
+    finally:
+        logger.removeHandler(log_file)
+        log_file.close()
+    captured = capsys.readouterr()
+    finals = [line for line in re.split(r"[\r\n]", captured.err) if "3/3 [" in line]
+    assert len(finals) == 2  # one line an epoch: no validation bar, no second line
+    for epoch, line in enumerate(finals, 1):
+        assert line.startswith(f"Epoch {epoch}/2") and all(
+            f"{key}=" in line for key in ("loss", "accuracy", "lr", "val_loss", "val_accuracy")
+        )
+    assert "(run: 0s left)" in finals[1]  # the whole run's time left: none after the last step
+    assert "Validation" not in captured.err
+    assert "Epoch 1/2:" not in captured.out  # the bar showed it: the console does not repeat it ...
+    assert (tmp_path / "run.log").read_text().count("Epoch 1/2: loss=") == 1  # ... a log file still gets it
+
+
+def test_by_default_tests_and_log_files_get_no_bars(capsys: pytest.CaptureFixture[str]) -> None:
+    x, y = blobs(16)
+    model = linear()
+    Manager(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss()).fit(
+        batches(x, y, 8), epochs=1
+    )
+    captured = capsys.readouterr()  # pytest's captured stderr is not a terminal: "auto" draws nothing
+    assert "it/s" not in captured.err and "2/2 [" not in captured.err
+    assert "Epoch 1/1: loss=" in captured.out

@@ -3,17 +3,22 @@
 The bar counts every step (cheap, host only) and is drawn only when its own clock says so: at
 most every `refresh_s` seconds, which is also the only time a running summary is read from the
 device. tqdm's own redraw timer is off, so what is drawn depends on that one (injectable) clock.
+During `fit` an epoch is one line: the bar stays open through validation and closes with the
+epoch's summary, validation values appended, and the time left for the whole run; the console
+then skips the same summary line (log files still get it). `show_verbose="auto"` (the default)
+draws bars only in an interactive terminal, as Keras's `verbose="auto"`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import torch
 from tqdm import tqdm
@@ -25,20 +30,47 @@ from .tracking import merge_summaries, to_floats
 __all__ = [
     "EpochProgress",
     "ProgressBar",
+    "RunEta",
+    "ShowVerbose",
     "VerboseType",
     "add_console",
+    "format_duration",
     "format_summary",
     "log_model",
     "log_summary",
     "logger",
+    "wants_progress",
 ]
 
 logger = logging.getLogger("torchmanager")
 """The logger receiving epoch summaries at INFO (and interruptions, device fallbacks)."""
 
 
+ShowVerbose: TypeAlias = bool | Literal["auto"]
+"""`show_verbose`: draw progress bars (True), not (False), or only in an interactive terminal ("auto")."""
+
+_CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD")
+
+
+def wants_progress(show_verbose: ShowVerbose) -> bool:
+    """Whether to draw progress bars: True, False, or with "auto" when stderr is an interactive
+    terminal and no CI service is running the job (a log file or CI gets the summary lines only)."""
+    if show_verbose == "auto":
+        interactive = sys.stderr is not None and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+        return interactive and not any(os.environ.get(name) for name in _CI_VARIABLES)
+    if not isinstance(show_verbose, bool):
+        raise TypeError(f'`show_verbose` must be True, False or "auto". Received: show_verbose={show_verbose!r}')
+    return show_verbose
+
+
 class _Console(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is when a record comes (notebooks and test runners swap it)."""
+    """Writes to whatever `sys.stdout` is when a record comes (notebooks and test runners swap it).
+
+    A record logged with `extra={"console": False}` (a summary a progress bar already showed) is skipped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "console", True) is not False and bool(super().filter(record))
 
     @property
     def stream(self) -> Any:
@@ -71,11 +103,16 @@ def add_console(console: logging.Handler | None = None, formatter: logging.Forma
         logger.setLevel(logging.INFO)
 
 
-def log_summary(prefix: str, summary: Mapping[str, float]) -> None:
-    """Log one summary line (`prefix: name=value, ...`) to the "torchmanager" logger, on the main process."""
+def log_summary(prefix: str, summary: Mapping[str, float], *, console: bool = True) -> None:
+    """Log one summary line (`prefix: name=value, ...`) to the "torchmanager" logger, on the main process.
+
+    Args:
+        console: Print it on the console too (False when a progress bar already shows it; the
+            logger's other handlers, a log file, still get it).
+    """
     if is_main_process():
         add_console()
-        logger.info(f"{prefix}: {format_summary(summary)}")
+        logger.info(f"{prefix}: {format_summary(summary)}", extra={"console": console})
 
 
 def log_model(model: torch.nn.Module, device: torch.device, precision: str) -> None:
@@ -96,6 +133,40 @@ def format_summary(summary: Mapping[str, float]) -> str:
     return ", ".join(f"{name}={value:.4f}" for name, value in summary.items())
 
 
+class RunEta:
+    """The time left for a whole run, from its mean step time so far.
+
+    Args:
+        total_steps: The steps the run makes in all (None when an epoch's length is unknown).
+        done: Steps already made (a resumed run's).
+        clock: Seconds, monotonic.
+    """
+
+    def __init__(self, total_steps: int | None, done: int = 0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total_steps, self._first, self.done = total_steps, done, done
+        self._clock = clock
+        self._start = clock()
+
+    def step(self) -> None:
+        """One more step made."""
+        self.done += 1
+
+    def left_s(self) -> float | None:
+        """Seconds left at the mean pace of the steps made since this object started, or None."""
+        made = self.done - self._first
+        if self.total_steps is None or made <= 0:
+            return None
+        return (self._clock() - self._start) / made * max(self.total_steps - self.done, 0)
+
+
+def format_duration(seconds: float) -> str:
+    """`1h02m`, `3m07s` or `42s`."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 class EpochProgress:
     """A tqdm bar over one epoch's steps, with live values refreshed on a time basis.
 
@@ -108,6 +179,8 @@ class EpochProgress:
         enabled: Without it, nothing is drawn and `step` does nothing.
         refresh_s: Minimum seconds between two draws (each reads the values from the device).
         clock: Seconds, monotonic (tests pass their own).
+        eta: The whole run's pace: its time left is drawn beside the label.
+        verbose_type: Which values to show.
     """
 
     def __init__(
@@ -118,6 +191,8 @@ class EpochProgress:
         refresh_s: float = 0.5,
         *,
         clock: Callable[[], float] = time.monotonic,
+        eta: RunEta | None = None,
+        verbose_type: VerboseType | None = None,
     ) -> None:
         self._bar = (
             tqdm(
@@ -132,9 +207,12 @@ class EpochProgress:
             else None
         )
         self.enabled = self._bar is not None
+        self._description = description
         self._refresh_s = refresh_s
         self._clock = clock
         self._last = clock() if self.enabled else 0.0
+        self._eta = eta
+        self._shown = (verbose_type or VerboseType.ALL).shown
 
     def step(self, read_values: Callable[[], Mapping[str, torch.Tensor | float]]) -> None:
         """Count one step; every `refresh_s` seconds draw the bar with `read_values()` in the postfix.
@@ -144,30 +222,49 @@ class EpochProgress:
         if self._bar is None:
             return
         self._bar.update(1)
+        if self._eta is not None:
+            self._eta.step()
         if self._bar.total is not None and self._bar.n >= self._bar.total:
             return
         now = self._clock()
         if now - self._last >= self._refresh_s:
             self._last = now
-            self._bar.set_postfix(to_floats(read_values()), refresh=True)
+            self._describe()
+            self._bar.set_postfix(self._shown(to_floats(read_values())), refresh=True)
+
+    def _describe(self) -> None:
+        left = self._eta.left_s() if self._eta is not None else None
+        if self._bar is not None and left is not None:
+            self._bar.set_description_str(f"{self._description} (run: {format_duration(left)} left)", refresh=False)
 
     def close(self, summary: Mapping[str, float] | None = None) -> None:
         """Show the final `summary` and close the bar."""
         if self._bar is None:
             return
+        self._describe()
         if summary:
-            self._bar.set_postfix(summary, refresh=False)
+            self._bar.set_postfix(self._shown(summary), refresh=False)
         self._bar.close()
         self._bar = None
 
 
 class VerboseType(Enum):
-    """Which values a `ProgressBar` shows (upstream's names and values)."""
+    """Which values a progress bar shows (upstream's names and values)."""
 
     ALL = -1
     NONE = 0
     LOSS = 1
     METRICS = 2
+
+    def shown(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of `summary` to show: all, none, the losses (names with "loss") or the rest."""
+        if self is VerboseType.NONE:
+            return {}
+        if self is VerboseType.LOSS:
+            return {name: value for name, value in summary.items() if "loss" in name}
+        if self is VerboseType.METRICS:
+            return {name: value for name, value in summary.items() if "loss" not in name}
+        return dict(summary)
 
 
 class ProgressBar(Callback):
@@ -202,23 +299,19 @@ class ProgressBar(Callback):
         self.clock = clock
         self._bar: EpochProgress | None = None
 
-    def _shown(self, summary: Mapping[str, Any]) -> dict[str, Any]:
-        if self.verbose_type is VerboseType.NONE:
-            return {}
-        if self.verbose_type is VerboseType.LOSS:
-            return {name: value for name, value in summary.items() if "loss" in name}
-        if self.verbose_type is VerboseType.METRICS:
-            return {name: value for name, value in summary.items() if "loss" not in name}
-        return dict(summary)
-
     def on_epoch_start(self, epoch: int) -> None:
         self._bar = EpochProgress(
-            self.iterations_per_epoch, f"Epoch {epoch + 1}", is_main_process(), self.refresh_s, clock=self.clock
+            self.iterations_per_epoch,
+            f"Epoch {epoch + 1}",
+            is_main_process(),
+            self.refresh_s,
+            clock=self.clock,
+            verbose_type=self.verbose_type,
         )
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
         if self._bar is not None:
-            self._bar.step(lambda: self._shown(summary))
+            self._bar.step(lambda: summary)
 
     def on_epoch_end(
         self,
@@ -227,7 +320,7 @@ class ProgressBar(Callback):
         val_summary: Mapping[str, float] | None = None,
     ) -> None:
         if self._bar is not None:
-            self._bar.close(self._shown(merge_summaries(summary, val_summary)))
+            self._bar.close(merge_summaries(summary, val_summary))
             self._bar = None
 
     def on_train_end(self, model: torch.nn.Module) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 
 from .callbacks import CallbackList
+from .progress import EpochProgress, RunEta
 from .random import get_data_rng_state, get_rng_state, set_data_rng_state, set_rng_state
 
 __all__ = ["NonFinitePolicy", "RandomSnapshot", "RunState"]
@@ -83,6 +84,8 @@ class RunState:
         callbacks: The callbacks of the `fit` in progress.
         resumed_callbacks: The callbacks' states of the checkpoint loaded last, until a `fit` gives
             them to its callbacks.
+        progress: The progress bar of the epoch in progress, open until the epoch's summary closes it.
+        eta: The whole run's pace, for the time left shown beside the bar.
         checkpoint_requests: Checkpoint paths callbacks asked for during the current hook
             dispatch; the loop writes them after it.
         saved_checkpoints: The checkpoint files the current `fit` wrote, each once.
@@ -105,6 +108,8 @@ class RunState:
     data: object = None
     callbacks: CallbackList | None = None
     resumed_callbacks: dict[str, Any] | None = None
+    progress: EpochProgress | None = None
+    eta: RunEta | None = None
     checkpoint_requests: list[str] = field(default_factory=list)
     saved_checkpoints: list[str] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
@@ -118,6 +123,14 @@ class RunState:
         self.checkpoint_requests = []
         self.saved_checkpoints = []
         self.history = []
+
+    def close_progress(self, summary: dict[str, float] | None = None) -> bool:
+        """Close the epoch's progress bar with `summary`; whether a bar was drawn (then it showed the summary)."""
+        progress, self.progress = self.progress, None
+        if progress is None:
+            return False
+        progress.close(summary)
+        return progress.enabled
 
     def start_at(self, epoch: int) -> None:
         """Go to the start of `epoch` (`fit(initial_epoch=...)`), forgetting any resume position."""

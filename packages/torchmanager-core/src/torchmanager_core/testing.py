@@ -24,7 +24,7 @@ from .epoch_values import EpochValues, running
 from .errors import ModelError, describe
 from .modes import evaluating
 from .placement import Devices, Placement
-from .progress import EpochProgress, logger
+from .progress import EpochProgress, ShowVerbose, logger, wants_progress
 from .tracking import to_floats
 from .version import API_VERSION, Version
 
@@ -202,7 +202,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         device: Devices = None,
         devices: Devices = None,
         use_multi_gpus: bool = False,
-        show_verbose: bool = False,
+        show_verbose: ShowVerbose = "auto",
         callbacks_list: Sequence[Callback] | None = None,
         empty_cache: bool = True,
     ) -> dict[str, float]:
@@ -216,7 +216,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
             device: Where to run (a device, a name, a CUDA index, or a list for DataParallel);
                 by default the best available. `devices` is the same (the README's name).
             use_multi_gpus: Use DataParallel over several given or visible GPUs.
-            show_verbose: Show a progress bar.
+            show_verbose: Show a progress bar: True, False, or "auto" (in an interactive terminal only).
             callbacks_list: Callbacks whose `on_test_*` hooks are called.
             empty_cache: Release cached CUDA memory afterwards.
         Returns:
@@ -234,7 +234,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         return summary
 
     def _evaluate(
-        self, dataset: DataSource, callbacks: CallbackList, show_verbose: bool, description: str
+        self, dataset: DataSource, callbacks: CallbackList, show_verbose: ShowVerbose, description: str
     ) -> dict[str, float]:
         """One pass of `test_step` over `dataset` where the run is placed (validation uses it too).
 
@@ -245,7 +245,9 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         share = evaluation_shards.split(dataset)
         values = self._evaluation
         values.believe_steps = type(self).test_step is not TestingManager.test_step
-        progress = EpochProgress(batches_in(share), description, show_verbose and distributed.is_main_process())
+        progress = EpochProgress(
+            batches_in(share), description, wants_progress(show_verbose) and distributed.is_main_process()
+        )
         batch_start, batch_end = callbacks.uses("on_test_batch_start"), callbacks.uses("on_test_batch_end")
         steps = 0
         self._last_values = values
@@ -283,7 +285,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         device: Devices = None,
         devices: Devices = None,
         use_multi_gpus: bool = False,
-        show_verbose: bool = False,
+        show_verbose: ShowVerbose = "auto",
         empty_cache: bool = True,
     ) -> list[Any]:
         """The model's outputs for each batch of `dataset` (inputs, or `(x, y)` pairs), on the CPU.
@@ -297,7 +299,9 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         outputs: list[Any] = []
         with self._placement.place(self, device, devices, use_multi_gpus, empty_cache=empty_cache):
             share = evaluation_shards.split(dataset)
-            progress = EpochProgress(batches_in(share), "Predict", show_verbose and distributed.is_main_process())
+            progress = EpochProgress(
+                batches_in(share), "Predict", wants_progress(show_verbose) and distributed.is_main_process()
+            )
             with self._evaluation_model(), torch.no_grad():
                 for x, _, _ in data_pass(share, _input_only, self.device):
                     y, _ = self.forward(x)

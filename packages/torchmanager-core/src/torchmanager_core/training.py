@@ -23,7 +23,7 @@ from .callbacks import Callback, CallbackList
 from .data_pass import DataSource, batches_in, data_pass, set_epoch
 from .epoch_values import EpochValues, running
 from .errors import NonFiniteLossError, StopTraining
-from .progress import EpochProgress, log_model, log_summary, logger
+from .progress import EpochProgress, RunEta, ShowVerbose, VerboseType, log_model, log_summary, logger, wants_progress
 from .run_state import NonFinitePolicy, RandomSnapshot, RunState
 from .testing import BasicTestingManager, Devices, TestingManager
 from .tracking import merge_summaries
@@ -221,7 +221,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         device: Devices = None,
         devices: Devices = None,
         use_multi_gpus: bool = False,
-        show_verbose: bool = False,
+        show_verbose: ShowVerbose = "auto",
         resume_from: PathLike | None = None,
         on_nonfinite_loss: NonFinitePolicy = "raise",
         **kwargs: Any,
@@ -239,7 +239,9 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             device: Where to train (a device, a name, a CUDA index, or a list for DataParallel);
                 by default the best available. `devices` is the same (the README's name).
             use_multi_gpus: Use DataParallel over several given or visible GPUs.
-            show_verbose: Show a progress bar per epoch (the summary line is always logged).
+            show_verbose: Show a progress bar per epoch, one line an epoch with its validation values and the
+                run's time left: True, False, or "auto" (the default: in an interactive terminal only;
+                otherwise, and in log files, one summary line an epoch).
             resume_from: A checkpoint of this run to continue from, at the batch where it was
                 written (a callback such as `Experiment(resume=True)` may give it instead).
             on_nonfinite_loss: "raise" a `NonFiniteLossError` when an epoch's loss is NaN or
@@ -274,6 +276,11 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                 run.resume_rng = None
             self._warn_if_all_eval()
             log_model(self.raw_model, self.device, self.precision)
+            per_epoch = batches_in(training_dataset)
+            run.eta = RunEta(
+                per_epoch * run.total_epochs if per_epoch is not None and iterations is None else iterations,
+                (run.epoch * per_epoch if per_epoch is not None else 0) + run.step,
+            )
             try:
                 callbacks.on_train_start(run.epoch)
                 while run.epoch < run.total_epochs and not run.stop:
@@ -292,15 +299,19 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                             **kwargs,
                         )
                         if run.stopped_mid_epoch:  # the epoch goes on at the next fit
-                            log_summary(f"Stopped after batch {run.step} of epoch {run.epoch + 1}", summary)
+                            shown = run.close_progress(summary)
+                            log_summary(
+                                f"Stopped after batch {run.step} of epoch {run.epoch + 1}", summary, console=not shown
+                            )
                             break
-                        val_summary = self._validate(val_dataset, callbacks, show_verbose)
+                        val_summary = self._validate(val_dataset, callbacks)
                         self._end_epoch(summary, val_summary, callbacks)
             except StopTraining:
                 logger.info("Training stopped by a callback.")
             except KeyboardInterrupt:
                 logger.warning("Training interrupted (Ctrl-C); returning the model as it is.")
             finally:
+                run.close_progress()
                 distributed.broadcast_buffers(self.raw_model)  # every process returns rank 0's BatchNorm statistics
                 run.active = False
                 callbacks.on_train_end(self.raw_model)
@@ -316,14 +327,17 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         device: torch.device | None = None,
         use_multi_gpus: bool = False,
         callbacks_list: Iterable[Callback] | None = None,
-        show_verbose: bool = False,
+        show_verbose: ShowVerbose = False,
+        verbose_type: VerboseType = VerboseType.ALL,
         **kwargs: Any,
     ) -> dict[str, float]:
         """Train one epoch over `dataset` (at most `iterations` batches) and return its summary floats.
 
         `fit` calls it once per epoch, where the run is placed (`device` and `use_multi_gpus` are
         upstream's arguments, kept for subclasses; they are already in effect). A resumed epoch
-        replays its data order and skips the batches its checkpoint had done.
+        replays its data order and skips the batches its checkpoint had done. Its progress bar
+        (`show_verbose`, showing `verbose_type`'s values) stays open: `fit` closes it with the
+        epoch's whole summary, validation included.
 
         Raises:
             ValueError: The epoch yielded no batch at all.
@@ -335,10 +349,12 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         known = [count for count in (iterations, batches_in(dataset)) if count is not None]
         run.steps_in_epoch = min(known) if known else None
         skip, after_skip = self._replay_data_order(dataset)
-        progress = EpochProgress(
+        progress = run.progress = EpochProgress(
             run.steps_in_epoch,
             f"Epoch {run.epoch + 1}/{run.total_epochs}",
-            show_verbose and distributed.is_main_process(),
+            wants_progress(show_verbose) and distributed.is_main_process(),
+            eta=run.eta,
+            verbose_type=verbose_type,
         )
         batch_start, batch_end = callbacks.uses("on_batch_start"), callbacks.uses("on_batch_end")
         for x, y, last in data_pass(dataset, self._unpacker(dataset), self.device, skip=skip, after_skip=after_skip):
@@ -358,14 +374,12 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             if run.stop or run.last_batch:
                 break
         if run.step == 0:
-            progress.close()
+            run.close_progress()
             raise ValueError(
                 f"`training_dataset` yielded no batches in epoch {run.epoch + 1}; give a non-empty data set (and "
                 f"check `drop_last` with a batch size larger than the data). Received: training_dataset={dataset!r}"
             )
-        summary_floats = values.read()
-        progress.close(summary_floats)
-        return summary_floats
+        return values.read()
 
     def _replay_data_order(self, dataset: DataSource) -> tuple[int, Any]:
         """Where the epoch's batches start: (0, None) fresh, else the batches to skip and what to do after."""
@@ -378,15 +392,13 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         resumed, run.resume_rng = run.resume_rng, None
         return run.step, (lambda: resumed.restore(dataset)) if resumed is not None else None
 
-    def _validate(
-        self, dataset: DataSource | None, callbacks: CallbackList, show_verbose: bool
-    ) -> dict[str, float] | None:
+    def _validate(self, dataset: DataSource | None, callbacks: CallbackList) -> dict[str, float] | None:
         """Validate on `dataset` (None: no validation) with its own accumulators; the training epoch's stay as they are."""
         if dataset is None:
             return None
         epoch = self._run.epoch
         callbacks.on_validation_start(epoch)
-        summary = self._evaluate(dataset, CallbackList(), show_verbose, "Validation")
+        summary = self._evaluate(dataset, CallbackList(), False, "Validation")  # the epoch's bar shows its values
         callbacks.on_validation_end(epoch, summary)
         return summary
 
@@ -402,7 +414,8 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             self._nonfinite(epoch, summary["loss"])
         merged = merge_summaries(summary, val_summary)
         run.history.append(merged)
-        log_summary(f"Epoch {epoch + 1}/{run.total_epochs}", merged)
+        shown = run.close_progress(merged)  # the epoch's one line, validation values appended
+        log_summary(f"Epoch {epoch + 1}/{run.total_epochs}", merged, console=not shown)
         self._dispatch(callbacks.on_epoch_end, epoch, summary, val_summary)
         self._write_requested_checkpoints()
         run.stop = distributed.any_process(run.stop)  # one process stopping stops them all, at this epoch's end
