@@ -12,7 +12,8 @@ import atexit
 import datetime
 import logging
 import os
-from collections.abc import Iterable, Mapping
+import pickle
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,6 +34,8 @@ __all__ = [
     "is_main_process",
     "launched_by_torchrun",
     "local_device",
+    "max_over_processes",
+    "on_main_process",
     "reduce_states",
     "shard",
 ]
@@ -96,13 +99,52 @@ def _flag_group() -> Any:
     return _flag_groups[default]
 
 
+def max_over_processes(values: Sequence[int]) -> list[int]:
+    """Each of `values` at its largest over all processes (one host-side collective; `values` in a single process).
+
+    Every process must call it at the same point with as many values: the loop agrees on its stop
+    flag and on a preemption signal's number in one call.
+    """
+    if not is_distributed():
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group())
+    return [int(value) for value in tensor.tolist()]
+
+
 def any_process(flag: bool) -> bool:
     """Whether `flag` is true in any process (one host-side collective; `flag` itself in a single process)."""
+    return bool(max_over_processes([int(flag)])[0])
+
+
+def on_main_process(action: Callable[[], None]) -> Exception | None:
+    """Run `action` on the main process only; every process gets the exception it raised, or None.
+
+    One host-side collective after the action (in place of a barrier), so that when the main
+    process fails to write a file every process learns it at the same point and can act alike.
+    In a single process it is `action()` with its exception returned.
+    """
+    error: Exception | None = None
+    if is_main_process():
+        try:
+            action()
+        except Exception as caught:  # handed to every process; BaseExceptions (Ctrl-C, exit) go on as they are
+            error = caught
     if not is_distributed():
-        return flag
-    tensor = torch.tensor(float(flag))
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group())
-    return bool(tensor.item())
+        return error
+    holder = [_picklable(error)]
+    dist.broadcast_object_list(holder, src=0, group=_flag_group())
+    shared: Exception | None = holder[0]
+    return error if is_main_process() else shared
+
+
+def _picklable(error: Exception | None) -> Exception | None:
+    """`error`, or a RuntimeError with its text when it cannot be sent to the other processes."""
+    try:
+        pickle.dumps(error)
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
 
 
 def from_main_process(value: Any) -> Any:
