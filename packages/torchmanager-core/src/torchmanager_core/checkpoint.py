@@ -19,7 +19,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -129,7 +129,7 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
             if hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), _new_file_mode())
             writer = _Writer(file)
-            torch.save(record, writer)
+            torch.save(record, cast(IO[bytes], writer))  # torch.save needs only `write` (and `flush`)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_path, path)
