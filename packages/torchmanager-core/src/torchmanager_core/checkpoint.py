@@ -25,7 +25,16 @@ import torch
 
 from .__about__ import __version__
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "load", "pack_model", "save", "unpack_model"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "CheckpointWriteError",
+    "load",
+    "pack_model",
+    "save",
+    "unpack_model",
+]
 
 FORMAT: str = "torchmanager.checkpoint"
 """Value of the `"format"` key that marks a file as ours."""
@@ -40,6 +49,11 @@ _ALLOWED = "tensors, numbers, str, bytes, None, torch.Size/dtype/device and list
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be written or read as a torchmanager checkpoint."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """The disk refused a checkpoint (full, quota, file size limit): a `CheckpointError` and an `OSError`, with
+    the failed write's `errno`."""
 
 
 def _check_loadable(value: Any, where: str) -> None:
@@ -96,8 +110,9 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
         path: The checkpoint file; its folder must exist.
     Raises:
         TypeError: `payload` is not a dict, or holds a value `torch.load(weights_only=True)` cannot read.
-        CheckpointError: The folder is missing or not writable, or writing failed (disk full, quota, file
-            size limit); the previous file at `path` is then intact and no temporary file is left.
+        CheckpointError: The folder is missing or not writable.
+        CheckpointWriteError: Writing failed (disk full, quota, file size limit); the previous file at
+            `path` is intact and no temporary file is left.
     """
     if not isinstance(payload, dict):
         raise TypeError(
@@ -138,11 +153,13 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
             os.remove(temp_path)
         cause = writer.error if writer is not None and writer.error is not None else error
         if isinstance(cause, OSError):
-            raise CheckpointError(
+            failure = CheckpointWriteError(
                 f"Cannot save checkpoint `{path}`: writing it failed ({cause.strerror or cause}); the previous "
                 f"checkpoint at this path is kept. Free disk space, raise the quota or file size limit, or save "
                 f"to another folder. Received: path={path!r}"
-            ) from cause
+            )
+            failure.errno = cause.errno
+            raise failure from cause
         raise
     _fsync_folder(folder)
     _remove_stale_temporaries(path, started)
