@@ -4,9 +4,9 @@ importing torch in each (about 2 s apiece on CI's 2 cores).
 Server side (`serve(main)`, in a script that has imported what its children need): for each line
 `run FOLDER ARGS...` read from stdin it forks a child that runs `main(ARGS)` in FOLDER, with this
 process's stdout and stderr; prints `pid <pid>` at once, then `exit <pid> <code>` when the child ends
-(code -9 after a SIGKILL). The server runs no torch code itself, so each child starts as a fresh
+(code -9 after a SIGKILL, a `SystemExit`'s code as the interpreter would exit with it, 1 after another exception). The server runs no torch code itself, so each child starts as a fresh
 process would: modules imported, no state. Client side (`ForkServer`): the test's handle on a server.
-Used by tests/test_kill_and_resume.py and tests/test_kill_during_write.py.
+Used by tests/test_kill_and_resume.py, tests/test_kill_during_write.py and tests/test_preemption_processes.py.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def serve(main: Callable[[list[str]], None]) -> None:
             try:
                 os.chdir(folder)
                 main(args)
+            except SystemExit as exit:  # sys.exit(code), or an exception that is one, such as torchmanager's Preempted
+                code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
             except BaseException:
                 traceback.print_exc()
                 code = 1

@@ -4,7 +4,7 @@
 depends on torch, tqdm and packaging only: losses and metrics are any callables (see `protocols`).
 """
 
-from . import callbacks, checkpoint, configs, devices, distributed, errors, protocols, random, version
+from . import callbacks, checkpoint, configs, devices, distributed, errors, preemption, protocols, random, version
 from .__about__ import __version__
 from .callbacks import Callback, CallbackList
 from .errors import StopTraining
@@ -32,6 +32,7 @@ __all__ = [
     "devices",
     "distributed",
     "errors",
+    "preemption",
     "protocols",
     "random",
     "version",

@@ -1,8 +1,11 @@
-"""Error types raised by the managers, and `StopTraining`, the clean way to end `fit` early."""
+"""Error types raised by the managers, `StopTraining`, the clean way to end `fit` early, and `Preempted`."""
 
 from __future__ import annotations
 
-__all__ = ["LossError", "MetricError", "ModelError", "NonFiniteLossError", "StopTraining", "describe"]
+import signal
+from collections.abc import Sequence
+
+__all__ = ["LossError", "MetricError", "ModelError", "NonFiniteLossError", "Preempted", "StopTraining", "describe"]
 
 
 class StopTraining(Exception):
@@ -41,6 +44,25 @@ class MetricError(RuntimeError):
 
 class NonFiniteLossError(FloatingPointError):
     """The epoch's loss became NaN or infinite (checked once per epoch, never per step)."""
+
+
+class Preempted(SystemExit):
+    """`fit` stopped for SIGTERM or SIGUSR1, after saving the run when it has a checkpoint: the process should end.
+
+    Uncaught, the interpreter exits with `code`, 128 + the signal's number (143 for SIGTERM, 138 for
+    SIGUSR1: what shells, Docker and Kubernetes report for a process that signal ended), and prints
+    no traceback; catch it to run more code first. Every process of a torchrun launch raises it
+    after the same step.
+
+    Attributes:
+        signal: The signal (the largest number any process received: the same on every process).
+        checkpoints: The files the run was saved to (empty: nothing was saved).
+    """
+
+    def __init__(self, signum: int, checkpoints: Sequence[str]) -> None:
+        super().__init__(128 + signum)
+        self.signal = signal.Signals(signum)
+        self.checkpoints = tuple(checkpoints)
 
 
 def describe(value: object) -> str:

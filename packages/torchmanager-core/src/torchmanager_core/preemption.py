@@ -1,14 +1,12 @@
 """Preemption: SIGTERM or SIGUSR1 during `fit` ends the run after an optimizer update, saved, with a known exit code.
 
 Who owns what: this module installs the signal handlers for the duration of a `fit` (main thread
-only, the previous handlers back afterwards), says which files a preempted run is saved to, and
-defines how the process ends: `Preempted`, a `SystemExit`. The loop (`training`) decides when to
-act: after the optimizer update that ends the current accumulation window, or at an epoch's end,
-with every process agreeing on the same step.
-
-The exit code is 128 + the signal's number (143 for SIGTERM, 138 for SIGUSR1): what shells,
-Docker and Kubernetes report for a process that signal ended, so a scheduler sees the code it
-expects from a job it terminated, and the run is saved.
+only, the previous handlers back afterwards) and says which files a preempted run is saved to. The
+loop (`training`) decides when to act: after the optimizer update that ends the current
+accumulation window, or at an epoch's end, with every process agreeing on the same step; then it
+saves, logs one line and raises `errors.Preempted`, a `SystemExit` with code 128 + the signal's
+number (143 for SIGTERM, 138 for SIGUSR1: what shells, Docker and Kubernetes report for a process
+that signal ended, so a scheduler sees the code it expects from a job it terminated).
 """
 
 from __future__ import annotations
@@ -17,41 +15,19 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any
 
 from .callbacks import Callback
 from .run_state import RunState
 
-__all__ = ["SIGNALS", "Preempted", "checkpoint_paths", "deferred_signals", "exit_code"]
+__all__ = ["SIGNALS", "checkpoint_paths", "deferred_signals"]
 
 SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)
 )
 """The signals `fit` defers: schedulers send SIGTERM before SIGKILL, SLURM can send SIGUSR1 ahead of a time limit."""
-
-
-def exit_code(signum: int) -> int:
-    """The code a preempted process exits with: 128 + the signal's number, as a shell reports a process it ended."""
-    return 128 + signum
-
-
-class Preempted(SystemExit):
-    """`fit` stopped for a preemption signal, after saving the run when it has a checkpoint: the process should end.
-
-    Uncaught, the interpreter exits with `code` (see `exit_code`) and prints no traceback; catch it
-    to run more code first. Every process of a torchrun launch raises it after the same step.
-
-    Attributes:
-        signal: The signal (the largest number any process received, the same on every process).
-        checkpoints: The files the run was saved to (empty: nothing was saved).
-    """
-
-    def __init__(self, signum: int, checkpoints: Sequence[str]) -> None:
-        super().__init__(exit_code(signum))
-        self.signal = signal.Signals(signum)
-        self.checkpoints = tuple(checkpoints)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from . import checkpoint, distributed, preemption
 from .callbacks import Callback, CallbackList, merge_summaries
 from .data_pass import DataSource, batches_in, data_pass, set_epoch
 from .epoch_values import EpochValues, running
-from .errors import NonFiniteLossError, StopTraining
+from .errors import NonFiniteLossError, Preempted, StopTraining
 from .progress import EpochProgress, add_console, log_model, log_summary, logger
 from .run_state import CheckpointErrorPolicy, NonFinitePolicy, RandomSnapshot, RunState
 from .testing import BasicTestingManager, Devices, TestingManager
@@ -571,7 +571,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         run = self._run
         run.signal = None  # acted on: not raised again when `fit` ends
         paths = preemption.checkpoint_paths(run.callbacks or [])
-        preempted = preemption.Preempted(signum, [path for path in paths if self._write(path)])
+        preempted = Preempted(signum, [path for path in paths if self._write(path)])
         if distributed.is_main_process():
             where = (
                 f"after batch {run.step} of epoch {run.epoch + 1}" if run.step else f"at the end of epoch {run.epoch}"
