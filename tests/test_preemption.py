@@ -195,6 +195,30 @@ def test_a_signal_stops_after_the_update_in_progress_and_the_run_resumes_bit_ide
     assert summary == expected_summary
 
 
+class SignalEachWrite(Callback):
+    """Sends this process SIGTERM while each checkpoint from epoch `epoch` on is written."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.sent = epoch, 0
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.manager.current_epoch >= self.epoch:
+            self.sent += 1
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_another_signal_while_the_preempted_run_is_saved_changes_nothing(tmp_path: Path, received: list[int]) -> None:
+    manager, path = make_manager(0), tmp_path / "last.model"
+    each_write = SignalEachWrite(epoch=1)
+    callbacks = [LastCheckpoint(manager, str(path), save_every_n_steps=2), each_write]
+    with pytest.raises(Preempted) as preempted:
+        manager.fit(DATA, epochs=EPOCHS, callbacks_list=callbacks)
+    assert each_write.sent == 2  # epoch 1's checkpoint (written once the run is at epoch index 1), then its own
+    assert preempted.value.code == 143 and received == []  # the second one did not end the process another way
+    saved = checkpoint.load(path)
+    assert (saved["epoch"], saved["step"], saved["global_step"]) == (1, 0, 10)  # at epoch 1's end
+
+
 def test_other_random_draws_end_elsewhere() -> None:
     """A run with other dropout masks ends with other weights: the resume test above is not vacuous."""
     model = make_manager(1234).fit(DATA, epochs=EPOCHS, val_dataset=VAL)

@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from .callbacks import Callback
+from .errors import Preempted
 from .run_state import RunState
 
 __all__ = ["SIGNALS", "checkpoint_paths", "deferred_signals"]
@@ -36,7 +37,8 @@ def deferred_signals(run: RunState) -> Iterator[bool]:
 
     Only the main thread can handle signals, and a signal that is ignored, or handled outside
     Python, is left as it is. Afterwards (also after an error) the previous handlers are back, and a
-    signal the loop did not act on (still in `run.signal`) is raised again, for them.
+    signal the loop did not act on (still in `run.signal`; not when `fit` ends with `Preempted`) is
+    raised again, for them.
     """
 
     def record(signum: int, frame: FrameType | None) -> None:
@@ -53,6 +55,9 @@ def deferred_signals(run: RunState) -> Iterator[bool]:
             previous[signum] = handler
     try:
         yield bool(previous)
+    except Preempted:
+        run.signal = None  # the run ends for a signal already: one more (during its checkpoint) changes nothing
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
