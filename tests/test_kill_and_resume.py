@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.run_records import assert_same_tensors
 from tests.scripts.fork_server import ForkServer
 from tests.workspace import ROOT
 from torchmanager_core import checkpoint
@@ -203,23 +204,6 @@ def outcomes(
     finally:
         while not runners.empty():
             runners.get().close()
-
-
-def assert_same_tensors(expected: Any, actual: Any, where: str) -> None:
-    """Every tensor bit-identical (torch.equal), and every other value equal, in nested dicts and lists."""
-    if isinstance(expected, torch.Tensor):
-        assert isinstance(actual, torch.Tensor) and expected.dtype == actual.dtype, where
-        assert torch.equal(expected, actual), f"{where} differs by up to {(expected - actual).abs().max()}"
-    elif isinstance(expected, dict):
-        assert isinstance(actual, dict) and expected.keys() == actual.keys(), where
-        for key in expected:
-            assert_same_tensors(expected[key], actual[key], f"{where}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, (list, tuple)) and len(expected) == len(actual), where
-        for index, (a, b) in enumerate(zip(expected, actual, strict=True)):
-            assert_same_tensors(a, b, f"{where}[{index}]")
-    else:
-        assert expected == actual, f"{where}: {expected!r} != {actual!r}"
 
 
 def test_other_random_draws_end_elsewhere(outcomes: tuple[dict[str, Any], dict[str, Outcome]]) -> None:

@@ -94,9 +94,14 @@ class ForkServer:
         raise RuntimeError(f"The fork server ended; see {self.log}")
 
     def run(
-        self, folder: Path, args: list[str], kill_after: str | None = None, delay: float = 0.0
+        self,
+        folder: Path,
+        args: list[str],
+        kill_after: str | None = None,
+        delay: float = 0.0,
+        signum: int = signal.SIGKILL,
     ) -> tuple[int, list[str]]:
-        """Run a child to its end, or SIGKILL it `delay` seconds after it prints the line `kill_after`.
+        """Run a child to its end, or send it `signum` (SIGKILL) `delay` seconds after it prints the line `kill_after`.
 
         Returns:
             Its exit code (-9 after a SIGKILL) and its stdout lines.
@@ -107,7 +112,7 @@ class ForkServer:
             lines.append(line)
             if line == kill_after:
                 time.sleep(delay)
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signum)
         assert self.exit_code is not None
         return self.exit_code, lines
 

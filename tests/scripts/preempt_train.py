@@ -124,6 +124,7 @@ class Faults(Callback):
     def _signal_at(self, kind: str, *where: int) -> None:
         if self.first and self.signal is not None and self.signal_at == (self.rank, kind, where):
             os.kill(os.getpid(), self.signal)
+            self.signal = None  # once
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
         print(f"step {self.manager.current_epoch * self.steps + batch + 1}", flush=True)
