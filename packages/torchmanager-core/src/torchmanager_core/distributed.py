@@ -181,7 +181,8 @@ def init_from_environment() -> bool:
 
     A group the user initialised is used as it is. The backend is nccl when CUDA is available,
     else gloo; collectives time out after `TORCHMANAGER_DIST_TIMEOUT` seconds, so a rank that
-    died ends the others with an error instead of a hang.
+    died ends the others with an error instead of a hang. After a restart by torchrun on one node,
+    the group meets in the agent's store under this attempt's own keys (`_attempt_store`).
     """
     if not dist.is_available():
         return False
@@ -193,11 +194,36 @@ def init_from_environment() -> bool:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    store = _attempt_store(timeout)
+    if store is None:
+        dist.init_process_group(backend, timeout=timeout)
+    else:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     atexit.register(_destroy)
     if is_main_process():
         _logger.info(f"Distributed training: {get_world_size()} processes ({dist.get_backend()} backend).")
     return True
+
+
+def _attempt_store(timeout: datetime.timedelta) -> Any:
+    """torchrun's store with keys of this attempt only, when torchrun restarts a group on one node; else None.
+
+    torchrun (torch 2.4 and later) keeps one store in its agent across the restarts of a group, so
+    a restarted process can read the address a process of the previous attempt published and fail
+    to connect (pytorch/pytorch#135712; seen here in 1 of 4 restarts of a two-process gloo group
+    with plain torch). On one node one agent counts the restarts, so `TORCHELASTIC_RESTART_COUNT`
+    names the attempt for every process; across nodes the counts may differ, and the store is left
+    as it is (set `TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1` for torchrun instead).
+    """
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or env.get("GROUP_WORLD_SIZE", "1") != "1":
+        return None
+    from torch.distributed import PrefixStore, TCPStore  # type: ignore[attr-defined]  # not in its stubs' exports
+
+    store = TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False, timeout=timeout)
+    return PrefixStore(f"torchmanager/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def _destroy() -> None:
