@@ -42,7 +42,7 @@ EXTERNAL = 4  # signals sent by this test at random moments
 
 @dataclass(frozen=True)
 class Case:
-    """A preempted start: `signal` is the script's `--signal` (None: this test sends SIGTERM after step `after`)."""
+    """A preempted start: `signal` is the script's `--send-signal` (None: this test sends SIGTERM after step `after`)."""
 
     name: str
     accumulate: int
@@ -94,12 +94,12 @@ def run_fresh(folder: Path, arguments: list[str]) -> tuple[int, list[str]]:
 
 
 def checkpoint_path(folder: Path, kind: str) -> Path:
-    return folder / ("experiments/run.exp/checkpoints/last.model" if kind == "experiment" else "last.model")
+    return folder / ("experiments/run.exp/checkpoints/last.model" if kind == "experiment" else "checkpoints/last.model")
 
 
 def preempt_and_resume(runner: ForkServer | None, folder: Path, case: Case, delay: float) -> Outcome:
     folder.mkdir()
-    first = args(case.accumulate, case.kind, *(["--signal", case.signal] if case.signal else []))
+    first = args(case.accumulate, case.kind, *(["--send-signal", case.signal] if case.signal else []))
     if runner is None:
         rc, lines = run_fresh(folder, first)
     elif case.signal is None:  # this test sends SIGTERM a moment after the job printed `step <after>`
@@ -109,7 +109,7 @@ def preempt_and_resume(runner: ForkServer | None, folder: Path, case: Case, dela
         rc, lines = runner.run(folder, first)
     saved = checkpoint.load(checkpoint_path(folder, case.kind))
     outcome = Outcome(rc, lines, {key: saved[key] for key in ("epoch", "step", "global_step")})
-    again = args(case.accumulate, case.kind, "--start", "1")
+    again = args(case.accumulate, case.kind, "--launch", "1")
     outcome.resumed_rc, _ = run_fresh(folder, again) if runner is None else runner.run(folder, again)
     if outcome.resumed_rc == 0:
         outcome.final = torch.load(folder / "final-rank0.pt", weights_only=True)

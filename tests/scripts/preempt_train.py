@@ -9,22 +9,26 @@ The job: 96 samples `[id, 6 features]`, 3 classes, an MLP with dropout, a shuffl
 (8 samples a batch and process), SGD with momentum, validation on 32 samples, `--epochs` epochs, optionally
 `--accumulate` batches a window. Checkpoints: `--checkpoint experiment` is `Experiment("run", resume="auto")`
 with a `LastCheckpoint` of its `last.model` every `--every` optimizer updates; `--checkpoint last` is a
-`LastCheckpoint` of `OUT/last.model` (every `--every` updates and each epoch) and `fit(resume_from=...)` when
-it exists; `--checkpoint none` has no checkpoint. So the same command resumes, whichever start this is.
+`LastCheckpoint` of `OUT/checkpoints/last.model` (every `--every` updates and each epoch) and
+`fit(resume_from=...)` when it exists; `--checkpoint none` has no checkpoint. So the same command resumes,
+whichever start this is.
 
-Each start draws other random numbers before `fit` (seed `--seed` + the start's number: `--start`, plus
-torchrun's restart count), so an exact resume must take every random state from the checkpoint.
+Each start draws other random numbers before `fit` (seed `--seed` + the start's number: `--launch`, the
+command's launch, plus torchrun's restart count), so an exact resume must take every random state from the
+checkpoint. No option's name begins a torchrun option's (torchrun's parser takes `--signal` or `--start` for
+prefixes of its own, even after the script).
 
 Output, in OUT: `seen-rank{R}-start{S}.txt`, a line `epoch batch global_step id...` per training batch (what
 this process trained, in order); `files-rank{R}-start{S}.txt`, the checkpoint folder's files when this start
-began; `final-rank{R}.pt` (weights, optimizer, global step, the summary) when `fit` returned. Stdout gets a line `step <n>` after each batch (n counted from 1 over the whole run).
+began; `final-rank{R}.pt` (weights, optimizer, global step, the summary) when `fit` returned. Stdout gets a
+line `step <n>` after each batch (n counted from 1 over the whole run).
 
 Faults (each on rank `R` of start 0 only, after batch B (1-based within the epoch) of epoch E, written `R:E:B`):
-  --signal NAME@R:E:B      send this process SIGTERM or SIGUSR1 (also `NAME@R:validation:E`: when epoch E's
+  --send-signal NAME@R:E:B send this process SIGTERM or SIGUSR1 (also `NAME@R:validation:E`: when epoch E's
                            validation starts, and `NAME@R:write:E:B`: while the checkpoint of that batch is saved)
   --kill R:E:B             SIGKILL this process
   --kill-in-write R:E:B    let the kernel end this process (SIGXFSZ) in the middle of the checkpoint written then
-  --fsize R:E:B            from then on, the kernel refuses (EFBIG) file writes beyond half a checkpoint's size
+  --fsize R:E:B            until training ends, the kernel refuses (EFBIG) file writes beyond half a checkpoint's size
   --read-only R:E:B        make the checkpoint folder read-only from then on (needs a process without
                            CAP_DAC_OVERRIDE when it runs as root)
 """
@@ -104,11 +108,11 @@ class Faults(Callback):
 
     def __init__(self, args: argparse.Namespace, rank: int, steps: int, folder: Path) -> None:
         self.rank, self.steps, self.folder, self.delay = rank, steps, folder, args.step_delay
-        self.first = args.start == 0 and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
+        self.first = args.launch == 0 and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
         self.signal: signal.Signals | None = None
         self.signal_at: tuple[int, str, tuple[int, ...]] | None = None
-        if args.signal:  # NAME@R:E:B, NAME@R:validation:E or NAME@R:write:E:B
-            name, where = args.signal.split("@")
+        if args.send_signal:  # NAME@R:E:B, NAME@R:validation:E or NAME@R:write:E:B
+            name, where = args.send_signal.split("@")
             rank_text, *parts = where.split(":")
             kind = "batch" if parts[0].isdigit() else parts.pop(0)
             self.signal = getattr(signal, f"SIG{name}")
@@ -146,6 +150,10 @@ class Faults(Callback):
     def on_validation_start(self, epoch: int) -> None:
         self._signal_at("validation", epoch + 1)
 
+    def on_train_end(self, model: torch.nn.Module) -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # the job's own output may be written again
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         epoch, batch = self.manager.current_epoch, self.manager.batch_index
         self._signal_at("write", epoch + 1, batch)
@@ -159,16 +167,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--every", type=int, default=2)
     parser.add_argument("--accumulate", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--launch", type=int, default=0)
     parser.add_argument("--on-checkpoint-error", default="raise")
     parser.add_argument("--step-delay", type=float, default=0.0)
-    for fault in ("--signal", "--kill", "--kill-in-write", "--fsize", "--read-only"):
+    for fault in ("--send-signal", "--kill", "--kill-in-write", "--fsize", "--read-only"):
         parser.add_argument(fault)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
     rank = int(os.environ.get("RANK", "0"))
-    start = args.start + int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    start = args.launch + int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         DropId(), torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 3)
@@ -194,7 +202,8 @@ def main(argv: list[str]) -> None:
         folder = Path(experiment.last_ckpt_path).parent
         callbacks += [experiment, LastCheckpoint(manager, experiment.last_ckpt_path, save_every_n_steps=args.every)]
     elif args.checkpoint == "last":
-        path = args.out / "last.model"
+        path = args.out / "checkpoints" / "last.model"
+        folder = path.parent
         callbacks.append(LastCheckpoint(manager, str(path), save_every_n_steps=args.every))
         resume_from = path if path.exists() else None
     callbacks.append(Faults(args, rank, steps, folder))
