@@ -33,5 +33,7 @@ def test_readme_block_runs(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # examples write experiments/ and model files
     exec(compile(block, f"{readme}:block{index}", "exec"), {"__name__": "readme"})
-    if "Experiment(" in block:
+    if 'Experiment("tour.exp"' in block:
         assert (tmp_path / "experiments" / "tour.exp" / "checkpoints" / "best-accuracy.model").is_file()
+    if 'Experiment("job"' in block:  # the preemption example, not preempted: it trained to the end and saved
+        assert (tmp_path / "experiments" / "job.exp" / "checkpoints" / "last.model").is_file()
