@@ -9,6 +9,9 @@ ends with both ranks' weights and optimizer bit-identical (`torch.equal`) to an 
   batch 4: the partial file is left beside the previous complete checkpoint, which the restart uses;
 - SIGTERM to rank 1 alone, inside a window: both ranks agree to stop at the window's end, save, exit 143,
   and torchrun's restart resumes there;
+- rank 0's disk refuses the checkpoint after batch 4 (a file size limit): every rank raises the same
+  `CheckpointWriteError` (rank 0's, shared with the others instead of a barrier), and the restart resumes
+  from the intact checkpoint before it;
 - SIGTERM to torchrun itself (what a scheduler sends), at a moment this test picks from the output: torchrun
   passes it to the workers, which stop at the same update and save; the command launched again (with
   `--launch 1`, which only changes the random draws before `fit`) resumes.
@@ -95,6 +98,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict[st
         "kill-rank-0-in-a-write": ("--kill-in-write", "0:2:4"),
         "sigterm-rank-1": ("--send-signal", "TERM@1:2:3"),
         "sigterm-torchrun": ("--step-delay", "0.05"),
+        "disk-refuses-rank-0": ("--fsize", "0:2:4"),
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
@@ -186,3 +190,18 @@ def test_sigterm_to_torchrun_saves_and_the_same_command_resumes(runs: dict[str, 
     assert trained[0] == trained[1] and trained[0] % 2 == 0  # both at the same window's end
     assert first_batch(run, 1) == (*divmod(trained[0], STEPS), trained[0] // 2)  # where they stopped
     assert_ends_like_the_reference(runs, "sigterm-torchrun")
+
+
+def test_a_checkpoint_refused_on_rank_0_stops_every_rank_with_its_error_and_the_restart_resumes(
+    runs: dict[str, dict[str, Any]],
+) -> None:
+    run = runs["disk-refuses-rank-0"]
+    assert run["rc"] == [0], run["output"]
+    error = (
+        "torchmanager_core.checkpoint.CheckpointWriteError: Cannot save checkpoint "
+        f"`{run['out']}/experiments/run.exp/checkpoints/last.model`: writing it failed (File too large)"
+    )
+    for rank in (0, 1):  # the same error on both: rank 1 did not wait at a barrier rank 0 never reached
+        assert f"[rank{rank}]: {error}" in run["output"]
+    assert first_batch(run, 1) == (1, 2, 4)  # the checkpoint before the refused one
+    assert_ends_like_the_reference(runs, "disk-refuses-rank-0")
