@@ -17,7 +17,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from tests.run_records import Step, assert_same_tensors, started, trajectory
-from tests.scripts.fork_server import ForkServer
+from tests.scripts.fork_server import ForkServer, ForkServers
 from tests.workspace import ROOT
 from torchmanager_core import checkpoint
 
@@ -131,16 +131,8 @@ def reference(runner: ForkServer | None, folder: Path, accumulate: int, *extra: 
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[Any, Any], dict[str, Outcome]]]:
     """The uninterrupted references and every preempted and resumed job, on two fork servers and new interpreters."""
     root = tmp_path_factory.mktemp("preempted")
-    servers = [ForkServer(SCRIPT, root / f"server-{i}.log") for i in range(2)]
-    free: list[ForkServer] = list(servers)
-
-    def on_a_server(task: Callable[..., Any], *arguments: Any) -> Any:
-        server = free.pop()
-        try:
-            return task(server, *arguments)
-        finally:
-            free.append(server)
-
+    servers = ForkServers(SCRIPT, root, 2)
+    on_a_server = servers.run
     delays = random.Random(1)
     try:
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -159,8 +151,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[An
             results = {key: future.result() for key, future in references.items()}
             yield results, {name: future.result() for name, future in runs.items()}
     finally:
-        for server in servers:
-            server.close()
+        servers.close()
 
 
 def step_lines(lines: list[str]) -> list[int]:

@@ -12,6 +12,7 @@ Used by tests/test_kill_and_resume.py, tests/test_kill_during_write.py and tests
 from __future__ import annotations
 
 import os
+import queue
 import shlex
 import signal
 import subprocess
@@ -20,8 +21,11 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["ForkServer", "serve"]
+__all__ = ["ForkServer", "ForkServers", "serve"]
+
+T = TypeVar("T")
 
 
 def serve(main: Callable[[list[str]], None]) -> None:
@@ -122,3 +126,32 @@ class ForkServer:
         self.process.stdin.close()
         self.process.wait(60)
         self._log_file.close()
+
+
+class ForkServers:
+    """Fork servers shared by the threads of a test: `run(task, *args)` calls `task(server, *args)` on a free one.
+
+    Args:
+        script: A script that calls `serve(main)` when given `--serve`.
+        folder: Where the servers' logs go (`server-<i>.log`).
+        count: How many servers.
+    """
+
+    def __init__(self, script: Path, folder: Path, count: int) -> None:
+        self.servers = [ForkServer(script, folder / f"server-{index}.log") for index in range(count)]
+        self._free: queue.Queue[ForkServer] = queue.Queue()
+        for server in self.servers:
+            self._free.put(server)
+
+    def run(self, task: Callable[..., T], *args: Any) -> T:
+        """`task(server, *args)` with a server no other thread uses meanwhile (waits for one)."""
+        server = self._free.get()
+        try:
+            return task(server, *args)
+        finally:
+            self._free.put(server)
+
+    def close(self) -> None:
+        """End every server (after its current child)."""
+        for server in self.servers:
+            server.close()

@@ -47,40 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ddp_train import DropId, TensorSet, make_data  # beside this script: the data and model head of ddp_train.py
 
 import torchmanager
 from torchmanager.callbacks import Callback, Experiment, LastCheckpoint
-from torchmanager.data import Dataset
 
 BATCH = 8
 SIZES = {"train": 96, "val": 32}
-
-
-def make_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` samples `[id, 6 features]` with 3 classes that a small MLP can learn."""
-    generator = torch.Generator().manual_seed(seed)
-    features = torch.randn(n, 6, generator=generator)
-    labels = (features[:, 0] + features[:, 1] > 0).long() + (features[:, 2] > 0.5).long()
-    ids = torch.arange(n, dtype=torch.float32)[:, None]
-    return torch.cat([ids, features], dim=1), labels
-
-
-class TensorSet(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, shuffle: bool) -> None:
-        super().__init__(BATCH, shuffle=shuffle, num_workers=0)
-        self.x, self.y = x, y
-
-    @property
-    def unbatched_len(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
-
-
-class DropId(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, 1:]
 
 
 class RecordingManager(torchmanager.Manager):
@@ -189,8 +162,8 @@ def main(argv: list[str]) -> None:
         metrics={"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()},
         accumulate_grad_batches=args.accumulate,
     )
-    train = TensorSet(*make_data(SIZES["train"], 0), shuffle=True)
-    val = TensorSet(*make_data(SIZES["val"], 1), shuffle=False)
+    train = TensorSet(*make_data(SIZES["train"], 0), BATCH, shuffle=True)
+    val = TensorSet(*make_data(SIZES["val"], 1), BATCH)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps = SIZES["train"] // BATCH // world
 
