@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import threading
 from collections.abc import Iterator, Mapping
@@ -237,12 +238,50 @@ def test_without_a_checkpoint_callback_it_stops_and_says_nothing_was_saved(
     assert any(
         re.fullmatch(
             r"SIGTERM received: training stopped after batch 4 of epoch 2 \(optimizer update 7\), nothing was saved "
-            r"\(no LastCheckpoint or Experiment in `callbacks_list`\); exiting with code 143\. .*",
+            r"\(no LastCheckpoint or Experiment in `callbacks_list`\); exiting with code 143\.",
             record.getMessage(),
         )
         for record in caplog.records
     )
     assert received == []
+
+
+class RemoveFolder(Callback):
+    """Removes `folder` after batch `batch` of epoch `epoch`, so that the next checkpoint there cannot be written."""
+
+    def __init__(self, folder: Path, epoch: int, batch: int) -> None:
+        self.folder, self.epoch, self.batch = folder, epoch, batch
+
+    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
+        if (self.manager.current_epoch, batch) == (self.epoch, self.batch):
+            shutil.rmtree(self.folder)
+
+
+@pytest.mark.parametrize("policy", ["raise", "continue"])
+def test_a_preemption_checkpoint_that_cannot_be_written_follows_the_policy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, received: list[int], policy: str
+) -> None:
+    folder = tmp_path / "checkpoints"
+    manager = make_manager(0)
+    callbacks = [
+        LastCheckpoint(manager, str(folder / "last.model")),  # each epoch: the preemption's is the next write
+        RemoveFolder(folder, 1, 2),
+        SendSignal(signal.SIGTERM, "batch", 1, 4),
+    ]
+    with caplog.at_level(logging.INFO, "torchmanager"):
+        if policy == "raise":
+            with pytest.raises(checkpoint.CheckpointError, match=r"Cannot save checkpoint `.*last.model`: its folder"):
+                manager.fit(DATA, epochs=EPOCHS, callbacks_list=callbacks, on_checkpoint_error=policy)
+        else:
+            with pytest.raises(Preempted) as preempted:
+                manager.fit(DATA, epochs=EPOCHS, callbacks_list=callbacks, on_checkpoint_error=policy)
+            assert preempted.value.code == 143 and preempted.value.checkpoints == ()
+            assert (
+                f"SIGTERM received: training stopped after batch 5 of epoch 2 (optimizer update 15), the run was not "
+                f"saved (writing {folder / 'last.model'} failed); exiting with code 143."
+            ) in [record.getMessage() for record in caplog.records]
+    assert received == []  # acted on either way: not raised again for the previous handler
+    assert not folder.exists()
 
 
 class Look(Callback):

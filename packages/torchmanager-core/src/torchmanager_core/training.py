@@ -582,10 +582,11 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                 outcome = f"the run was not saved (writing {', '.join(paths)} failed)"
             else:
                 outcome = "nothing was saved (no LastCheckpoint or Experiment in `callbacks_list`)"
+            again = " Run the same command again to resume." if preempted.checkpoints else ""
             add_console()
             logger.warning(
                 f"{preempted.signal.name} received: training stopped {where} (optimizer update {run.global_step}), "
-                f"{outcome}; exiting with code {preempted.code}. Run the same command again to resume."
+                f"{outcome}; exiting with code {preempted.code}.{again}"
             )
         raise preempted
 
