@@ -8,6 +8,7 @@ loss and accuracy on both sides); `bench_rows` decides which runs a row compares
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -15,25 +16,29 @@ import torch.nn.functional as F
 
 import torchmanager
 
-__all__ = ["WORKLOADS", "Batches", "Workload", "make_batches", "ours_fit", "raw_fit"]
+__all__ = ["WORKLOADS", "Batches", "Workload", "make_batches", "ours_fit", "raw_fit", "seeded_start"]
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 CallbackFactory = Callable[[torchmanager.Manager], Sequence[torchmanager.callbacks.Callback]]
+Measure = Callable[[], AbstractContextManager[object]]
 BATCH_SIZE = 128
 LEARNING_RATE = 0.01
 
 
 @dataclass(frozen=True)
 class Workload:
-    """A model to train and the shape of one input sample."""
+    """A model to train, the shape of one input sample and the batch size."""
 
     name: str
     make_model: Callable[[], torch.nn.Module]
     input_shape: tuple[int, ...]
+    batch_size: int = BATCH_SIZE
 
 
-def _mlp() -> torch.nn.Module:
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+def _mlp(hidden: int = 256) -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10)
+    )
 
 
 def _cnn() -> torch.nn.Module:
@@ -50,8 +55,9 @@ def _cnn() -> torch.nn.Module:
 WORKLOADS = {
     "A": Workload("A: MLP 64-256-10", _mlp, (64,)),
     "B": Workload("B: CNN 1-32-64", _cnn, (1, 8, 8)),
+    "S": Workload("S: MLP 64-64-10, batch 32", lambda: _mlp(64), (64,), 32),
 }
-"""A is dominated by per-step overhead, B by compute."""
+"""A is dominated by per-step overhead, B by compute; S is the smallest step (issue 15's instruction counts)."""
 
 
 def make_batches(shape: tuple[int, ...], steps: int, batch_size: int = BATCH_SIZE) -> Batches:
@@ -63,8 +69,20 @@ def make_batches(shape: tuple[int, ...], steps: int, batch_size: int = BATCH_SIZ
     ]
 
 
+def seeded_start(workload: Workload, steps: int) -> tuple[torch.nn.Module, Batches]:
+    """The initial model (seeded: the same weights on every call) and `steps` batches of `workload`."""
+    torch.manual_seed(0)
+    return workload.make_model(), make_batches(workload.input_shape, steps, workload.batch_size)
+
+
 def raw_fit(
-    model: torch.nn.Module, batches: Batches, epochs: int, *, autocast: torch.dtype | None = None, ddp: bool = False
+    model: torch.nn.Module,
+    batches: Batches,
+    epochs: int,
+    *,
+    autocast: torch.dtype | None = None,
+    ddp: bool = False,
+    measure: Measure = nullcontext,
 ) -> list[tuple[float, float]]:
     """The loop a user would write by hand, with the same summary work as ours.
 
@@ -74,6 +92,8 @@ def raw_fit(
         epochs: How many epochs.
         autocast: Run forward and loss under `torch.autocast("cpu", dtype=autocast)`.
         ddp: Wrap the model in `DistributedDataParallel` (needs a process group).
+        measure: Entered around the epochs (not the optimizer's creation), as `ours_fit` does
+            around `fit`: e.g. to count their instructions.
     Returns:
         Each epoch's mean loss and accuracy, read once per epoch.
     """
@@ -81,24 +101,25 @@ def raw_fit(
         model = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
     history = []
-    model.train()
-    for _ in range(epochs):
-        loss_sum, correct, seen = torch.zeros(()), torch.zeros(()), 0
-        for x, y in batches:
-            if autocast is None:
-                out = model(x)
-                loss = F.cross_entropy(out, y)
-            else:
-                with torch.autocast("cpu", dtype=autocast):
+    with measure():
+        model.train()
+        for _ in range(epochs):
+            loss_sum, correct, seen = torch.zeros(()), torch.zeros(()), 0
+            for x, y in batches:
+                if autocast is None:
                     out = model(x)
                     loss = F.cross_entropy(out, y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (out.detach().argmax(-1) == y).sum()
-            seen += len(y)
-        history.append((loss_sum.item() / seen, correct.item() / seen))
+                else:
+                    with torch.autocast("cpu", dtype=autocast):
+                        out = model(x)
+                        loss = F.cross_entropy(out, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * len(y)
+                correct += (out.detach().argmax(-1) == y).sum()
+                seen += len(y)
+            history.append((loss_sum.item() / seen, correct.item() / seen))
     return history
 
 
@@ -109,6 +130,7 @@ def ours_fit(
     *,
     precision: str = "32",
     callbacks: CallbackFactory | None = None,
+    measure: Measure = nullcontext,
 ) -> torchmanager.Manager:
     """The same training through `Manager.fit`; returns the manager (for checks after the run).
 
@@ -118,6 +140,7 @@ def ours_fit(
         epochs: How many epochs.
         precision: The manager's `precision`.
         callbacks: Makes the callbacks to attach, given the manager.
+        measure: Entered around `fit` (not the manager's construction): e.g. to count its instructions.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
     metrics = {"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()}
@@ -125,7 +148,10 @@ def ours_fit(
         model, optimizer, loss_fn=torchmanager.losses.CrossEntropy(), metrics=metrics, precision=precision
     )
     callbacks_list = list(callbacks(manager)) if callbacks is not None else None
-    manager.fit(batches, epochs=epochs, callbacks_list=callbacks_list, show_verbose=False, device=torch.device("cpu"))
+    with measure():
+        manager.fit(
+            batches, epochs=epochs, callbacks_list=callbacks_list, show_verbose=False, device=torch.device("cpu")
+        )
     for callback in callbacks_list or []:
         close = getattr(callback, "close", None)
         if callable(close):

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from bench_loops import WORKLOADS, Batches, Workload, make_batches, ours_fit, raw_fit
+from bench_loops import WORKLOADS, Batches, ours_fit, raw_fit, seeded_start
 from bench_timing import interleaved_medians
 
 import torchmanager
@@ -62,11 +62,6 @@ class RowResult:
         return (self.ours_s - self.raw_s) / self.steps * 1e6
 
 
-def _start(workload: Workload, steps: int) -> tuple[torch.nn.Module, Batches]:
-    torch.manual_seed(0)
-    return workload.make_model(), make_batches(workload.input_shape, steps)
-
-
 def _per_step_us(seconds: float, settings: Settings) -> float:
     return seconds / (settings.epochs * settings.steps) * 1e6
 
@@ -76,7 +71,7 @@ def plain_row(key: str) -> Callable[[Settings], RowResult]:
 
     def row(s: Settings) -> RowResult:
         steps = s.steps_b if key == "B" else s.steps
-        initial, batches = _start(WORKLOADS[key], steps)
+        initial, batches = seeded_start(WORKLOADS[key], steps)
         times = interleaved_medians(
             {
                 "raw": lambda: raw_fit(copy.deepcopy(initial), batches, s.epochs),
@@ -97,7 +92,7 @@ def _hooks_in_use(callbacks: Sequence[Callback], hooks: Sequence[str]) -> list[s
 
 def callbacks_row(s: Settings) -> RowResult:
     """A with a per-epoch `LastCheckpoint` and a `TensorBoard` attached, against the raw loop (which saves nothing)."""
-    initial, batches = _start(WORKLOADS["A"], s.steps)
+    initial, batches = seeded_start(WORKLOADS["A"], s.steps)
     with tempfile.TemporaryDirectory() as folder:
         runs = itertools.count()
 
@@ -137,7 +132,7 @@ def callbacks_row(s: Settings) -> RowResult:
 
 def bf16_row(s: Settings) -> RowResult:
     """A with `precision="bf16"` against the raw loop under `torch.autocast("cpu", dtype=torch.bfloat16)`."""
-    initial, batches = _start(WORKLOADS["A"], s.steps)
+    initial, batches = seeded_start(WORKLOADS["A"], s.steps)
     times = interleaved_medians(
         {
             "raw": lambda: raw_fit(copy.deepcopy(initial), batches, s.epochs, autocast=torch.bfloat16),
@@ -172,7 +167,7 @@ def _count_saves(initial: torch.nn.Module, batches: Batches, s: Settings, path: 
 
 def step_checkpoint_row(s: Settings) -> RowResult:
     """A with `LastCheckpoint(..., save_every_n_steps=N)` against the raw loop (which saves nothing)."""
-    initial, batches = _start(WORKLOADS["A"], s.steps)
+    initial, batches = seeded_start(WORKLOADS["A"], s.steps)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "last.model")
 
@@ -222,7 +217,7 @@ class _ModelProbe(Callback):
 
 def distributed_row(s: Settings) -> RowResult:
     """A inside a gloo process group of world size 1, against the raw loop; raw `DDP(model)` alongside."""
-    initial, batches = _start(WORKLOADS["A"], s.steps)
+    initial, batches = seeded_start(WORKLOADS["A"], s.steps)
     probes: list[_ModelProbe] = []
 
     def probe(manager: torchmanager.Manager) -> list[Any]:
@@ -258,6 +253,7 @@ def distributed_row(s: Settings) -> RowResult:
 ROWS: dict[str, Callable[[Settings], RowResult]] = {
     "A": plain_row("A"),
     "B": plain_row("B"),
+    "S": plain_row("S"),
     "callbacks": callbacks_row,
     "bf16": bf16_row,
     "ckpt-steps": step_checkpoint_row,

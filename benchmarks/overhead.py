@@ -8,6 +8,7 @@ per step). Rows (pick them with --rows):
 
   A           a 64-256-10 MLP, batch 128: per-step overhead dominates
   B           a small CNN: compute dominates (its steps cost ~30x more: a quarter as many by default)
+  S           a 64-64-10 MLP, batch 32: the smallest step (issue 15's workload)
   callbacks   A with a per-epoch LastCheckpoint and a TensorBoard (the raw loop saves nothing)
   bf16        A with precision="bf16" against the raw loop under torch.autocast("cpu", bfloat16)
   ckpt-steps  A with LastCheckpoint(save_every_n_steps=N) (the raw loop saves nothing)
@@ -17,20 +18,34 @@ per step). Rows (pick them with --rows):
 The epoch summary lines of the "torchmanager" logger are silenced so the table stays readable.
 Timings depend on what else the machine runs: the load average is printed before and after.
 
+With --instructions, a second table counts the instructions per training step of the rows A, B
+and S under callgrind (valgrind must be installed; see `bench_instructions`): the same runs
+(`--steps` batches per epoch) for 1 and 2 epochs (`--instr-epochs`), per step = the difference
+over the extra steps, which does not move with the machine's load. Without --rows it measures S
+and A, and the wall-time table above it shows the same two rows. `profile_step.py` attributes
+ours' per-step instructions to the functions that spend them.
+
 Usage: hatch run bench [--rows A B ...] [--rounds 9] [--epochs 2] [--steps 200] [--steps-b 50] [--ckpt-every 50]
+                       [--instructions [--instr-epochs 1 2]]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import time
 
 import torch
+from bench_callgrind import valgrind_missing, valgrind_version
+from bench_instructions import InstructionCounts, count_row
+from bench_loops import WORKLOADS
 from bench_rows import ROWS, RowResult, Settings
 from bench_timing import import_time, load_line, machine_facts
 
 ALL_ROWS = [*ROWS, "import"]
+INSTRUCTION_ROWS = ["S", "A"]
+"""The rows `--instructions` measures when `--rows` is not given."""
 LABEL_WIDTH = 42
 
 
@@ -46,7 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", nargs="+", default=ALL_ROWS, choices=ALL_ROWS, help="rows to run (default: all)")
+    parser.add_argument(
+        "--rows", nargs="+", choices=ALL_ROWS, help="rows to run (default: all; with --instructions: S A)"
+    )
     parser.add_argument("--rounds", type=_positive, default=9, help="timed rounds per row")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before them")
     parser.add_argument("--epochs", type=_positive, default=2, help="epochs per run")
@@ -56,7 +73,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--ckpt-every", type=_positive, default=50, help="N of the ckpt-steps row")
     parser.add_argument("--import-runs", type=_positive, default=5, help="fresh processes per import timing")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions per step under callgrind (rows A, B, S)"
+    )
+    parser.add_argument(
+        "--instr-epochs",
+        type=_positive,
+        nargs="+",
+        default=[1, 2],
+        help="epoch counts of the counted runs (per step from the first to the last)",
+    )
+    args = parser.parse_args(argv)
+    if args.rows is None:
+        args.rows = INSTRUCTION_ROWS if args.instructions else ALL_ROWS
+    if args.instructions:
+        if len(set(args.instr_epochs)) < 2:
+            parser.error(f"--instr-epochs needs two different epoch counts, got {args.instr_epochs}")
+        if not any(key in WORKLOADS for key in args.rows):
+            parser.error(f"--instructions counts the rows {', '.join(WORKLOADS)}; pick one with --rows")
+        reason = valgrind_missing()
+        if reason:
+            parser.error(f"--instructions cannot count here: {reason}")
+    return args
 
 
 def format_row(result: RowResult) -> list[str]:
@@ -66,6 +104,41 @@ def format_row(result: RowResult) -> list[str]:
         f"{result.overhead_us:>10.1f} us"
     )
     return [line, *(f"    {note}" for note in result.notes)]
+
+
+def format_instructions(counts: InstructionCounts, wall_ratio: float | None) -> list[str]:
+    """The instruction table line of one row (thousands of instructions per step), then per-pair notes."""
+    wall = f"{wall_ratio:>10.3f}" if wall_ratio is not None else f"{'-':>10}"
+    line = (
+        f"{WORKLOADS[counts.key].name:<{LABEL_WIDTH}} {counts.per_step('raw') / 1e3:>9.1f} "
+        f"{counts.per_step('ours') / 1e3:>9.1f} {counts.ratio:>7.3f} {counts.framework / 1e3:>12.1f} k {wall}"
+    )
+    epochs = sorted(counts.counts["raw"])
+    if len(epochs) < 3:
+        return [line]
+    pairs = [
+        f"{a}->{b}: raw {counts.per_step('raw', a, b) / 1e3:.1f} k, ours {counts.per_step('ours', a, b) / 1e3:.1f} k"
+        for a, b in itertools.pairwise(epochs)
+    ]
+    return [line, f"    per step between epoch counts {'; '.join(pairs)}"]
+
+
+def print_instructions(args: argparse.Namespace, steps_b: int, wall_ratios: dict[str, float]) -> None:
+    """Count and print the instructions per step of the rows among `args.rows` that have a workload."""
+    first, last = min(args.instr_epochs), max(args.instr_epochs)
+    print(
+        f"instructions per training step under callgrind ({valgrind_version()}): "
+        f"(count({last} epochs) - count({first} epoch{'s' if first > 1 else ''})) / extra steps, "
+        f"{args.steps} steps per epoch (B: {steps_b}), each run counted around the hand loop's epochs or `fit`"
+    )
+    print(
+        f"{'row':<{LABEL_WIDTH}} {'raw (k)':>9} {'ours (k)':>9} {'ratio':>7} {'framework/step':>14} {'wall ratio':>10}",
+        flush=True,
+    )
+    for key in WORKLOADS:
+        if key in args.rows:
+            counts = count_row(key, steps_b if key == "B" else args.steps, args.instr_epochs)
+            print("\n".join(format_instructions(counts, wall_ratios.get(key))), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,19 +152,24 @@ def main(argv: list[str] | None = None) -> None:
     for line in machine_facts():
         print(line)
     print(
-        f"{args.rounds} timed rounds (+{args.warmup} warm-up) x {args.epochs} epochs x {args.steps} steps (B: {steps_b}) of batch 128; "
-        "times: median of one whole run; overhead = (ours - raw) / steps"
+        f"{args.rounds} timed rounds (+{args.warmup} warm-up) x {args.epochs} epochs x {args.steps} steps (B: {steps_b}) "
+        "of batch 128 (S: 32); times: median of one whole run; overhead = (ours - raw) / steps"
     )
     print(f"{'row':<{LABEL_WIDTH}} {'raw (ms)':>9} {'ours (ms)':>9} {'ratio':>7} {'overhead/step':>13}", flush=True)
+    wall_ratios = {}
     for key in ROWS:
         if key in args.rows:
-            print("\n".join(format_row(ROWS[key](settings))), flush=True)
+            result = ROWS[key](settings)
+            wall_ratios[key] = result.ratio
+            print("\n".join(format_row(result)), flush=True)
     if "import" in args.rows:
         base = import_time("import torch", args.import_runs)
         full = import_time("import torch, torchmanager", args.import_runs)
         print(
             f"import torchmanager over import torch: {(full - base) * 1e3:.0f} ms (median of {args.import_runs} fresh processes)"
         )
+    if args.instructions:
+        print_instructions(args, steps_b, wall_ratios)
     print(f"{load_line()} (at end); {time.perf_counter() - start:.0f} s in all")
 
 

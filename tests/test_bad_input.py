@@ -61,19 +61,9 @@ class DictNet(Net):
         return {"out": self.fc(x)}
 
 
-class Items(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+def items(n: int, batch_size: int = 8, **options: Any) -> Dataset[Any]:
     """The first `n` items of X, Y as a torchmanager `Dataset`."""
-
-    def __init__(self, n: int, batch_size: int = 8, **options: Any) -> None:
-        super().__init__(batch_size, num_workers=0, **options)
-        self.n = n
-
-    @property
-    def unbatched_len(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return X[index], Y[index]
+    return Dataset.from_tensor_slices((X[:n], Y[:n]), batch_size, **options)
 
 
 def manager(model: torch.nn.Module | None = None, **kwargs: Any) -> Manager:
@@ -326,7 +316,7 @@ DATA_CASES = [
         id="empty-list",
     ),
     case(
-        lambda env: env.fit(manager(), Items(0)),
+        lambda env: env.fit(manager(), items(0)),
         ValueError,
         r"`training_dataset` is empty \(0 batches\); give a non-empty data set",
         id="empty-dataset",
@@ -338,7 +328,7 @@ DATA_CASES = [
         id="empty-iterator",
     ),
     case(
-        lambda env: env.fit(manager(), Items(4, batch_size=8, drop_last=True)),
+        lambda env: env.fit(manager(), items(4, batch_size=8, drop_last=True)),
         ValueError,
         r"drop_last",
         id="fewer-items-than-batch-size-with-drop-last",
@@ -690,31 +680,31 @@ CONFIGS = [
 
 OPTIONS = [
     case(
-        lambda env: Items(4, batch_size=0),
+        lambda env: items(4, batch_size=0),
         ValueError,
         r"`batch_size` must be a positive int. Received: batch_size=0",
         id="batch-size-0",
     ),
     case(
-        lambda env: Items(4, batch_size=1.5),
+        lambda env: items(4, batch_size=1.5),
         TypeError,
         r"`batch_size` must be a positive int. Received: batch_size=1.5",
         id="batch-size-float",
     ),
     case(
-        lambda env: Dataset.__init__(Items(4), 8, num_workers=-1),
+        lambda env: Dataset.__init__(items(4), 8, num_workers=-1),
         ValueError,
         r"`num_workers` must be an int >= 0 or None. Received: num_workers=-1",
         id="num-workers-negative",
     ),
     case(
-        lambda env: Items(4, device="nope"),
+        lambda env: items(4, device="nope"),
         ValueError,
         r"`device` must name a torch device such as 'cpu' or 'cuda:0'. Received: device='nope'",
         id="dataset-device-unknown",
     ),
     case(
-        lambda env: Items(4, shuffle=True, sampler=[0, 1, 2]),
+        lambda env: items(4, shuffle=True, sampler=[0, 1, 2]),
         ValueError,
         r"`shuffle` must be False when a `sampler` is given: the sampler decides the order",
         id="shuffle-and-sampler",

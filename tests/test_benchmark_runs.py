@@ -1,7 +1,9 @@
 """The overhead benchmark runs end to end with tiny settings and prints every row with a ratio.
 
 Timings are never asserted: this checks that the script works (rows, notes, import line), not
-how fast anything is.
+how fast anything is. Instruction counts (`--instructions`, under callgrind) are checked against
+themselves: a step costs the same in every epoch, so the count per extra step from 1 to 2 epochs
+and from 2 to 3 must agree, which they do only if counting is switched on and off around each run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 
 import pytest
 
+from benchmarks.bench_callgrind import client_requests_unavailable, running_on_valgrind, valgrind_missing
 from tests.workspace import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "overhead.py"
@@ -22,6 +25,7 @@ ROW_LINE = re.compile(
 LABELS = {
     "A": "A: MLP 64-256-10",
     "B": "B: CNN 1-32-64",
+    "S": "S: MLP 64-64-10, batch 32",
     "callbacks": "A + LastCheckpoint/epoch + TensorBoard",
     "bf16": "A bf16 (autocast both sides)",
     "ckpt-steps": "A + LastCheckpoint every 2 steps",
@@ -78,3 +82,54 @@ def test_unknown_row_and_zero_rounds_are_refused() -> None:
     assert result.returncode == 2 and "invalid choice: 'C'" in result.stderr
     result = _run("--rounds", "0")
     assert result.returncode == 2 and "must be an int >= 1, got 0" in result.stderr
+
+
+@pytest.mark.skipif(valgrind_missing() is not None, reason=f"no instruction counts here: {valgrind_missing()}")
+def test_instruction_mode_refuses_rows_without_a_workload_and_a_single_epoch_count() -> None:
+    result = _run("--instructions", "--rows", "callbacks", "import")
+    assert result.returncode == 2 and "--instructions counts the rows A, B, S; pick one with --rows" in result.stderr
+    for epochs in (["2"], ["2", "2"]):
+        result = _run("--instructions", "--instr-epochs", *epochs)
+        assert result.returncode == 2, result.stdout
+        assert f"--instr-epochs needs two different epoch counts, got [{', '.join(epochs)}]" in result.stderr
+
+
+INSTR_LINE = re.compile(
+    rf"^(?P<label>\S.*?)\s+(?P<raw>{NUMBER})\s+(?P<ours>{NUMBER})\s+(?P<ratio>{NUMBER})\s+(?P<framework>{NUMBER}) k"
+    rf"\s+(?P<wall>{NUMBER})$"
+)
+PAIRS = re.compile(
+    rf"^    per step between epoch counts 1->2: raw (?P<raw12>{NUMBER}) k, ours (?P<ours12>{NUMBER}) k; "
+    rf"2->3: raw (?P<raw23>{NUMBER}) k, ours (?P<ours23>{NUMBER}) k$"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(valgrind_missing() is not None, reason=f"no instruction counts here: {valgrind_missing()}")
+def test_instruction_counts_per_step_agree_between_epochs() -> None:
+    result = _run(*TINY, "--steps", "8", "--rows", "S", "--instructions", "--instr-epochs", "1", "2", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert re.search(r"^instructions per training step under callgrind \(valgrind-[\d.]+\): ", result.stdout, re.M)
+    rows = [(i, match) for i, line in enumerate(lines) if (match := INSTR_LINE.match(line))]
+    assert [match["label"] for _, match in rows] == [LABELS["S"]], result.stdout
+    index, row = rows[0]
+    raw, ours = float(row["raw"]), float(row["ours"])
+    # a training step of this MLP costs between 0.1 and 100 million instructions on either side
+    assert 100 < raw < 100_000 and 100 < ours < 100_000, row.groupdict()
+    assert float(row["ratio"]) == pytest.approx(ours / raw, abs=1e-3)
+    assert float(row["framework"]) == pytest.approx(ours - raw, abs=0.15)
+    assert float(row["wall"]) == _rows(result.stdout)[LABELS["S"]]["ratio"]  # the wall-time table's row beside it
+    pairs = PAIRS.match(lines[index + 1])
+    assert pairs, lines[index + 1]
+    for side in ("raw", "ours"):
+        # counted only around each run, both differences are the same 8 steps (and an epoch's set-up):
+        # a count that took in the start-up (imports, the warm-up) or missed a run would set them far apart
+        assert float(pairs[f"{side}23"]) == pytest.approx(float(pairs[f"{side}12"]), rel=0.05), pairs.groupdict()
+        assert min(float(pairs[f"{side}12"]), float(pairs[f"{side}23"])) <= float(row[side])
+        assert float(row[side]) <= max(float(pairs[f"{side}12"]), float(pairs[f"{side}23"]))
+
+
+@pytest.mark.skipif(client_requests_unavailable() is not None, reason=f"{client_requests_unavailable()}")
+def test_a_client_request_on_a_real_cpu_does_nothing() -> None:
+    assert running_on_valgrind() is False

@@ -20,23 +20,14 @@ import torchmanager.callbacks
 from torchmanager.data import Dataset
 
 
-class CustomDataset(Dataset):
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
-        super().__init__(batch_size, num_workers=0)
-        self.x, self.y = x, y
-
-    @property
-    def unbatched_len(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[index], self.y[index]
-
-
-def make_data(n: int, seed: int) -> CustomDataset:
+def make_xy(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, generator=gen)
-    return CustomDataset(x, (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long(), batch_size=16)
+    return x, (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+
+
+def make_data(n: int, seed: int) -> Dataset[Any]:
+    return Dataset.from_tensor_slices(make_xy(n, seed), batch_size=16)
 
 
 class PytorchModel(torch.nn.Module):
@@ -89,7 +80,7 @@ def test_readme_callbacks_snippet(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 
     restored = torchmanager.Manager.from_checkpoint("last.model", model=PytorchModel())
     assert restored.current_epoch == 3
-    x = make_data(40, seed=2).x
+    x, _ = make_xy(40, seed=2)
     with torch.no_grad():
         assert torch.equal(restored.raw_model(x), model(x))
     assert torch.load("last.model", weights_only=True)["format"] == "torchmanager.checkpoint"

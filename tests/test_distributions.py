@@ -1,15 +1,20 @@
-"""Each distribution builds a wheel that installs and imports alone in a clean virtual environment.
+"""The README's install lines work from a clone: its build line makes the six wheels, and its pip
+lines install all of it, or one component alone, in a clean virtual environment.
 
-A base venv (no system site packages) gets the pinned CPU torch once; each component then goes
-into a copy of it with only its declared dependencies, so a missing dependency, a stray import of
-a sibling package or an eager import of an optional extra fails here.
+A base venv (no system site packages) gets the pinned CPU torch once (as the README tells users to
+install their torch first); each install then goes into a copy of it, running the README's line
+as written (its `pip` being the venv's), from a copy of the clone where the build line made
+`dist/`. Each component gets the README's one-component line with its own name in it: a missing
+dependency, a stray import of a sibling package or an eager import of an optional extra fails here.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -19,7 +24,25 @@ from tests.workspace import DISTRIBUTIONS, IMPORT_NAMES, ROOT
 
 pytestmark = pytest.mark.slow
 
-OPTIONAL = ("scipy", "yaml", "tensorboard")
+
+def readme_install_lines() -> list[str]:
+    """The commands of the README's Install block, in order, without their comments."""
+    section = (ROOT / "README.md").read_text().split("\n## Install\n", 1)[1]
+    match = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert match, "the README's Install section has no bash block"
+    return [line.split("#", 1)[0].strip() for line in match.group(1).splitlines() if line.split("#", 1)[0].strip()]
+
+
+BUILD, EVERYTHING, ONE_COMPONENT = readme_install_lines()
+EXAMPLE_COMPONENT = "torchmanager-losses"  # the component the README's one-component line installs
+
+
+def install_line(dist: str) -> str:
+    """The README's line that installs `dist`: all of it for the meta-package, else the one-component line."""
+    return EVERYTHING if dist == "torchmanager" else ONE_COMPONENT.replace(EXAMPLE_COMPONENT, dist)
+
+
+OPTIONAL = ("scipy", "yaml", "tensorboard", "mlflow")
 
 # A one-line smoke call per component, run after importing it alone.
 SMOKE = {
@@ -56,29 +79,28 @@ SMOKE = {
 }
 
 
-def _run(*args: str | Path, cwd: Path | None = None) -> str:
-    done = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd)
+def _run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}
+    )
     assert done.returncode == 0, f"{' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
 
 @pytest.fixture(scope="module")
-def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheels")
-    for dist in DISTRIBUTIONS:
-        _run(
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            out,
-            ROOT / "packages" / dist,
-        )
-    return out
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the clone's sources, where the README's build line has made `dist/`."""
+    path = tmp_path_factory.mktemp("clone")
+    shutil.copy(ROOT / "hatch.toml", path)
+    ignored = shutil.ignore_patterns("__pycache__", "*.egg-info", "dist", "build", ".pytest_cache")
+    shutil.copytree(ROOT / "packages", path / "packages", ignore=ignored)
+    _run(*shlex.split(BUILD), cwd=path, env={"HATCH_DATA_DIR": str(path / ".hatch-data")})  # its build env too
+    return path
+
+
+@pytest.fixture(scope="module")
+def wheels(clone: Path) -> Path:
+    return clone / "dist"
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +123,19 @@ def test_every_distribution_has_a_wheel(wheels: Path) -> None:
     assert built == sorted(name.replace("-", "_") for name in DISTRIBUTIONS)
 
 
+def test_the_readme_install_lines_are_the_build_all_of_it_and_one_component() -> None:
+    assert BUILD == "hatch build -t wheel --all"
+    assert shlex.split(EVERYTHING)[:4] == ["pip", "install", "--find-links", "dist"]
+    assert shlex.split(EVERYTHING)[4] == "torchmanager>=2.0.0a0"  # not upstream's 1.5 from PyPI
+    assert shlex.split(ONE_COMPONENT) == ["pip", "install", "--find-links", "dist", EXAMPLE_COMPONENT]
+
+
 @pytest.mark.parametrize("dist", DISTRIBUTIONS)
-def test_installs_and_imports_alone(dist: str, wheels: Path, base_venv: Path) -> None:
+def test_installs_and_imports_alone(dist: str, clone: Path, wheels: Path, base_venv: Path) -> None:
     python = _fresh_venv(base_venv, dist)
-    wheel = next(wheels.glob(f"{dist.replace('-', '_')}-*.whl"))
-    _run(python, "-m", "pip", "install", "-q", "--find-links", wheels, wheel)
+    pip, *args = shlex.split(install_line(dist))
+    assert pip == "pip"
+    _run(python, "-m", "pip", *args, cwd=clone)
     name = IMPORT_NAMES[dist]
     check = (
         f"import sys, {name}\n"
@@ -116,10 +146,12 @@ def test_installs_and_imports_alone(dist: str, wheels: Path, base_venv: Path) ->
         + f"print({name}.__version__)"
     )
     version = _run(python, "-c", check, cwd=base_venv.parent).strip().splitlines()[-1]
+    wheel = next(wheels.glob(f"{dist.replace('-', '_')}-*.whl"))
     assert wheel.name.split("-")[1] == version
     installed = _run(python, "-m", "pip", "list", "--format=freeze")
     ours = sorted(line.split("==")[0] for line in installed.splitlines() if line.startswith("torchmanager"))
     assert ours == sorted(_closure(dist)), f"{dist} pulled in {ours}"
+    assert "torch==2.13.0+cpu" in installed.splitlines()  # the torch installed first was kept
 
 
 def _closure(dist: str) -> set[str]:

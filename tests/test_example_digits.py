@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.workspace import ROOT
@@ -69,3 +71,23 @@ def test_demo_resumes_its_experiment(tmp_path: Path) -> None:
         torch.load(tmp_path / "experiments" / "again.exp" / "checkpoints" / "last.model", weights_only=True)["epoch"]
         == 4
     )
+
+
+def test_demo_trains_with_one_torch_thread_unless_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its speed on a small machine comes from one thread (see the README); `--num_threads` sets another count."""
+    spec = importlib.util.spec_from_file_location("digits_example", ROOT / "examples" / "digits.py")
+    assert spec is not None and spec.loader is not None
+    digits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(digits)
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        digits.main(["--quiet", "--epochs", "1", "--experiment", "one"])
+        assert torch.get_num_threads() == 1
+        digits.main(["--quiet", "--epochs", "1", "--experiment", "three", "--num_threads", "3"])
+        assert torch.get_num_threads() == 3
+        with pytest.raises(ValueError, match=r"must be positive\. Received: .*num_threads=0"):
+            digits.main(["--quiet", "--epochs", "1", "--experiment", "none", "--num_threads", "0"])
+    finally:
+        torch.set_num_threads(threads)

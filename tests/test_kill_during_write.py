@@ -1,8 +1,11 @@
-"""Checkpoints never corrupt: a writer saving 4 MB checkpoints in a loop to one path with
-`torchmanager_core.checkpoint.save` is SIGKILLed at 30 random moments (most of them inside a write).
-After each kill the file loads with `checkpoint.load` and holds one complete checkpoint the writer
-wrote, never an older one than before; the partial temporary files the kills leave are never taken
-for the checkpoint, by a glob of checkpoints nor by `Experiment(resume=True)`.
+"""Checkpoints never corrupt: a writer saving 4 MB checkpoints to one path with
+`torchmanager_core.checkpoint.save` is SIGKILLed 30 times, each time at a point of a save drawn
+with a fixed seed: inside the payload's write (at a random byte), before its fsync, before or
+right after the rename. The writer stops at that point and waits for the kill, so the outcome is
+the same on any machine. After each kill the file loads with `checkpoint.load` and holds exactly
+the checkpoint the point calls for (the last whole one, or the renamed one); the partial temporary
+files the kills leave are never taken for the checkpoint, by a glob of checkpoints nor by
+`Experiment(resume=True)`, and the next whole save removes them.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,42 +49,43 @@ def assert_same(expected: Any, actual: Any, where: str = "payload") -> None:
         assert expected == actual, f"{where}: {expected!r} != {actual!r}"
 
 
+def kill_points(size: int) -> list[tuple[int, str]]:
+    """(whole saves before the stop, stop point) for each kill: most inside the write, the others around the rename."""
+    draw = random.Random(0)
+    points = [f"write:{draw.randrange(1, size)}" for _ in range(KILLS - 12)] + ["fsync", "replace", "replaced"] * 4
+    draw.shuffle(points)
+    return [(draw.choice((0, 0, 1, 2)), point) for point in points]
+
+
 @pytest.mark.slow
-def test_kills_at_random_moments_never_corrupt_the_checkpoint(tmp_path: Path) -> None:
+def test_kills_at_every_point_of_a_save_never_corrupt_the_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "last.model"
-    checkpoint.save(payload(0), path)  # so that a file exists before the first kill
+    checkpoint.save(payload(0), path)  # so that a file exists before the first kill; the smallest payload
     server = ForkServer(SCRIPT, tmp_path.parent / f"{tmp_path.name}-server.log")
-    moments = random.Random(0)
-    previous, mid_write, saves, pending = 0, 0, 0, 0
+    previous = 0
     try:
-        for _ in range(KILLS):
+        for saves, point in kill_points(path.stat().st_size):
             before = temp_files(tmp_path)
-            pid = server.start(tmp_path, [str(path), str(previous + 1)])
-            time.sleep(moments.uniform(0.0, 0.08))
-            os.kill(pid, signal.SIGKILL)
-            saved = [int(line.split()[1]) for line in server.lines(pid) if line.startswith("saved ")]
-            assert server.exit_code == -signal.SIGKILL, f"see {server.log}"
+            exit_code, lines = server.run(tmp_path, [str(path), str(previous + 1), str(saves), point], "paused")
+            assert exit_code == -signal.SIGKILL and lines[-1] == "paused", f"see {server.log}"
+            assert lines[:-1] == [f"saved {previous + 1 + i}" for i in range(saves)]
 
             loaded = checkpoint.load(path)  # complete: a corrupt or partial file raises CheckpointError
-            counter = loaded["counter"]
-            reported = saved[-1] if saved else previous
-            # the last save the writer reported, or the next one if the kill came between its rename and its print
-            assert counter in (reported, reported + 1), (counter, saved, previous)
-            assert_same(payload(counter), loaded)
-            interrupted = bool(temp_files(tmp_path) - before)  # the kill interrupted a write and left its partial file
-            mid_write += interrupted
-            # a completed save removes the partial files of earlier killed writes
-            pending = int(interrupted) + (0 if counter > previous else pending)
-            saves += counter - previous
-            previous = counter
+            expected = previous + saves + (point == "replaced")  # the rename done: the new one, else the last whole one
+            assert loaded["counter"] == expected, (saves, point)
+            assert_same(payload(expected), loaded)
+
+            after = temp_files(tmp_path)
+            assert before & after == (before if saves == 0 else set())  # a whole save removes earlier leftovers
+            new = after - before
+            assert len(new) == (point != "replaced"), (point, new)  # the interrupted save left its temporary file
+            assert all(name.startswith(".last.model.") for name in new)  # hidden, and not named `*.model`
+            if point.startswith("write:"):
+                assert (tmp_path / new.pop()).stat().st_size == int(point.split(":")[1])  # killed inside the write
+            previous = expected
     finally:
         server.close()
 
-    print(f"{KILLS} kills, {KILLS} survived, {mid_write} inside a write, {saves} checkpoints completed in between")
-    assert mid_write >= KILLS // 3, "the kills should mostly land inside a write; were the writes too fast?"
-    leftovers = temp_files(tmp_path)
-    assert len(leftovers) == pending < mid_write  # only those of the kills since the last completed save
-    assert all(name.startswith(".last.model.") for name in leftovers)  # hidden, and not named `*.model`
     assert sorted(path.name for path in tmp_path.glob("*.model")) == ["last.model"]
 
 

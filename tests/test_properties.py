@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torchmanager import Manager
@@ -22,7 +22,9 @@ from torchmanager.losses import MSE, CrossEntropy
 from torchmanager.metrics import ConfusionMatrix, SparseCategoricalAccuracy, TopKAccuracy
 
 CLASSES = 4
-PROPERTY = settings(max_examples=30, deadline=None, derandomize=True, database=None)
+PROPERTY = settings(  # no time limits: the examples pass or fail alike on a loaded machine
+    max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @st.composite

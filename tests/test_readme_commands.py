@@ -36,3 +36,22 @@ def test_readme_scripts_exist_in_hatch_toml() -> None:
 def test_every_hatch_environment_installs_with_pip() -> None:
     envs = tomllib.loads((ROOT / "hatch.toml").read_text())["envs"]
     assert {name: env.get("installer") for name, env in envs.items()} == {name: "pip" for name in envs}
+
+
+def test_every_readme_installs_our_distributions_from_the_built_wheels() -> None:
+    """They are not on PyPI (whose `torchmanager` is upstream's 1.5): each `pip install` of one takes `dist/`."""
+    readmes = [ROOT / "README.md", *sorted((ROOT / "packages").glob("*/README.md"))]
+    checked = 0
+    for readme in readmes:
+        text = readme.read_text()
+        blocks = "\n".join(re.findall(r"```[a-z]*\n(.*?)```", text, re.DOTALL))
+        commands = re.findall(r"pip install [^`#\n]+", blocks) + re.findall(r"`(pip install [^`]+)`", text)
+        for command in commands:
+            names = re.findall(r"""(?:^|[\s"'])(torchmanager(?:-[a-z]+)?)\b""", command)
+            if not names or "torch " in command:
+                continue
+            checked += 1
+            assert "--find-links dist" in command, f"{readme.relative_to(ROOT)}: {command!r}"
+            if "torchmanager" in names:
+                assert re.search(r'"torchmanager(\[[a-z,]+\])?>=2', command), f"{readme.relative_to(ROOT)}: {command!r}"
+    assert checked >= 8

@@ -57,4 +57,4 @@ def test_bump_script_rewrites_every_place(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", check], cwd=copy, check=True, capture_output=True, text=True).stdout
     assert out.strip() == "{'9.8.7'}"
     meta = (copy / "packages" / "torchmanager" / "pyproject.toml").read_text()
-    assert meta.count("==9.8.7") == 8 and "==2." not in meta.replace("==9.8.7", "")
+    assert meta.count("==9.8.7") == 9 and "==2." not in meta.replace("==9.8.7", "")

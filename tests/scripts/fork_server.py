@@ -3,9 +3,12 @@ importing torch in each (about 2 s apiece on CI's 2 cores).
 
 Server side (`serve(main)`, in a script that has imported what its children need): for each line
 `run FOLDER ARGS...` read from stdin it forks a child that runs `main(ARGS)` in FOLDER, with this
-process's stdout and stderr; prints `pid <pid>` at once, then `exit <pid> <code>` when the child ends
-(code -9 after a SIGKILL, a `SystemExit`'s code as the interpreter would exit with it, 1 after another exception). The server runs no torch code itself, so each child starts as a fresh
-process would: modules imported, no state. Client side (`ForkServer`): the test's handle on a server.
+process's stdout and stderr; prints `pid <pid>` at once (the child starts only once that line is
+out, so none of its output can come before or inside it), then `exit <pid> <code>` when the child ends
+(code -9 after a SIGKILL, a `SystemExit`'s code as the interpreter would exit with it, 1 after another
+exception). The server runs no torch code itself, so each child starts as a fresh
+process would: modules imported, no state. Each line, the server's and (in the scripts here) the
+children's, is written in one write, which a kill cannot cut. Client side (`ForkServer`): the test's handle on a server.
 Used by tests/test_kill_and_resume.py, tests/test_kill_during_write.py and tests/test_preemption_processes.py.
 """
 
@@ -35,10 +38,14 @@ def serve(main: Callable[[list[str]], None]) -> None:
         if command != "run":
             raise ValueError(f"Commands are `run FOLDER ARGS...`. Received: {line!r}")
         sys.stdout.flush()  # the child must not inherit buffered lines and print them twice
+        ready, go = os.pipe()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
+                os.close(go)
+                os.read(ready, 1)  # wait until the `pid` line is out: the child's first line must come after it
+                os.close(ready)
                 os.chdir(folder)
                 main(args)
             except SystemExit as exit:  # sys.exit(code), or an exception that is one, such as torchmanager's Preempted
@@ -50,9 +57,14 @@ def serve(main: Callable[[list[str]], None]) -> None:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
-        print(f"pid {pid}", flush=True)
+        os.close(ready)
+        sys.stdout.write(f"pid {pid}\n")  # one write, even unbuffered (PYTHONUNBUFFERED)
+        sys.stdout.flush()
+        os.write(go, b"!")
+        os.close(go)
         _, status = os.waitpid(pid, 0)
-        print(f"exit {pid} {os.waitstatus_to_exitcode(status)}", flush=True)
+        sys.stdout.write(f"exit {pid} {os.waitstatus_to_exitcode(status)}\n")
+        sys.stdout.flush()
 
 
 class ForkServer:

@@ -18,29 +18,8 @@ import torch
 
 from torchmanager_core import Callback, Manager
 
-
-class Accuracy(torch.nn.Module):
-    correct: torch.Tensor
-    seen: torch.Tensor
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("correct", torch.zeros(()))
-        self.register_buffer("seen", torch.zeros(()))
-
-    def reset(self) -> None:
-        self.correct.zero_()
-        self.seen.zero_()
-
-    def forward(self, y: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        hits = (y.argmax(-1) == label).float()
-        self.correct += hits.sum()
-        self.seen += len(label)
-        return hits.mean()
-
-    @property
-    def result(self) -> torch.Tensor:
-        return self.correct / self.seen
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "packages" / "torchmanager-core" / "tests"))
+from core_testkit import Accuracy  # the metric the core tests use
 
 
 class SaveAt(Callback):

@@ -47,10 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ddp_train import DropId, TensorSet, make_data  # beside this script: the data and model head of ddp_train.py
+from ddp_train import DropId, make_data  # beside this script: the data and model head of ddp_train.py
 
 import torchmanager
 from torchmanager.callbacks import Callback, Experiment, LastCheckpoint
+from torchmanager.data import Dataset
 
 BATCH = 8
 SIZES = {"train": 96, "val": 32}
@@ -104,7 +105,10 @@ class Faults(Callback):
             self.signal = None  # once
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
-        print(f"step {self.manager.current_epoch * self.steps + batch + 1}", flush=True)
+        sys.stdout.write(
+            f"step {self.manager.current_epoch * self.steps + batch + 1}\n"
+        )  # one write: a kill cannot cut it
+        sys.stdout.flush()
         epoch = self.manager.current_epoch
         self._signal_at("batch", epoch + 1, batch + 1)
         if self._now(self.kill, batch):
@@ -162,8 +166,8 @@ def main(argv: list[str]) -> None:
         metrics={"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()},
         accumulate_grad_batches=args.accumulate,
     )
-    train = TensorSet(*make_data(SIZES["train"], 0), BATCH, shuffle=True)
-    val = TensorSet(*make_data(SIZES["val"], 1), BATCH)
+    train = Dataset.from_tensor_slices(make_data(SIZES["train"], 0), BATCH, shuffle=True)
+    val = Dataset.from_tensor_slices(make_data(SIZES["val"], 1), BATCH)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps = SIZES["train"] // BATCH // world
 

@@ -3,11 +3,13 @@
 The job: an MLP with dropout, shuffled batches (a torchmanager `Dataset` or a torch `DataLoader`),
 SGD with momentum or Adam, a `LastCheckpoint` every `--every` steps and at each epoch end, and a
 validation set. It prints `step <n>` (n counted from 1 across epochs) after every training step,
-kills itself with SIGKILL after step `--kill-at` (a real kill: no handler, no flush, no cleanup),
+kills itself with SIGKILL after step `--kill-at` (a real kill: no handler, no flush, no cleanup)
+or waits to be killed after step `--hold-after` (so a kill from outside always comes before the end),
 and writes the final model, optimizer and summary to `--out` when training ends.
 
 Usage: python resume_digits.py DATA CKPT OUT [--kill-at N] [--resume] [--loader dataset|dataloader]
-    [--optimizer sgd|adam] [--every K] [--epochs E] [--seed S] [--step-delay SECONDS] [--reseed S]
+    [--optimizer sgd|adam] [--every K] [--epochs E] [--seed S] [--step-delay SECONDS]
+    [--hold-after N] [--reseed S]
 DATA is a `torch.save`d dict of `x_train`, `y_train`, `x_val`, `y_val` (made by the test, so that
 this process does not import scikit-learn).
 
@@ -33,32 +35,29 @@ from torchmanager.data import Dataset
 BATCH_SIZE = 64
 
 
-class Digits(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Flat digit images and their labels, batched by torchmanager."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, shuffle: bool) -> None:
-        super().__init__(BATCH_SIZE, shuffle=shuffle, num_workers=0)
-        self.images, self.labels = images, labels
-
-    @property
-    def unbatched_len(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
-
-
 class StepLine(Callback):
-    """Prints `step <n>` after each training step; SIGKILLs this process after step `kill_at`."""
+    """Prints `step <n>` after each training step; SIGKILLs this process after step `kill_at`, or
+    waits there after step `hold_after` until something else kills it."""
 
-    def __init__(self, manager: torchmanager.Manager, steps_per_epoch: int, kill_at: int | None, delay: float) -> None:
+    def __init__(
+        self,
+        manager: torchmanager.Manager,
+        steps_per_epoch: int,
+        kill_at: int | None,
+        delay: float,
+        hold_after: int | None = None,
+    ) -> None:
         self.manager, self.steps_per_epoch, self.kill_at, self.delay = manager, steps_per_epoch, kill_at, delay
+        self.hold_after = hold_after
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
         step = self.manager.current_epoch * self.steps_per_epoch + batch + 1
-        print(f"step {step}", flush=True)
+        sys.stdout.write(f"step {step}\n")  # one write: a kill cannot cut the line (print makes two unbuffered)
+        sys.stdout.flush()
         if step == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        while step == self.hold_after:
+            signal.pause()
         if self.delay:
             time.sleep(self.delay)
 
@@ -77,6 +76,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-delay", type=float, default=0.0)
+    parser.add_argument("--hold-after", type=int)
     parser.add_argument(
         "--reseed", type=int, help="re-seed after building the model: same weights, other data order and dropout"
     )
@@ -86,8 +86,8 @@ def main(argv: list[str]) -> None:
     torch.manual_seed(args.seed)  # a resumed run uses another seed: its states must all come from the checkpoint
     data = torch.load(args.data, weights_only=True)
     if args.loader == "dataset":
-        train: Any = Digits(data["x_train"], data["y_train"], shuffle=True)
-        val: Any = Digits(data["x_val"], data["y_val"], shuffle=False)
+        train: Any = Dataset.from_tensor_slices((data["x_train"], data["y_train"]), BATCH_SIZE, shuffle=True)
+        val: Any = Dataset.from_tensor_slices((data["x_val"], data["y_val"]), BATCH_SIZE)
     else:
         train = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(data["x_train"], data["y_train"]), batch_size=BATCH_SIZE, shuffle=True
@@ -113,7 +113,11 @@ def main(argv: list[str]) -> None:
     callbacks = [
         LastCheckpoint(manager, args.ckpt, save_every_n_steps=args.every),
         StepLine(
-            manager, train.batched_len if isinstance(train, Dataset) else len(train), args.kill_at, args.step_delay
+            manager,
+            train.batched_len if isinstance(train, Dataset) else len(train),
+            args.kill_at,
+            args.step_delay,
+            args.hold_after,
         ),  # after the checkpoint: a kill at step 5k finds it written
     ]
     model, summary = manager.fit(

@@ -26,7 +26,8 @@ def accuracy(y: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return (y.argmax(-1) == label).float().mean()
 
 
-def make_manager(seed: int = 0, lr: float = 0.1) -> Manager:
+def make_manager(seed: int = 0, lr: float = 0.1, **options: Any) -> Manager:
+    """A linear classifier with SGD and an accuracy metric; `options` go to `Manager` (e.g. accumulation)."""
     torch.manual_seed(seed)
     model = torch.nn.Linear(4, 2)
     return Manager(
@@ -34,6 +35,7 @@ def make_manager(seed: int = 0, lr: float = 0.1) -> Manager:
         torch.optim.SGD(model.parameters(), lr=lr),
         loss_fn=torch.nn.CrossEntropyLoss(),
         metrics={"accuracy": accuracy},
+        **options,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -95,3 +96,18 @@ def test_bad_steps() -> None:
         TypeError, match=r"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type=0"
     ):
         EarlyStop("loss", 0)  # type: ignore[arg-type]
+
+
+def test_its_messages_follow_the_epoch_line_and_say_which_weights_come_back(caplog: pytest.LogCaptureFixture) -> None:
+    manager = make_manager(lr=0.0)  # nothing changes: the first epoch stays the best (MIN with min_delta)
+    early = EarlyStop("loss", MonitorType.MIN, steps=2, min_delta=0.1, restore_best_weights=True)
+    data = batches(*blobs(16), size=8)
+    with caplog.at_level(logging.INFO, logger="torchmanager"):
+        manager.fit(data, epochs=10, callbacks_list=[early])
+    lines = [record.getMessage() for record in caplog.records]
+    epoch3 = next(i for i, line in enumerate(lines) if line.startswith("Epoch 3/10:"))
+    assert lines[epoch3 + 1] == "Early stop at epoch 3: `loss` did not improve for 2 epochs"
+    restored = next(line for line in lines if line.startswith("EarlyStop: restored"))
+    assert restored.startswith(f"EarlyStop: restored the weights of epoch 1 (`loss`={manager.history[0]['loss']:.4f})")
+    assert "the last epoch's summary describes the weights before this restore" in restored
+    assert len(manager.history) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +19,7 @@ def test_readme_examples_run(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     namespace: dict[str, Any] = {}
     exec(blocks[0], namespace)
     assert (tmp_path / "ckpt" / "last.model").is_file() and (tmp_path / "ckpt" / "best.model").is_file()
@@ -56,3 +57,14 @@ def test_readme_examples_run(
     namespace["manager"].current_epoch = 0  # the last example is a fresh one-epoch run
     exec(blocks[2], namespace)
     assert re.search(r"^0 \S+ \S+$", capsys.readouterr().out, re.M)
+    # the MLflow example: its run, read back with MLflow's client
+    namespace["manager"].current_epoch = 0
+    namespace.update(configs=argparse.Namespace(epochs=2, lr=0.1))  # LastCheckpoint: imported by the first block
+    exec(blocks[3], namespace)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns'}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("tour").experiment_id])
+    assert run.data.params == {"epochs": "2", "lr": "0.1"}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.model"]

@@ -274,12 +274,13 @@ class StopAt(Callback):
 
 
 @pytest.mark.parametrize("how", ["flag", "raise"])
-def test_a_stop_mid_epoch_ends_at_that_batch_and_the_epoch_is_reported(how: str) -> None:
+def test_a_stop_mid_epoch_ends_at_that_batch_and_a_later_fit_goes_on_from_there(how: str) -> None:
     x, y = blobs(64)
     model = linear()
     manager = Manager(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss())
     manager.fit(batches(x, y, 8), epochs=3, callbacks_list=[StopAt(2, how)])
-    assert manager.global_step == 3 and len(manager.history) == 1  # three batches, then the epoch's summary
+    assert manager.global_step == 3 and manager.history == []  # three batches; the epoch did not end
+    assert (manager.current_epoch, manager.batch_index) == (0, 3)  # a later fit goes on from there
     hand = linear()
     optimizer = torch.optim.SGD(hand.parameters(), lr=0.1)
     for xb, yb in batches(x, y, 8)[:3]:
@@ -287,6 +288,12 @@ def test_a_stop_mid_epoch_ends_at_that_batch_and_the_epoch_is_reported(how: str)
         F.cross_entropy(hand(xb), yb).backward()
         optimizer.step()
     assert torch.equal(hand.weight, model.weight)
+    manager.fit(batches(x, y, 8), epochs=1)  # the rest of epoch 1: 5 more batches
+    for xb, yb in batches(x, y, 8)[3:]:
+        optimizer.zero_grad()
+        F.cross_entropy(hand(xb), yb).backward()
+        optimizer.step()
+    assert torch.equal(hand.weight, model.weight) and manager.global_step == 8 and manager.current_epoch == 1
 
 
 def loader_with(kind: str, seed: int = 7) -> torch.utils.data.DataLoader[Any]:

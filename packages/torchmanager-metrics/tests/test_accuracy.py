@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, top_k_accuracy_score
 
@@ -98,7 +98,7 @@ def test_top_k_accuracy_matches_scikit_learn(k: int) -> None:
     assert top_k_accuracy(x, y, k).item() == pytest.approx(expected)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # no time limits
 @given(cuts=st.lists(st.integers(min_value=1, max_value=29), max_size=6, unique=True))
 def test_any_batch_split_gives_the_one_shot_value(cuts: list[int]) -> None:
     x, y = logits(30, 3, seed=7)

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import f1_score, precision_recall_fscore_support, recall_score
@@ -123,7 +123,7 @@ def test_epoch_value_comes_from_the_summed_matrix_not_from_batch_means() -> None
     assert torch.stack(batch_values).mean().item() != pytest.approx(expected)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # no time limits
 @given(cuts=st.lists(st.integers(min_value=1, max_value=39), max_size=8, unique=True))
 def test_any_batch_split_gives_the_one_shot_f1(cuts: list[int]) -> None:
     x, y = scores(40, 3, seed=8)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import pytest
 import torch
-from scipy import linalg
+from metrics_references import reference_fid, reference_inception_score, reference_mmd2
 
 from torchmanager_metrics import FID, KID, ExtractorScore, FeatureMetric, fid, inception_score, kid, polynomial_mmd2
 
@@ -24,16 +23,6 @@ def stream(m: torch.nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.
     for lo, hi in SPLITS:
         m(fake[lo:hi], real[lo:hi])
     return m.result  # type: ignore[no-any-return]
-
-
-def reference_fid(fake: np.ndarray, real: np.ndarray) -> float:
-    mu1, mu2 = fake.mean(axis=0), real.mean(axis=0)
-    s1, s2 = (
-        np.atleast_2d(np.cov(fake, rowvar=False)),
-        np.atleast_2d(np.cov(real, rowvar=False)),
-    )  # over samples: (D, D)
-    root = linalg.sqrtm(s1 @ s2).real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * root))
 
 
 def test_fid_uses_the_covariance_over_samples() -> None:
@@ -64,19 +53,6 @@ def test_fid_without_scipy_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
         m.compute()
 
 
-def reference_mmd2(x: np.ndarray, y: np.ndarray, degree: int = 3, c: float = 1.0) -> float:
-    d = x.shape[1]
-
-    def k(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return (a @ b.T / d + c) ** degree
-
-    m, n = len(x), len(y)
-    k_xx, k_yy = k(x, x), k(y, y)
-    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
-    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
-    return float(within_x + within_y - 2 * k(x, y).mean())
-
-
 def test_kid_is_the_unbiased_polynomial_mmd_of_fake_against_real() -> None:
     """KID keeps fake and real apart; upstream 1.5 put k(fake, real) in the fake-fake term."""
     fake, real = features()
@@ -103,13 +79,6 @@ def test_kid_subsets_of_every_sample_give_the_full_estimate() -> None:
         kid(fake, real, subset_size=18)
     with pytest.raises(ValueError, match=r"`subset_size` must be an int >= 2 or None\. Received: subset_size=1"):
         KID(subset_size=1)
-
-
-def reference_inception_score(logits: np.ndarray) -> float:
-    p = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    marginal = p.mean(axis=0)
-    return float(np.exp(np.mean(np.sum(p * (np.log(p) - np.log(marginal)), axis=1))))
 
 
 class Linear(torch.nn.Module):

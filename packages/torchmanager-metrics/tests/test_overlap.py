@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from metrics_references import reference_dice, reference_hd
 from scipy.ndimage import distance_transform_edt
-from scipy.spatial.distance import cdist, directed_hausdorff
+from scipy.spatial.distance import directed_hausdorff
 from sklearn.metrics import f1_score, jaccard_score
 
 from torchmanager_metrics import (
@@ -80,15 +81,6 @@ def test_instance_iou_is_the_mean_iou_of_the_classes_present() -> None:
 # ---------------------------------------------------------------- Dice
 
 
-def reference_dice(x: torch.Tensor, y: torch.Tensor, c: int) -> float:
-    pred = x.argmax(1)
-    per_sample = [
-        f1_score(t.flatten(), p.flatten(), labels=list(range(c)), average=None, zero_division=1.0).mean()
-        for p, t in zip(pred, y)
-    ]
-    return float(np.mean(per_sample))
-
-
 def test_dice_is_the_per_sample_class_mean_averaged_over_samples() -> None:
     x, y = maps(c=4, seed=4)
     y[:4][y[:4] == 3] = 0  # some samples lack class 3 in their label
@@ -112,16 +104,6 @@ def test_partial_dice_pools_one_class_over_every_batch() -> None:
 
 
 # ---------------------------------------------------------------- HD95
-
-
-def reference_hd(pred: np.ndarray, true: np.ndarray, percentile: float = 95) -> float:
-    a, b = np.argwhere(pred), np.argwhere(true)
-    if len(a) == 0 and len(b) == 0:
-        return 0.0
-    if len(a) == 0 or len(b) == 0:
-        return math.inf
-    d = cdist(a, b)
-    return float(np.percentile(np.concatenate([d.min(axis=1), d.min(axis=0)]), percentile))
 
 
 def sparse_masks(n: int, shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:

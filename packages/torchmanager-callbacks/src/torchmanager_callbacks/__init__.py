@@ -1,7 +1,7 @@
-"""torchmanager-callbacks: checkpoints, TensorBoard, experiments, early stopping and LR schedules for torchmanager.
+"""torchmanager-callbacks: checkpoints, TensorBoard, MLflow, experiments, early stopping and LR schedules for torchmanager.
 
 Every callback subclasses `torchmanager_core.callbacks.Callback` and is passed to
-`manager.fit(..., callbacks_list=[...])`. tensorboard and PyYAML are imported only by the callbacks
+`manager.fit(..., callbacks_list=[...])`. tensorboard, mlflow and PyYAML are imported only by the callbacks
 that need them, when they are created.
 """
 
@@ -17,6 +17,7 @@ from .experiment import Experiment
 from .frequency import Frequency, FrequencyCallback
 from .functional import LambdaCallback, on_batch_end, on_batch_start, on_epoch_end, on_epoch_start
 from .lr import LrScheduler
+from .mlflow_logger import MLflowLogger
 from .monitor import MonitorError, MonitorType
 from .multi import MultiCallbacks
 from .tensorboard import TensorBoard
@@ -35,6 +36,7 @@ __all__ = [
     "LambdaDynamicWeight",
     "LastCheckpoint",
     "LrScheduler",
+    "MLflowLogger",
     "MonitorError",
     "MonitorType",
     "MultiCallbacks",

@@ -16,8 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from torchmanager_core import checkpoint as core_checkpoint
-from torchmanager_core.callbacks import Callback, merge_summaries
+from torchmanager_core.callbacks import Callback
 from torchmanager_core.distributed import barrier
+from torchmanager_core.tracking import merge_summaries
 
 from ._hooks import select_hooks
 from ._io import check_output_path, get_state, is_writer, put_state

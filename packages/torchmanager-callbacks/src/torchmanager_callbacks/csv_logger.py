@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from torchmanager_core.callbacks import Callback, merge_summaries
+from torchmanager_core.callbacks import Callback
+from torchmanager_core.tracking import merge_summaries
 
 from ._hooks import select_hooks
 from ._io import check_output_path, is_writer

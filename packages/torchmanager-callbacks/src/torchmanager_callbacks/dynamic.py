@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+from torchmanager_core.protocols import SummaryWritable, Weighted
 
 from .frequency import Frequency, FrequencyCallback
 
 __all__ = ["DynamicWeight", "LambdaDynamicWeight", "SummaryWritable", "Weighted"]
-
-
-@runtime_checkable
-class Weighted(Protocol):
-    """Anything with a settable `weight`, such as `torchmanager_losses.Loss`."""
-
-    weight: Any
-
-
-class SummaryWritable(Protocol):
-    """A writer of grouped scalars, such as `torch.utils.tensorboard.SummaryWriter`."""
-
-    def add_scalars(self, main_tag: str, tag_scalar_dict: dict[str, float], global_step: int | None = None) -> None: ...
 
 
 class DynamicWeight(FrequencyCallback, abc.ABC):

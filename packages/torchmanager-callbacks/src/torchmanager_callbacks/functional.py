@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
-from torchmanager_core.callbacks import Callback, merge_summaries
+from torchmanager_core.callbacks import Callback
+from torchmanager_core.tracking import merge_summaries
 
 from ._hooks import select_hooks
 from .frequency import Frequency, check_frequency

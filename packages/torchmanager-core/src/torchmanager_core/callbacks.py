@@ -44,7 +44,7 @@ import torch
 
 from .errors import StopTraining
 
-__all__ = ["HOOKS", "Callback", "CallbackList", "check_hooks", "merge_summaries", "overrides"]
+__all__ = ["HOOKS", "Callback", "CallbackList", "check_hooks", "overrides"]
 
 HOOKS = (
     "on_train_start",
@@ -130,18 +130,6 @@ class Callback:
 def overrides(callback: Callback, hook: str) -> bool:
     """Whether the loop must call `callback` at `hook`: its class overrides it and it is not in `unused_hooks`."""
     return getattr(type(callback), hook) is not getattr(Callback, hook) and hook not in callback.unused_hooks
-
-
-def merge_summaries(summary: Mapping[str, float], val_summary: Mapping[str, float] | None) -> dict[str, float]:
-    """One epoch's values in one dict: the training values, then the validation ones prefixed "val_" once.
-
-    The one rule for every log, history, progress line and logger: a validation metric named
-    `val_acc` (upstream's validation-only metrics) stays `val_acc`, a `loss` becomes `val_loss`.
-    """
-    merged = dict(summary)
-    for name, value in (val_summary or {}).items():
-        merged[name if name.startswith("val_") else f"val_{name}"] = value
-    return merged
 
 
 _CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {

@@ -3,7 +3,7 @@
 Who owns what: a loss or metric with its own streaming state (`reset()` and `result`, e.g. ours or
 torchmetrics') keeps its epoch value itself; for a plain callable (a `torch.nn` loss, a function)
 this module keeps a sample-weighted mean on the device. Either way the managers see one object
-with `reset()`, `values()` (epoch tensors by summary name) and `owned` (the names it reports),
+with `reset()`, `epoch_values()` (epoch tensors by summary name) and `owned` (the names it reports),
 and nothing here reads a tensor on the host.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from .errors import LossError, MetricError, describe
 from .protocols import has_state, read_result
-from .tracking import MeanTracker, count_samples
+from .tracking import MeanTracker, count_samples, summable
 
 __all__ = ["CompiledLoss", "CompiledMetrics", "check_loss_fn", "check_metrics"]
 
@@ -131,7 +131,10 @@ class CompiledLoss(_Streams):
     """The manager's `loss_fn` as one callable: a single loss, or the sum of a dict of losses.
 
     Each loss of ours applies its own `weight` and `target`; the summary reports the total as
-    "loss" and, for a dict, each part as "<name>_loss".
+    "loss" and, for a dict, each part as "<name>_loss". A dict's total is summed in float32 or
+    wider (its parts may be bfloat16 or float16 under autocast); every epoch value is a float32
+    or wider running sum. As upstream's `compiled_losses`, it is called as
+    `compiled_losses(y, label)`, lists its parts in `losses` and reads `result`.
     """
 
     def __init__(self, loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]]) -> None:
@@ -160,25 +163,45 @@ class CompiledLoss(_Streams):
                 value = value.reshape(())
             if not self.stateful[name]:
                 self.tracker.update(name, value, n)
-            total = value if total is None else total + value
+            total = value if total is None else summable(total) + value
         assert total is not None  # at least one part, checked by `check_loss_fn`
         if self.is_dict:
             self.tracker.update("loss", total, n)
         self.calls += 1
         return total
 
-    def values(self) -> dict[str, torch.Tensor]:
+    @property
+    def losses(self) -> list[Callable[..., Any]]:
+        """The loss functions summed, in order (one for a single loss)."""
+        return list(self.fns.values())
+
+    @property
+    def result(self) -> torch.Tensor:
+        """The total loss over the batches since `reset()` (a tensor; reading it waits for the device)."""
+        return self.epoch_values()["loss"]
+
+    def epoch_values(self) -> dict[str, torch.Tensor]:
         """The epoch values since `reset()`, as tensors: "loss", and "<name>_loss" for a dict."""
         if not self.is_dict:
             return {"loss": self._value("loss")}
         return {"loss": self.tracker.means()["loss"], **{f"{name}_loss": self._value(name) for name in self.fns}}
 
 
-class CompiledMetrics(_Streams):
+class CompiledMetrics(_Streams, Mapping[str, Callable[..., Any]]):
     """The manager's `metrics` dict: calls each on a batch and reports each under its name.
 
-    Metrics named `val_*` run only when testing or validating (upstream's convention).
+    Metrics named `val_*` run only when testing or validating (upstream's convention). It reads
+    as the dict of metrics by name (`items()`, `[name]`), as upstream's `compiled_metrics` did.
     """
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        return self.fns[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fns)
+
+    def __len__(self) -> int:
+        return len(self.fns)
 
     def __init__(self, metrics: Mapping[str, Callable[..., Any]]) -> None:
         super().__init__(metrics)
@@ -215,6 +238,6 @@ class CompiledMetrics(_Streams):
         self.calls += 1
         return values
 
-    def values(self, training: bool) -> dict[str, torch.Tensor]:
+    def epoch_values(self, training: bool) -> dict[str, torch.Tensor]:
         """Each metric's epoch value since `reset()`, as tensors."""
         return {name: self._value(name) for name in self.owned(training)} if self.calls else {}

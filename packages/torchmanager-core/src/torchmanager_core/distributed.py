@@ -1,8 +1,9 @@
 """The distributed runtime: `torchrun` detection, the process group, sharding and state reduction.
 
 Who owns what: this module answers "am I rank 0?", starts the default process group when the
-script was launched by `torchrun` (gloo on CPU, nccl on CUDA), shards data sets across ranks and
-sums metric states over them; the managers decide when. Without a process group every function
+script was launched by `torchrun` (gloo on CPU, nccl on CUDA), shards the training data across
+ranks and sums metric states over them; the managers decide when. Evaluation data is split
+differently, each sample once (`evaluation_shards`). Without a process group every function
 behaves as a single process would.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import hashlib
 import logging
+import math
 import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,11 +25,15 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, Ra
 
 __all__ = [
     "TIMEOUT_ENV",
+    "ListShare",
+    "agree_on",
+    "all_flags",
     "all_reduce_sum",
     "any_process",
     "barrier",
     "broadcast_buffers",
     "from_main_process",
+    "gather_objects",
     "get_rank",
     "get_world_size",
     "init_from_environment",
@@ -36,6 +43,7 @@ __all__ = [
     "local_device",
     "max_over_processes",
     "on_main_process",
+    "rebuilt_loader",
     "reduce_states",
     "shard",
 ]
@@ -232,9 +240,14 @@ def _destroy() -> None:
 
 
 def shard(dataset: Iterable[Any]) -> Iterable[Any]:
-    """This rank's share of `dataset`: a torchmanager `Dataset` or a `DataLoader` gets a
-    `DistributedSampler` (which pads the last share by repeating items, as torch does), a list of
-    batches is split batch by batch.
+    """This rank's share of the training data `dataset`, as long as every other rank's.
+
+    DDP averages the gradients at every step, so every rank must step as many times: a
+    torchmanager `Dataset` or a `DataLoader` gets a `DistributedSampler`, which pads the shares
+    by repeating the first few items (with `drop_last` it drops the tail instead), and a list of
+    batches is dealt out batch by batch, its first batches dealt again when the count does not
+    divide (`ListShare`). Validation, `test` and `predict` split their data with
+    `evaluation_shards.split` instead, each sample once.
 
     Raises:
         TypeError: The data set is an iterable that cannot be split (give a DataLoader instead).
@@ -248,11 +261,27 @@ def shard(dataset: Iterable[Any]) -> Iterable[Any]:
     if isinstance(dataset, DataLoader):
         return _shard_loader(dataset, world, rank)
     if isinstance(dataset, (list, tuple)):
-        return dataset[rank::world]
+        return ListShare(dataset, world, rank)
     raise TypeError(
         "Under torchrun each process needs its share of the data, and this iterable cannot be split; give a "
         f"torchmanager Dataset, a DataLoader or a list of batches. Received: dataset={type(dataset).__name__}"
     )
+
+
+class ListShare(list[Any]):
+    """One rank's training share of a list of batches: batches `rank`, `rank + world`, ...
+
+    When the number of batches does not divide by `world`, the first batches are dealt again, so
+    every rank gets `ceil(len(whole) / world)` batches (as `DistributedSampler` pads its shares).
+
+    Attributes:
+        whole: The list the share was dealt from (evaluation splits it again, without padding).
+    """
+
+    def __init__(self, whole: Sequence[Any], world: int, rank: int) -> None:
+        total = math.ceil(len(whole) / world) * world
+        super().__init__(whole[i % len(whole)] for i in range(rank, total, world))
+        self.whole = whole
 
 
 def _shard_loader(loader: DataLoader[Any], world: int, rank: int) -> DataLoader[Any]:
@@ -290,14 +319,20 @@ def _shard_loader(loader: DataLoader[Any], world: int, rank: int) -> DataLoader[
         shuffle=isinstance(loader.sampler, RandomSampler),
         drop_last=loader.drop_last,
     )
+    return rebuilt_loader(loader, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last)
+
+
+def rebuilt_loader(loader: DataLoader[Any], **order: Any) -> DataLoader[Any]:
+    """A `DataLoader` over `loader`'s data set with its loading options (workers, collate, pinning,
+    generator, ...) and the given order options (`sampler`, `batch_sampler`, `batch_size`, `drop_last`)."""
+    if hasattr(loader, "in_order"):  # torch 2.6 and later: whether workers' batches keep their order
+        order.setdefault("in_order", loader.in_order)
     return DataLoader(
         loader.dataset,
-        batch_size=loader.batch_size,
-        sampler=sampler,
+        **order,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
         timeout=loader.timeout,
         worker_init_fn=loader.worker_init_fn,
         multiprocessing_context=loader.multiprocessing_context,
@@ -329,3 +364,40 @@ def reduce_states(module: torch.nn.Module) -> None:
             setattr(module, name, torch.cat([part.to(state.device) for part in gathered]))
         else:
             dist.all_reduce(state, op=_OPS[reduction])
+
+
+def all_flags(flag: bool) -> list[bool]:
+    """Every rank's `flag`, in rank order (one host-side collective; `[flag]` in a single process)."""
+    if not is_distributed():
+        return [flag]
+    tensor = torch.zeros(get_world_size(), dtype=torch.int64)
+    tensor[get_rank()] = int(flag)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=_flag_group())
+    return [bool(value) for value in tensor.tolist()]
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's `value` (picklable), in rank order, through the host (`[value]` in a single process)."""
+    if not is_distributed():
+        return [value]
+    gathered: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, value, group=_flag_group())
+    return gathered
+
+
+def agree_on(value: Any) -> Any:
+    """Rank 0's `value` (picklable) on every rank: digests are compared, and it is sent only when they differ.
+
+    For what every rank computes alike unless its random state differs (a shuffled order): one
+    host-side collective when they agree, a broadcast too when they do not.
+    """
+    if not is_distributed():
+        return value
+    digest = int.from_bytes(hashlib.blake2b(pickle.dumps(value), digest_size=7).digest(), "big")
+    extremes = torch.tensor([digest, -digest], dtype=torch.int64)
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX, group=_flag_group())
+    if int(extremes[0]) == -int(extremes[1]):  # the largest digest is the smallest: all alike
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0, group=_flag_group())
+    return holder[0]

@@ -97,9 +97,9 @@ class EpochValues:
         extras = self.extras.means()
         values: dict[str, torch.Tensor] = {}
         if losses is not None and losses.calls:
-            for name, value in losses.values().items():
+            for name, value in losses.epoch_values().items():
                 values[name] = extras.pop(name) if name in self._believed else value
-        values.update(metrics.values(self.training))
+        values.update(metrics.epoch_values(self.training))
         values.update(extras)
         return values
 

@@ -121,7 +121,7 @@ class Placement:
             main, targets = devices.select(device, devices_)
             manager.to(main)
             if devices.use_data_parallel(targets, use_multi_gpus):
-                model = devices.data_parallel(raw, targets)
+                model, _ = devices.data_parallel(raw, targets)
         if self.compile is not False:
             options = {} if self.compile is True else dict(self.compile)
             model = torch.compile(model, **options)  # type: ignore[assignment]

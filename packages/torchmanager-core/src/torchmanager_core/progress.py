@@ -1,12 +1,14 @@
 """Progress display and the "torchmanager" logger: a tqdm bar per epoch, refreshed on a clock.
 
-The bar advances every step (cheap, host only); its postfix of live values is rebuilt at most
-every `refresh_s` seconds, which is the only time a running summary is read from the device.
+The bar counts every step (cheap, host only) and is drawn only when its own clock says so: at
+most every `refresh_s` seconds, which is also the only time a running summary is read from the
+device. tqdm's own redraw timer is off, so what is drawn depends on that one (injectable) clock.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -16,9 +18,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .callbacks import Callback, merge_summaries
+from .callbacks import Callback
 from .distributed import is_main_process
-from .tracking import to_floats
+from .tracking import merge_summaries, to_floats
 
 __all__ = [
     "EpochProgress",
@@ -47,12 +49,24 @@ class _Console(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # always the current stdout
 
 
-def add_console() -> None:
-    """Print the "torchmanager" logger's INFO records to stdout, once (upstream's `view.add_console`)."""
-    if not any(isinstance(h, _Console) for h in logger.handlers):
-        handler = _Console()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+def add_console(console: logging.Handler | None = None, formatter: logging.Formatter | None = None) -> None:
+    """Print the "torchmanager" logger's INFO records to stdout, once (upstream's `view.add_console`).
+
+    Args:
+        console: A handler to use instead (upstream's parameter); it replaces any handler of its class.
+        formatter: The format of the records; default the message alone.
+    """
+    if console is None:
+        if not any(isinstance(h, _Console) for h in logger.handlers):
+            handler = _Console()
+            handler.setFormatter(formatter or logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+    else:
+        console.setLevel(logging.INFO)
+        console.setFormatter(formatter or logging.Formatter("%(message)s"))
+        for old in [h for h in logger.handlers if type(h) is type(console)]:
+            logger.removeHandler(old)
+        logger.addHandler(console)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
 
@@ -85,28 +99,57 @@ def format_summary(summary: Mapping[str, float]) -> str:
 class EpochProgress:
     """A tqdm bar over one epoch's steps, with live values refreshed on a time basis.
 
+    The bar is drawn when it opens, after a step when `refresh_s` seconds have passed on `clock`
+    since the last draw (except the epoch's last step), and by `close` with the final values.
+
     Args:
         total: Steps in the epoch, or None when unknown.
         description: Bar label, e.g. "Epoch 1/10".
         enabled: Without it, nothing is drawn and `step` does nothing.
-        refresh_s: Minimum seconds between two postfix refreshes (device reads).
+        refresh_s: Minimum seconds between two draws (each reads the values from the device).
+        clock: Seconds, monotonic (tests pass their own).
     """
 
-    def __init__(self, total: int | None, description: str, enabled: bool, refresh_s: float = 0.5) -> None:
-        self._bar = tqdm(total=total, desc=description, leave=True, dynamic_ncols=True) if enabled else None
+    def __init__(
+        self,
+        total: int | None,
+        description: str,
+        enabled: bool,
+        refresh_s: float = 0.5,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._bar = (
+            tqdm(
+                total=total,
+                desc=description,
+                leave=True,
+                dynamic_ncols=True,
+                mininterval=math.inf,  # tqdm never redraws by itself: `step` and `close` decide
+                maxinterval=math.inf,
+            )
+            if enabled
+            else None
+        )
         self.enabled = self._bar is not None
         self._refresh_s = refresh_s
-        self._last = time.monotonic()
+        self._clock = clock
+        self._last = clock() if self.enabled else 0.0
 
     def step(self, read_values: Callable[[], Mapping[str, torch.Tensor | float]]) -> None:
-        """Advance by one step; every `refresh_s` seconds show `read_values()` in the postfix."""
+        """Count one step; every `refresh_s` seconds draw the bar with `read_values()` in the postfix.
+
+        The last step of a known total is left to `close`, which draws it with the epoch's summary.
+        """
         if self._bar is None:
             return
         self._bar.update(1)
-        now = time.monotonic()
+        if self._bar.total is not None and self._bar.n >= self._bar.total:
+            return
+        now = self._clock()
         if now - self._last >= self._refresh_s:
             self._last = now
-            self._bar.set_postfix(to_floats(read_values()), refresh=False)
+            self._bar.set_postfix(to_floats(read_values()), refresh=True)
 
     def close(self, summary: Mapping[str, float] | None = None) -> None:
         """Show the final `summary` and close the bar."""
@@ -119,9 +162,10 @@ class EpochProgress:
 
 
 class VerboseType(Enum):
-    """Which values a `ProgressBar` shows (upstream's names)."""
+    """Which values a `ProgressBar` shows (upstream's names and values)."""
 
-    ALL = 0
+    ALL = -1
+    NONE = 0
     LOSS = 1
     METRICS = 2
 
@@ -135,8 +179,9 @@ class ProgressBar(Callback):
 
     Args:
         iterations_per_epoch: The bar's total, or None when unknown.
-        verbose_type: Show all values, the losses only, or the metrics only.
+        verbose_type: Show all values, none, the losses only, or the metrics only.
         refresh_s: Minimum seconds between two reads of the values.
+        clock: Seconds, monotonic, that `refresh_s` is measured on (tests pass their own).
     """
 
     def __init__(
@@ -145,17 +190,21 @@ class ProgressBar(Callback):
         *,
         verbose_type: VerboseType = VerboseType.ALL,
         refresh_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(verbose_type, VerboseType):
             raise TypeError(
-                f"`verbose_type` must be a VerboseType (ALL, LOSS or METRICS). Received: verbose_type={verbose_type!r}"
+                f"`verbose_type` must be a VerboseType (ALL, NONE, LOSS or METRICS). Received: verbose_type={verbose_type!r}"
             )
         self.iterations_per_epoch = iterations_per_epoch
         self.verbose_type = verbose_type
         self.refresh_s = refresh_s
+        self.clock = clock
         self._bar: EpochProgress | None = None
 
     def _shown(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        if self.verbose_type is VerboseType.NONE:
+            return {}
         if self.verbose_type is VerboseType.LOSS:
             return {name: value for name, value in summary.items() if "loss" in name}
         if self.verbose_type is VerboseType.METRICS:
@@ -163,7 +212,9 @@ class ProgressBar(Callback):
         return dict(summary)
 
     def on_epoch_start(self, epoch: int) -> None:
-        self._bar = EpochProgress(self.iterations_per_epoch, f"Epoch {epoch + 1}", is_main_process(), self.refresh_s)
+        self._bar = EpochProgress(
+            self.iterations_per_epoch, f"Epoch {epoch + 1}", is_main_process(), self.refresh_s, clock=self.clock
+        )
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
         if self._bar is not None:

@@ -140,6 +140,11 @@ class RunState:
         self.steps_in_epoch = None
         self.epoch_rng = None
 
+    @property
+    def stopped_mid_epoch(self) -> bool:
+        """Whether the run stopped between two batches of an epoch (not after its last)."""
+        return self.stop and not self.last_batch
+
     def window_end(self, accumulate: int) -> bool:
         """Whether the batch being trained ends an accumulation window of `accumulate` batches."""
         return self.last_batch or (self.step + 1) % accumulate == 0

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from . import checkpoint, checkpointing, distributed
+from . import checkpoint, checkpointing, distributed, evaluation_shards
 from . import devices as placement_devices
 from .callbacks import Callback, CallbackList
 from .compiled import CompiledLoss, CompiledMetrics, check_loss_fn, check_metrics
@@ -25,6 +25,8 @@ from .errors import ModelError, describe
 from .modes import evaluating
 from .placement import Devices, Placement
 from .progress import EpochProgress, logger
+from .tracking import to_floats
+from .version import API_VERSION, Version
 
 __all__ = ["BaseTestingManager", "BasicTestingManager", "DataSource", "Devices", "TestingManager"]
 
@@ -84,6 +86,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         self._placement = Placement(precision, compile)
         self._evaluation = EpochValues(self, training=False)
         self._passes: list[EpochValues] = []  # the passes running now, innermost last
+        self._last_values = self._evaluation  # the pass that ran last (upstream's `summary` reads it)
 
     # -- what the manager holds ------------------------------------------------------------
 
@@ -101,13 +104,23 @@ class BasicTestingManager(Generic[Module], abc.ABC):
 
     @property
     def loss_fn(self) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
-        """The loss or dict of losses given to the constructor."""
+        """The loss or dict of losses; set it to change them (checked as in the constructor)."""
         return self._loss_fn
+
+    @loss_fn.setter
+    def loss_fn(self, loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None) -> None:
+        self._loss_fn = check_loss_fn(loss_fn)
+        self.compiled_losses = CompiledLoss(self._loss_fn) if self._loss_fn is not None else None
 
     @property
     def metric_fns(self) -> dict[str, Callable[..., Any]]:
-        """The metrics given to the constructor, by name."""
+        """The metrics by name; set it, or change the dict, to change them (checked when a pass starts)."""
         return self._metric_fns
+
+    @metric_fns.setter
+    def metric_fns(self, metrics: Mapping[str, Callable[..., Any]] | None) -> None:
+        self._metric_fns = check_metrics(metrics)
+        self.compiled_metrics = CompiledMetrics(self._metric_fns)
 
     @property
     def device(self) -> torch.device:
@@ -207,29 +220,37 @@ class BasicTestingManager(Generic[Module], abc.ABC):
             callbacks_list: Callbacks whose `on_test_*` hooks are called.
             empty_cache: Release cached CUDA memory afterwards.
         Returns:
-            The summary of the whole data set (every process's share when distributed).
+            The summary of the whole data set: under torchrun every process evaluates its share of
+            the batches (each sample once) and reports the values of them all.
         Raises:
-            ValueError: `dataset` yielded no batches.
+            ValueError: `dataset` yielded no batches (in any process).
         """
         callbacks = CallbackList(callbacks_list)
         callbacks.set_manager(self)
         with self._placement.place(self, device, devices, use_multi_gpus, empty_cache=empty_cache):
             callbacks.on_test_start()
-            summary = self._evaluate(distributed.shard(dataset), callbacks, show_verbose, "Test")
+            summary = self._evaluate(dataset, callbacks, show_verbose, "Test")
             callbacks.on_test_end(summary)
         return summary
 
     def _evaluate(
         self, dataset: DataSource, callbacks: CallbackList, show_verbose: bool, description: str
     ) -> dict[str, float]:
-        """One pass of `test_step` over `dataset` where the run is placed (validation uses it too)."""
+        """One pass of `test_step` over `dataset` where the run is placed (validation uses it too).
+
+        Under torchrun each process takes its whole batches of `dataset` (`evaluation_shards.split`:
+        each sample once, no padding, a share may be empty) and every process reads the values of all.
+        """
+        self._sync_streams()
+        share = evaluation_shards.split(dataset)
         values = self._evaluation
         values.believe_steps = type(self).test_step is not TestingManager.test_step
-        progress = EpochProgress(batches_in(dataset), description, show_verbose and distributed.is_main_process())
+        progress = EpochProgress(batches_in(share), description, show_verbose and distributed.is_main_process())
         batch_start, batch_end = callbacks.uses("on_test_batch_start"), callbacks.uses("on_test_batch_end")
         steps = 0
+        self._last_values = values
         with running(self._passes, values), self._evaluation_model(), torch.no_grad():
-            for x, y, _ in data_pass(dataset, self._unpacker(dataset), self.device):
+            for x, y, _ in data_pass(share, self._unpacker(share), self.device):
                 if batch_start:
                     callbacks.on_test_batch_start(steps)
                 summary = self.test_step(x, y)
@@ -239,7 +260,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
                 steps += 1
                 if progress.enabled:
                     progress.step(values.tensors)
-            if steps == 0:
+            if not evaluation_shards.join(values, steps > 0, self.device):
                 progress.close()
                 raise ValueError(
                     f"The data set to test on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}"
@@ -267,18 +288,23 @@ class BasicTestingManager(Generic[Module], abc.ABC):
     ) -> list[Any]:
         """The model's outputs for each batch of `dataset` (inputs, or `(x, y)` pairs), on the CPU.
 
+        Under torchrun each process runs its whole batches of `dataset` (each sample once) and
+        every process returns the outputs of all the batches, in the data set's order.
+
         Raises:
-            ValueError: `dataset` yielded no batches.
+            ValueError: `dataset` yielded no batches (in any process).
         """
         outputs: list[Any] = []
         with self._placement.place(self, device, devices, use_multi_gpus, empty_cache=empty_cache):
-            progress = EpochProgress(batches_in(dataset), "Predict", show_verbose and distributed.is_main_process())
+            share = evaluation_shards.split(dataset)
+            progress = EpochProgress(batches_in(share), "Predict", show_verbose and distributed.is_main_process())
             with self._evaluation_model(), torch.no_grad():
-                for x, _, _ in data_pass(dataset, _input_only, self.device):
+                for x, _, _ in data_pass(share, _input_only, self.device):
                     y, _ = self.forward(x)
                     outputs.append(placement_devices.move_to_device(_detached(y), placement_devices.CPU))
                     progress.step(dict)  # no values to show: just advance
             progress.close()
+            outputs = evaluation_shards.gather(outputs, share)
         if not outputs:
             raise ValueError(
                 f"The data set to predict on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}"
@@ -381,6 +407,124 @@ class BasicTestingManager(Generic[Module], abc.ABC):
             options.get("precision", self.precision), options.get("compile", self._placement.compile)
         )
 
+    # -- upstream torchmanager 1.5's members, for code written for it -------------------------
+
+    version: Version = API_VERSION
+    """The API version of the manager (upstream's attribute; `convert` had version migrations to do)."""
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the manager can train: it has a `loss_fn` and an `optimizer` (upstream's check)."""
+        return self._loss_fn is not None and self.optimizer is not None
+
+    @property
+    def compiled_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer (upstream's name).
+
+        Raises:
+            ValueError: The manager has no optimizer.
+        """
+        if self.optimizer is None:
+            raise ValueError(
+                f"The manager has no optimizer: pass one to {type(self).__name__}(model, optimizer, ...). Received: optimizer=None"
+            )
+        return self.optimizer
+
+    @property
+    def raw_loss_fn(self) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
+        """The loss without a DataParallel wrapper: here, `loss_fn` (losses are never wrapped)."""
+        return self._loss_fn
+
+    @property
+    def loss_dict(self) -> dict[str, Callable[..., Any]]:
+        """The losses by summary name: {"loss": loss_fn} for one loss, {"<name>_loss": ...} for a dict."""
+        if self._loss_fn is None:
+            return {}
+        if isinstance(self._loss_fn, dict):
+            return {f"{name}_loss": fn for name, fn in self._loss_fn.items()}
+        return {"loss": self._loss_fn}
+
+    @property
+    def summary(self) -> dict[str, float]:
+        """The values of the last (or running) pass so far, as floats, this process's share (reading them syncs)."""
+        values = self._passes[-1] if self._passes else self._last_values
+        return to_floats({name: value for name, value in values.tensors().items() if value.numel() == 1})
+
+    def data_parallel(
+        self,
+        target_devices: Sequence[torch.device],
+        *,
+        parallel_type: type[torch.nn.DataParallel[Any]] = torch.nn.DataParallel,
+    ) -> bool:
+        """Wrap the model in `parallel_type` over the CUDA `target_devices` (upstream's method).
+
+        `fit(..., use_multi_gpus=True)` does it itself; torchrun with DDP is the faster way.
+
+        Returns:
+            Whether the model is now parallel (two CUDA devices or more).
+        """
+        cuda = [device for device in target_devices if device.type == "cuda"]
+        if len(cuda) < 2:
+            return False
+        self.model, parallel = placement_devices.data_parallel(self.raw_model, cuda, parallel_type=parallel_type)
+        return parallel
+
+    def reset(self, cpu: torch.device = placement_devices.CPU) -> None:
+        """Unwrap the model and move the model, losses, metrics and optimizer state to `cpu`; empty the CUDA cache."""
+        self.model = self.raw_model
+        self.to(cpu)
+        placement_devices.empty_cache()
+
+    def convert(self) -> None:
+        """Upstream's migration of a manager loaded from an older version: nothing to migrate here."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The model, optimizer, loss and metric state dicts, as upstream's `state_dict` gave them."""
+        modules = {name: fn for name, fn in self._metric_fns.items() if isinstance(fn, torch.nn.Module)}
+        loss = self._loss_fn
+        return {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "loss_fn": loss.state_dict() if isinstance(loss, torch.nn.Module) else None,
+            "metrics": {name: fn.state_dict() for name, fn in modules.items()},
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load what `state_dict` gave (upstream's layout)."""
+        self.raw_model.load_state_dict(state_dict["model"])
+        if self.optimizer is not None and state_dict.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state_dict["optimizer"])
+        if isinstance(self._loss_fn, torch.nn.Module) and state_dict.get("loss_fn") is not None:
+            self._loss_fn.load_state_dict(state_dict["loss_fn"])
+        for name, state in (state_dict.get("metrics") or {}).items():
+            fn = self._metric_fns.get(name)
+            if isinstance(fn, torch.nn.Module):
+                fn.load_state_dict(state)
+
+    def to_checkpoint(self) -> Any:
+        """Upstream's `Checkpoint` object pickled the whole manager; it is not made here.
+
+        Raises:
+            NotImplementedError: Always, with the replacement.
+        """
+        raise NotImplementedError(
+            "`to_checkpoint` made upstream's `Checkpoint` object, which pickled the whole manager; save a checkpoint "
+            "with `manager.save_checkpoint(path)` and restore it with `Manager.from_checkpoint(path, model=...)` "
+            "(state dicts only: loading runs no code). Received: to_checkpoint()"
+        )
+
+    def __enter__(self: M) -> M:
+        """Upstream's training mode: the model, losses and metrics in train mode, their values reset."""
+        for module in (self.model, *self._stream_modules()):
+            module.train()
+        self.reset_metrics()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Upstream's end of training: the model, losses and metrics in eval mode."""
+        for module in (self.model, *self._stream_modules()):
+            module.eval()
+
     # -- the machinery the loops share -----------------------------------------------------
 
     def _unpacker(self, dataset: DataSource) -> Callable[[Any], tuple[Any, Any]]:
@@ -406,10 +550,22 @@ class BasicTestingManager(Generic[Module], abc.ABC):
                 if wrapped is not None:
                     self.model = wrapped
 
+    def _sync_streams(self) -> None:
+        """Follow changes made to the `metric_fns` or `loss_fn` dicts in place (once per pass, never per step)."""
+        if not _same_items(self._metric_fns, self.compiled_metrics.fns):
+            self.metric_fns = dict(self._metric_fns)
+        if isinstance(self._loss_fn, dict) and self.compiled_losses is not None:
+            if not _same_items(self._loss_fn, self.compiled_losses.fns):
+                self.loss_fn = dict(self._loss_fn)
+
     def _stream_modules(self) -> Iterator[torch.nn.Module]:
         if self.compiled_losses is not None:
             yield from self.compiled_losses.modules()
         yield from self.compiled_metrics.modules()
+
+
+def _same_items(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(a[key] is b[key] for key in a)
 
 
 def _input_only(batch: Any) -> tuple[Any, None]:

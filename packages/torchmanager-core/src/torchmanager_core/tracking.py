@@ -15,7 +15,22 @@ import torch
 
 from .distributed import all_reduce_sum, is_distributed
 
-__all__ = ["MeanTracker", "count_samples", "to_floats"]
+__all__ = ["VAL_PREFIX", "MeanTracker", "count_samples", "merge_summaries", "summable", "to_floats"]
+
+VAL_PREFIX = "val_"
+"""What names a validation value in a merged summary: `val_loss` is the validation `loss`."""
+
+
+def merge_summaries(summary: Mapping[str, Any], val_summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An epoch's one summary: the training values, then the validation ones with `val_` prefixed once.
+
+    A validation name that already starts with `val_` keeps it (`val_x` stays `val_x`, never
+    `val_val_x`); on a clash, the validation value wins.
+    """
+    merged = dict(summary)
+    for name, value in (val_summary or {}).items():
+        merged[name if name.startswith(VAL_PREFIX) else VAL_PREFIX + name] = value
+    return merged
 
 
 def count_samples(x: Any, y: Any) -> int:
@@ -29,6 +44,16 @@ def count_samples(x: Any, y: Any) -> int:
         if tensor is not None and tensor.dim() > 0:
             return int(tensor.shape[0])
     return 1
+
+
+def summable(value: torch.Tensor) -> torch.Tensor:
+    """`value` in a dtype fit to sum: float32 and float64 as they are, anything else as float32.
+
+    A bfloat16 running sum stops growing at 256 and a float16 one overflows past 65504; integers
+    have no fractional mean. The gradient, if any, is kept. (`torchmanager_metrics` widens its
+    sums by the same rule; core does not depend on it, DESIGN.md section 1.)
+    """
+    return value if value.dtype is torch.float32 or value.dtype is torch.float64 else value.float()
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -46,7 +71,9 @@ class MeanTracker:
     """Sample-weighted running means of named values, kept as tensors on the values' device.
 
     `update` never waits for the device: it adds `value * n` to a device tensor and `n` to a
-    host int. `means()` returns tensors; turn them into floats with `to_floats`.
+    host int. Sums are float32 or wider whatever the values' dtype (a bfloat16 sum stops
+    growing at 256, a float16 one overflows past 65504); counts are exact ints. `means()`
+    returns tensors; turn them into floats with `to_floats`.
     """
 
     def __init__(self) -> None:
@@ -63,9 +90,7 @@ class MeanTracker:
 
     def update(self, name: str, value: torch.Tensor | float, n: int = 1) -> None:
         """Add the batch mean `value` of `n` samples to the running mean of `name`."""
-        value = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(float(value))
-        if not value.is_floating_point():
-            value = value.float()
+        value = summable(value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(float(value)))
         if name in self._totals:
             self._totals[name] += value * n
             self._counts[name] += n
@@ -79,7 +104,7 @@ class MeanTracker:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from `state_dict()`'s sums and counts."""
-        self._totals = {name: total.clone() for name, total in state["totals"].items()}
+        self._totals = {name: summable(total).clone() for name, total in state["totals"].items()}
         self._counts = {name: int(count) for name, count in state["counts"].items()}
 
     def all_reduce(self) -> None:
@@ -88,7 +113,10 @@ class MeanTracker:
             return
         for name in sorted(self._totals):
             all_reduce_sum(self._totals[name])
-            count = all_reduce_sum(torch.tensor(float(self._counts[name]), device=self._totals[name].device))
+            # int64: a float32 count is exact only up to 2**24
+            count = all_reduce_sum(
+                torch.tensor(self._counts[name], dtype=torch.int64, device=self._totals[name].device)
+            )
             self._counts[name] = int(count.item())
 
     def means(self) -> dict[str, torch.Tensor]:

@@ -18,14 +18,15 @@ from typing import Any, TypeVar
 
 import torch
 
-from . import checkpoint, distributed, preemption
-from .callbacks import Callback, CallbackList, merge_summaries
+from . import checkpoint, distributed, evaluation_shards, preemption
+from .callbacks import Callback, CallbackList
 from .data_pass import DataSource, batches_in, data_pass, set_epoch
 from .epoch_values import EpochValues, running
 from .errors import NonFiniteLossError, Preempted, StopTraining
 from .progress import EpochProgress, add_console, log_model, log_summary, logger
 from .run_state import CheckpointErrorPolicy, NonFinitePolicy, RandomSnapshot, RunState
 from .testing import BasicTestingManager, Devices, TestingManager
+from .tracking import merge_summaries
 
 __all__ = ["BaseTrainingManager", "BasicTrainingManager", "Manager", "TrainingManager"]
 
@@ -260,6 +261,10 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                 optimizer update in progress, every process at the same step, the run was saved to
                 its `LastCheckpoint` path (an `Experiment`'s `last.model`) if it has one, and the
                 process exits with code 128 + the signal's number (143, 138) unless this is caught.
+
+        A stop between two batches (the `stop_training` flag, `StopTraining` from a batch hook) ends the
+        run after that batch, on every process: that epoch is neither validated nor ended, so a
+        checkpoint or a later `fit` goes on from that batch.
         """
         total = self._check_fit(
             training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss, on_checkpoint_error
@@ -272,7 +277,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             callbacks.on_load_checkpoint(resumed)  # every callback of the list, whichever checkpoint resumed the run
         with self._placement.place(self, device, devices, use_multi_gpus), self._fitting(callbacks):
             training_dataset = run.data = distributed.shard(training_dataset)
-            val_dataset = distributed.shard(val_dataset) if val_dataset is not None else None
+            val_dataset = evaluation_shards.split(val_dataset) if val_dataset is not None else None
             if iterations is not None:  # counted in this process's batches (its share under torchrun)
                 run.total_epochs = math.ceil(iterations / (batches_in(training_dataset) or 1))
             self._placement.start_grad_scaler()
@@ -284,6 +289,8 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             try:
                 callbacks.on_train_start(run.epoch)
                 while run.epoch < run.total_epochs and not run.stop:
+                    self._sync_streams()
+                    self._last_values = self._training
                     with running(self._passes, self._training, fresh=run.step == 0):
                         callbacks.on_epoch_start(run.epoch)
                         limit = _limit(run.epoch, iterations, batches_in(training_dataset))
@@ -296,6 +303,9 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                             show_verbose=show_verbose,
                             **kwargs,
                         )
+                        if run.stopped_mid_epoch:  # the epoch goes on at the next fit
+                            log_summary(f"Stopped after batch {run.step} of epoch {run.epoch + 1}", summary)
+                            break
                         val_summary = self._validate(val_dataset, callbacks, show_verbose)
                         self._end_epoch(summary, val_summary, callbacks)
             except StopTraining:

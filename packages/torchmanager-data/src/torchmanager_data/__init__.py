@@ -1,6 +1,7 @@
 """torchmanager-data: a PyTorch `Dataset` and its `DataLoader` in one, with sliding windows.
 
-`Dataset` (subclass it: `unbatched_len` and `__getitem__`), `PreprocessedDataset` (`load` and
+`Dataset` (subclass it: `unbatched_len` and `__getitem__`; or `Dataset.from_tensor_slices((x, y),
+batch_size=...)` for tensors in memory), `PreprocessedDataset` (`load` and
 `transforms`), `batched` (turn a plain torch dataset builder into a loader builder),
 `distribute` (shard a dataset across processes), `sliding_window` and its reverse.
 """

@@ -2,7 +2,8 @@
 
 Who owns what: this module owns the dataset/loader pairing (length, batching, the cached
 `DataLoader`, unpacking a batch into input and target); `distributed` injects a
-`DistributedSampler`, `preprocessed` adds transforms, `batching` wraps plain torch datasets.
+`DistributedSampler`, `preprocessed` adds transforms, `batching` wraps plain torch datasets,
+`tensors` is the in-memory dataset that `Dataset.from_tensor_slices` makes.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -18,6 +19,9 @@ from torch.utils.data import Dataset as _TorchDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from ._options import CPU, check_batch_size, check_num_workers, check_world, pin_memory_for, to_device
+
+if TYPE_CHECKING:
+    from .tensors import Slices
 
 __all__ = ["Dataset"]
 
@@ -81,6 +85,53 @@ class Dataset(_TorchDataset[T], abc.ABC):
         self.generator = generator
         self._check_order_options()
 
+    @classmethod
+    def from_tensor_slices(
+        cls,
+        data: Slices,
+        /,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        device: torch.device | str = CPU,
+        num_workers: int | None = 0,
+        sampler: Sampler[int] | Iterable[int] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Dataset[Any]:
+        """A `Dataset` over tensors in memory: item `i` is row `i` of each (Keras's `from_tensor_slices`).
+
+        `Dataset.from_tensor_slices((x, y), batch_size=64, shuffle=True)` batches `x` of shape
+        (N, ...) with `y` of shape (N, ...) into `(x_batch, y_batch)` pairs; a lone tensor gives
+        `(batch, batch)` and a dict gives dict batches, as `unpack_data` says. Under `torchrun` it
+        is sharded like any `Dataset`.
+
+        Args:
+            data: A tensor or NumPy array of shape (N, ...), or a tuple, list or dict of them
+                (nested at will), all with the same N.
+            batch_size, shuffle, drop_last, device, sampler, generator: As for `Dataset`.
+            num_workers: Loader processes, 0 by default (unlike `Dataset`): the items are already
+                in memory, so worker processes would only copy each batch once more between
+                processes, and compete with torch's threads for the CPUs.
+
+        Raises:
+            TypeError: A part of `data` is neither a tensor, an array nor a non-empty tuple, list
+                or dict (the message gives its path, e.g. `data[1]`).
+            ValueError: The tensors' first dimensions differ, or a tensor has no dimension.
+        """
+        from .tensors import TensorSlices
+
+        return TensorSlices(
+            data,
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            device=device,
+            num_workers=num_workers,
+            sampler=sampler,
+            generator=generator,
+        )
+
     @property
     def batch_size(self) -> int:
         """Items per batch; setting it checks that it is a positive int."""
@@ -125,8 +176,9 @@ class Dataset(_TorchDataset[T], abc.ABC):
     def shard(self, world_size: int, rank: int, *, seed: int = 0) -> DistributedSampler[int]:
         """Makes every epoch yield only this process's share of the items; returns the sampler.
 
-        This is the hook for running under `torchrun` (the torchmanager core calls it with the
-        process group's size and rank): the dataset gets a `DistributedSampler` that takes over
+        This is the hook for training under `torchrun` (the torchmanager core calls it with the
+        process group's size and rank; to evaluate, it deals out the batches of `loader` whole,
+        each item once, instead): the dataset gets a `DistributedSampler` that takes over
         `shuffle` (which becomes False; the sampler shuffles with `seed` plus the epoch given to
         `set_epoch`, the same order on every rank) and `drop_last`. A `DistributedSampler` the
         user already set for this `world_size` and `rank` is kept as it is.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+
+from torchmanager_metrics.metric import at_least_float32
 
 from .loss import Loss, check_non_negative
 
@@ -16,7 +19,7 @@ def class_labels(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Labels as torch's cross entropy takes them: integer class indices as int64, probabilities as given.
 
     Integer labels of any integer dtype (uint8 masks, int32) are cast to int64; floating labels
-    are class probabilities and must have the logits' shape.
+    are class probabilities, must have the logits' shape and are cast to the logits' dtype.
 
     Raises:
         TypeError: `target` is not a tensor, or is a bool or complex tensor.
@@ -35,7 +38,7 @@ def class_labels(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                 "(N, C, ...); class indices must be an integer tensor of shape (N, ...). "
                 f"Received: target dtype={target.dtype}, shape={tuple(target.shape)}, input shape={tuple(input.shape)}"
             )
-        return target
+        return target if target.dtype is input.dtype else target.to(input.dtype)
     return target if target.dtype is torch.int64 else target.long()
 
 
@@ -54,6 +57,8 @@ def focal_loss(
     `ignore_index` contribute nothing, and the average is taken over the other elements
     (upstream divided by all elements, ignored ones included).
 
+    Computed in float32 or wider (bfloat16/float16 logits are widened).
+
     Args:
         input: Logits of shape (N, C, ...).
         target: Integer class indices of shape (N, ...), or class probabilities of `input`'s shape.
@@ -62,6 +67,7 @@ def focal_loss(
         ignore_index: Label value to ignore (integer labels only; probability labels ignore nothing).
         calculate_average: Average over the non-ignored elements if True, else sum.
     """
+    input = at_least_float32(input)
     target = class_labels(input, target)
     if target.is_floating_point():  # torch refuses `ignore_index` with probability labels
         ce = F.cross_entropy(input, target, reduction="none")
@@ -77,12 +83,23 @@ def focal_loss(
     return focal.sum() / kept
 
 
+def _own_forward(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The `forward` of the torch loss module a class here built for itself.
+
+    That module is never a user's (no hooks, no `__call__` of its own), so its `forward` runs alone;
+    it is read from `_modules` because `Module.__getattr__` costs microseconds on every batch.
+    """
+    module = loss._modules["_metric_fn"]
+    assert module is not None
+    return cast(Callable[[torch.Tensor, torch.Tensor], torch.Tensor], module.forward)
+
+
 class CrossEntropy(Loss):
     """Cross entropy of logits against class indices or probabilities (`torch.nn.CrossEntropyLoss`).
 
-    Integer labels of any integer dtype are cast to int64. Note that torch's first positional
-    argument is the per-class `weight` tensor, while the keyword `weight=` is this loss's
-    coefficient, as upstream.
+    Integer labels of any integer dtype are cast to int64; bfloat16/float16 logits and
+    probabilities are widened to float32. Note that torch's first positional argument is the
+    per-class `weight` tensor, while the keyword `weight=` is this loss's coefficient, as upstream.
 
     Args:
         *args: Positional arguments of `torch.nn.CrossEntropyLoss` (class weights, ...).
@@ -96,11 +113,15 @@ class CrossEntropy(Loss):
         super().__init__(torch.nn.CrossEntropyLoss(*args, **kwargs), target=target, weight=weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return super().forward(input, class_labels(input, target))
+        input = at_least_float32(input)
+        return _own_forward(self)(input, class_labels(input, target))
 
 
 class BCEWithLogits(Loss):
-    """Binary cross entropy of logits (`torch.nn.BCEWithLogitsLoss`); integer or bool labels are cast to float.
+    """Binary cross entropy of logits (`torch.nn.BCEWithLogitsLoss`), in float32 or wider.
+
+    Integer or bool labels are cast to the logits' float dtype; bfloat16/float16 logits and labels
+    are widened to float32.
 
     Args:
         *args: Positional arguments of `torch.nn.BCEWithLogitsLoss`.
@@ -113,9 +134,10 @@ class BCEWithLogits(Loss):
         super().__init__(torch.nn.BCEWithLogitsLoss(*args, **kwargs), target=target, weight=weight)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if isinstance(target, torch.Tensor) and not target.is_floating_point():
-            target = target.to(input.dtype)
-        return super().forward(input, target)
+        input = at_least_float32(input)
+        if isinstance(target, torch.Tensor):
+            target = at_least_float32(target) if target.is_floating_point() else target.to(input.dtype)
+        return _own_forward(self)(input, target)
 
 
 class FocalCrossEntropy(Loss):

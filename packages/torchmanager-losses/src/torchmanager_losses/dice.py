@@ -7,6 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from torchmanager_metrics.metric import at_least_float32
+
 from .cross_entropy import class_labels
 from .loss import Loss, check_non_negative
 
@@ -46,7 +48,7 @@ def dice_loss(
 
     Sums run over every element and class of the batch at once (upstream's reduction), `p`
     being the softmax of `input` over `dim` (or its sigmoid with `softmax_input=False`) and `t`
-    the one-hot label (see `one_hot_like`).
+    the one-hot label (see `one_hot_like`), in float32 or wider (bfloat16/float16 are widened).
 
     Args:
         input: Logits with classes along `dim`.
@@ -68,6 +70,7 @@ def dice_loss(
             "A softmax over a single channel is always 1: use `softmax_input=False` (sigmoid) for binary Dice. "
             f"Received: softmax_input=True, input shape={tuple(input.shape)}, dim={dim}"
         )
+    input = at_least_float32(input)
     probs = input.softmax(dim) if softmax_input else input.sigmoid()
     truth = one_hot_like(probs, target, dim)
     intersection = (probs * truth).sum()
@@ -85,8 +88,10 @@ def dice_ce_loss(
 ) -> torch.Tensor:
     """`ce_lambda * cross_entropy + dice_lambda * dice_loss`, classes along dim 1.
 
-    `ce_kwargs` go to `torch.nn.functional.cross_entropy` (`weight`, `ignore_index`, ...).
+    `ce_kwargs` go to `torch.nn.functional.cross_entropy` (`weight`, `ignore_index`, ...). Computed
+    in float32 or wider.
     """
+    input = at_least_float32(input)
     ce = F.cross_entropy(input, class_labels(input, target), **ce_kwargs)
     return ce_lambda * ce + dice_lambda * dice_loss(input, target, 1, smooth)
 

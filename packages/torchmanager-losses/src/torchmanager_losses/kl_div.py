@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from torchmanager_metrics.metric import at_least_float32
+
 from .loss import Loss
 from .reduction import replace_nan as replace_nan_values
 
@@ -61,8 +63,11 @@ def kl_div_loss(
         reduction: torch's reduction; "batchmean" is the true KL divergence per sample, "mean"
             (torch's default) also divides by the number of classes.
         replace_nan: Replace NaN/inf in the inputs (see `replace_nan`) and NaN/+inf in the loss by 0.
+
+    Computed in float32 or wider (bfloat16/float16 inputs are widened).
     """
     temperature = check_temperature(softmax_temperature)
+    input, target = at_least_float32(input), at_least_float32(target)
     if temperature is not None:
         input = F.log_softmax(input / temperature, dim=1)
         target = F.log_softmax(target / temperature, dim=1) if log_target else F.softmax(target / temperature, dim=1)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from torchmanager_metrics.metric import Metric, MetricFn, batch_size
+from torchmanager_metrics.metric import Metric, MetricFn, at_least_float32, batch_size
 
 __all__ = ["BaseLoss", "Loss", "LossFn", "check_non_negative", "loss", "loss_fn"]
 
@@ -71,10 +71,7 @@ class Loss(Metric):
             raise NotImplementedError(
                 f"{type(self).__name__} has no `loss_fn`: pass one to the constructor or override `forward`."
             )
-        fn = self._metric_fn
-        if isinstance(fn, torch.nn.Module):
-            return fn.forward(input, target)  # type: ignore[no-any-return]  # a torch loss has no hooks: skip Module.__call__
-        return fn(input, target)
+        return self._metric_fn(input, target)  # a module's hooks and `__call__` are the user's: call it whole
 
     def update(self, input: Any, target: Any) -> torch.Tensor:
         """Add the weighted batch loss to the epoch mean and return it, gradient attached."""
@@ -106,7 +103,9 @@ class Loss(Metric):
             )
         if value.dim():
             value = value.reshape(())
-        return value if self._weight == 1 else value * self._weight  # skip a kernel in the common case
+        if self._weight == 1:  # skip a kernel in the common case
+            return value
+        return at_least_float32(value) * self._weight  # a bfloat16 product would round the weighted loss
 
     def extra_repr(self) -> str:
         parts = [text for text in (super().extra_repr(),) if text]

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from torchmanager_metrics.metric import Metric, batch_size
+from torchmanager_metrics.metric import Metric, at_least_float32, batch_size, overrides
 
 from .loss import Loss
 
@@ -19,7 +19,9 @@ class MultiLosses(Loss):
 
     A call runs every part on the batch (each picks its own `target` and applies its own
     `weight`, so each part's `result` is its share) and returns `weight * sum(parts)`; the
-    total's `result` is therefore the sum of the parts' results when `weight` is 1.
+    total's `result` is therefore the sum of the parts' results when `weight` is 1. The sum is
+    taken in float32 or wider. A subclass replacing `forward` makes the total that `forward`'s
+    value: a call then records it alone (the parts record nothing).
 
     Args:
         losses: The `Loss` instances to add up (at least one).
@@ -43,6 +45,7 @@ class MultiLosses(Loss):
                     f"`Loss(fn)`). Received: losses[{index}]={part!r}"
                 )
         self._losses = torch.nn.ModuleList(parts)
+        self._fused = not overrides(self, MultiLosses, "forward")  # else the subclass's forward is the total
 
     @property
     def losses(self) -> torch.nn.ModuleList:
@@ -55,6 +58,8 @@ class MultiLosses(Loss):
 
     def update(self, input: Any, target: Any) -> torch.Tensor:
         """Update every part with the batch, then record and return the weighted total."""
+        if not self._fused:
+            return super().update(input, target)
         total = self.weigh(_total(part(input, target) for part in self._parts()))
         self.accumulate(total, batch_size(input, target))
         return total
@@ -134,8 +139,9 @@ class _Evaluate(torch.nn.Module):
 
 
 def _total(values: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of the parts' losses, in float32 or wider (parts may be bfloat16 or float16)."""
     iterator = iter(values)
-    total = next(iterator)
+    total = at_least_float32(next(iterator))
     for value in iterator:
         total = total + value
     return total

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from torchmanager_metrics.metric import at_least_float32
+
 from .loss import Loss
 from .reduction import Reduction, reduce_loss, replace_nan, to_reduction
 
@@ -41,7 +43,7 @@ class _ElementwiseLoss(Loss):
         raise NotImplementedError
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The reduced loss; `input` and `target` must have one shape.
+        """The reduced loss; `input` and `target` must have one shape. Computed in float32 or wider.
 
         Raises:
             ValueError: The shapes differ (torch would broadcast them, e.g. (N, 1) against (N,)
@@ -52,7 +54,7 @@ class _ElementwiseLoss(Loss):
                 f"{type(self).__name__} compares `input` and `target` element by element: they must have the same "
                 f"shape. Received: input shape={tuple(input.shape)}, target shape={tuple(target.shape)}"
             )
-        loss = self.elementwise(input, target)
+        loss = self.elementwise(at_least_float32(input), at_least_float32(target))
         if self.replace_nan:
             loss = replace_nan(loss)
         return reduce_loss(loss, self.reduction)

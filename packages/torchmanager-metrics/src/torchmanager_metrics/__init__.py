@@ -43,6 +43,7 @@ from .features import (
     kid,
     polynomial_mmd2,
 )
+from .lpips import LPIPS, LPIPSNetType
 from .metric import BaseMetric, Metric, MetricFn, Reduction, batch_size, metric, metric_fn
 from .overlap import HD95, Dice, InstanceIoU, MeanIoU, PartialDice, dice, hd95, instance_iou, mean_iou, partial_dice
 from .similarity import (
@@ -77,6 +78,8 @@ __all__ = [
     "HD95",
     "InstanceIoU",
     "KID",
+    "LPIPS",
+    "LPIPSNetType",
     "MAE",
     "MSE",
     "MS_SSIM",

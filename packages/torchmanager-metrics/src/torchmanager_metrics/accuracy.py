@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .metric import Metric
+from .metric import Metric, at_least_float32
 
 __all__ = [
     "Accuracy",
@@ -143,6 +143,7 @@ def binary_accuracy(
     """
     input, target = _check_tensor(input, "input"), _check_tensor(target, "target")
     _check_same_shape(input, target)
+    input = at_least_float32(input)  # a bfloat16 sigmoid or threshold rounds values across the threshold
     probabilities = input.sigmoid() if from_logits else input
     return _mean_of((probabilities > threshold).eq(target > 0.5))
 

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from .accuracy import check_class_labels, check_dim_arg, predicted_classes
-from .metric import Metric
+from .metric import Metric, overrides
 
 __all__ = [
     "F1",
@@ -121,7 +121,10 @@ def _check_class_index(class_index: object, num_classes: int | None) -> int:
 
 
 class _CountingMetric(Metric):
-    """A metric whose state is a count matrix (a "sum" state) and whose value derives from it."""
+    """A metric whose state is a count matrix (a "sum" state) and whose value derives from it.
+
+    A subclass replacing `forward` makes it a sample-weighted mean of that `forward` (see `Metric`).
+    """
 
     matrix: torch.Tensor
 
@@ -129,6 +132,7 @@ class _CountingMetric(Metric):
         super().__init__(target=target)
         self.dim = check_dim_arg(dim)
         self.add_state("matrix", torch.zeros((size, size), dtype=torch.int64), "sum")
+        self._fused = not overrides(self, _CountingMetric, "forward")  # else a mean of the subclass's forward
 
     def batch_matrix(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The count matrix of one batch: what subclasses define."""
@@ -146,13 +150,15 @@ class _CountingMetric(Metric):
     @torch.no_grad()
     def update(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Add the batch counts to `matrix` and return the batch value."""
+        if not self._fused:
+            return super().update(input, target)
         counts = self.batch_matrix(input, target)
         self.matrix = self.matrix.to(counts.device) + counts
         return self.value_of(counts)
 
     def compute(self) -> torch.Tensor:
         """The value of the summed matrix: exact over every batch since `reset()`."""
-        return self.value_of(self.matrix)
+        return self.value_of(self.matrix) if self._fused else super().compute()
 
 
 class ConfusionMatrix(_CountingMetric):

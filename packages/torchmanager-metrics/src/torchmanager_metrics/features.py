@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .metric import Metric, MetricFn
+from .metric import Metric, MetricFn, overrides
 
 __all__ = [
     "FID",
@@ -167,7 +167,7 @@ def kid(
 
 def inception_score(logits: torch.Tensor) -> torch.Tensor:
     """`exp(E_x KL(p(y|x) || p(y)))` with `p(y|x) = softmax(logits)` and `p(y)` its mean over `x`."""
-    probs = _features_2d(logits, "input").softmax(dim=1).to(_stat_dtype(logits.device))
+    probs = _features_2d(logits, "input").to(_stat_dtype(logits.device)).softmax(dim=1)
     marginal = probs.mean(dim=0)
     return torch.exp(
         torch.special.xlogy(probs, probs).sum(dim=1).mean() - torch.special.xlogy(marginal, marginal).sum()
@@ -205,10 +205,13 @@ class FeatureMetric(Metric):
         self.feature_extractor = feature_extractor.eval() if feature_extractor is not None else None
 
     def __call__(self, input: Any, target: Any = None) -> torch.Tensor:
-        """Extract features of the selected input and target, then update the state with them."""
+        """Extract features of the selected input and target, then update the state with them.
+
+        Hooks registered on the module fire around the update and see the features.
+        """
         input, target = self._select(input, "model output"), self._select(target, "label")
         target = None if target is None else self.forward_features(target)
-        return self.update(self.forward_features(input), target)
+        return self._run_update(self.forward_features(input), target)
 
     @torch.no_grad()
     def forward_features(self, x: Any, /) -> Any:
@@ -227,7 +230,8 @@ class FID(FeatureMetric):
     Memory is constant in the number of batches: per side the count, the feature sum `(D,)`
     and the sum of outer products `(D, D)` (float64 where the device has it), all "sum"
     states; `compute()` derives the sample covariance exactly and needs scipy (extra `fid`).
-    `update` returns NaN: a batch FID would need a host-side square root every step.
+    `update` returns NaN: a batch FID would need a host-side square root every step. A subclass
+    replacing `forward` makes the result the sample-weighted mean of its values.
 
     Args:
         feature_extractor: Optional module mapping images to features (e.g. InceptionV3 pool).
@@ -264,6 +268,7 @@ class FID(FeatureMetric):
             for stat in ("count", "sum", "outer"):
                 # 0-dim defaults broadcast to (D,) and (D, D) on the first batch, and back on reset
                 self.add_state(f"{side}_{stat}", torch.zeros((), dtype=torch.float64), "sum")
+        self._fused = not overrides(self, FID, "forward")  # else a mean of the subclass's forward
 
     @torch.no_grad()
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -272,6 +277,8 @@ class FID(FeatureMetric):
 
     @torch.no_grad()
     def update(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self._fused:
+            return super().update(input, target)
         fake, real = _feature_pair(input, target)
         for side, features in (("fake", fake), ("real", real)):
             count, feature_sum, outer_sum = _sums(features)
@@ -282,6 +289,8 @@ class FID(FeatureMetric):
 
     def compute(self) -> torch.Tensor:
         """The FID over every sample since `reset()`; NaN while a side has fewer than 2 samples."""
+        if not self._fused:
+            return super().compute()
         if min(self.real_count.item(), self.fake_count.item()) < 2:  # compute is not the hot path
             return torch.full((), float("nan"), dtype=self.real_sum.dtype, device=self.real_sum.device)
         real = gaussian_moments(self.real_count, self.real_sum, self.real_outer)
@@ -313,9 +322,12 @@ class AccumulativeFeatureMetric(FeatureMetric):
     @torch.no_grad()
     def update(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         fake, real = _feature_pair(input, target)
-        # an empty (0,) state concatenates with (N, D) features, so the first batch sets D
-        self.features_fake = torch.cat([self.features_fake.to(fake.device, fake.dtype), fake])
-        self.features_real = torch.cat([self.features_real.to(real.device, real.dtype), real])
+        # an empty (0,) float32 state concatenates with (N, D) features, so the first batch sets D; the
+        # kept features take the wider dtype of the two, so bfloat16 batches never narrow float32 ones
+        fake_dtype = torch.promote_types(self.features_fake.dtype, fake.dtype)
+        real_dtype = torch.promote_types(self.features_real.dtype, real.dtype)
+        self.features_fake = torch.cat([self.features_fake.to(fake.device, fake_dtype), fake.to(fake_dtype)])
+        self.features_real = torch.cat([self.features_real.to(real.device, real_dtype), real.to(real_dtype)])
         return self.forward(fake, real)
 
     def compute(self) -> torch.Tensor:
@@ -369,6 +381,7 @@ class KID(AccumulativeFeatureMetric):
             raise ValueError(f"`num_subsets` must be a positive int. Received: num_subsets={num_subsets!r}")
         self.c, self.degree, self.scale = c, degree, scale
         self.subset_size, self.num_subsets, self.seed = subset_size, num_subsets, seed
+        self._fused = not overrides(self, KID, "forward")  # else the subclass's forward scores the kept features
 
     def polynomial_kernel(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The kernel matrix between two sets of features."""
@@ -380,6 +393,12 @@ class KID(AccumulativeFeatureMetric):
         return self.scale * kid(input, target, degree=self.degree, c=self.c)
 
     def compute_score(self) -> torch.Tensor:
+        """The KID of every kept feature (over `num_subsets` random subsets when `subset_size` is set).
+
+        A subclass replacing `forward` scores the kept features with it instead.
+        """
+        if not self._fused:
+            return super().compute_score()
         generator = torch.Generator().manual_seed(self.seed)
         value = kid(
             self.features_fake,
@@ -399,7 +418,7 @@ class ExtractorScore(FeatureMetric):
     `feature_extractor` maps images to class logits (an InceptionV3 classifier for the usual IS);
     targets are ignored (never passed to the extractor, as upstream 1.5 did). Constant memory:
     the sum of `p(y|x)`, the sum of `sum p log p`, the count. One split over all samples (no
-    split averaging).
+    split averaging). A subclass replacing `forward` makes the result the sample-weighted mean of its values.
     """
 
     prob_sum: torch.Tensor
@@ -411,10 +430,11 @@ class ExtractorScore(FeatureMetric):
         self.add_state("prob_sum", torch.zeros((), dtype=torch.float64), "sum")
         self.add_state("neg_entropy_sum", torch.zeros((), dtype=torch.float64), "sum")
         self.add_state("samples", torch.zeros((), dtype=torch.float64), "sum")
+        self._fused = not overrides(self, ExtractorScore, "forward")  # else a mean of the subclass's forward
 
     def __call__(self, input: Any, target: Any = None) -> torch.Tensor:
         """Update the state with the extractor's logits of the selected input; the labels are not used."""
-        return self.update(self.forward_features(self._select(input, "model output")))
+        return self._run_update(self.forward_features(self._select(input, "model output")), None)
 
     @torch.no_grad()
     def forward(self, input: torch.Tensor, target: Any = None) -> torch.Tensor:
@@ -423,8 +443,10 @@ class ExtractorScore(FeatureMetric):
 
     @torch.no_grad()
     def update(self, input: torch.Tensor, target: Any = None) -> torch.Tensor:
+        if not self._fused:
+            return super().update(input, target)
         logits = _features_2d(input, "input")
-        probs = logits.softmax(dim=1).to(_stat_dtype(logits.device))
+        probs = logits.to(_stat_dtype(logits.device)).softmax(dim=1)
         for name, value in (
             ("prob_sum", probs.sum(dim=0)),
             ("neg_entropy_sum", torch.special.xlogy(probs, probs).sum()),
@@ -434,5 +456,8 @@ class ExtractorScore(FeatureMetric):
         return self.forward(input)
 
     def compute(self) -> torch.Tensor:
+        """The Inception Score over every sample since `reset()` (NaN before any)."""
+        if not self._fused:
+            return super().compute()
         marginal = self.prob_sum / self.samples
         return torch.exp(self.neg_entropy_sum / self.samples - torch.special.xlogy(marginal, marginal).sum())

@@ -1,7 +1,8 @@
 """The `Metric` base class: batch values stream into state tensors kept on the metric's device.
 
 Who owns what: this module owns the state machinery (declaration, accumulation, reset,
-merging, `state_dict`); each concrete metric module only says how a batch updates its state
+merging, `state_dict`) and the call protocol (target selection, hooks, which methods a
+subclass may replace); each concrete metric module only says how a batch updates its state
 and how the state becomes a value.
 """
 
@@ -11,8 +12,20 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
+from torch.nn.modules import module as _torch_module
+from torch.utils.hooks import RemovableHandle
 
-__all__ = ["BaseMetric", "Metric", "MetricFn", "Reduction", "batch_size", "metric", "metric_fn"]
+__all__ = [
+    "BaseMetric",
+    "Metric",
+    "MetricFn",
+    "Reduction",
+    "at_least_float32",
+    "batch_size",
+    "metric",
+    "metric_fn",
+    "overrides",
+]
 
 MetricFn = Callable[[Any, Any], torch.Tensor]
 """A function of `(input, target)` returning a metric tensor."""
@@ -34,6 +47,37 @@ def batch_size(input: Any, target: Any) -> int:
         if tensor is not None and tensor.dim() > 0:
             return int(tensor.shape[0])
     return 1
+
+
+# torch's registries of global module hooks (`torch.nn.modules.module.register_module_*_hook`),
+# dicts torch fills and empties in place: read on every call, as `nn.Module.__call__` reads them
+_GLOBAL_FORWARD_PRE = _torch_module._global_forward_pre_hooks
+_GLOBAL_FORWARD = _torch_module._global_forward_hooks
+_GLOBAL_BACKWARD_PRE = _torch_module._global_backward_pre_hooks
+_GLOBAL_BACKWARD = _torch_module._global_backward_hooks
+
+_NARROW_FLOATS = frozenset((torch.bfloat16, torch.float16))
+"""The autocast dtypes: too narrow to compute or sum a metric in."""
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """`x` as float32 when it is bfloat16 or float16 (autocast's dtypes), else `x` itself.
+
+    Metrics and losses compute in float32 or wider whatever the model's precision: a bfloat16
+    sum stops growing at 256 and a float16 one overflows past 65504. Widening keeps the
+    gradient (autocast does the same for torch's losses on CUDA). What is not a tensor is
+    returned as it is, for the caller's own input check to report.
+    """
+    return x.float() if isinstance(x, torch.Tensor) and x.dtype in _NARROW_FLOATS else x
+
+
+def overrides(obj: object, base: type, name: str) -> bool:
+    """Whether `type(obj)` replaces `base`'s attribute `name` (a method a fast path stands in for).
+
+    Classes whose `update` computes the state without calling `forward` check this once, in
+    `__init__`, so that a subclass's `forward` is still the one that counts.
+    """
+    return getattr(type(obj), name) is not getattr(base, name)
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -59,7 +103,19 @@ class Metric(torch.nn.Module):
     with `add_state` and override `update` and `compute`. States live on the device of the data
     they accumulate, are reset by `reset()`, saved in `state_dict()` and merged with
     `merge_state` (or reduced across processes) by their declared reduction. Nothing in an
-    update waits for the device.
+    update waits for the device. Sums are kept in float32 or wider and sample counts in int64,
+    whatever the dtype of the values.
+
+    Extension points: `forward` (the batch value), `update` (how a batch changes the state, the
+    method a call runs) and `compute`. A subclass's `forward` is always the one that counts:
+    where a metric here computes its state without calling `forward` (pooled counts), a
+    subclass replacing `forward` makes it a sample-weighted mean of that `forward`'s values.
+    Hooks registered on the module (`register_forward_hook`, `register_forward_pre_hook`, the
+    backward hooks, and torch's global module hooks) fire around each call's update, as
+    `nn.Module.__call__` fires them around `forward`: pre-hooks see `(input, target)` after
+    the `target` key is picked and may replace them (the state then records the replacement),
+    forward hooks see the batch value and may replace what the call returns (the state has
+    already recorded the batch).
 
     Args:
         metric_fn: Optional function of `(input, target)` giving the batch value; without it, a
@@ -69,6 +125,7 @@ class Metric(torch.nn.Module):
 
     total: torch.Tensor
     count: torch.Tensor
+    _hooked = False  # set (on the instance) when a hook is registered: calls then run nn.Module.__call__
 
     def __init__(self, metric_fn: MetricFn | None = None, target: str | None = None) -> None:
         super().__init__()
@@ -85,7 +142,7 @@ class Metric(torch.nn.Module):
         self._num_updates = 0
         self._pending_count = 0  # samples not yet added to `count` (a host int: no kernel per batch)
         self.add_state("total", torch.zeros(()), "sum")
-        self.add_state("count", torch.zeros(()), "sum")
+        self.add_state("count", torch.zeros((), dtype=torch.int64), "sum")  # exact beyond float32's 2**24
 
     @property
     def target(self) -> str | None:
@@ -117,10 +174,49 @@ class Metric(torch.nn.Module):
         self.register_buffer(name, default.detach().clone())
 
     def __call__(self, input: Any, target: Any = None) -> torch.Tensor:
-        """Update the state with one batch and return the batch value."""
-        if self._target is None:  # the common case, without two calls per batch
-            return self.update(input, target)
-        return self.update(self._select(input, "model output"), self._select(target, "label"))
+        """Update the state with one batch and return the batch value (hooks fire around the update)."""
+        if self._target is not None:
+            input, target = self._select(input, "model output"), self._select(target, "label")
+        # `_run_update` inlined: attribute reads and calls on a Module cost microseconds, on every batch
+        if self._hooked or _GLOBAL_FORWARD_PRE or _GLOBAL_FORWARD or _GLOBAL_BACKWARD_PRE or _GLOBAL_BACKWARD:
+            return _update_in_module_call(self, input, target)
+        return self.update(input, target)
+
+    def _run_update(self, input: Any, target: Any) -> torch.Tensor:
+        """`update`, inside `nn.Module.__call__` when a hook is set on this module or globally (so it fires).
+
+        Subclasses that prepare the batch before the update (the feature metrics) call it too.
+        """
+        if self._hooked or _GLOBAL_FORWARD_PRE or _GLOBAL_FORWARD or _GLOBAL_BACKWARD_PRE or _GLOBAL_BACKWARD:
+            return _update_in_module_call(self, input, target)
+        return self.update(input, target)  # no hook anywhere: nn.Module.__call__ would only add its cost
+
+    # The registrations mark the module, so that a call checks one flag rather than four hook dicts.
+
+    def register_forward_pre_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
+        """As `nn.Module.register_forward_pre_hook`; the hook fires before each call's update."""
+        self.__dict__["_hooked"] = True
+        return super().register_forward_pre_hook(*args, **kwargs)
+
+    def register_forward_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
+        """As `nn.Module.register_forward_hook`; the hook sees each call's batch value."""
+        self.__dict__["_hooked"] = True
+        return super().register_forward_hook(*args, **kwargs)
+
+    def register_full_backward_pre_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
+        """As `nn.Module.register_full_backward_pre_hook`."""
+        self.__dict__["_hooked"] = True
+        return super().register_full_backward_pre_hook(*args, **kwargs)
+
+    def register_full_backward_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
+        """As `nn.Module.register_full_backward_hook`."""
+        self.__dict__["_hooked"] = True
+        return super().register_full_backward_hook(*args, **kwargs)
+
+    def register_backward_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
+        """As `nn.Module.register_backward_hook` (deprecated by torch)."""
+        self.__dict__["_hooked"] = True
+        return super().register_backward_hook(*args, **kwargs)
 
     def forward(self, input: Any, target: Any) -> torch.Tensor:
         """The batch value, without touching the state. Override it, or pass `metric_fn`."""
@@ -147,14 +243,14 @@ class Metric(torch.nn.Module):
             value = torch.as_tensor(value)
         value = value.detach()
         if value.dtype is not torch.float32 and value.dtype is not torch.float64:
-            value = value.float()
+            value = value.float()  # bfloat16/float16 sums stop growing or overflow; integers need a float mean
         # buffers read from `_buffers` and counters set in `__dict__`: Module.__getattr__/__setattr__
         # cost microseconds a call, and this runs for every metric on every batch
         total = self._buffers["total"]
         if self._num_updates == 0 or total is None:
             # the first batch after a reset decides the device, dtype and shape of the mean state
             total = self.total = torch.zeros(value.shape, dtype=value.dtype, device=value.device)
-            self.count = torch.zeros((), dtype=value.dtype, device=value.device)
+            self.count = torch.zeros((), dtype=torch.int64, device=value.device)
         elif value.shape != total.shape:
             raise ValueError(
                 f"{type(self).__name__} returned a value of shape {tuple(value.shape)} after values of shape "
@@ -238,6 +334,27 @@ class Metric(torch.nn.Module):
 
 BaseMetric = Metric
 """Upstream 1.5's name of the abstract base; here the base and `Metric` are one class."""
+
+
+def _update_in_module_call(metric: Metric, input: Any, target: Any) -> torch.Tensor:
+    """`metric.update(input, target)` run by `nn.Module.__call__`, so that every hook fires around it.
+
+    `nn.Module.__call__` runs the hooks around `self.forward`; for this one call, `forward` is an
+    instance attribute running the update. It removes itself first, so the update's own calls to
+    `self.forward` reach the class's `forward`.
+    """
+    update = metric.update
+
+    def run(*args: Any, **kwargs: Any) -> torch.Tensor:
+        metric.__dict__.pop("forward", None)
+        return update(*args, **kwargs)
+
+    metric.__dict__["forward"] = run
+    try:
+        value: torch.Tensor = torch.nn.Module.__call__(metric, input, target)
+    finally:
+        metric.__dict__.pop("forward", None)
+    return value
 
 
 class _FunctionMetric(Metric):

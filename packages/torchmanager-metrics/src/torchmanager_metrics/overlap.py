@@ -13,7 +13,7 @@ import torch
 
 from .accuracy import check_class_labels, check_dim_arg, predicted_classes
 from .confusion import ConfusionMatrix, check_num_classes, confusion_matrix, per_class_counts
-from .metric import Metric
+from .metric import Metric, overrides
 
 __all__ = [
     "HD95",
@@ -98,6 +98,8 @@ def _iou_of(matrix: torch.Tensor) -> torch.Tensor:
 class MeanIoU(Metric):
     """Upstream's mIoU over every batch: pooled intersection over pooled union (see `mean_iou`).
 
+    A subclass replacing `forward` makes the result the sample-weighted mean of its values.
+
     Args:
         dim: The class dimension of the scores.
         smooth: Added to intersection and union (so two empty masks score 1).
@@ -119,6 +121,7 @@ class MeanIoU(Metric):
         self.threshold = float(threshold)
         for name in ("intersection", "union", "elements"):
             self.add_state(name, torch.zeros((), dtype=torch.int64), "sum")
+        self._fused = not overrides(self, MeanIoU, "forward")  # else a mean of the subclass's forward
 
     def _value(self, intersection: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
         iou = _ratio(intersection, union, self.smooth)
@@ -132,6 +135,8 @@ class MeanIoU(Metric):
 
     @torch.no_grad()
     def update(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self._fused:
+            return super().update(input, target)
         intersection, union = _iou_counts(input, target, self.dim)
         elements = torch.full((), target.numel(), dtype=torch.int64, device=intersection.device)
         for name, value in (("intersection", intersection), ("union", union), ("elements", elements)):
@@ -140,6 +145,8 @@ class MeanIoU(Metric):
 
     def compute(self) -> torch.Tensor:
         """The IoU of every batch since `reset()` (NaN before any)."""
+        if not self._fused:
+            return super().compute()
         return torch.where(self.elements > 0, self._value(self.intersection, self.union), torch.nan)
 
     def extra_repr(self) -> str:
@@ -231,6 +238,8 @@ class Dice(Metric):
 class PartialDice(Metric):
     """The Dice score of class `c`, from its pooled counts over every batch (see `partial_dice`).
 
+    A subclass replacing `forward` makes the result the sample-weighted mean of its values.
+
     Args:
         c: The class index scored.
         dim: The class dimension of the scores.
@@ -252,6 +261,7 @@ class PartialDice(Metric):
         self._eps = _check_eps("eps", eps)
         for name in ("intersection", "predicted", "actual", "elements"):
             self.add_state(name, torch.zeros((), dtype=torch.int64), "sum")
+        self._fused = not overrides(self, PartialDice, "forward")  # else a mean of the subclass's forward
 
     @torch.no_grad()
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -259,6 +269,8 @@ class PartialDice(Metric):
 
     @torch.no_grad()
     def update(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self._fused:
+            return super().update(input, target)
         intersection, predicted, actual = _class_sizes(input, target, self.class_idx, self.dim)
         elements = torch.full((), target.numel(), dtype=torch.int64, device=intersection.device)
         for name, value in zip(
@@ -269,6 +281,8 @@ class PartialDice(Metric):
 
     def compute(self) -> torch.Tensor:
         """The Dice score of every batch since `reset()` (NaN before any)."""
+        if not self._fused:
+            return super().compute()
         value = _ratio(2 * self.intersection, self.predicted + self.actual, self._eps)
         return torch.where(self.elements > 0, value, torch.nan)
 

@@ -1,8 +1,9 @@
 """Image and vector similarity metrics: PSNR, SSIM, MS-SSIM, cosine similarity, MAE and MSE.
 
 Who owns what: the module-level functions are the pure math (one value per sample, or the
-batch mean for MAE/MSE) and may be used with gradients; the classes call them and stream the
-per-sample mean through the `Metric` base state, so `result` is the mean over all samples.
+batch mean for MAE/MSE), computed in float32 or wider whatever the images' dtype, and may be
+used with gradients; the classes call them and stream the per-sample mean through the `Metric`
+base state, so `result` is the mean over all samples.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .metric import Metric
+from .metric import Metric, at_least_float32
 
 __all__ = [
     "MAE",
@@ -61,7 +62,8 @@ def _check_positive(name: str, value: float) -> None:
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:
-    return x if x.is_floating_point() else x.float()
+    """`x` as float32 or wider: integers and bfloat16/float16 are computed in float32."""
+    return at_least_float32(x) if x.is_floating_point() else x.float()
 
 
 def _per_sample_mean(x: torch.Tensor) -> torch.Tensor:

@@ -15,21 +15,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, Union
 
+from ..errors import ConfigsFormatError
+
 __all__ = ["ConfigsFormatError", "config_fields", "conform", "to_plain", "type_name"]
-
-
-class ConfigsFormatError(ValueError):
-    """A configuration is invalid: an unknown key or a value of the wrong type in a config file,
-    a file that is not a mapping, or a value `format_arguments` rejected.
-
-    Args:
-        cfg_type: The configs class being built (upstream's `ConfigsFormatError(cfg_type)`).
-        reason: What is wrong; without it, upstream's generic message.
-    """
-
-    def __init__(self, cfg_type: type, /, reason: str | None = None) -> None:
-        super().__init__(reason if reason is not None else f"Cannot format configs to type `{cfg_type.__name__}`.")
-        self.cfg_type = cfg_type
 
 
 class _Mismatch(Exception):

@@ -1,7 +1,9 @@
 """Versions: the package version, the manager API version, and a `deprecated` decorator keyed on them.
 
 Names follow upstream torchmanager 1.5 (`torchmanager_core.version`: `Version`, `CURRENT`, `API`,
-`DESCRIPTION`, `deprecated`, `VersionError`; `torchmanager_core.VERSION`/`API_VERSION`).
+`DESCRIPTION`, `deprecated`, `VersionError`; `torchmanager_core.VERSION`/`API_VERSION`); its submodules
+(`.version`, `.details`, `.deprecation`, `.errors`) re-export them under upstream's paths.
+`warn_upstream_name` is how a name kept only for upstream's code says, once, what replaces it.
 """
 
 from __future__ import annotations
@@ -9,16 +11,50 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from enum import Enum
 from typing import Any, TypeVar
 
 from packaging.version import InvalidVersion
 from packaging.version import Version as _PackagingVersion
 
-from .__about__ import __version__
+from ..__about__ import __version__
 
-__all__ = ["API", "API_VERSION", "CURRENT", "DESCRIPTION", "VERSION", "Version", "VersionError", "deprecated"]
+__all__ = [
+    "API",
+    "API_VERSION",
+    "CURRENT",
+    "DESCRIPTION",
+    "VERSION",
+    "PreRelease",
+    "Version",
+    "VersionError",
+    "VersionType",
+    "deprecated",
+    "warn_upstream_name",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@functools.total_ordering
+class PreRelease(Enum):
+    """The kind of a pre-release, ordered alpha < beta < release candidate (`UNKNOWN` is not ordered)."""
+
+    ALPHA = "a"
+    BETA = "b"
+    RELEASE_CANDIDATE = "rc"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def _missing_(cls, value: object) -> PreRelease:
+        return cls.UNKNOWN
+
+    def __lt__(self, other: Any) -> bool:
+        order = (PreRelease.ALPHA, PreRelease.BETA, PreRelease.RELEASE_CANDIDATE)
+        other = other if isinstance(other, PreRelease) else PreRelease(other)
+        if self not in order or other not in order:
+            return NotImplemented
+        return order.index(self) < order.index(other)
 
 
 class Version(_PackagingVersion):
@@ -46,6 +82,16 @@ class Version(_PackagingVersion):
     def sub_version(self) -> int:
         """The micro number (0 when absent)."""
         return self.micro
+
+    @property
+    def pre_release(self) -> PreRelease | None:
+        """The kind of pre-release ("2.0a1": `PreRelease.ALPHA`), or None for a release."""
+        return None if self.pre is None else PreRelease(self.pre[0])
+
+    @property
+    def pre_release_version(self) -> int:
+        """The pre-release number ("2.0a1": 1), 0 for a release."""
+        return 0 if self.pre is None else self.pre[1]
 
     @staticmethod
     def _coerce(other: Any) -> _PackagingVersion | None:
@@ -77,6 +123,9 @@ class Version(_PackagingVersion):
 
     __hash__ = _PackagingVersion.__hash__
 
+
+VersionType = str | Version
+"""A version given as a string ("v1.5") or a `Version`."""
 
 VERSION: Version = Version(__version__)
 """This torchmanager's version."""
@@ -134,3 +183,19 @@ def deprecated(
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+_warned_names: set[str] = set()
+
+
+def warn_upstream_name(name: str, replacement: str, *, stacklevel: int = 3) -> None:
+    """Warn once per process that `name` is kept only for code written for upstream torchmanager 1.5.
+
+    The `DeprecationWarning` names the replacement; the name itself keeps working. `stacklevel` 3
+    points at the code that called the function which calls this one.
+    """
+    if name in _warned_names:
+        return
+    _warned_names.add(name)
+    message = f"`{name}` is kept for code written for torchmanager 1.5; use {replacement} instead."
+    warnings.warn(message, DeprecationWarning, stacklevel=stacklevel)

@@ -3,7 +3,7 @@
 Owns the bytes on disk: `save` writes atomically (temporary file, fsync, `os.replace`), `load` reads
 with `weights_only=True` unless the caller trusts the file, and `pack_model`/`unpack_model` store a
 model's structure without its weights. What goes into the payload (which state dicts, epoch, RNG
-states) is the managers' business.
+states) is the managers' business. `upstream` reads files written by upstream torchmanager 1.5.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from typing import IO, Any, cast
 
 import torch
 
-from .__about__ import __version__
+from ..__about__ import __version__
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "CheckpointError",
     "CheckpointWriteError",
+    "list_checkpoints",
     "load",
     "pack_model",
     "save",
@@ -193,9 +194,16 @@ def _remove_stale_temporaries(path: str, before: float) -> None:
 
 
 def _read(path: str, map_location: Any, trusted: bool) -> Any:
-    """`torch.load` with its failure modes turned into `CheckpointError`s that say what to do."""
+    """`torch.load` with its failure modes turned into `CheckpointError`s that say what to do.
+
+    A trusted file is unpickled in full, with upstream torchmanager's classes read as plain records.
+    """
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trusted)
+        if trusted:
+            from . import upstream
+
+            return torch.load(path, map_location=map_location, weights_only=False, pickle_module=upstream)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         if not trusted and "Unsupported global" in str(error):
             raise CheckpointError(
@@ -220,8 +228,10 @@ def _corrupt(path: str, error: BaseException) -> CheckpointError:
 def load(path: str | os.PathLike[str], *, map_location: Any = None, trusted: bool = False) -> dict[str, Any]:
     """Read a checkpoint written by `save`; by default no code from the file runs.
 
-    With `trusted=True` the file is unpickled in full (this runs code from it), and a dict without our
-    marker, such as an upstream torchmanager 1.5 checkpoint, is returned as it is, for callers to convert.
+    With `trusted=True` the file is unpickled in full (this runs code from it): a checkpoint written by
+    upstream torchmanager 1.5 is converted to our payload (`model`, `model_structure`, `optimizer`,
+    `optimizer_class`, `epoch`, see `upstream.to_payload`), and another dict without our marker is
+    returned as it is.
 
     Args:
         path: The checkpoint file.
@@ -248,7 +258,7 @@ def load(path: str | os.PathLike[str], *, map_location: Any = None, trusted: boo
         )
     if data.get("format") != FORMAT:
         if trusted:
-            return data
+            return _from_upstream(data, path)
         raise CheckpointError(
             f"`{path}` is not a torchmanager checkpoint: its dict has no `format` marker {FORMAT!r}; read it with "
             f"`torch.load`, or pass `trusted=True` for an upstream torchmanager checkpoint you trust. Received: path={path!r}"
@@ -266,6 +276,27 @@ def load(path: str | os.PathLike[str], *, map_location: Any = None, trusted: boo
             f"{__version__} reads; upgrade torchmanager to load it. Received: format_version={version}"
         )
     return data
+
+
+def _from_upstream(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """An upstream 1.5 checkpoint in our format (with our markers); another dict as it is."""
+    from . import upstream
+
+    if not upstream.is_upstream_checkpoint(data):
+        return data
+    try:
+        payload = upstream.to_payload(data)
+    except TypeError as error:
+        raise CheckpointError(
+            f"`{path}` is an upstream torchmanager checkpoint that cannot be read: {error}"
+        ) from error
+    return {**payload, "format": FORMAT, "format_version": FORMAT_VERSION, "torchmanager_version": __version__}
+
+
+def list_checkpoints(experiment_dir: str | os.PathLike[str]) -> list[str]:
+    """The names of the checkpoint files (`*.model`) in an experiment's `checkpoints` folder (upstream's helper)."""
+    folder = os.path.join(os.fspath(experiment_dir), "checkpoints")
+    return sorted(name for name in os.listdir(folder) if name.endswith(".model"))
 
 
 def pack_model(model: torch.nn.Module) -> torch.Tensor:

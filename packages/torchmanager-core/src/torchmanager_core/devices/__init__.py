@@ -1,31 +1,60 @@
 """Device selection and moves: CUDA > MPS > CPU, `device=`/`devices=` parsing, DataParallel.
 
 Who owns what: this module decides where things run and moves batches and optimizer state;
-the managers decide when (before and after `fit`/`test`).
+the managers decide when (before and after `fit`/`test`). Upstream torchmanager 1.5's names
+(`search`, `set_default`, `data_parallel`, `GPU`, `GPUS`, `DEFAULT`) are here with upstream's
+signatures; `GPU`, `GPUS` and `DEFAULT` are looked up when first read, since asking CUDA at import
+would start it in every process that merely imports torchmanager.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 __all__ = [
     "CPU",
+    "DEFAULT",
+    "GPU",
+    "GPUS",
     "DeviceLike",
     "data_parallel",
     "default_device",
     "empty_cache",
     "move_optimizer_state",
     "move_to_device",
+    "search",
     "select",
+    "set_default",
     "use_data_parallel",
 ]
 
 CPU = torch.device("cpu")
 """The CPU, where managers keep their model between runs."""
+
+if TYPE_CHECKING:
+    GPU: torch.device
+    """`torch.device("cuda")`, or `NotImplemented` without CUDA (upstream's constant)."""
+    GPUS: list[torch.device]
+    """Every visible CUDA device (empty without CUDA)."""
+    DEFAULT: torch.device
+    """The current CUDA device, else the CPU (upstream's constant: MPS is not its default)."""
+else:
+
+    def __getattr__(name: str) -> Any:
+        """Upstream's device constants, read from torch when asked for."""
+        cuda = torch.cuda.is_available()
+        if name == "GPU":
+            return torch.device("cuda") if cuda else NotImplemented
+        if name == "GPUS":
+            return [torch.device("cuda", i) for i in range(torch.cuda.device_count())] if cuda else []
+        if name == "DEFAULT":
+            return torch.device("cuda", torch.cuda.current_device()) if cuda else CPU
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DeviceLike = torch.device | str | int
 """A device, its name (`"cuda:1"`, `"cpu"`) or a CUDA index."""
@@ -142,26 +171,76 @@ def _say_once(message: str) -> None:
         _logger.warning(message)
 
 
-def data_parallel(model: torch.nn.Module, targets: Sequence[torch.device]) -> torch.nn.DataParallel:  # type: ignore[type-arg]
-    """Wrap `model` (already on `targets[0]`) in DataParallel over the CUDA `targets`."""
-    ids = [d.index if d.index is not None else i for i, d in enumerate(targets)]
-    return torch.nn.DataParallel(model, device_ids=ids, output_device=ids[0])
+def data_parallel(
+    raw_model: torch.nn.Module,
+    /,
+    devices: Sequence[torch.device] | None = None,
+    *,
+    output_device: torch.device | None = None,
+    parallel_type: type[torch.nn.DataParallel[Any]] = torch.nn.DataParallel,
+) -> tuple[torch.nn.Module, bool]:
+    """Wrap `raw_model` in `parallel_type` over the CUDA `devices` (upstream's signature and return value).
 
-
-def move_to_device(data: T, device: torch.device) -> T:
-    """Move the tensors in `data` (nested in dicts, lists, tuples) to `device`, non-blocking.
-
-    Tensors already there are returned as they are: the CPU path copies nothing.
+    Args:
+        raw_model: The model, already on the first device; returned as it is if already wrapped.
+        devices: The CUDA devices; default every visible one.
+        output_device: Where outputs are gathered; default the first device.
+        parallel_type: `torch.nn.DataParallel` or a subclass.
+    Returns:
+        The wrapped model and True, or, without CUDA, `raw_model` and False (said once in the log).
     """
-    if isinstance(data, torch.Tensor):
-        return data if data.device == device else data.to(device, non_blocking=True)  # type: ignore[return-value]
-    if isinstance(data, Mapping):
-        return type(data)({k: move_to_device(v, device) for k, v in data.items()})  # type: ignore[call-arg]
-    if isinstance(data, tuple) and hasattr(data, "_fields"):
-        return type(data)(*(move_to_device(v, device) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(move_to_device(v, device) for v in data)
-    return data
+    if isinstance(raw_model, parallel_type):
+        return raw_model, True
+    if not torch.cuda.is_available():
+        _say_once("`data_parallel` needs CUDA, which is not available here, so the model is left unwrapped.")
+        return raw_model, False
+    targets = (
+        list(devices) if devices is not None else [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    )
+    ids = [d.index if d.index is not None else i for i, d in enumerate(targets)]
+    output = ids[0] if output_device is None else output_device
+    return parallel_type(raw_model, device_ids=ids, output_device=output), True
+
+
+def search(
+    specified: DeviceLike | Sequence[DeviceLike] | None = None,
+) -> tuple[torch.device, torch.device, list[torch.device]]:
+    """Upstream's device search: the CPU, the main device and all target devices (see `select`)."""
+    main, targets = select(specified)
+    return CPU, main, targets
+
+
+def set_default(device: torch.device) -> None:
+    """Make an indexed CUDA device the current one; other devices need nothing."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+
+
+def move_to_device(target: T, /, device: torch.device, recursive: bool = True) -> T:
+    """Move the tensors in `target` (nested in dicts, lists, tuples) to `device`, non-blocking.
+
+    Tensors already there are returned as they are: the CPU path copies nothing. Other objects
+    with `.to(device)` (upstream's `DeviceMovable`, such as a batch class) are moved with it.
+    With `recursive=False` only the top level of a container is moved (upstream's flag; it is not
+    keyword-only here, since a keyword-only default costs every call of this per-batch function).
+    """
+    if isinstance(target, torch.Tensor):
+        return target if target.device == device else target.to(device, non_blocking=True)  # type: ignore[return-value]
+    move = move_to_device if recursive else _move_unless_container
+    if isinstance(target, Mapping):
+        return type(target)({k: move(v, device) for k, v in target.items()})  # type: ignore[call-arg]
+    if isinstance(target, tuple) and hasattr(target, "_fields"):
+        return type(target)(*(move(v, device) for v in target))
+    if isinstance(target, (list, tuple)):
+        return type(target)(move(v, device) for v in target)
+    if not isinstance(target, type) and callable(getattr(target, "to", None)):  # `DeviceMovable`, cheaply
+        return target.to(device)  # type: ignore[attr-defined, no-any-return]
+    return target
+
+
+def _move_unless_container(item: Any, device: torch.device) -> Any:
+    """An item of the top level, for `recursive=False`: containers in it stay where they are."""
+    return item if isinstance(item, (Mapping, list, tuple)) else move_to_device(item, device)
 
 
 def move_optimizer_state(optimizer: torch.optim.Optimizer | None, device: torch.device) -> None:
