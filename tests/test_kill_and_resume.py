@@ -12,12 +12,11 @@ the checkpoint; a run with other random draws ends elsewhere, so the comparison 
 from __future__ import annotations
 
 import os
-import queue
 import random
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,8 @@ from typing import Any
 import pytest
 import torch
 
-from tests.scripts.fork_server import ForkServer
+from tests.run_records import assert_same_tensors
+from tests.scripts.fork_server import ForkServer, ForkServers
 from tests.workspace import ROOT
 from torchmanager_core import checkpoint
 
@@ -170,17 +170,8 @@ def outcomes(
 ) -> Iterator[tuple[dict[str, Any], dict[str, Outcome]]]:
     """Run the uninterrupted references and every kill and resume on two fork servers (fresh kills beside them)."""
     root = tmp_path_factory.mktemp("runs")
-    runners: queue.Queue[ForkServer] = queue.Queue()
-    for index in range(2):
-        runners.put(ForkServer(SCRIPT, root / f"server-{index}.log"))
-
-    def on_a_runner(task: Callable[..., Any], *args: Any) -> Any:
-        runner = runners.get()
-        try:
-            return task(runner, *args)
-        finally:
-            runners.put(runner)
-
+    servers = ForkServers(SCRIPT, root, 2)
+    on_a_runner = servers.run
     delays = random.Random(0)
     try:
         with ThreadPoolExecutor(max_workers=3) as pool:
@@ -203,25 +194,7 @@ def outcomes(
             results["other-draws"] = other_draws.result()
             yield results, {name: f.result() for name, f in kills.items()}
     finally:
-        while not runners.empty():
-            runners.get().close()
-
-
-def assert_same_tensors(expected: Any, actual: Any, where: str) -> None:
-    """Every tensor bit-identical (torch.equal), and every other value equal, in nested dicts and lists."""
-    if isinstance(expected, torch.Tensor):
-        assert isinstance(actual, torch.Tensor) and expected.dtype == actual.dtype, where
-        assert torch.equal(expected, actual), f"{where} differs by up to {(expected - actual).abs().max()}"
-    elif isinstance(expected, dict):
-        assert isinstance(actual, dict) and expected.keys() == actual.keys(), where
-        for key in expected:
-            assert_same_tensors(expected[key], actual[key], f"{where}[{key!r}]")
-    elif isinstance(expected, (list, tuple)):
-        assert isinstance(actual, (list, tuple)) and len(expected) == len(actual), where
-        for index, (a, b) in enumerate(zip(expected, actual, strict=True)):
-            assert_same_tensors(a, b, f"{where}[{index}]")
-    else:
-        assert expected == actual, f"{where}: {expected!r} != {actual!r}"
+        servers.close()
 
 
 def test_other_random_draws_end_elsewhere(outcomes: tuple[dict[str, Any], dict[str, Outcome]]) -> None:

@@ -44,8 +44,10 @@ def test_readme_block_runs(
     if readme == ROOT / "README.md":  # "Coming from torchmanager 1.5" opens a file that 1.5 wrote
         shutil.copy(ROOT / "tests" / "data" / "upstream15_manager.model", tmp_path / "last.model")
     exec(compile(block, f"{readme}:block{index}", "exec"), {"__name__": "readme"})
-    if "Experiment(" in block:
+    if 'Experiment("tour.exp"' in block:
         assert (tmp_path / "experiments" / "tour.exp" / "checkpoints" / "best-accuracy.model").is_file()
+    if 'Experiment("job"' in block:  # the preemption example, not preempted: it trained to the end and saved
+        assert (tmp_path / "experiments" / "job.exp" / "checkpoints" / "last.model").is_file()
 
 
 NO_TORCHMANAGER = """

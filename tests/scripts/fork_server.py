@@ -5,15 +5,17 @@ Server side (`serve(main)`, in a script that has imported what its children need
 `run FOLDER ARGS...` read from stdin it forks a child that runs `main(ARGS)` in FOLDER, with this
 process's stdout and stderr; prints `pid <pid>` at once (the child starts only once that line is
 out, so none of its output can come before or inside it), then `exit <pid> <code>` when the child ends
-(code -9 after a SIGKILL). The server runs no torch code itself, so each child starts as a fresh
+(code -9 after a SIGKILL, a `SystemExit`'s code as the interpreter would exit with it, 1 after another
+exception). The server runs no torch code itself, so each child starts as a fresh
 process would: modules imported, no state. Each line, the server's and (in the scripts here) the
 children's, is written in one write, which a kill cannot cut. Client side (`ForkServer`): the test's handle on a server.
-Used by tests/test_kill_and_resume.py and tests/test_kill_during_write.py.
+Used by tests/test_kill_and_resume.py, tests/test_kill_during_write.py and tests/test_preemption_processes.py.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shlex
 import signal
 import subprocess
@@ -22,8 +24,11 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["ForkServer", "serve"]
+__all__ = ["ForkServer", "ForkServers", "serve"]
+
+T = TypeVar("T")
 
 
 def serve(main: Callable[[list[str]], None]) -> None:
@@ -43,6 +48,8 @@ def serve(main: Callable[[list[str]], None]) -> None:
                 os.close(ready)
                 os.chdir(folder)
                 main(args)
+            except SystemExit as exit:  # sys.exit(code), or an exception that is one, such as torchmanager's Preempted
+                code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
             except BaseException:
                 traceback.print_exc()
                 code = 1
@@ -103,9 +110,14 @@ class ForkServer:
         raise RuntimeError(f"The fork server ended; see {self.log}")
 
     def run(
-        self, folder: Path, args: list[str], kill_after: str | None = None, delay: float = 0.0
+        self,
+        folder: Path,
+        args: list[str],
+        kill_after: str | None = None,
+        delay: float = 0.0,
+        signum: int = signal.SIGKILL,
     ) -> tuple[int, list[str]]:
-        """Run a child to its end, or SIGKILL it `delay` seconds after it prints the line `kill_after`.
+        """Run a child to its end, or send it `signum` (SIGKILL) `delay` seconds after it prints the line `kill_after`.
 
         Returns:
             Its exit code (-9 after a SIGKILL) and its stdout lines.
@@ -116,7 +128,7 @@ class ForkServer:
             lines.append(line)
             if line == kill_after:
                 time.sleep(delay)
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signum)
         assert self.exit_code is not None
         return self.exit_code, lines
 
@@ -126,3 +138,32 @@ class ForkServer:
         self.process.stdin.close()
         self.process.wait(60)
         self._log_file.close()
+
+
+class ForkServers:
+    """Fork servers shared by the threads of a test: `run(task, *args)` calls `task(server, *args)` on a free one.
+
+    Args:
+        script: A script that calls `serve(main)` when given `--serve`.
+        folder: Where the servers' logs go (`server-<i>.log`).
+        count: How many servers.
+    """
+
+    def __init__(self, script: Path, folder: Path, count: int) -> None:
+        self.servers = [ForkServer(script, folder / f"server-{index}.log") for index in range(count)]
+        self._free: queue.Queue[ForkServer] = queue.Queue()
+        for server in self.servers:
+            self._free.put(server)
+
+    def run(self, task: Callable[..., T], *args: Any) -> T:
+        """`task(server, *args)` with a server no other thread uses meanwhile (waits for one)."""
+        server = self._free.get()
+        try:
+            return task(server, *args)
+        finally:
+            self._free.put(server)
+
+    def close(self) -> None:
+        """End every server (after its current child)."""
+        for server in self.servers:
+            server.close()

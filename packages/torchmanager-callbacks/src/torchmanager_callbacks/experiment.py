@@ -148,7 +148,9 @@ class Experiment(MultiCallbacks):
     (`<name>-2.exp`, ...) is used and logged. `resume=True` continues the existing run from its
     `last.model` (`fit` resumes from it: weights, optimizer, position, random states, and every
     callback of the list); `resume="auto"` does so when the run has a `last.model` and starts fresh
-    otherwise, so the same command can simply be submitted again after a preemption or a crash.
+    in `<name>.exp` otherwise (never a numbered folder), so the same command can simply be submitted
+    again after a preemption or a crash. A run preempted by SIGTERM or SIGUSR1 during `fit` is saved
+    to `last.model` after the optimizer update in progress.
 
     Args:
         experiment: The name, with or without ".exp" ("test" and "test.exp" both give `experiments/test.exp`).
@@ -156,7 +158,8 @@ class Experiment(MultiCallbacks):
         monitors: Names to keep a best checkpoint for, all MAX (`["accuracy"]`), or a dict of names to
             `MonitorType`; none keeps the last checkpoint only.
         configs: The run's configs, written to `<name>.cfg` when training starts.
-        resume: False (a new folder if the name is taken), True (continue the existing run) or "auto".
+        resume: False (a new folder if the name is taken), True (continue the existing run) or "auto"
+            (continue it if it has a `last.model`, else start it in that folder).
         root: The folder holding the experiments.
     Raises:
         FileNotFoundError: `resume=True` but the experiment has no `checkpoints/last.model`.
@@ -186,8 +189,11 @@ class Experiment(MultiCallbacks):
             )
         self.resumed = bool(resume) and os.path.isfile(last)
         # only the writing process numbers (the others follow it when training starts): a folder
-        # another process of the same launch just made must not look like an earlier run
-        self.experiment_dir = folder if self.resumed or not is_writer() else free_experiment_folder(folder)
+        # another process of the same launch just made must not look like an earlier run; "auto"
+        # never numbers, as the folder is this run's even before its first checkpoint (a restart of
+        # a run killed early must not start a second folder)
+        numbered = not self.resumed and resume != "auto" and is_writer()
+        self.experiment_dir = free_experiment_folder(folder) if numbered else folder
         self.renamed_from = folder if self.experiment_dir != folder else None
         self.configs = configs
         types = _monitor_types(monitors)

@@ -11,7 +11,7 @@ is `NotImplemented` when not installed, as upstream had it; a star import leaves
 
 from typing import TYPE_CHECKING, Any
 
-from . import callbacks, checkpoint, configs, devices, distributed, errors, protocols, random, version
+from . import callbacks, checkpoint, configs, devices, distributed, errors, preemption, protocols, random, version
 from .__about__ import __version__
 from .callbacks import Callback, CallbackList
 from .errors import StopTraining, raise_error
@@ -54,6 +54,7 @@ __all__ = [
     "math",
     "os",
     "platform",
+    "preemption",
     "protocols",
     "raise_error",
     "random",

@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -41,6 +41,8 @@ __all__ = [
     "is_main_process",
     "launched_by_torchrun",
     "local_device",
+    "max_over_processes",
+    "on_main_process",
     "rebuilt_loader",
     "reduce_states",
     "shard",
@@ -105,13 +107,52 @@ def _flag_group() -> Any:
     return _flag_groups[default]
 
 
+def max_over_processes(values: Sequence[int]) -> list[int]:
+    """Each of `values` at its largest over all processes (one host-side collective; `values` in a single process).
+
+    Every process must call it at the same point with as many values: the loop agrees on its stop
+    flag and on a preemption signal's number in one call.
+    """
+    if not is_distributed():
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group())
+    return [int(value) for value in tensor.tolist()]
+
+
 def any_process(flag: bool) -> bool:
     """Whether `flag` is true in any process (one host-side collective; `flag` itself in a single process)."""
+    return bool(max_over_processes([int(flag)])[0])
+
+
+def on_main_process(action: Callable[[], None]) -> Exception | None:
+    """Run `action` on the main process only; every process gets the exception it raised, or None.
+
+    One host-side collective after the action (in place of a barrier), so that when the main
+    process fails to write a file every process learns it at the same point and can act alike.
+    In a single process it is `action()` with its exception returned.
+    """
+    error: Exception | None = None
+    if is_main_process():
+        try:
+            action()
+        except Exception as caught:  # handed to every process; BaseExceptions (Ctrl-C, exit) go on as they are
+            error = caught
     if not is_distributed():
-        return flag
-    tensor = torch.tensor(float(flag))
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group())
-    return bool(tensor.item())
+        return error
+    holder = [_picklable(error)]
+    dist.broadcast_object_list(holder, src=0, group=_flag_group())
+    shared: Exception | None = holder[0]
+    return error if is_main_process() else shared
+
+
+def _picklable(error: Exception | None) -> Exception | None:
+    """`error`, or a RuntimeError with its text when it cannot be sent to the other processes."""
+    try:
+        pickle.dumps(error)
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
 
 
 def from_main_process(value: Any) -> Any:
@@ -148,7 +189,8 @@ def init_from_environment() -> bool:
 
     A group the user initialised is used as it is. The backend is nccl when CUDA is available,
     else gloo; collectives time out after `TORCHMANAGER_DIST_TIMEOUT` seconds, so a rank that
-    died ends the others with an error instead of a hang.
+    died ends the others with an error instead of a hang. After a restart by torchrun on one node,
+    the group meets in the agent's store under this attempt's own keys (`_attempt_store`).
     """
     if not dist.is_available():
         return False
@@ -160,11 +202,36 @@ def init_from_environment() -> bool:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    store = _attempt_store(timeout)
+    if store is None:
+        dist.init_process_group(backend, timeout=timeout)
+    else:
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
     atexit.register(_destroy)
     if is_main_process():
         _logger.info(f"Distributed training: {get_world_size()} processes ({dist.get_backend()} backend).")
     return True
+
+
+def _attempt_store(timeout: datetime.timedelta) -> Any:
+    """torchrun's store with keys of this attempt only, when torchrun restarts a group on one node; else None.
+
+    torchrun (torch 2.4 and later) keeps one store in its agent across the restarts of a group, so
+    a restarted process can read the address a process of the previous attempt published and fail
+    to connect (pytorch/pytorch#135712; seen here in 1 of 4 restarts of a two-process gloo group
+    with plain torch). On one node one agent counts the restarts, so `TORCHELASTIC_RESTART_COUNT`
+    names the attempt for every process; across nodes the counts may differ, and the store is left
+    as it is (set `TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1` for torchrun instead).
+    """
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or env.get("GROUP_WORLD_SIZE", "1") != "1":
+        return None
+    from torch.distributed import PrefixStore, TCPStore  # type: ignore[attr-defined]  # not in its stubs' exports
+
+    store = TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False, timeout=timeout)
+    return PrefixStore(f"torchmanager/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def _destroy() -> None:

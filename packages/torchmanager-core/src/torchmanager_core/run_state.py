@@ -20,9 +20,10 @@ from .callbacks import CallbackList
 from .progress import EpochProgress, RunEta
 from .random import get_data_rng_state, get_rng_state, set_data_rng_state, set_rng_state
 
-__all__ = ["NonFinitePolicy", "RandomSnapshot", "RunState"]
+__all__ = ["CheckpointErrorPolicy", "NonFinitePolicy", "RandomSnapshot", "RunState"]
 
 NonFinitePolicy = Literal["raise", "stop"]
+CheckpointErrorPolicy = Literal["raise", "continue"]
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,10 @@ class RunState:
         epoch_rng: The generators when the epoch in progress drew its data order.
         resume_rng: The generators when the checkpoint being resumed from was written.
         stop: Set to end `fit` at the next batch boundary.
+        signal: The preemption signal (SIGTERM, SIGUSR1) this process received during the `fit` in
+            progress and that the loop has not acted on yet, else None.
         on_nonfinite: "raise" or "stop" when the loss is NaN or infinite.
+        on_checkpoint_error: "raise" or "continue" when a checkpoint cannot be written during `fit`.
         agree_each_step: Whether every process checks the stop flag after each batch (only when a
             stop can be decided mid-epoch under torchrun: it costs a collective per step).
         active: Whether a `fit` is running.
@@ -101,7 +105,9 @@ class RunState:
     epoch_rng: RandomSnapshot | None = None
     resume_rng: RandomSnapshot | None = None
     stop: bool = False
+    signal: int | None = None
     on_nonfinite: NonFinitePolicy = "raise"
+    on_checkpoint_error: CheckpointErrorPolicy = "raise"
     agree_each_step: bool = False
     active: bool = False
     dispatching: bool = False
@@ -114,11 +120,15 @@ class RunState:
     saved_checkpoints: list[str] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
 
-    def start(self, total_epochs: int, on_nonfinite: NonFinitePolicy) -> None:
+    def start(
+        self, total_epochs: int, on_nonfinite: NonFinitePolicy, on_checkpoint_error: CheckpointErrorPolicy = "raise"
+    ) -> None:
         """Begin a `fit`: the position (epoch, step, global step, snapshots) is kept, the rest is new."""
         self.total_epochs = total_epochs
         self.on_nonfinite = on_nonfinite
+        self.on_checkpoint_error = on_checkpoint_error
         self.stop = False
+        self.signal = None
         self.active = True
         self.checkpoint_requests = []
         self.saved_checkpoints = []
@@ -151,6 +161,10 @@ class RunState:
     def window_end(self, accumulate: int) -> bool:
         """Whether the batch being trained ends an accumulation window of `accumulate` batches."""
         return self.last_batch or (self.step + 1) % accumulate == 0
+
+    def window_done(self, accumulate: int) -> bool:
+        """Whether the batch just trained (counted in `step`) ended an accumulation window: its update is done."""
+        return accumulate == 1 or self.last_batch or self.step % accumulate == 0
 
     def window_size(self, accumulate: int) -> int:
         """The expected size of the window the batch being trained belongs to (the last may be shorter)."""

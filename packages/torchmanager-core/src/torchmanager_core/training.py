@@ -18,13 +18,23 @@ from typing import Any, TypeVar
 
 import torch
 
-from . import distributed, evaluation_shards
+from . import checkpoint, distributed, evaluation_shards, preemption
 from .callbacks import Callback, CallbackList
 from .data_pass import DataSource, batches_in, data_pass, set_epoch
 from .epoch_values import EpochValues, running
-from .errors import NonFiniteLossError, StopTraining
-from .progress import EpochProgress, RunEta, ShowVerbose, VerboseType, log_model, log_summary, logger, wants_progress
-from .run_state import NonFinitePolicy, RandomSnapshot, RunState
+from .errors import NonFiniteLossError, Preempted, StopTraining
+from .progress import (
+    EpochProgress,
+    RunEta,
+    ShowVerbose,
+    VerboseType,
+    add_console,
+    log_model,
+    log_summary,
+    logger,
+    wants_progress,
+)
+from .run_state import CheckpointErrorPolicy, NonFinitePolicy, RandomSnapshot, RunState
 from .testing import BasicTestingManager, Devices, TestingManager
 from .tracking import merge_summaries
 
@@ -224,6 +234,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         show_verbose: ShowVerbose = "auto",
         resume_from: PathLike | None = None,
         on_nonfinite_loss: NonFinitePolicy = "raise",
+        on_checkpoint_error: CheckpointErrorPolicy = "raise",
         **kwargs: Any,
     ) -> Any:
         """Train the model and return it (unwrapped), with the last epoch's summary if asked.
@@ -246,6 +257,10 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                 written (a callback such as `Experiment(resume=True)` may give it instead).
             on_nonfinite_loss: "raise" a `NonFiniteLossError` when an epoch's loss is NaN or
                 infinite, or "stop" training cleanly.
+            on_checkpoint_error: When a checkpoint cannot be written (disk full, quota, permissions):
+                "raise" its `CheckpointError` (naming the path and the reason), which stops training
+                on every process, or "continue": log the error and train on. Either way the
+                previous file at that path is kept, complete.
             **kwargs: Passed on to `_train` (for subclasses that take more, as upstream allowed).
         Returns:
             The trained raw model, or `(model, summary)` with `return_summary=True`; `summary` is the
@@ -253,15 +268,22 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         Raises:
             ValueError, TypeError: Bad arguments (checked before anything trains).
             NonFiniteLossError: An epoch's loss is NaN or infinite with `on_nonfinite_loss="raise"`.
+            CheckpointError: A checkpoint could not be written, with `on_checkpoint_error="raise"`.
+            Preempted: SIGTERM or SIGUSR1 came during `fit` (main thread): training stopped after the
+                optimizer update in progress, every process at the same step, the run was saved to
+                its `LastCheckpoint` path (an `Experiment`'s `last.model`) if it has one, and the
+                process exits with code 128 + the signal's number (143, 138) unless this is caught.
 
         A stop between two batches (the `stop_training` flag, `StopTraining` from a batch hook) ends the
         run after that batch, on every process: that epoch is neither validated nor ended, so a
         checkpoint or a later `fit` goes on from that batch.
         """
-        total = self._check_fit(training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss)
+        total = self._check_fit(
+            training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss, on_checkpoint_error
+        )
         run, callbacks = self._run, self._callbacks(callbacks_list)
         self._resume(resume_from if resume_from is not None else callbacks.resume_checkpoint(), initial_epoch)
-        run.start(total, on_nonfinite_loss)
+        run.start(total, on_nonfinite_loss, on_checkpoint_error)
         resumed = run.take_resumed_callbacks()
         if resumed is not None:
             callbacks.on_load_checkpoint(resumed)  # every callback of the list, whichever checkpoint resumed the run
@@ -369,8 +391,11 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                 self._write_requested_checkpoints()
             if progress.enabled:
                 progress.step(values.tensors)
-            if run.agree_each_step:
-                run.stop = distributed.any_process(run.stop)
+            if run.agree_each_step or run.signal is not None:
+                preempted_by = self._agree_to_stop(at_update=run.window_done(self._accumulate))
+                if preempted_by:
+                    progress.close()
+                    self._preempt(preempted_by)  # before the values are read: reading reduces them across processes
             if run.stop or run.last_batch:
                 break
         if run.step == 0:
@@ -418,7 +443,9 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         log_summary(f"Epoch {epoch + 1}/{run.total_epochs}", merged, console=not shown)
         self._dispatch(callbacks.on_epoch_end, epoch, summary, val_summary)
         self._write_requested_checkpoints()
-        run.stop = distributed.any_process(run.stop)  # one process stopping stops them all, at this epoch's end
+        preempted_by = self._agree_to_stop(at_update=True)  # one process stopping stops them all, at this epoch's end
+        if preempted_by:
+            self._preempt(preempted_by)
 
     def _dispatch(self, hook: Any, *args: Any) -> None:
         """Call a hook of the callback list: saves asked for during it are requests, and `StopTraining` sets the stop flag."""
@@ -436,18 +463,42 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
     # -- checkpoints of the run ---------------------------------------------------------------------
 
     def save_checkpoint(self, path: PathLike) -> None:
+        """Write a checkpoint of the manager and its run atomically (a crash leaves any previous file intact).
+
+        Only the main process writes, and every process learns whether it could. During `fit`, a call
+        from a batch-end or epoch-end hook is a request: the loop writes the file once every callback
+        has had that hook, so the checkpoint holds every callback's state of the same moment; a write
+        that fails then follows `fit`'s `on_checkpoint_error`.
+
+        Raises:
+            CheckpointError: The file could not be written (outside `fit`, or with `on_checkpoint_error="raise"`).
+        """
         run = self._run
         if run.active and run.dispatching:
             if os.fspath(path) not in run.checkpoint_requests:
                 run.checkpoint_requests.append(os.fspath(path))
             return
-        if not self._savable(os.fspath(path)):
-            return
-        super().save_checkpoint(path)
-        if run.active and os.fspath(path) not in run.saved_checkpoints:
-            run.saved_checkpoints.append(os.fspath(path))
+        self._write(os.fspath(path))
 
-    save_checkpoint.__doc__ = BasicTestingManager.save_checkpoint.__doc__
+    def _write(self, path: str) -> bool:
+        """Write the checkpoint at `path` now (the main process writes, every process learns the outcome); whether it was."""
+        run = self._run
+        if not self._savable(path):
+            return False
+        payload = self._payload()
+        error = distributed.on_main_process(lambda: checkpoint.save(payload, path))
+        if error is not None:
+            if not (
+                run.active and run.on_checkpoint_error == "continue" and isinstance(error, checkpoint.CheckpointError)
+            ):
+                raise error
+            if distributed.is_main_process():
+                add_console()
+                logger.error(f"Checkpoint not saved, training goes on (on_checkpoint_error='continue'): {error}")
+            return False
+        if run.active and path not in run.saved_checkpoints:
+            run.saved_checkpoints.append(path)
+        return True
 
     def _write_requested_checkpoints(self) -> None:
         requests, self._run.checkpoint_requests = self._run.checkpoint_requests, []
@@ -523,18 +574,54 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
 
     @contextlib.contextmanager
     def _fitting(self, callbacks: CallbackList) -> Iterator[None]:
-        """The run in progress: its callbacks, the optimizer updates counted, the structure packed once."""
+        """The run in progress: its callbacks, preemption signals deferred, the optimizer updates counted, the
+        structure packed once."""
         run, optimizer = self._run, self.optimizer
         assert optimizer is not None  # checked by `fit`
-        run.callbacks = callbacks
-        run.agree_each_step = distributed.is_distributed() and self._may_stop_mid_epoch(callbacks)
-        counting = optimizer.register_step_post_hook(lambda *_: self._count_update())
-        self._structure = None
-        try:
-            yield
-        finally:
-            counting.remove()
-            run.callbacks, run.data, run.active, self._structure = None, None, False, None
+        with preemption.deferred_signals(run) as deferred:
+            run.callbacks = callbacks
+            # a signal reaches the processes at different moments: they agree after each batch
+            run.agree_each_step = distributed.is_distributed() and (deferred or self._may_stop_mid_epoch(callbacks))
+            counting = optimizer.register_step_post_hook(lambda *_: self._count_update())
+            self._structure = None
+            try:
+                yield
+            finally:
+                counting.remove()
+                run.callbacks, run.data, run.active, self._structure = None, None, False, None
+
+    def _agree_to_stop(self, at_update: bool) -> int:
+        """Whether every process stops now: a callback's stop, or (at an optimizer-update boundary) a preemption
+        signal one of them received; returns that signal's number (the largest any process received), or 0."""
+        run = self._run
+        signum = run.signal if at_update and run.signal is not None else 0
+        stop, signum = distributed.max_over_processes([int(run.stop), signum])
+        run.stop = bool(stop or signum)
+        return signum
+
+    def _preempt(self, signum: int) -> None:
+        """Save the run where every process stopped for signal `signum`, log where in one line, raise `Preempted`."""
+        run = self._run
+        run.signal = None  # acted on: not raised again when `fit` ends
+        paths = preemption.checkpoint_paths(run.callbacks or [])
+        preempted = Preempted(signum, [path for path in paths if self._write(path)])
+        if distributed.is_main_process():
+            where = (
+                f"after batch {run.step} of epoch {run.epoch + 1}" if run.step else f"at the end of epoch {run.epoch}"
+            )
+            if preempted.checkpoints:
+                outcome = f"the run was saved to {', '.join(preempted.checkpoints)}"
+            elif paths:
+                outcome = f"the run was not saved (writing {', '.join(paths)} failed)"
+            else:
+                outcome = "nothing was saved (no LastCheckpoint or Experiment in `callbacks_list`)"
+            again = " Run the same command again to resume." if preempted.checkpoints else ""
+            add_console()
+            logger.warning(
+                f"{preempted.signal.name} received: training stopped {where} (optimizer update {run.global_step}), "
+                f"{outcome}; exiting with code {preempted.code}.{again}"
+            )
+        raise preempted
 
     def _count_update(self) -> None:
         self._run.global_step += 1
@@ -585,6 +672,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         iterations: int | None,
         initial_epoch: int | None,
         on_nonfinite: str,
+        on_checkpoint_error: str,
     ) -> int:
         """Check `fit`'s arguments; return the total number of epochs."""
         if self.optimizer is None:
@@ -599,6 +687,11 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         if on_nonfinite not in ("raise", "stop"):
             raise ValueError(
                 f"`on_nonfinite_loss` must be 'raise' or 'stop'. Received: on_nonfinite_loss={on_nonfinite!r}"
+            )
+        if on_checkpoint_error not in ("raise", "continue"):
+            raise ValueError(
+                "`on_checkpoint_error` must be 'raise' or 'continue'. "
+                f"Received: on_checkpoint_error={on_checkpoint_error!r}"
             )
         if (epochs is None) == (iterations is None):
             raise ValueError(

@@ -19,7 +19,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Mapping
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -29,6 +29,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "CheckpointError",
+    "CheckpointWriteError",
     "list_checkpoints",
     "load",
     "pack_model",
@@ -49,6 +50,11 @@ _ALLOWED = "tensors, numbers, str, bytes, None, torch.Size/dtype/device and list
 
 class CheckpointError(ValueError):
     """A checkpoint file cannot be written or read as a torchmanager checkpoint."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """The disk refused a checkpoint (full, quota, file size limit): a `CheckpointError` and an `OSError`, with
+    the failed write's `errno`."""
 
 
 def _check_loadable(value: Any, where: str) -> None:
@@ -106,6 +112,8 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
     Raises:
         TypeError: `payload` is not a dict, or holds a value `torch.load(weights_only=True)` cannot read.
         CheckpointError: The folder is missing or not writable.
+        CheckpointWriteError: Writing failed (disk full, quota, file size limit); the previous file at
+            `path` is intact and no temporary file is left.
     """
     if not isinstance(payload, dict):
         raise TypeError(
@@ -131,20 +139,49 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
             f"Cannot save checkpoint `{path}`: folder `{folder}` is not writable ({error.strerror}); choose a "
             f"writable folder or fix its permissions. Received: path={path!r}"
         ) from error
+    writer: _Writer | None = None
     try:
         with os.fdopen(fd, "wb") as file:
             if hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), _new_file_mode())
-            torch.save(record, file)
+            writer = _Writer(file)
+            torch.save(record, cast(IO[bytes], writer))  # torch.save needs only `write` (and `flush`)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_path, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.remove(temp_path)
+        cause = writer.error if writer is not None and writer.error is not None else error
+        if isinstance(cause, OSError):
+            failure = CheckpointWriteError(
+                f"Cannot save checkpoint `{path}`: writing it failed ({cause.strerror or cause}); the previous "
+                f"checkpoint at this path is kept. Free disk space, raise the quota or file size limit, or save "
+                f"to another folder. Received: path={path!r}"
+            )
+            failure.errno = cause.errno
+            raise failure from cause
         raise
     _fsync_folder(folder)
     _remove_stale_temporaries(path, started)
+
+
+class _Writer:
+    """A file for `torch.save` that keeps the `OSError` of a failed write (torch reports it as a bare RuntimeError)."""
+
+    def __init__(self, file: io.BufferedWriter) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def _remove_stale_temporaries(path: str, before: float) -> None:

@@ -1,4 +1,4 @@
-"""Error types raised by the managers, and `StopTraining`, the clean way to end `fit` early.
+"""Error types raised by the managers, `StopTraining`, the clean way to end `fit` early, and `Preempted`.
 
 Upstream torchmanager 1.5's names are here too (`TestingError`, `PredictionError`, `raise_error`,
 `VersionError`, `ConfigsFormatError`), and its submodule paths (`errors.train`, `errors.runtime`...)
@@ -7,6 +7,8 @@ re-export them.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Sequence
 from typing import NoReturn
 
 from ..version import VersionError, warn_upstream_name
@@ -17,6 +19,7 @@ __all__ = [
     "MetricError",
     "ModelError",
     "NonFiniteLossError",
+    "Preempted",
     "PredictionError",
     "StopTraining",
     "TestingError",
@@ -95,6 +98,25 @@ class ConfigsFormatError(ValueError):
 
 class NonFiniteLossError(FloatingPointError):
     """The epoch's loss became NaN or infinite (checked once per epoch, never per step)."""
+
+
+class Preempted(SystemExit):
+    """`fit` stopped for SIGTERM or SIGUSR1, after saving the run when it has a checkpoint: the process should end.
+
+    Uncaught, the interpreter exits with `code`, 128 + the signal's number (143 for SIGTERM, 138 for
+    SIGUSR1: what shells, Docker and Kubernetes report for a process that signal ended), and prints
+    no traceback; catch it to run more code first. Every process of a torchrun launch raises it
+    after the same step.
+
+    Attributes:
+        signal: The signal (the largest number any process received: the same on every process).
+        checkpoints: The files the run was saved to (empty: nothing was saved).
+    """
+
+    def __init__(self, signum: int, checkpoints: Sequence[str]) -> None:
+        super().__init__(128 + signum)
+        self.signal = signal.Signals(signum)
+        self.checkpoints = tuple(checkpoints)
 
 
 def describe(value: object) -> str:

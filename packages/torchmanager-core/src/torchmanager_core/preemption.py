@@ -1,0 +1,84 @@
+"""Preemption: SIGTERM or SIGUSR1 during `fit` ends the run after an optimizer update, saved, with a known exit code.
+
+Who owns what: this module installs the signal handlers for the duration of a `fit` (main thread
+only, the previous handlers back afterwards) and says which files a preempted run is saved to. The
+loop (`training`) decides when to act: after the optimizer update that ends the current
+accumulation window, or at an epoch's end, with every process agreeing on the same step; then it
+saves, logs one line and raises `errors.Preempted`, a `SystemExit` with code 128 + the signal's
+number (143 for SIGTERM, 138 for SIGUSR1: what shells, Docker and Kubernetes report for a process
+that signal ended, so a scheduler sees the code it expects from a job it terminated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from types import FrameType
+from typing import Any
+
+from .callbacks import Callback
+from .errors import Preempted
+from .run_state import RunState
+
+__all__ = ["SIGNALS", "checkpoint_paths", "deferred_signals"]
+
+SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)
+)
+"""The signals `fit` defers: schedulers send SIGTERM before SIGKILL, SLURM can send SIGUSR1 ahead of a time limit."""
+
+
+@contextlib.contextmanager
+def deferred_signals(run: RunState) -> Iterator[bool]:
+    """In the body, SIGTERM and SIGUSR1 set `run.signal` instead of ending the process; yields whether they do.
+
+    Only the main thread can handle signals, and a signal that is ignored, or handled outside
+    Python, is left as it is. Afterwards (also after an error) the previous handlers are back, and a
+    signal the loop did not act on (still in `run.signal`; not when `fit` ends with `Preempted`) is
+    raised again, for them.
+    """
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        if run.signal is None:
+            run.signal = signum  # only noted: the loop acts on it at the next optimizer update
+
+    previous: dict[signal.Signals, Callable[[int, FrameType | None], Any] | int] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is None or handler == signal.SIG_IGN:
+                continue
+            signal.signal(signum, record)
+            previous[signum] = handler
+    try:
+        yield bool(previous)
+    except Preempted:
+        run.signal = None  # the run ends for a signal already: one more (during its checkpoint) changes nothing
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        pending, run.signal = run.signal, None
+        if pending is not None:
+            signal.raise_signal(pending)
+
+
+def checkpoint_paths(callbacks: Iterable[Callback]) -> list[str]:
+    """The files a preempted run is saved to: each callback's `preemption_checkpoint()` (a `LastCheckpoint`'s
+    path; an `Experiment`'s `last.model`), members of callback groups included, each path once."""
+    paths: list[str] = []
+    for callback in callbacks:
+        ask = getattr(callback, "preemption_checkpoint", None)
+        if callable(ask):
+            found = [ask()]
+        elif isinstance(callback, Iterable):
+            found = checkpoint_paths(member for member in callback if isinstance(member, Callback))
+        else:
+            found = []
+        for path in found:
+            if path is not None and os.fspath(path) not in paths:
+                paths.append(os.fspath(path))
+    return paths
