@@ -102,7 +102,7 @@ class LastCheckpoint(_Saving):
     step checkpoint never splits an accumulation window and resumes exactly. Without
     `save_every_n_steps` it is not called per batch, and it never reads the batch values.
     When the run is preempted (SIGTERM, SIGUSR1 during `fit`), `fit` saves it to `ckpt_path` too
-    (`preemption_checkpoint`), after the optimizer update in progress.
+    (`preemption_checkpoints`), after the optimizer update in progress.
 
     Args:
         manager: The manager whose `save_checkpoint` writes the file (None: the one whose `fit` runs it).
@@ -134,9 +134,9 @@ class LastCheckpoint(_Saving):
         if self.save_every_n_steps is None:
             select_hooks(self, LastCheckpoint, {"on_train_start", "on_batch_end"})
 
-    def preemption_checkpoint(self) -> str | None:
+    def preemption_checkpoints(self) -> list[str]:
         """Where `fit` saves the run when a signal preempts it: this checkpoint's path, the one a resume reads."""
-        return self.ckpt_path
+        return [self.ckpt_path]
 
     def on_train_start(self, initial_epoch: int = 0) -> None:
         self._saved_step = getattr(self.manager, "global_step", None)  # a resumed run saved its step already

@@ -65,6 +65,12 @@ class MultiCallbacks(Callback):
         self._set(members)
         return callback
 
+    def resume_checkpoint(self) -> str | None:
+        return self._list.resume_checkpoint()
+
+    def preemption_checkpoints(self) -> list[str]:
+        return self._list.preemption_checkpoints()
+
     def set_manager(self, manager: Any) -> None:
         super().set_manager(manager)
         self._list.set_manager(manager)

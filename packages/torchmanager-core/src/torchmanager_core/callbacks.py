@@ -82,6 +82,10 @@ class Callback:
         """A checkpoint this callback asks `fit` to resume from (`Experiment(resume=True)` does), else None."""
         return None
 
+    def preemption_checkpoints(self) -> list[str]:
+        """The files `fit` saves the run to when a signal preempts it (a `LastCheckpoint`'s path), else none."""
+        return []
+
     def on_train_start(self, initial_epoch: int = 0) -> None:
         """Training starts at epoch index `initial_epoch`."""
 
@@ -238,6 +242,10 @@ class CallbackList(Callback):
                 f"Callbacks ask to resume from different checkpoints; keep one of them. Received: {sorted(paths)}"
             )
         return paths.pop() if paths else None
+
+    def preemption_checkpoints(self) -> list[str]:
+        """Every callback's preemption checkpoints, each path once, in list order."""
+        return list(dict.fromkeys(path for callback in self._callbacks for path in callback.preemption_checkpoints()))
 
     def on_train_start(self, initial_epoch: int = 0) -> None:
         self._call("on_train_start", initial_epoch)

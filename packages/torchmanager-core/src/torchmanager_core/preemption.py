@@ -1,7 +1,8 @@
 """Preemption: SIGTERM or SIGUSR1 during `fit` ends the run after an optimizer update, saved, with a known exit code.
 
 Who owns what: this module installs the signal handlers for the duration of a `fit` (main thread
-only, the previous handlers back afterwards) and says which files a preempted run is saved to. The
+only, the previous handlers back afterwards); callbacks say which files a preempted run is saved to
+(`Callback.preemption_checkpoints`: a `LastCheckpoint`'s path, an `Experiment`'s `last.model`). The
 loop (`training`) decides when to act: after the optimizer update that ends the current
 accumulation window, or at an epoch's end, with every process agreeing on the same step; then it
 saves, logs one line and raises `errors.Preempted`, a `SystemExit` with code 128 + the signal's
@@ -12,18 +13,16 @@ that signal ended, so a scheduler sees the code it expects from a job it termina
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-from .callbacks import Callback
 from .errors import Preempted
 from .run_state import RunState
 
-__all__ = ["SIGNALS", "checkpoint_paths", "deferred_signals"]
+__all__ = ["SIGNALS", "deferred_signals"]
 
 SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)
@@ -64,21 +63,3 @@ def deferred_signals(run: RunState) -> Iterator[bool]:
         pending, run.signal = run.signal, None
         if pending is not None:
             signal.raise_signal(pending)
-
-
-def checkpoint_paths(callbacks: Iterable[Callback]) -> list[str]:
-    """The files a preempted run is saved to: each callback's `preemption_checkpoint()` (a `LastCheckpoint`'s
-    path; an `Experiment`'s `last.model`), members of callback groups included, each path once."""
-    paths: list[str] = []
-    for callback in callbacks:
-        ask = getattr(callback, "preemption_checkpoint", None)
-        if callable(ask):
-            found = [ask()]
-        elif isinstance(callback, Iterable):
-            found = checkpoint_paths(member for member in callback if isinstance(member, Callback))
-        else:
-            found = []
-        for path in found:
-            if path is not None and os.fspath(path) not in paths:
-                paths.append(os.fspath(path))
-    return paths

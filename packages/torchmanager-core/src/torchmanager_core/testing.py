@@ -320,14 +320,15 @@ class BasicTestingManager(Generic[Module], abc.ABC):
     def save_checkpoint(self, path: PathLike) -> None:
         """Write a checkpoint of the manager atomically (a crash leaves any previous file intact).
 
-        Only the main process writes; the others wait at a barrier when distributed. During `fit`,
+        Only the main process writes; every process learns whether it could (a failed write raises its
+        `CheckpointError` on each, naming the path and the reason). During `fit`,
         a call from a batch-end or epoch-end hook is a request: the loop writes the file once every
         callback has had that hook, so the checkpoint holds every callback's state of the same moment.
         """
         payload = self._payload()
-        if distributed.is_main_process():
-            checkpoint.save(payload, path)
-        distributed.barrier()
+        error = distributed.on_main_process(lambda: checkpoint.save(payload, path))
+        if error is not None:
+            raise error  # on every process alike: none is left waiting for the others
 
     def load_checkpoint(self, path: PathLike, *, map_location: Any = None, trusted: bool = False) -> dict[str, Any]:
         """Restore the model, optimizer, losses, metrics and the run's position from `path`.

@@ -394,7 +394,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             if run.agree_each_step or run.signal is not None:
                 preempted_by = self._agree_to_stop(at_update=run.window_done(self._accumulate))
                 if preempted_by:
-                    progress.close()
+                    run.close_progress()
                     self._preempt(preempted_by)  # before the values are read: reading reduces them across processes
             if run.stop or run.last_batch:
                 break
@@ -512,7 +512,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             return True
         loss = self._training.tensors().get("loss")
         value = float(loss) if loss is not None else 0.0
-        if math.isfinite(value):
+        if not distributed.any_process(not math.isfinite(value)):  # every process decides alike
             return True
         epoch = run.epoch if run.step else max(run.epoch - 1, 0)  # at an epoch's end it moved on
         where = f"at step {run.step}" if run.step else "at its end"
@@ -603,7 +603,7 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         """Save the run where every process stopped for signal `signum`, log where in one line, raise `Preempted`."""
         run = self._run
         run.signal = None  # acted on: not raised again when `fit` ends
-        paths = preemption.checkpoint_paths(run.callbacks or [])
+        paths = run.callbacks.preemption_checkpoints() if run.callbacks is not None else []
         preempted = Preempted(signum, [path for path in paths if self._write(path)])
         if distributed.is_main_process():
             where = (
