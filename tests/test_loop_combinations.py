@@ -190,3 +190,50 @@ def test_fit_reproduces_a_hand_loop_with_validation_accumulation_and_a_schedule(
     torch.testing.assert_close(manager.raw_model.weight, hand.weight, rtol=1e-5, atol=1e-6)
     assert [h["val_loss"] for h in manager.history] == pytest.approx(val_losses, rel=1e-5)
     assert [h["lr"] for h in manager.history] == [0.5, 0.25, 0.125]
+
+
+class DoubledAccuracy(torchmanager.metrics.SparseCategoricalAccuracy):
+    """A subclass replacing `forward`: its value must count, whichever path the step takes."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(input, target)
+
+
+def plain_accuracy(y: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    return (y.argmax(-1) == label).float().mean()
+
+
+@pytest.mark.parametrize(
+    ("metric", "scale"),
+    [(torchmanager.metrics.SparseCategoricalAccuracy, 1.0), (DoubledAccuracy, 2.0), (lambda: plain_accuracy, 1.0)],
+)
+def test_a_step_whose_values_nobody_reads_gives_the_same_epoch(metric: Any, scale: float) -> None:
+    """Without a reader the default step makes no batch values (the accuracy counts hits directly)."""
+    x, y = blobs(44, seed=2)
+    data = batches(x, y, 8)  # 5 batches of 8 and one of 4
+
+    def run(read: bool) -> tuple[torchmanager.Manager, list[dict[str, Any]]]:
+        returned: list[dict[str, Any]] = []
+        manager = make_manager(lr=0.1, metrics={"accuracy": metric()})
+        callbacks = [LambdaCallback(post_fn=lambda b, s: returned.append(s), freq=Frequency.BATCH)] if read else []
+        manager.fit(data, epochs=2, callbacks_list=callbacks)
+        return manager, returned
+
+    fast, nothing = run(read=False)
+    full, returned = run(read=True)
+    assert nothing == [] and all(set(s) == {"loss", "accuracy"} for s in returned)
+    assert fast.history == full.history
+    for a, b in zip(fast.raw_model.parameters(), full.raw_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    torch.manual_seed(0)
+    hand = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(hand.parameters(), lr=0.1)
+    for epoch in range(2):
+        correct = 0
+        for xb, yb in data:
+            out = hand(xb)
+            correct += int((out.argmax(-1) == yb).sum())
+            optimizer.zero_grad()
+            F.cross_entropy(out, yb).backward()
+            optimizer.step()
+        assert fast.history[epoch]["accuracy"] == pytest.approx(scale * correct / 44, rel=1e-6)

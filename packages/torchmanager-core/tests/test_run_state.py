@@ -347,9 +347,9 @@ def test_the_data_generators_come_back_on_resume(tmp_path: Path, kind: str, epoc
     unrestored.load_checkpoint(path)
     run = unrestored._run
     assert run.resume_rng is not None and len(run.resume_rng.data) == 1
-    run.resume_rng = RandomSnapshot(run.resume_rng.generators)
+    run.resume_rng = RandomSnapshot(packed=run.resume_rng.generators)
     if run.epoch_rng is not None:
-        run.epoch_rng = RandomSnapshot(run.epoch_rng.generators)
+        run.epoch_rng = RandomSnapshot(packed=run.epoch_rng.generators)
     unrestored.fit(loader_with(kind, seed=12345), epochs=3)
     assert not all(
         torch.equal(a, b)

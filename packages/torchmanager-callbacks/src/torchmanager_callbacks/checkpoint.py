@@ -116,6 +116,8 @@ class LastCheckpoint(_Saving):
         CheckpointError: The folder of `ckpt_path` cannot be created or written.
     """
 
+    reads_batch_summary = False  # step checkpoints count optimizer updates, never the batch values
+
     def __init__(
         self,
         manager: CheckpointManager | None,

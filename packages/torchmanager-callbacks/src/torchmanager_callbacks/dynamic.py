@@ -28,6 +28,8 @@ class DynamicWeight(FrequencyCallback, abc.ABC):
         TypeError: `weighted` has no `weight` attribute.
     """
 
+    reads_batch_summary = False  # the weight is a function of the step, not of the batch values
+
     def __init__(
         self,
         weighted: Weighted,

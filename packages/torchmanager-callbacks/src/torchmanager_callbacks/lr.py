@@ -37,6 +37,8 @@ class LrScheduler(FrequencyCallback):
         ValueError: A start frequency; `ReduceLROnPlateau` at batch frequency; `monitor` for another scheduler.
     """
 
+    reads_batch_summary = False  # per-update schedules step without the batch values
+
     def __init__(
         self,
         scheduler: LRScheduler | ReduceLROnPlateau,

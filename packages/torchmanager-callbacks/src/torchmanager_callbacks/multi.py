@@ -37,6 +37,7 @@ class MultiCallbacks(Callback):
     def _set(self, callbacks: list[Callback]) -> None:
         self._list = CallbackList(callbacks)
         self._members = callbacks
+        self.reads_batch_summary = self._list.reads_batch_summary
         used = {hook for hook in HOOKS if any(overrides(c, hook) for c in callbacks)}
         select_hooks(self, MultiCallbacks, set(HOOKS) - used)
 

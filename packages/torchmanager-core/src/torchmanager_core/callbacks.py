@@ -71,6 +71,10 @@ class Callback:
     unused_hooks: frozenset[str] = frozenset()
     """Overridden hooks that this instance's settings never act in; the loop skips them too."""
 
+    reads_batch_summary: bool = True
+    """Whether its `on_batch_end` reads the batch's `summary`; a callback that never does says False,
+    so that the default step need not make the batch values (it then gets `{}`)."""
+
     manager: Any = None
     """The manager running this callback: set by `fit` (and `test`) before the first hook, as Keras's `set_model`."""
 
@@ -218,6 +222,7 @@ class CallbackList(Callback):
                 )
             check_hooks(callback, f"callbacks_list[{i}]")
         self._by_hook = {hook: [c for c in self._callbacks if overrides(c, hook)] for hook in HOOKS}
+        self.reads_batch_summary = any(c.reads_batch_summary for c in self._by_hook["on_batch_end"])
 
     def __iter__(self) -> Iterator[Callback]:
         return iter(self._callbacks)

@@ -206,6 +206,10 @@ class CompiledMetrics(_Streams, Mapping[str, Callable[..., Any]]):
     def __init__(self, metrics: Mapping[str, Callable[..., Any]]) -> None:
         super().__init__(metrics)
         self.training_names = [name for name in self.fns if not name.startswith("val_")]
+        # metrics that can add a batch without making its value (`update_state`: ours)
+        self.counting = {
+            name: self.stateful[name] and callable(getattr(fn, "update_state", None)) for name, fn in self.fns.items()
+        }
 
     def owned(self, training: bool) -> list[str]:
         """The summary names these metrics report in training or in testing."""
@@ -214,17 +218,32 @@ class CompiledMetrics(_Streams, Mapping[str, Callable[..., Any]]):
     def __call__(self, y: Any, label: Any, *, training: bool) -> dict[str, torch.Tensor]:
         """Update each metric with a batch and return its batch value (no gradient)."""
         if isinstance(y, torch.Tensor) and not y.requires_grad:
-            return self._update(y, label, training)  # nothing to track: spare the no_grad context
+            return self._update(y, label, training, True)  # nothing to track: spare the no_grad context
         with torch.no_grad():
-            return self._update(y, label, training)
+            return self._update(y, label, training, True)
 
-    def _update(self, y: Any, label: Any, training: bool) -> dict[str, torch.Tensor]:
-        """Update each metric with a batch and return its batch value (the body of `__call__`)."""
+    def update_state(self, y: Any, label: Any, *, training: bool) -> None:
+        """Update each metric with a batch without making its batch value (for a step whose values nobody reads).
+
+        A metric with its own `update_state` (ours) counts directly; any other is called as usual.
+        """
+        if isinstance(y, torch.Tensor) and not y.requires_grad:
+            self._update(y, label, training, False)
+        else:
+            with torch.no_grad():
+                self._update(y, label, training, False)
+
+    def _update(self, y: Any, label: Any, training: bool, wanted: bool) -> dict[str, torch.Tensor]:
+        """Update each metric with a batch; its batch values, when `wanted` (the body of `__call__` and `update_state`)."""
         n = 0 if self.all_stateful else count_samples(y, label)
         values: dict[str, torch.Tensor] = {}
         for name in self.owned(training):
+            fn = self.fns[name]
             try:
-                value = self.fns[name](y, label)
+                if not wanted and self.counting[name]:
+                    fn.update_state(y, label)  # type: ignore[attr-defined]
+                    continue
+                value = fn(y, label)
             except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as error:
                 raise MetricError(
                     name,

@@ -60,9 +60,15 @@ class Placement:
         self._depth = 0
 
     @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        """The dtype forward passes autocast to, or None for float32."""
-        return autocast_dtype(self.precision)
+    def precision(self) -> str:
+        """The precision option (see the class)."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, precision: object) -> None:
+        self._precision = check_precision(precision)
+        self.autocast_dtype = autocast_dtype(self._precision)
+        """The dtype forward passes autocast to, or None for float32 (kept: read on every batch)."""
 
     @property
     def active(self) -> bool:

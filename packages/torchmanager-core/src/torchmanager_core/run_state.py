@@ -18,7 +18,15 @@ import torch
 
 from .callbacks import CallbackList
 from .progress import EpochProgress, RunEta
-from .random import get_data_rng_state, get_rng_state, set_data_rng_state, set_rng_state
+from .random import (
+    RawRngState,
+    capture_rng_state,
+    get_data_rng_state,
+    pack_rng_state,
+    restore_rng_state,
+    set_data_rng_state,
+    set_rng_state,
+)
 
 __all__ = ["CheckpointErrorPolicy", "NonFinitePolicy", "RandomSnapshot", "RunState"]
 
@@ -30,20 +38,34 @@ CheckpointErrorPolicy = Literal["raise", "continue"]
 class RandomSnapshot:
     """The state of every generator a run draws from: the global ones and those the training data owns.
 
-    `generators` is `random.get_rng_state()`; `data` the states of `random.data_generators(data)`.
+    Taken in memory as the libraries give it (`raw`, cheap: `fit` takes one per epoch) or read from
+    a checkpoint (`packed`, `random.get_rng_state()`'s layout); `data` holds the states of
+    `random.data_generators(data)`.
     """
 
-    generators: Mapping[str, Any]
+    raw: RawRngState | None = None
+    packed: Mapping[str, Any] | None = None
     data: tuple[torch.Tensor, ...] = ()
 
     @classmethod
     def take(cls, data: object) -> RandomSnapshot:
         """Snapshot the global generators and those of `data` (the training data; None for none)."""
-        return cls(get_rng_state(), tuple(get_data_rng_state(data)) if data is not None else ())
+        return cls(capture_rng_state(), None, tuple(get_data_rng_state(data)) if data is not None else ())
+
+    @property
+    def generators(self) -> Mapping[str, Any]:
+        """The global generators' states in `random.get_rng_state()`'s checkpoint-safe layout."""
+        if self.packed is not None:
+            return self.packed
+        assert self.raw is not None
+        return pack_rng_state(self.raw)
 
     def restore(self, data: object) -> None:
         """Set every generator back (the data's only when `data` is given and states were taken)."""
-        set_rng_state(self.generators)
+        if self.raw is not None:
+            restore_rng_state(self.raw)
+        else:
+            set_rng_state(self.generators)
         if data is not None and self.data:
             set_data_rng_state(data, self.data)
 
@@ -55,8 +77,8 @@ class RandomSnapshot:
         if state is None:
             return None
         if "generators" not in state:  # format 1 stored `get_rng_state()` alone
-            return cls(dict(state))
-        return cls(dict(state["generators"]), tuple(state.get("data", ())))
+            return cls(packed=dict(state))
+        return cls(packed=dict(state["generators"]), data=tuple(state.get("data", ())))
 
 
 @dataclass(eq=False)
@@ -82,6 +104,8 @@ class RunState:
         on_checkpoint_error: "raise" or "continue" when a checkpoint cannot be written during `fit`.
         agree_each_step: Whether every process checks the stop flag after each batch (only when a
             stop can be decided mid-epoch under torchrun: it costs a collective per step).
+        step_values_read: Whether anything reads a step's batch values (a custom step, a callback
+            reading batch summaries); without, the default step does not make them.
         active: Whether a `fit` is running.
         dispatching: Whether the loop is calling a batch-end or epoch-end hook (saves are requests then).
         data: The training data of the `fit` in progress (its generators are saved with the run).
@@ -109,6 +133,7 @@ class RunState:
     on_nonfinite: NonFinitePolicy = "raise"
     on_checkpoint_error: CheckpointErrorPolicy = "raise"
     agree_each_step: bool = False
+    step_values_read: bool = True
     active: bool = False
     dispatching: bool = False
     data: object = None

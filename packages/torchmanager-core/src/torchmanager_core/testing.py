@@ -156,17 +156,23 @@ class BasicTestingManager(Generic[Module], abc.ABC):
             ModelError: The model failed on `input` (the message names its shape).
             LossError: A loss failed on the output and label.
         """
+        if self._placement.autocast_dtype is None:  # float32: no context to enter on every batch
+            return self._model_and_loss(input, target)
         with self._placement.autocast():
-            try:
-                y = self.model(input)
-            except (RuntimeError, ValueError, TypeError, IndexError) as error:
-                raise ModelError(
-                    f"The model failed on an input of {describe(input)}: {error} Check that the data's input fits the "
-                    f"model (its shape, dtype and device). Received: input of {describe(input)}"
-                ) from error
-            if target is None or self.compiled_losses is None:
-                return y, None
-            return y, self.compiled_losses(y, target)
+            return self._model_and_loss(input, target)
+
+    def _model_and_loss(self, input: Any, target: Any) -> tuple[Any, torch.Tensor | None]:
+        """The body of `forward`, under its precision."""
+        try:
+            y = self.model(input)
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            raise ModelError(
+                f"The model failed on an input of {describe(input)}: {error} Check that the data's input fits the "
+                f"model (its shape, dtype and device). Received: input of {describe(input)}"
+            ) from error
+        if target is None or self.compiled_losses is None:
+            return y, None
+        return y, self.compiled_losses(y, target)
 
     def eval(self, input: Any, target: Any, training: bool = False) -> dict[str, torch.Tensor]:
         """Update the metrics with a batch's output `input` and label `target`; returns their batch values."""

@@ -582,6 +582,10 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             run.callbacks = callbacks
             # a signal reaches the processes at different moments: they agree after each batch
             run.agree_each_step = distributed.is_distributed() and (deferred or self._may_stop_mid_epoch(callbacks))
+            # whether anything reads a step's values: a custom step may, a callback that says so does
+            run.step_values_read = (
+                type(self).train_step is not TrainingManager.train_step or callbacks.reads_batch_summary
+            )
             counting = optimizer.register_step_post_hook(lambda *_: self._count_update())
             self._structure = None
             try:
@@ -779,7 +783,12 @@ class TrainingManager(BasicTrainingManager[Module], TestingManager[Module]):
     """
 
     def train_step(self, x_train: Any, y_train: Any) -> dict[str, Any]:
-        """Forward, loss, gradients, update, metrics; returns the batch values as device tensors."""
+        """Forward, loss, gradients, update, metrics; returns the batch values as device tensors.
+
+        When nothing reads them (decided once per `fit`: the default step, no callback reading a
+        batch summary), the metrics count the batch without making its values and it returns `{}`:
+        the epoch's values are the same.
+        """
         y, loss = self.forward(x_train, y_train)
         assert loss is not None  # `fit` checked that there is a loss_fn
         if not loss.requires_grad:
@@ -789,8 +798,12 @@ class TrainingManager(BasicTrainingManager[Module], TestingManager[Module]):
             )
         self.backward(loss)
         self.optimize()
+        y = y.detach() if isinstance(y, torch.Tensor) else y
+        if not self._run.step_values_read and type(self).eval is BasicTestingManager.eval:
+            self.compiled_metrics.update_state(y, y_train, training=True)  # nothing reads the batch values
+            return {}
         summary: dict[str, Any] = {"loss": loss.detach()}
-        summary.update(self.eval(y.detach() if isinstance(y, torch.Tensor) else y, y_train, training=True))
+        summary.update(self.eval(y, y_train, training=True))
         return summary
 
 

@@ -11,9 +11,11 @@ gives the exact epoch value over uneven batches.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from .metric import Metric, at_least_float32
+from .metric import Metric, at_least_float32, overrides
 
 __all__ = [
     "Accuracy",
@@ -111,24 +113,36 @@ def _mean_of(correct: torch.Tensor) -> torch.Tensor:
     return torch.mean(correct, dtype=torch.float32)  # one kernel: no float copy of the bool tensor first
 
 
-def accuracy(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The fraction of elements of `input` equal to `target` (same shapes)."""
+def _hits(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     input, target = _check_tensor(input, "input"), _check_tensor(target, "target")
     _check_same_shape(input, target)
-    return _mean_of(input.eq(target))
+    return input.eq(target)
+
+
+def _sparse_categorical_hits(input: torch.Tensor, target: torch.Tensor, dim: int) -> torch.Tensor:
+    return predicted_classes(input, target, dim).eq(target)
+
+
+def _categorical_hits(input: torch.Tensor, target: torch.Tensor, dim: int) -> torch.Tensor:
+    input, target = _check_tensor(input, "input"), _check_tensor(target, "target")
+    _check_same_shape(input, target)
+    d = _check_dim(dim, input.dim())
+    return input.argmax(d).eq(target.argmax(d))
+
+
+def accuracy(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The fraction of elements of `input` equal to `target` (same shapes)."""
+    return _mean_of(_hits(input, target))
 
 
 def sparse_categorical_accuracy(input: torch.Tensor, target: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """The fraction of samples whose argmax over `dim` of `input` equals the integer label."""
-    return _mean_of(predicted_classes(input, target, dim).eq(target))
+    return _mean_of(_sparse_categorical_hits(input, target, dim))
 
 
 def categorical_accuracy(input: torch.Tensor, target: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """The fraction of samples whose argmax over `dim` is the same in `input` and one-hot `target`."""
-    input, target = _check_tensor(input, "input"), _check_tensor(target, "target")
-    _check_same_shape(input, target)
-    d = _check_dim(dim, input.dim())
-    return _mean_of(input.argmax(d).eq(target.argmax(d)))
+    return _mean_of(_categorical_hits(input, target, dim))
 
 
 def binary_accuracy(
@@ -141,11 +155,15 @@ def binary_accuracy(
         target: Labels of the same shape; values above 0.5 are positive (soft labels are rounded).
         threshold: The probability above which a prediction is positive.
     """
+    return _mean_of(_binary_hits(input, target, threshold, from_logits))
+
+
+def _binary_hits(input: torch.Tensor, target: torch.Tensor, threshold: float, from_logits: bool) -> torch.Tensor:
     input, target = _check_tensor(input, "input"), _check_tensor(target, "target")
     _check_same_shape(input, target)
     input = at_least_float32(input)  # a bfloat16 sigmoid or threshold rounds values across the threshold
     probabilities = input.sigmoid() if from_logits else input
-    return _mean_of((probabilities > threshold).eq(target > 0.5))
+    return (probabilities > threshold).eq(target > 0.5)
 
 
 def _check_k(k: object) -> int:
@@ -170,14 +188,39 @@ def top_k_accuracy(input: torch.Tensor, target: torch.Tensor, k: int, dim: int =
     return _mean_of(top.eq(target.unsqueeze(d).long()).any(d))
 
 
-class Accuracy(Metric):
-    """Elementwise accuracy: the fraction of `input` elements equal to `target`."""
+class _HitRate(Metric):
+    """A metric whose batch value is the fraction of hits (`hits(input, target)`, a bool tensor): the accuracy family.
+
+    Its state is the count of hits and of samples. `update_state` (what a loop that never reads
+    the batch value calls) adds the batch's hits without making their mean first, unless a
+    subclass replaced `forward`, `update` or `__call__`, or a hook is registered: then it calls the
+    metric, so that the replacement runs (decided once, when the metric is made).
+    """
 
     def __init__(self, *, target: str | None = None) -> None:
         super().__init__(target=target)
+        self._counts_hits = not any(overrides(self, _HitRate, name) for name in ("forward", "update", "__call__"))
+
+    def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Which elements (or samples) of a batch are right, as a bool tensor."""
+        raise NotImplementedError(f"{type(self).__name__} must define `hits(input, target)`.")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return accuracy(input, target)
+        return _mean_of(self.hits(input, target))
+
+    def update_state(self, input: Any, target: Any = None) -> None:
+        if not self._counts_hits or self._target is not None or self.hooked:
+            self(input, target)
+            return
+        hits = self.hits(input, target)
+        self.accumulate_sum(hits.sum(), hits.numel())
+
+
+class Accuracy(_HitRate):
+    """Elementwise accuracy: the fraction of `input` elements equal to `target`."""
+
+    def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _hits(input, target)
 
 
 class SparseCategoricalAccuracy(Accuracy):
@@ -193,8 +236,8 @@ class SparseCategoricalAccuracy(Accuracy):
         super().__init__(target=target)
         self.dim = check_dim_arg(dim)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sparse_categorical_accuracy(input, target, self.dim)
+    def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _sparse_categorical_hits(input, target, self.dim)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -203,11 +246,11 @@ class SparseCategoricalAccuracy(Accuracy):
 class CategoricalAccuracy(SparseCategoricalAccuracy):
     """Accuracy of the argmax over `dim` of scores against one-hot or probability labels."""
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return categorical_accuracy(input, target, self.dim)
+    def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _categorical_hits(input, target, self.dim)
 
 
-class BinaryAccuracy(Metric):
+class BinaryAccuracy(_HitRate):
     """Accuracy of thresholded probabilities (or logits) against 0/1 labels of the same shape.
 
     Args:
@@ -223,8 +266,8 @@ class BinaryAccuracy(Metric):
         self.threshold = float(threshold)
         self.from_logits = from_logits
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return binary_accuracy(input, target, self.threshold, self.from_logits)
+    def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _binary_hits(input, target, self.threshold, self.from_logits)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, from_logits={self.from_logits}"

@@ -182,6 +182,11 @@ class Metric(torch.nn.Module):
             return _update_in_module_call(self, input, target)
         return self.update(input, target)
 
+    @property
+    def hooked(self) -> bool:
+        """Whether a hook is registered on this metric or globally (then calls run `nn.Module.__call__`)."""
+        return bool(self._hooked or _GLOBAL_FORWARD_PRE or _GLOBAL_FORWARD or _GLOBAL_BACKWARD_PRE or _GLOBAL_BACKWARD)
+
     def _run_update(self, input: Any, target: Any) -> torch.Tensor:
         """`update`, inside `nn.Module.__call__` when a hook is set on this module or globally (so it fires).
 
@@ -232,6 +237,14 @@ class Metric(torch.nn.Module):
         self.accumulate(value, batch_size(input, target))
         return value
 
+    def update_state(self, input: Any, target: Any = None) -> None:
+        """Add one batch to the state without returning its value (a loop that never reads it calls this).
+
+        By default it calls the metric, so hooks and every override run; a metric whose state is
+        a count (the accuracy family) adds the count directly, one step fewer.
+        """
+        self(input, target)
+
     def accumulate(self, value: torch.Tensor | float, n: int = 1) -> None:
         """Add a batch mean `value` over `n` samples to the running mean, on `value`'s device.
 
@@ -239,16 +252,34 @@ class Metric(torch.nn.Module):
         """
         if n == 0:
             return
+        value = self._summable(value)
+        self._total_like(value).add_(value, alpha=n)
+        self.__dict__["_pending_count"] = self._pending_count + n
+        self.__dict__["_num_updates"] = self._num_updates + 1
+
+    def accumulate_sum(self, total: torch.Tensor, n: int) -> None:
+        """Add the sum `total` of `n` samples' values to the running mean (`accumulate(total / n, n)`, exactly)."""
+        if n == 0:
+            return
+        total = self._summable(total)
+        self._total_like(total).add_(total)
+        self.__dict__["_pending_count"] = self._pending_count + n
+        self.__dict__["_num_updates"] = self._num_updates + 1
+
+    def _summable(self, value: torch.Tensor | float) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value)
         value = value.detach()
         if value.dtype is not torch.float32 and value.dtype is not torch.float64:
             value = value.float()  # bfloat16/float16 sums stop growing or overflow; integers need a float mean
+        return value
+
+    def _total_like(self, value: torch.Tensor) -> torch.Tensor:
+        """The `total` state, made for `value`'s device, dtype and shape at the first batch after a reset."""
         # buffers read from `_buffers` and counters set in `__dict__`: Module.__getattr__/__setattr__
         # cost microseconds a call, and this runs for every metric on every batch
         total = self._buffers["total"]
         if self._num_updates == 0 or total is None:
-            # the first batch after a reset decides the device, dtype and shape of the mean state
             total = self.total = torch.zeros(value.shape, dtype=value.dtype, device=value.device)
             self.count = torch.zeros((), dtype=torch.int64, device=value.device)
         elif value.shape != total.shape:
@@ -256,9 +287,7 @@ class Metric(torch.nn.Module):
                 f"{type(self).__name__} returned a value of shape {tuple(value.shape)} after values of shape "
                 f"{tuple(total.shape)}: a metric's value must keep one shape between resets."
             )
-        total.add_(value, alpha=n)
-        self.__dict__["_pending_count"] = self._pending_count + n
-        self.__dict__["_num_updates"] = self._num_updates + 1
+        return total
 
     def materialize(self) -> None:
         """Write the host-side sample counter into the `count` state (done before any read of the state).

@@ -11,12 +11,14 @@ import os
 import random as _python_random
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import rand, rand_like, randint, randint_like, randn, randn_like, randperm
 
 __all__ = [
+    "RawRngState",
+    "capture_rng_state",
     "data_generators",
     "freeze_seed",
     "get_data_rng_state",
@@ -30,6 +32,8 @@ __all__ = [
     "randn",
     "randn_like",
     "randperm",
+    "pack_rng_state",
+    "restore_rng_state",
     "set_data_rng_state",
     "set_rng_state",
     "unfreeze_seed",
@@ -120,22 +124,48 @@ def unfreeze_seed() -> int:
     return seed
 
 
-def get_rng_state() -> dict[str, Any]:
-    """Snapshot every generator, as tensors, ints and floats only, so `checkpoint.load` can read it back.
+class RawRngState(NamedTuple):
+    """Every generator's state as its library gives it (cheap to take; `pack_rng_state` makes it checkpoint-safe)."""
 
-    Returns:
-        A dict with "python" and "torch", plus "cuda" when CUDA is available and "numpy" when installed.
-    """
-    version, internal, gauss_next = _python_random.getstate()
+    python: tuple[Any, ...]
+    torch: torch.Tensor
+    cuda: list[torch.Tensor] | None
+    numpy: tuple[Any, ...] | None
+
+
+def capture_rng_state() -> RawRngState:
+    """Every generator's state now, in memory (no conversion: `fit` takes one per epoch)."""
+    numpy = _numpy()
+    return RawRngState(
+        _python_random.getstate(),
+        torch.get_rng_state(),
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        numpy.random.get_state(legacy=True) if numpy is not None else None,
+    )
+
+
+def restore_rng_state(raw: RawRngState) -> None:
+    """Put back the states `capture_rng_state` took."""
+    _python_random.setstate(raw.python)
+    torch.set_rng_state(raw.torch)
+    if raw.cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(raw.cuda[: torch.cuda.device_count()])
+    numpy = _numpy()
+    if raw.numpy is not None and numpy is not None:
+        numpy.random.set_state(raw.numpy)
+
+
+def pack_rng_state(raw: RawRngState) -> dict[str, Any]:
+    """`raw` as tensors, ints and floats only, so `checkpoint.load` can read it back (`get_rng_state`'s layout)."""
+    version, internal, gauss_next = raw.python
     state: dict[str, Any] = {
         "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
-        "torch": torch.get_rng_state(),
+        "torch": raw.torch,
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    numpy = _numpy()
-    if numpy is not None:
-        _, keys, pos, has_gauss, cached = numpy.random.get_state(legacy=True)
+    if raw.cuda is not None:
+        state["cuda"] = raw.cuda
+    if raw.numpy is not None:
+        _, keys, pos, has_gauss, cached = raw.numpy
         state["numpy"] = {
             "keys": torch.from_numpy(keys.astype("int64")),
             "pos": int(pos),
@@ -143,6 +173,15 @@ def get_rng_state() -> dict[str, Any]:
             "cached_gaussian": float(cached),
         }
     return state
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Snapshot every generator, as tensors, ints and floats only, so `checkpoint.load` can read it back.
+
+    Returns:
+        A dict with "python" and "torch", plus "cuda" when CUDA is available and "numpy" when installed.
+    """
+    return pack_rng_state(capture_rng_state())
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
