@@ -102,8 +102,8 @@ def constant_batches(value: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 @pytest.fixture(autouse=True)
-def quiet() -> None:
-    logging.getLogger("torchmanager").setLevel(logging.WARNING)
+def quiet(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="torchmanager")  # put back after the test
 
 
 @pytest.mark.parametrize(

@@ -55,8 +55,8 @@ def weighted_mean(values: list[torch.Tensor], batches: list[tuple[torch.Tensor, 
 
 
 @pytest.fixture(autouse=True)
-def quiet() -> None:
-    logging.getLogger("torchmanager").setLevel(logging.WARNING)
+def quiet(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="torchmanager")  # put back after the test
 
 
 def test_overridden_forwards_are_the_values_of_fit_and_test() -> None:

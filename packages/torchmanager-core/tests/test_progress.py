@@ -124,8 +124,9 @@ def test_the_run_eta_is_the_mean_step_time_times_the_steps_left() -> None:
 
 
 def test_fit_shows_one_line_an_epoch_with_validation_and_logs_it_once(
-    capsys: pytest.CaptureFixture[str], tmp_path: Any
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, tmp_path: Any
 ) -> None:
+    caplog.set_level(logging.INFO, logger="torchmanager")
     x, y = blobs(24)
     model = linear()
     manager = Manager(
@@ -151,7 +152,10 @@ def test_fit_shows_one_line_an_epoch_with_validation_and_logs_it_once(
     assert (tmp_path / "run.log").read_text().count("Epoch 1/2: loss=") == 1  # ... a log file still gets it
 
 
-def test_by_default_tests_and_log_files_get_no_bars(capsys: pytest.CaptureFixture[str]) -> None:
+def test_by_default_tests_and_log_files_get_no_bars(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="torchmanager")
     x, y = blobs(16)
     model = linear()
     Manager(model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss()).fit(
