@@ -384,7 +384,8 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             if batch_start:
                 self._dispatch(callbacks.on_batch_start, run.step)
             summary = self.train_step(x, y)
-            values.record(summary, x, y)
+            if summary or not isinstance(summary, dict):  # the default step returns {} when nothing reads it
+                values.record(summary, x, y)
             run.step += 1
             if batch_end:
                 self._dispatch(callbacks.on_batch_end, run.step - 1, summary)

@@ -235,9 +235,16 @@ class SparseCategoricalAccuracy(Accuracy):
     def __init__(self, dim: int = -1, *, target: str | None = None) -> None:
         super().__init__(target=target)
         self.dim = check_dim_arg(dim)
+        self._checked: tuple[Any, ...] | None = None  # the layout of the last batch whose argmax passed the checks
 
     def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return _sparse_categorical_hits(input, target, self.dim)
+        layout = (input.shape, target.shape, input.dtype, target.dtype)
+        if layout == self._checked:  # the same layout as the last batch: the same checks, passed
+            return input.argmax(self.dim).eq(target)
+        hits = _sparse_categorical_hits(input, target, self.dim)
+        scores = input.dim() == target.dim() + 1 and input.shape[self.dim] > 1 and not target.is_floating_point()
+        self.__dict__["_checked"] = layout if scores else None  # only argmax scores take the short way
+        return hits
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"

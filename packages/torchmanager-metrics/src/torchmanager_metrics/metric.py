@@ -258,11 +258,15 @@ class Metric(torch.nn.Module):
         self.__dict__["_num_updates"] = self._num_updates + 1
 
     def accumulate_sum(self, total: torch.Tensor, n: int) -> None:
-        """Add the sum `total` of `n` samples' values to the running mean (`accumulate(total / n, n)`, exactly)."""
+        """Add the sum `total` of `n` samples' values to the running mean (`accumulate(total / n, n)`, exactly).
+
+        An integer sum (a count of hits) is added into the float state as it is: no conversion first.
+        """
         if n == 0:
             return
-        total = self._summable(total)
-        self._total_like(total).add_(total)
+        if total.dtype in _NARROW_FLOATS:
+            total = total.float()
+        self._total_like(total).add_(total.detach())
         self.__dict__["_pending_count"] = self._pending_count + n
         self.__dict__["_num_updates"] = self._num_updates + 1
 
@@ -275,13 +279,15 @@ class Metric(torch.nn.Module):
         return value
 
     def _total_like(self, value: torch.Tensor) -> torch.Tensor:
-        """The `total` state, made for `value`'s device, dtype and shape at the first batch after a reset."""
+        """The `total` state, made for `value`'s device and shape (float32 or wider) at the first batch after a reset."""
         # buffers read from `_buffers` and counters set in `__dict__`: Module.__getattr__/__setattr__
         # cost microseconds a call, and this runs for every metric on every batch
-        total = self._buffers["total"]
+        buffers = self._buffers
+        total = buffers["total"]
         if self._num_updates == 0 or total is None:
-            total = self.total = torch.zeros(value.shape, dtype=value.dtype, device=value.device)
-            self.count = torch.zeros((), dtype=torch.int64, device=value.device)
+            dtype = value.dtype if value.dtype is torch.float64 else torch.float32
+            total = buffers["total"] = torch.zeros(value.shape, dtype=dtype, device=value.device)
+            buffers["count"] = torch.zeros((), dtype=torch.int64, device=value.device)
         elif value.shape != total.shape:
             raise ValueError(
                 f"{type(self).__name__} returned a value of shape {tuple(value.shape)} after values of shape "
@@ -296,21 +302,24 @@ class Metric(torch.nn.Module):
         reading `self.count` directly calls it first.
         """
         if self._pending_count:
-            self.count.add_(self._pending_count)
+            self._buffers["count"].add_(self._pending_count)  # type: ignore[union-attr]
             self.__dict__["_pending_count"] = 0
 
     def compute(self) -> torch.Tensor:
         """The epoch value from the state: by default the sample-weighted mean (NaN when empty)."""
         self.materialize()
-        return self.total / self.count
+        total, count = self._buffers["total"], self._buffers["count"]
+        assert total is not None and count is not None  # states are never unset
+        return total / count
 
     def reset(self) -> None:
         """Forget every batch: each state goes back to its default, on its current device."""
+        buffers = self._buffers  # every state is a buffer (`add_state`); reached directly, as in `accumulate`
         for name, default in self._defaults.items():
-            current = getattr(self, name)
-            setattr(self, name, default.to(current.device).clone())
-        self._num_updates = 0
-        self._pending_count = 0
+            current = buffers[name]
+            buffers[name] = default.to(current.device if current is not None else default.device).clone()
+        self.__dict__["_num_updates"] = 0
+        self.__dict__["_pending_count"] = 0
 
     def merge_state(self, other: Metric) -> None:
         """Fold another instance's state into this one, as if its batches had been seen here."""

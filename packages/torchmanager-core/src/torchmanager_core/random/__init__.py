@@ -130,7 +130,7 @@ class RawRngState(NamedTuple):
     python: tuple[Any, ...]
     torch: torch.Tensor
     cuda: list[torch.Tensor] | None
-    numpy: tuple[Any, ...] | None
+    numpy: dict[str, Any] | None
 
 
 def capture_rng_state() -> RawRngState:
@@ -140,7 +140,7 @@ def capture_rng_state() -> RawRngState:
         _python_random.getstate(),
         torch.get_rng_state(),
         torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        numpy.random.get_state(legacy=True) if numpy is not None else None,
+        numpy.random.get_state(legacy=False) if numpy is not None else None,  # a dict: faster than the legacy tuple
     )
 
 
@@ -165,12 +165,12 @@ def pack_rng_state(raw: RawRngState) -> dict[str, Any]:
     if raw.cuda is not None:
         state["cuda"] = raw.cuda
     if raw.numpy is not None:
-        _, keys, pos, has_gauss, cached = raw.numpy
+        mt19937 = raw.numpy["state"]
         state["numpy"] = {
-            "keys": torch.from_numpy(keys.astype("int64")),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
+            "keys": torch.from_numpy(mt19937["key"].astype("int64")),
+            "pos": int(mt19937["pos"]),
+            "has_gauss": int(raw.numpy["has_gauss"]),
+            "cached_gaussian": float(raw.numpy["gauss"]),
         }
     return state
 
