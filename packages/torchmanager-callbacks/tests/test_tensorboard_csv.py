@@ -142,6 +142,7 @@ def test_per_step_logging_is_off_by_default_and_costs_no_batch_hook(tmp_path: An
     assert "on_batch_end" in CSVLogger(str(tmp_path / "a.csv")).unused_hooks
     assert "on_batch_end" not in CSVLogger(str(tmp_path / "b.csv"), log_every_n_steps=5).unused_hooks
     with pytest.raises(
-        ValueError, match=r"`log_every_n_steps` must be an int >= 1 or None. Received: log_every_n_steps=0"
+        ValueError,
+        match=r"`log_every_n_steps` must be a positive int, or None for no per-step metrics. Received: log_every_n_steps=0",
     ):
         CSVLogger(str(tmp_path / "c.csv"), log_every_n_steps=0)

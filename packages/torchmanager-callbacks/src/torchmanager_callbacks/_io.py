@@ -8,7 +8,7 @@ from typing import Any
 
 from torchmanager_core.distributed import is_main_process
 
-__all__ = ["check_output_path", "get_state", "is_writer", "put_state"]
+__all__ = ["check_output_path", "configs_dict", "get_state", "is_writer", "put_state"]
 
 
 def is_writer() -> bool:
@@ -46,6 +46,13 @@ def check_output_path(path: str | os.PathLike[str], name: str, error: type[Excep
             f"choose another path. Received: {name}={path!r}"
         )
     return path
+
+
+def configs_dict(configs: Any) -> Any:
+    """A run's configs as a dict: its `to_dict()`, a mapping as it is, else `vars()` (an argparse Namespace)."""
+    if callable(getattr(configs, "to_dict", None)):
+        return configs.to_dict()
+    return dict(configs) if isinstance(configs, Mapping) else vars(configs)
 
 
 def put_state(checkpoint: dict[str, Any], key: str, state: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ import torch
 from torchmanager_core.configs.basic import free_experiment_folder
 from torchmanager_core.distributed import from_main_process
 
-from ._io import is_writer
+from ._io import configs_dict, is_writer
 from .checkpoint import BestCheckpoint, CheckpointManager, LastCheckpoint
 from .monitor import MonitorType, check_monitor_type
 from .multi import MultiCallbacks
@@ -82,12 +82,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _configs_dict(configs: Any) -> Any:
-    if callable(getattr(configs, "to_dict", None)):
-        return configs.to_dict()
-    return dict(configs) if isinstance(configs, Mapping) else vars(configs)
-
-
 def _settings(manager: Any) -> str:
     """One line naming the model, optimizer, losses and metrics of `manager`."""
     model = getattr(manager, "raw_model", getattr(manager, "model", None))
@@ -120,7 +114,7 @@ def write_configs(configs: Any, path: str) -> None:
     if callable(getattr(configs, "to_yaml", None)):
         configs.to_yaml(path)
         return
-    data = _configs_dict(configs)
+    data = configs_dict(configs)
     try:
         import yaml
     except ImportError as error:
@@ -260,7 +254,7 @@ class Experiment(MultiCallbacks):
             _logger.info(f"Experiment {self.name}: {start}, folder {self.experiment_dir}, monitors: {monitors}")
             _logger.info(f"Settings: {_settings(self.manager)}")
             if self.configs is not None:
-                _logger.info(f"Configs: {_plain(_configs_dict(self.configs))}")
+                _logger.info(f"Configs: {_plain(configs_dict(self.configs))}")
         super().on_train_start(initial_epoch)
 
     def _link_upstream_names(self) -> None:

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from torchmanager_core.callbacks import Callback
-from torchmanager_core.tracking import merge_summaries, to_floats
+from torchmanager_core.tracking import merge_summaries
 
-from ._io import get_state, is_writer, put_state
-from .experiment import _configs_dict
+from ._hooks import select_hooks
+from ._io import configs_dict, get_state, is_writer, put_state
+from .steps import EveryNSteps, scalar_floats
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -61,7 +62,7 @@ def flatten_params(configs: Any) -> dict[str, str]:
             "`configs` must be a torchmanager Configs, a dict or an argparse.Namespace. "
             f"Received: configs={type(configs).__name__}"
         )
-    return dict(_flat(_configs_dict(configs), ""))
+    return dict(_flat(configs_dict(configs), ""))
 
 
 def _flat(data: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str]]:
@@ -119,13 +120,7 @@ class MLflowLogger(Callback):
         tags: Mapping[str, str] | None = None,
     ) -> None:
         self._client_class = import_mlflow_client()
-        if log_every_n_steps is not None and (
-            not isinstance(log_every_n_steps, int) or isinstance(log_every_n_steps, bool) or log_every_n_steps <= 0
-        ):
-            raise ValueError(
-                f"`log_every_n_steps` must be a positive int, or None for no per-step metrics. "
-                f"Received: log_every_n_steps={log_every_n_steps!r}"
-            )
+        self._steps = EveryNSteps(log_every_n_steps)
         self.params = flatten_params(configs) if configs is not None else {}
         self.experiment = experiment
         self.folder = os.path.abspath(os.fspath(folder))
@@ -136,7 +131,8 @@ class MLflowLogger(Callback):
         self.tags = dict(tags or {})
         self.run_id: str | None = None
         self._client: MlflowClient | None = None
-        self._last_step = -1
+        if log_every_n_steps is None:
+            select_hooks(self, MLflowLogger, {"on_batch_end"})
 
     @property
     def client(self) -> MlflowClient:
@@ -150,7 +146,7 @@ class MLflowLogger(Callback):
         return self._client
 
     def on_train_start(self, initial_epoch: int = 0) -> None:
-        self._last_step = self.manager.global_step if self.manager is not None else -1
+        self._steps.start(self.manager)
         if not is_writer():
             return
         logged: Mapping[str, str] = {}
@@ -185,13 +181,9 @@ class MLflowLogger(Callback):
         return str(run.info.run_id)
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
-        if self.log_every_n_steps is None or self.manager is None or not is_writer():
-            return
-        step = int(self.manager.global_step)
-        if step == self._last_step or step % self.log_every_n_steps:
-            return  # no update at this batch (accumulating), or not a step to log
-        self._last_step = step
-        self._log_metrics({STEP_PREFIX + name: value for name, value in to_floats(summary).items()}, step)
+        step = self._steps.due(self.manager)
+        if step is not None and is_writer():
+            self._log_metrics({STEP_PREFIX + name: value for name, value in scalar_floats(summary).items()}, step)
 
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None

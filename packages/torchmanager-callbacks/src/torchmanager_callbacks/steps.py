@@ -28,7 +28,9 @@ class EveryNSteps:
 
     def __init__(self, n: int | None, name: str = "log_every_n_steps") -> None:
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"`{name}` must be an int >= 1 or None. Received: {name}={n!r}")
+            raise ValueError(
+                f"`{name}` must be a positive int, or None for no per-step metrics. Received: {name}={n!r}"
+            )
         self.n = n
         self._last: int | None = None
 
