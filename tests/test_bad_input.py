@@ -9,7 +9,7 @@ fits run with a `LastCheckpoint` on that file that saves after every step.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,13 @@ class DictNet(Net):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
         return {"out": self.fc(x)}
+
+
+class NoBatches:
+    """An iterable of unknown length that yields nothing (a stream that turned out empty)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([])
 
 
 def items(n: int, batch_size: int = 8, **options: Any) -> Dataset[Any]:
@@ -130,6 +137,33 @@ def case(
 
 MANAGER = [
     case(
+        lambda env: manager(loss_fn=CrossEntropy),
+        TypeError,
+        r"`loss_fn` is the class CrossEntropy, not an instance: write CrossEntropy\(\) \(with its arguments\)\. "
+        r"Received: loss_fn=<class",
+        id="loss-a-class",
+    ),
+    case(
+        lambda env: manager(loss_fn={"ce": CrossEntropy()}, metrics={"accuracy": SparseCategoricalAccuracy}),
+        TypeError,
+        r"`metrics\['accuracy'\]` is the class SparseCategoricalAccuracy, not an instance: write "
+        r"SparseCategoricalAccuracy\(\)",
+        id="metric-a-class",
+    ),
+    case(
+        lambda env: Manager(Net(), torch.optim.SGD),
+        TypeError,
+        r"`optimizer` must be a torch.optim.Optimizer, built over the model's parameters: "
+        r"SGD\(model.parameters\(\), lr=...\) or None",
+        id="optimizer-a-class",
+    ),
+    case(
+        lambda env: Manager(Net),
+        TypeError,
+        r"`model` must be a torch.nn.Module, not its class: build one, Net\(...\)",
+        id="model-a-class",
+    ),
+    case(
         lambda env: Manager("model"),
         TypeError,
         r"`model` must be a torch.nn.Module. Received: model=str",
@@ -192,6 +226,20 @@ MANAGER = [
 ]
 
 FIT_ARGUMENTS = [
+    case(
+        lambda env: env.fit(manager(), DATA, accumulate_grad_batches=4),
+        TypeError,
+        r"`fit` got keyword arguments it does not take: accumulate_grad_batches. `accumulate_grad_batches` is an "
+        r"option of the manager: \w*Manager\(model, optimizer, ..., accumulate_grad_batches=...\). "
+        r"Received: accumulate_grad_batches=4",
+        id="a-manager-option-given-to-fit",
+    ),
+    case(
+        lambda env: env.fit(manager(), DATA, show_verbos=True),
+        TypeError,
+        r"`fit` got keyword arguments it does not take: show_verbos. Check the spelling .* Received: show_verbos=True",
+        id="a-misspelt-fit-argument",
+    ),
     *(
         case(
             lambda env, bad=bad: env.fit(manager(), DATA, epochs=bad),
@@ -309,6 +357,25 @@ DEVICES = [
 ]
 
 DATA_CASES = [
+    case(
+        lambda env: env.fit(manager(), (batch for batch in DATA), epochs=3),
+        ValueError,
+        r"`training_dataset` is an iterator \(a generator, `iter\(...\)`\), which can be read only once, and `fit` reads "
+        r"it in each of the 3 epochs: give a list, .* Received: training_dataset=<generator",
+        id="generator-for-3-epochs",
+    ),
+    case(
+        lambda env: env.fit(manager(), DATA, epochs=2, val_dataset=iter(DATA)),
+        ValueError,
+        r"`val_dataset` is an iterator .* reads it in each of the 2 epochs: .* Received: val_dataset=<list_iterator",
+        id="iterator-to-validate-on-for-2-epochs",
+    ),
+    case(
+        lambda env: env.fit(manager(), DATA, val_dataset=NoBatches(), every_step=False),
+        ValueError,
+        r"The data set to validate on yielded no batches; give a non-empty data set. Received: val_dataset=<",
+        id="validation-data-yielding-nothing",
+    ),
     case(
         lambda env: env.fit(manager(), []),
         ValueError,
@@ -476,6 +543,26 @@ KEYS = [
 ]
 
 CALLBACKS = [
+    case(
+        lambda env: LastCheckpoint(Net(), str(env.tmp / "l.model"), optimizer=torch.optim.SGD(Net().parameters(), 0.1)),
+        TypeError,
+        r"LastCheckpoint saves the manager's checkpoint, which holds the model, the optimizer, the losses and the "
+        r"metrics together: pass the manager, LastCheckpoint\(manager, ckpt_path, ...\), without upstream 1.5's "
+        r"`optimizer=`. Received: optimizer=SGD",
+        id="upstream-last-checkpoint-of-a-bare-model",
+    ),
+    case(
+        lambda env: BestCheckpoint("accuracy", manager(), str(env.tmp / "b.model"), save_weights_only=True),
+        TypeError,
+        r"BestCheckpoint saves the manager's checkpoint, .* without upstream 1.5's `save_weights_only=`",
+        id="upstream-best-checkpoint-options",
+    ),
+    case(
+        lambda env: LastCheckpoint(manager(), str(env.tmp / "l.model"), freqq=2),
+        TypeError,
+        r"LastCheckpoint\(\) got an unexpected keyword argument 'freqq'",
+        id="misspelt-checkpoint-option",
+    ),
     case(
         lambda env: env.fit(manager(), DATA, callbacks_list=[print]),
         TypeError,

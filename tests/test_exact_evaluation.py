@@ -74,6 +74,32 @@ def test_every_rank_reports_the_whole_data_sets_values(launch: dict[str, Any]) -
     assert len(launch["ranks"][0]["test"]) == len(ddp_exact.MANAGERS) * len(ddp_exact.SIZES) * len(ddp_exact.SOURCES)
 
 
+def _ignoring_by_hand(weights: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """The class-weighted cross entropy and the focal loss (gamma 2) of the whole data set, ignored labels left out."""
+    out = F.linear(x, weights["weight"], weights["bias"]).double()
+    ce = F.cross_entropy(out, y, weight=ddp_exact.CLASS_WEIGHTS.double(), ignore_index=ddp_exact.IGNORED).item()
+    kept = y != ddp_exact.IGNORED
+    log_p = out[kept].log_softmax(1).gather(1, y[kept, None]).squeeze(1)
+    focal = (-((1 - log_p.exp()) ** 2) * log_p).mean().item()
+    return {"loss": ce + focal, "ce_loss": ce, "focal_loss": focal}
+
+
+@pytest.mark.slow
+def test_losses_that_ignore_labels_are_exact_on_every_rank(launch: dict[str, Any]) -> None:
+    """Each batch's cross entropy divides by its kept labels' class weights: the epoch value divides the sums by
+    their total over all ranks, as one call on the whole data set does (not a mean of batch means)."""
+    weights = launch["inputs"]["weights"]
+    cases = launch["ranks"][0]["ignoring"]
+    assert len(cases) == len(ddp_exact.IGNORING) * len(ddp_exact.SIZES) * 2
+    for kind, n, batch, source in cases:
+        x, y = launch["inputs"]["eval"][n, batch]
+        expected = _ignoring_by_hand(weights, x, ddp_exact.with_ignored(y))
+        if kind == "multi":
+            expected = {"loss": expected["loss"]}
+        for rank in launch["ranks"]:
+            assert rank["ignoring"][kind, n, batch, source] == pytest.approx(expected, rel=1e-5), (kind, n, batch)
+
+
 @pytest.mark.slow
 def test_predict_returns_one_process_outputs_in_the_data_sets_order(launch: dict[str, Any]) -> None:
     model = _model(launch["inputs"]["weights"])

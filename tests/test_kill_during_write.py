@@ -120,8 +120,9 @@ def test_a_partial_file_from_a_killed_save_is_not_taken_for_the_experiment_check
     experiment = torchmanager.callbacks.Experiment("run", resumed, resume=True, root=str(tmp_path))
     assert experiment.resume_checkpoint() == str(folder / "last.model")
     resumed.fit(data, epochs=2, callbacks_list=[experiment])
-    assert len(resumed.history) == 1  # epoch 2 only: it went on from the complete checkpoint of epoch 1
+    assert len(resumed.history) == 2  # epoch 1 from the complete checkpoint, then epoch 2
     manager.fit(data, epochs=2)  # the run that was never interrupted
+    assert resumed.history == manager.history
     for name, tensor in manager.raw_model.state_dict().items():
         assert torch.equal(resumed.raw_model.state_dict()[name], tensor)
     assert checkpoint.load(folder / "last.model")["epoch"] == 2

@@ -87,7 +87,8 @@ def test_a_schedule_resumes_where_an_uninterrupted_run_would_be(tmp_path: Path, 
     state = last["callbacks"]["LrScheduler:lr"]["scheduler"]
     assert (state["last_epoch"], state["_last_lr"]) == (3, [0.125])  # the state at the end of epoch 3, in any order
     resumed, scheduler = schedule_run(tmp_path / "b", 4, order, resume=resume)
-    assert resumed.history[0]["lr"] == 0.125  # epoch 4 trained at 0.5 ** 3
+    assert resumed.history[3]["lr"] == 0.125  # epoch 4 trained at 0.5 ** 3
+    assert resumed.history == uninterrupted.history  # epochs 1 to 3 came back with the checkpoint
     assert scheduler.scheduler.get_last_lr() == [0.0625]
     assert uninterrupted.optimizer is not None and uninterrupted.optimizer.param_groups[0]["lr"] == 0.0625
     assert torch.equal(resumed.raw_model.weight, uninterrupted.raw_model.weight)
@@ -237,3 +238,60 @@ def test_a_step_whose_values_nobody_reads_gives_the_same_epoch(metric: Any, scal
             F.cross_entropy(out, yb).backward()
             optimizer.step()
         assert fast.history[epoch]["accuracy"] == pytest.approx(scale * correct / 44, rel=1e-6)
+
+
+def test_history_holds_the_whole_run_across_fits_and_a_resume(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`history[i]` is epoch i + 1's summary for the run: after a second `fit` that goes on, after a resume from a
+    checkpoint (with validation and a schedule), equal to the uninterrupted run's; a `fit` with nothing left to
+    train says so and changes nothing; `initial_epoch=0` starts a new history."""
+    val = batches(*blobs(12, seed=1), size=5)
+
+    def run(manager: torchmanager.Manager, epochs: int, **kwargs: Any) -> Any:
+        assert manager.optimizer is not None
+        schedule = LrScheduler(torch.optim.lr_scheduler.StepLR(manager.optimizer, 1, gamma=0.5))
+        path = str(tmp_path / "last.model")
+        callbacks = [schedule, LastCheckpoint(manager, path)]
+        return manager.fit(
+            DATA, epochs=epochs, val_dataset=val, callbacks_list=callbacks, return_summary=True, **kwargs
+        )
+
+    uninterrupted = make_manager()
+    run(uninterrupted, 4)
+    assert [h["lr"] for h in uninterrupted.history] == [1.0, 0.5, 0.25, 0.125]
+
+    going_on = make_manager()
+    run(going_on, 2)
+    resumed = make_manager(seed=5)  # other weights: all of it must come from the checkpoint
+    run(resumed, 4, resume_from=tmp_path / "last.model")
+    run(going_on, 4)
+    assert resumed.history == uninterrupted.history
+    assert going_on.history == uninterrupted.history
+
+    caplog.set_level(logging.INFO, logger="torchmanager")
+    _, summary = run(going_on, 4)
+    assert (
+        "Nothing to train: the run is already at epoch 4 and `epochs=4` counts the epochs done too; pass epochs=5"
+        in (caplog.text)
+    )
+    assert going_on.history == uninterrupted.history and summary == uninterrupted.history[-1]
+
+    run(going_on, 1, initial_epoch=0)
+    assert len(going_on.history) == 1
+
+
+def test_keywords_fit_does_not_take_reach_an_overridden_train() -> None:
+    """Upstream let `fit` pass extra keywords to `_train`: a subclass that takes them still gets them (the
+    default `_train` refuses them, see test_bad_input)."""
+
+    seen: list[float] = []
+
+    class Noisy(torchmanager.Manager):
+        def _train(self, *args: Any, noise: float = 0.0, **kwargs: Any) -> dict[str, float]:
+            seen.append(noise)
+            return super()._train(*args, **kwargs)
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    manager = Noisy(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss())
+    manager.fit(DATA, epochs=2, noise=0.5)
+    assert seen == [0.5, 0.5]

@@ -4,7 +4,7 @@ Usage: python -m torch.distributed.run --standalone --nproc_per_node=N ddp_exact
 
 Each rank writes `OUT/rank{RANK}.pt`: the summaries `test()` returned and the outputs `predict`
 returned for every evaluation case (a manager, a data set size and batch size, a kind of data
-source), the validation summaries of a few `fit` runs with the weights each epoch ended with, what
+source), the `test()` summaries of losses that ignore some labels, the validation summaries of a few `fit` runs with the weights each epoch ended with, what
 an empty data set raised, and the weights after training on a list of batches that does not
 divide by the number of processes. Rank 0 also writes `OUT/inputs.pt` (the weights and the data),
 for the test's single-process references. All cases share one launch: each torchrun start costs
@@ -113,6 +113,27 @@ def new_manager(kind: str, model: torch.nn.Module, **more_metrics: Any) -> torch
     return CustomStep(model, optimizer, loss_fn=torch.nn.CrossEntropyLoss(), metrics=metrics)
 
 
+IGNORING = ("dict", "multi")
+CLASS_WEIGHTS = torch.tensor([0.5, 2.0, 1.0])
+IGNORED = -100
+
+
+def with_ignored(y: torch.Tensor) -> torch.Tensor:
+    """The labels with every third one (0, 3, ...) set to `IGNORED`."""
+    y = y.clone()
+    y[::3] = IGNORED
+    return y
+
+
+def ignoring_loss(kind: str) -> Any:
+    """Class-weighted cross entropy and focal loss, both ignoring `IGNORED`: as a dict, or as one `MultiLosses`."""
+    parts = {
+        "ce": torchmanager.losses.CrossEntropy(CLASS_WEIGHTS, ignore_index=IGNORED),
+        "focal": torchmanager.losses.FocalCrossEntropy(gamma=2, ignore_index=IGNORED),
+    }
+    return parts if kind == "dict" else torchmanager.losses.MultiLosses(parts.values())
+
+
 def keep_epoch_ends(model: torch.nn.Module, epochs: list[dict[str, Any]]) -> Any:
     """A callback keeping each epoch's validation summary and the weights the epoch ended with."""
 
@@ -150,7 +171,7 @@ def main(out: Path) -> None:
     if rank == 0:
         data = {size: eval_data(*size) for size in SIZES}
         torch.save({"weights": weights, "train": train, "eval": data}, out / "inputs.pt")
-    result: dict[str, Any] = {"test": {}, "predict": {}, "validation": {}}
+    result: dict[str, Any] = {"test": {}, "predict": {}, "validation": {}, "ignoring": {}}
 
     for kind in MANAGERS:
         manager = new_manager(kind, model)
@@ -173,6 +194,16 @@ def main(out: Path) -> None:
             callbacks_list=[keep_epoch_ends(model, epochs)],
         )
         result["validation"][source, n, batch] = epochs
+
+    model.load_state_dict(weights)
+    for kind in IGNORING:  # losses whose mean divides by the labels not ignored, each weighted by its class
+        manager = torchmanager.Manager(model, loss_fn=ignoring_loss(kind))
+        for n, batch in SIZES:
+            x, y = eval_data(n, batch)
+            for source in ("list", "dataset_shuffled"):
+                result["ignoring"][kind, n, batch, source] = manager.test(
+                    make_source(source, x, with_ignored(y), batch)
+                )
 
     manager = new_manager("stateful", model)
     result["empty"] = {

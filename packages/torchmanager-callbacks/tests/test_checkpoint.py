@@ -152,7 +152,7 @@ def test_unwritable_folder_fails_at_construction(tmp_path: Any) -> None:
         checkpoint.CheckpointError,
         match=r"`ckpt_path` must be the path of a file, not of a folder. Received: ckpt_path=",
     ):
-        BestCheckpoint("loss", FakeManager(), str(tmp_path))
+        BestCheckpoint("accuracy", FakeManager(), str(tmp_path))
     made = LastCheckpoint(FakeManager(), str(tmp_path / "new" / "folder" / "last.model"))
     assert os.path.isdir(tmp_path / "new" / "folder") and made.ckpt_path.endswith("last.model")
 

@@ -62,7 +62,7 @@ def test_restore_best_weights() -> None:
             break
     early.on_train_end(manager.raw_model)
     assert stopped == 3 and torch.all(manager.raw_model.weight == 1.0)
-    alone = EarlyStop("loss", restore_best_weights=True)  # fit gives it its manager; used without one:
+    alone = EarlyStop("loss", MonitorType.MIN, restore_best_weights=True)  # fit gives it its manager; without one:
     with pytest.raises(
         TypeError,
         match=r"`restore_best_weights=True` needs the manager to copy the best weights from: list the callback in "

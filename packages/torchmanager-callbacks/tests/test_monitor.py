@@ -50,3 +50,35 @@ def test_monitor_type_must_be_min_or_max(bad: object) -> None:
         match=rf"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type={bad!r}",
     ):
         Monitor("loss", bad)  # type: ignore[arg-type]
+
+
+def test_keeping_the_highest_loss_is_warned_about_where_the_callback_is_made(tmp_path: object) -> None:
+    """A loss monitored with MAX (upstream's default) keeps the worst epoch: BestCheckpoint, EarlyStop and an
+    Experiment's list of monitors say so, pointing at the user's line; MIN, and MAX on an accuracy, say nothing."""
+    import warnings
+
+    import torch
+
+    import torchmanager
+    from torchmanager_callbacks import BestCheckpoint, EarlyStop, Experiment
+
+    model = torch.nn.Linear(2, 2)
+    manager = torchmanager.Manager(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    makers = {
+        "BestCheckpoint": lambda: BestCheckpoint("val_loss", manager, str(tmp_path) + "/best.model"),
+        "EarlyStop": lambda: EarlyStop("loss"),
+        "Experiment": lambda: Experiment("warned", manager, monitors=["loss"], root=str(tmp_path)),
+    }
+    for what, make in makers.items():
+        with pytest.warns(
+            UserWarning, match=r"keeps the highest value \(MonitorType.MAX, upstream's default\)"
+        ) as seen:
+            make()
+        assert seen[0].filename == __file__, what  # the warning names the line that made the callback
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Monitor("loss", MonitorType.MIN)
+        Monitor("accuracy", MonitorType.MAX)
+        Experiment(
+            "quiet", manager, monitors={"loss": MonitorType.MIN, "accuracy": MonitorType.MAX}, root=str(tmp_path)
+        )

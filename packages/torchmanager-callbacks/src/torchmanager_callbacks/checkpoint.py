@@ -46,6 +46,24 @@ def _check_manager(manager: object) -> CheckpointManager | None:
     return manager  # type: ignore[return-value]
 
 
+_UPSTREAM_OPTIONS = ("last_epoch", "optimizer", "loss_fn", "metrics", "save_weights_only")
+"""Keywords upstream 1.5's checkpoint callbacks took to save a bare model with its optimizer and losses."""
+
+
+def _refuse_upstream_options(callback: str, options: Mapping[str, Any]) -> None:
+    """Raise `TypeError` for keywords the callback does not take, with the way forward for upstream's."""
+    unknown = sorted(set(options) - set(_UPSTREAM_OPTIONS))
+    if unknown:
+        raise TypeError(f"{callback}() got an unexpected keyword argument {unknown[0]!r}")
+    if options:
+        raise TypeError(
+            f"{callback} saves the manager's checkpoint, which holds the model, the optimizer, the losses and the "
+            f"metrics together: pass the manager, {callback}(manager, ckpt_path, ...), without upstream 1.5's "
+            f"{', '.join(f'`{name}=`' for name in options)}. "
+            f"Received: {', '.join(f'{name}={type(value).__name__}' for name, value in options.items())}"
+        )
+
+
 def _check_positive(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
@@ -66,8 +84,15 @@ def model_state(checkpoint: Mapping[str, Any], path: str) -> Mapping[str, torch.
 class _Saving(Callback):
     """Saves the manager's checkpoint to `ckpt_path` (the manager writes on the main process only)."""
 
-    def __init__(self, manager: CheckpointManager | None, ckpt_path: str, show_verbose: bool) -> None:
+    def __init__(
+        self,
+        manager: CheckpointManager | None,
+        ckpt_path: str,
+        show_verbose: bool,
+        upstream_options: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__()
+        _refuse_upstream_options(type(self).__name__, upstream_options or {})
         self.manager = _check_manager(manager)
         self._ckpt_path = check_output_path(ckpt_path, "ckpt_path", core_checkpoint.CheckpointError)
         self.show_verbose = show_verbose
@@ -110,8 +135,10 @@ class LastCheckpoint(_Saving):
         freq: Save every `freq` epochs.
         save_every_n_steps: Also save after every this many optimizer steps (counted over the whole run).
         show_verbose: Log each save at INFO.
+        **upstream_options: Refused with the way forward: upstream 1.5's `optimizer`, `loss_fn`,
+            `metrics`, `last_epoch` and `save_weights_only` (the manager holds all of it).
     Raises:
-        TypeError: `manager` has no `save_checkpoint`.
+        TypeError: `manager` has no `save_checkpoint`, or an upstream option was given.
         ValueError: `freq` or `save_every_n_steps` is not an int >= 1.
         CheckpointError: The folder of `ckpt_path` cannot be created or written.
     """
@@ -126,8 +153,9 @@ class LastCheckpoint(_Saving):
         *,
         save_every_n_steps: int | None = None,
         show_verbose: bool = False,
+        **upstream_options: Any,
     ) -> None:
-        super().__init__(manager, ckpt_path, show_verbose)
+        super().__init__(manager, ckpt_path, show_verbose, upstream_options)
         self.freq = _check_positive(freq, "freq")
         self.save_every_n_steps = (
             None if save_every_n_steps is None else _check_positive(save_every_n_steps, "save_every_n_steps")
@@ -177,9 +205,10 @@ class BestCheckpoint(Monitored, _Saving):
         load_best: At the end of training, load the best checkpoint's weights into the model.
         monitor_type: Whether larger (MAX) or smaller (MIN) is better.
         show_verbose: Log each new best at INFO.
+        **upstream_options: Refused with the way forward, as `LastCheckpoint` does.
     Raises:
-        TypeError: `monitor_type` is not a `MonitorType`, `monitor` is not a str, or `manager` has no
-            `save_checkpoint`.
+        TypeError: `monitor_type` is not a `MonitorType`, `monitor` is not a str, `manager` has no
+            `save_checkpoint`, or an upstream option was given.
         CheckpointError: The folder of `ckpt_path` cannot be created or written.
         MonitorError: (at the end of an epoch) `monitor` is not in the summary.
     """
@@ -193,9 +222,10 @@ class BestCheckpoint(Monitored, _Saving):
         monitor_type: MonitorType = MonitorType.MAX,
         *,
         show_verbose: bool = False,
+        **upstream_options: Any,
     ) -> None:
         self._monitor = Monitor(monitor, monitor_type)
-        super().__init__(manager, ckpt_path, show_verbose)
+        super().__init__(manager, ckpt_path, show_verbose, upstream_options)
         self.load_best = load_best
         self.best_summary: dict[str, float] = {}
 

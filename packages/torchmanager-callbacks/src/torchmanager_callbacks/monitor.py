@@ -8,7 +8,11 @@ the validation value when the epoch was validated, else the training value.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from collections.abc import Mapping
+from types import FrameType
 
 from torchmanager_core.protocols import MonitorType
 
@@ -29,6 +33,18 @@ def check_monitor_type(monitor_type: object) -> MonitorType:
             f"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type={monitor_type!r}"
         )
     return monitor_type
+
+
+def _first_frame_outside_this_package() -> int:
+    """The `stacklevel` (for a `warnings.warn` in the caller) of the user's line that made the callback."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_PACKAGE = os.path.dirname(__file__)
 
 
 class Monitor:
@@ -53,6 +69,14 @@ class Monitor:
             raise ValueError(f"`min_delta` must be a finite number >= 0. Received: min_delta={min_delta!r}")
         self.name = name
         self.monitor_type = check_monitor_type(monitor_type)
+        if self.monitor_type is MonitorType.MAX and name.endswith("loss"):
+            warnings.warn(
+                f"Monitor `{name}` keeps the highest value (MonitorType.MAX, upstream's default), the worst one for "
+                f"a loss: pass monitor_type=MonitorType.MIN (in an Experiment, monitors={{{name!r}: MonitorType.MIN}}) "
+                "to keep the lowest.",
+                UserWarning,
+                stacklevel=_first_frame_outside_this_package(),
+            )
         self.min_delta = float(min_delta)
         self.best = self.monitor_type.init_score
 

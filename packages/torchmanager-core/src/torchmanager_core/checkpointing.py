@@ -168,13 +168,15 @@ def rebuild_model(data: Mapping[str, Any], path: PathLike, trusted: bool, map_lo
     if structure is None:
         raise checkpoint.CheckpointError(
             f"`{os.fspath(path)}` does not hold the model's structure (weights only), so the model cannot be rebuilt "
-            "from it: pass `model=` (a model of the saved architecture). Received: model=None"
+            "from it: pass `model=` (a model of the saved architecture), with `loss_fn=` and `metrics=` to test or "
+            "train (the file keeps their running states, not the objects). Received: model=None"
         )
     if not trusted:
         raise checkpoint.CheckpointError(
             f"Loading `{os.fspath(path)}` without `model=` would run code from the file to rebuild the model: pass "
             "`model=` (a model of the saved architecture, then only weights are read), or `trusted=True` for a file "
-            f"you trust. Received: model=None, trusted={trusted}"
+            "you trust; give `loss_fn=` and `metrics=` too to test or train (the file keeps their running states, not "
+            f"the objects). Received: model=None, trusted={trusted}"
         )
     return checkpoint.unpack_model(structure, data["model"], map_location=map_location)
 

@@ -23,6 +23,7 @@ __all__ = ["CompiledLoss", "CompiledMetrics", "check_loss_fn", "check_metrics"]
 
 def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
     """Check the `loss_fn` argument of a manager: None, a callable, or a non-empty dict of callables."""
+    _refuse_a_class(loss_fn, "loss_fn")
     if loss_fn is None or (callable(loss_fn) and not isinstance(loss_fn, Mapping)):
         return loss_fn
     if isinstance(loss_fn, Mapping):
@@ -31,6 +32,7 @@ def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..
                 "`loss_fn` must not be an empty dict: give at least one loss, or None. Received: loss_fn={}"
             )
         for name, fn in loss_fn.items():
+            _refuse_a_class(fn, f"loss_fn[{name!r}]")
             if not isinstance(name, str) or not callable(fn):
                 raise TypeError(
                     "`loss_fn` as a dict must map str names to callables `fn(y, label) -> scalar tensor`. "
@@ -43,6 +45,15 @@ def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..
     )
 
 
+def _refuse_a_class(fn: object, where: str) -> None:
+    """Raise `TypeError` when a loss or metric is given as its class: calling it would build one, not score a batch."""
+    if isinstance(fn, type):
+        raise TypeError(
+            f"`{where}` is the class {fn.__name__}, not an instance: write {fn.__name__}() (with its arguments). "
+            f"Received: {where}={fn!r}"
+        )
+
+
 def check_metrics(metrics: object) -> dict[str, Callable[..., Any]]:
     """Check the `metrics` argument of a manager: None or a dict of str names to callables."""
     if metrics is None:
@@ -53,6 +64,7 @@ def check_metrics(metrics: object) -> dict[str, Callable[..., Any]]:
             f"{{'accuracy': torchmanager.metrics.SparseCategoricalAccuracy()}}. Received: metrics={metrics!r}"
         )
     for name, fn in metrics.items():
+        _refuse_a_class(fn, f"metrics[{name!r}]")
         if not isinstance(name, str) or not callable(fn):
             raise TypeError(
                 f"`metrics` must map str names to callables `fn(y, label)`. Received: metrics[{name!r}]={fn!r}"
@@ -144,7 +156,7 @@ class CompiledLoss(_Streams):
 
     def __call__(self, y: Any, label: Any) -> torch.Tensor:
         """The total loss of a batch (a scalar with its graph); updates every part's epoch value."""
-        n = 0 if self.all_stateful and not self.is_dict else count_samples(y, label)
+        n = 0 if self.all_stateful else count_samples(y, label)
         total: torch.Tensor | None = None
         for name, fn in self.fns.items():
             try:
@@ -165,7 +177,7 @@ class CompiledLoss(_Streams):
                 self.tracker.update(name, value, n)
             total = value if total is None else summable(total) + value
         assert total is not None  # at least one part, checked by `check_loss_fn`
-        if self.is_dict:
+        if self.is_dict and not self.all_stateful:
             self.tracker.update("loss", total, n)
         self.calls += 1
         return total
@@ -184,7 +196,14 @@ class CompiledLoss(_Streams):
         """The epoch values since `reset()`, as tensors: "loss", and "<name>_loss" for a dict."""
         if not self.is_dict:
             return {"loss": self._value("loss")}
-        return {"loss": self.tracker.means()["loss"], **{f"{name}_loss": self._value(name) for name in self.fns}}
+        parts = {f"{name}_loss": self._value(name) for name in self.fns}
+        # losses of ours each average over their own denominator: the exact total is the sum of their values
+        if self.all_stateful:
+            values = [summable(value) for value in parts.values()]
+            total = sum(values[1:], values[0])
+        else:
+            total = self.tracker.means()["loss"]
+        return {"loss": total, **parts}
 
 
 class CompiledMetrics(_Streams, Mapping[str, Callable[..., Any]]):

@@ -348,22 +348,24 @@ _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp
 def reduce_states(module: torch.nn.Module) -> None:
     """Combine a metric's declared states (its `reductions`: sum, max, min or cat) over all ranks, in place.
 
-    After it every rank holds the states of the whole data set; call it once, just before reading.
+    The metrics inside it (the parts of a `MultiLosses`, a wrapped metric) are combined too. After
+    it every rank holds the states of the whole data set; call it once, just before reading.
     """
     if not is_distributed():
         return
-    materialize = getattr(module, "materialize", None)
-    if callable(materialize):
-        materialize()  # counters a metric keeps on the host between reads
-    reductions: Mapping[str, str] = getattr(module, "reductions", {})
-    for name, reduction in reductions.items():
-        state = getattr(module, name)
-        if reduction == "cat":
-            gathered: list[Any] = [None] * get_world_size()
-            dist.all_gather_object(gathered, state.cpu())
-            setattr(module, name, torch.cat([part.to(state.device) for part in gathered]))
-        else:
-            dist.all_reduce(state, op=_OPS[reduction])
+    for submodule in module.modules():
+        materialize = getattr(submodule, "materialize", None)
+        if callable(materialize):
+            materialize()  # counters a metric keeps on the host between reads
+        reductions: Mapping[str, str] = getattr(submodule, "reductions", {})
+        for name, reduction in reductions.items():
+            state = getattr(submodule, name)
+            if reduction == "cat":
+                gathered: list[Any] = [None] * get_world_size()
+                dist.all_gather_object(gathered, state.cpu())
+                setattr(submodule, name, torch.cat([part.to(state.device) for part in gathered]))
+            else:
+                dist.all_reduce(state, op=_OPS[reduction])
 
 
 def all_flags(flag: bool) -> list[bool]:

@@ -117,7 +117,8 @@ class RunState:
         checkpoint_requests: Checkpoint paths callbacks asked for during the current hook
             dispatch; the loop writes them after it.
         saved_checkpoints: The checkpoint files the current `fit` wrote, each once.
-        history: The merged summary of each epoch of the current `fit` (Keras's `History`).
+        history: The merged summary of each epoch of the run so far, `history[i]` for epoch i + 1
+            (Keras's `History`): kept by a later `fit` that continues the run and by checkpoints.
     """
 
     epoch: int = 0
@@ -157,7 +158,7 @@ class RunState:
         self.active = True
         self.checkpoint_requests = []
         self.saved_checkpoints = []
-        self.history = []
+        del self.history[self.epoch :]  # the run goes on from `epoch`: what came after it is redone
 
     def close_progress(self, summary: dict[str, float] | None = None) -> bool:
         """Close the epoch's progress bar with `summary`; whether a bar was drawn (then it showed the summary)."""
@@ -211,6 +212,7 @@ class RunState:
             "global_step": self.global_step,
             "epoch_rng": self.epoch_rng.state_dict() if self.epoch_rng is not None else None,
             "rng": RandomSnapshot.take(self.data).state_dict(),
+            "history": [dict(summary) for summary in self.history],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -220,6 +222,7 @@ class RunState:
         self.global_step = int(state.get("global_step", 0))
         self.epoch_rng = RandomSnapshot.from_state_dict(state.get("epoch_rng"))
         self.resume_rng = RandomSnapshot.from_state_dict(state.get("rng"))
+        self.history = [dict(summary) for summary in state.get("history") or []]  # none in files before it
         self.resumed_callbacks = {
             "callbacks": dict(state.get("callbacks") or {}),
             **{key: state[key] for key in ("epoch", "step", "global_step") if key in state},

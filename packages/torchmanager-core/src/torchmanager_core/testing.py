@@ -35,6 +35,22 @@ M = TypeVar("M", bound="BasicTestingManager[Any]")
 PathLike = str | os.PathLike[str]
 
 
+def _check_model_and_optimizer(model: object, optimizer: object) -> None:
+    """Raise `TypeError` unless `model` is a module and `optimizer` an optimizer or None (a class gets a hint)."""
+    if not isinstance(model, torch.nn.Module):
+        if isinstance(model, type):
+            raise TypeError(
+                f"`model` must be a torch.nn.Module, not its class: build one, {model.__name__}(...). "
+                f"Received: model={model!r}"
+            )
+        raise TypeError(f"`model` must be a torch.nn.Module. Received: model={type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        made = ""
+        if isinstance(optimizer, type):
+            made = f", built over the model's parameters: {optimizer.__name__}(model.parameters(), lr=...)"
+        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer{made} or None. Received: optimizer={optimizer!r}")
+
+
 class BasicTestingManager(Generic[Module], abc.ABC):
     """A model with its losses and metrics, and the loops that test and predict with it.
 
@@ -73,10 +89,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         precision: str = "32",
         compile: bool | Mapping[str, Any] = False,
     ) -> None:
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"`model` must be a torch.nn.Module. Received: model={type(model).__name__}")
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"`optimizer` must be a torch.optim.Optimizer or None. Received: optimizer={optimizer!r}")
+        _check_model_and_optimizer(model, optimizer)
         self.model = model
         self.optimizer = optimizer
         self._loss_fn = check_loss_fn(loss_fn)
@@ -270,8 +283,11 @@ class BasicTestingManager(Generic[Module], abc.ABC):
                     progress.step(values.tensors)
             if not evaluation_shards.join(values, steps > 0, self.device):
                 progress.close()
+                what, name = (
+                    ("to validate on", "val_dataset") if description == "Validation" else ("to test on", "dataset")
+                )
                 raise ValueError(
-                    f"The data set to test on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}"
+                    f"The data set {what} yielded no batches; give a non-empty data set. Received: {name}={dataset!r}"
                 )
             result = values.read()
         progress.close(result)

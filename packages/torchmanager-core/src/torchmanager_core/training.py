@@ -44,6 +44,10 @@ Module = TypeVar("Module", bound=torch.nn.Module)
 PathLike = str | os.PathLike[str]
 
 
+_MANAGER_OPTIONS = ("accumulate_grad_batches", "clip_grad_norm", "clip_grad_value", "precision", "compile")
+"""Options a manager takes when it is made, which Lightning and Keras users may give to `fit`."""
+
+
 class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
     """A manager that trains: the `fit` loop around an abstract `train_step`.
 
@@ -142,7 +146,12 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
 
     @property
     def history(self) -> list[dict[str, float]]:
-        """The summary of each epoch of the last `fit`, validation values prefixed "val_" (Keras's `History`)."""
+        """The summary of each epoch of the run, `history[i]` for epoch i + 1 (Keras's `History`).
+
+        Validation values are prefixed "val_". A `fit` that continues the run (a later call, a resume
+        from a checkpoint of this version) keeps the earlier epochs; one that starts again at epoch
+        0 (`initial_epoch=0`) starts a new history.
+        """
         return self._run.history
 
     @property
@@ -281,9 +290,15 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
         total = self._check_fit(
             training_dataset, val_dataset, epochs, iterations, initial_epoch, on_nonfinite_loss, on_checkpoint_error
         )
+        self._check_train_kwargs(kwargs)
         run, callbacks = self._run, self._callbacks(callbacks_list)
         self._resume(resume_from if resume_from is not None else callbacks.resume_checkpoint(), initial_epoch)
         run.start(total, on_nonfinite_loss, on_checkpoint_error)
+        if run.epoch >= run.total_epochs and iterations is None:
+            logger.warning(
+                f"Nothing to train: the run is already at epoch {run.epoch} and `epochs={run.total_epochs}` counts "
+                f"the epochs done too; pass epochs={run.epoch + 1} or more to train on."
+            )
         resumed = run.take_resumed_callbacks()
         if resumed is not None:
             callbacks.on_load_checkpoint(resumed)  # every callback of the list, whichever checkpoint resumed the run
@@ -708,6 +723,14 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             raise ValueError(f"`{name}` must be a positive int. Received: {name}={count!r}")
         if steps == 0:
             raise ValueError(f"`training_dataset` {_why_no_batches(dataset)}. Received: training_dataset={dataset!r}")
+        for source, source_name in ((dataset, "training_dataset"), (val_dataset, "val_dataset")):
+            if isinstance(source, Iterator) and epochs is not None and epochs > 1:
+                raise ValueError(
+                    f"`{source_name}` is an iterator (a generator, `iter(...)`), which can be read only once, and `fit` "
+                    f"reads it in each of the {epochs} epochs: give a list, a "
+                    f"torchmanager Dataset, a DataLoader or another iterable that starts again on each `iter()`. "
+                    f"Received: {source_name}={source!r}"
+                )
         if val_dataset is not None and batches_in(val_dataset) == 0:
             raise ValueError(
                 f"`val_dataset` {_why_no_batches(val_dataset)} (or pass None). Received: val_dataset={val_dataset!r}"
@@ -728,6 +751,26 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
                 f"`initial_epoch` must be an int in [0, {total}). Received: initial_epoch={initial_epoch!r}"
             )
         return total
+
+    def _check_train_kwargs(self, kwargs: Mapping[str, Any]) -> None:
+        """Refuse keywords `fit` passes to `_train` that no `_train` takes (a typo, a manager option).
+
+        A subclass overriding `_train` may take more, as upstream allowed; this one takes `verbose_type`.
+        """
+        unknown = sorted(set(kwargs) - {"verbose_type"})
+        if not unknown or type(self)._train is not BasicTrainingManager._train:
+            return
+        options = [name for name in unknown if name in _MANAGER_OPTIONS]
+        hint = (
+            f" {', '.join(f'`{name}`' for name in options)} is an option of the manager: "
+            f"{type(self).__name__}(model, optimizer, ..., {options[0]}=...)."
+            if options
+            else " Check the spelling against `fit`'s arguments."
+        )
+        raise TypeError(
+            f"`fit` got keyword arguments it does not take: {', '.join(unknown)}.{hint} "
+            f"Received: {', '.join(f'{name}={kwargs[name]!r}' for name in unknown)}"
+        )
 
     def _check_optimizer_params(self) -> None:
         """An optimizer over none of the model's (or losses') parameters would train nothing."""

@@ -8,11 +8,15 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 
-from torchmanager_metrics.metric import at_least_float32
+from torchmanager_metrics.metric import at_least_float32, overrides
 
-from .loss import Loss, check_non_negative
+from .loss import Loss, averaged_elements, check_non_negative
 
 __all__ = ["BCEWithLogits", "CrossEntropy", "FocalCrossEntropy", "class_labels", "focal_loss"]
+
+_SUM = 2  # torch's reduction enum for "sum" (`torch.nn._reduction.get_enum`)
+_NLL_SUM_AND_WEIGHT = {2: torch.ops.aten.nll_loss_forward.default, 4: torch.ops.aten.nll_loss2d_forward.default}
+"""By input rank: torch's negative log-likelihood kernels, which return the loss and the total weight it divides by."""
 
 
 def class_labels(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -67,6 +71,21 @@ def focal_loss(
         ignore_index: Label value to ignore (integer labels only; probability labels ignore nothing).
         calculate_average: Average over the non-ignored elements if True, else sum.
     """
+    total, kept = focal_sum(input, target, alpha, gamma, ignore_index=ignore_index)
+    if not calculate_average:
+        return total
+    return total / (kept.clamp_min(1) if isinstance(kept, torch.Tensor) else kept)
+
+
+def focal_sum(
+    input: torch.Tensor, target: torch.Tensor, alpha: float = 1.0, gamma: float = 1.0, *, ignore_index: int = 255
+) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """The focal loss summed over the elements (see `focal_loss`), and how many elements it covers.
+
+    Returns:
+        The sum (a float32 or wider scalar, with its gradient) and the count of elements not
+        ignored: a 0-dim int64 tensor for class indices, an int (N x d1 x ...) for probabilities.
+    """
     input = at_least_float32(input)
     target = class_labels(input, target)
     if target.is_floating_point():  # torch refuses `ignore_index` with probability labels
@@ -75,12 +94,8 @@ def focal_loss(
         ce = F.cross_entropy(input, target, reduction="none", ignore_index=ignore_index)
     p_t = torch.exp(-ce)
     focal = alpha * (1 - p_t).clamp_min(0) ** gamma * ce
-    if not calculate_average:
-        return focal.sum()
-    if target.is_floating_point():
-        return focal.mean()
-    kept = (target != ignore_index).sum().clamp_min(1)
-    return focal.sum() / kept
+    kept = focal.numel() if target.is_floating_point() else (target != ignore_index).sum()
+    return focal.sum(), kept
 
 
 def _own_forward(loss: Loss) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -111,6 +126,66 @@ class CrossEntropy(Loss):
 
     def __init__(self, *args: Any, target: str | None = None, weight: float = 1, **kwargs: Any) -> None:
         super().__init__(torch.nn.CrossEntropyLoss(*args, **kwargs), target=target, weight=weight)
+        self._plain = not overrides(self, CrossEntropy, "forward")  # else the subclass's forward is the value
+
+    def update(self, input: Any, target: Any) -> torch.Tensor:
+        """Add the batch to the epoch mean and return its weighted loss, gradient attached.
+
+        With `reduction="mean"`, each batch counts by what torch's mean divides by: its elements
+        not labelled `ignore_index`, each weighted by its class weight (for probability labels,
+        the N x d1 x ... positions), so the epoch value is torch's cross entropy over the whole
+        data set at once, whatever the batching. A batch whose elements are all ignored (torch
+        gives NaN for it) adds nothing. Other reductions count samples.
+        """
+        module = cast(torch.nn.CrossEntropyLoss, self._modules["_metric_fn"])
+        if not self._plain or module.reduction != "mean" or not isinstance(input, torch.Tensor):
+            return super().update(input, target)  # what is not a tensor gets torch's own error from `forward`
+        total, denominator = self.sum_and_denominator(input, target)
+        value = self.weigh(total / denominator)
+        self.accumulate_sum(total if self._weight == 1 else total.detach() * self._weight, denominator)
+        return value
+
+    def sum_and_denominator(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """The batch's cross entropy summed over its elements, and what torch's mean divides that sum by.
+
+        Returns:
+            The sum (float32 or wider, with its gradient), and the total class weight of the
+            elements not ignored (a 0-dim tensor; their count without class weights), or, for
+            probability labels, the number of positions N x d1 x ... (an int).
+        """
+        input = at_least_float32(input)
+        labels = class_labels(input, target)
+        module = cast(torch.nn.CrossEntropyLoss, self._modules["_metric_fn"])
+        class_weight = module._buffers.get("weight")
+        if labels.is_floating_point():
+            positions = input.numel() // input.shape[1 if input.dim() > 1 else 0]
+            total = F.cross_entropy(
+                input, labels, weight=class_weight, reduction="sum", label_smoothing=module.label_smoothing
+            )
+            return total, positions
+        nll = _NLL_SUM_AND_WEIGHT.get(input.dim())
+        if (
+            nll is not None
+            and module.label_smoothing == 0
+            and labels.dim() == input.dim() - 1
+            and labels.shape[0] == input.shape[0]  # else F.cross_entropy below says what does not match
+        ):
+            # what F.cross_entropy runs (log-softmax, then this kernel), summed, with the total weight it divides by
+            total, total_weight = nll(torch.log_softmax(input, 1), labels, class_weight, _SUM, module.ignore_index)
+            return total, total_weight
+        mean = F.cross_entropy(
+            input,
+            labels,
+            weight=class_weight,
+            ignore_index=module.ignore_index,
+            label_smoothing=module.label_smoothing,
+        )
+        kept = labels != module.ignore_index
+        if class_weight is None:
+            denominator = kept.sum()
+        else:
+            denominator = torch.where(kept, class_weight[labels.where(kept, 0)], 0).sum()
+        return torch.where(denominator > 0, mean * denominator, 0), denominator
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         input = at_least_float32(input)
@@ -142,6 +217,12 @@ class BCEWithLogits(Loss):
 
     def __init__(self, *args: Any, target: str | None = None, weight: float = 1, **kwargs: Any) -> None:
         super().__init__(torch.nn.BCEWithLogitsLoss(*args, **kwargs), target=target, weight=weight)
+        self._plain = not overrides(self, BCEWithLogits, "forward")  # else the subclass's forward is the value
+
+    def denominator(self, input: Any, target: Any) -> int:
+        """The elements averaged with `reduction="mean"` (torch divides by all of them), else the samples."""
+        module = cast(torch.nn.BCEWithLogitsLoss, self._modules["_metric_fn"])
+        return averaged_elements(input, target, self._plain and module.reduction == "mean")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         input = at_least_float32(input)
@@ -174,6 +255,20 @@ class FocalCrossEntropy(Loss):
         self.gamma = gamma
         self.calculate_average = calculate_average
         self.ignore_index = ignore_index
+        self._plain = not overrides(self, FocalCrossEntropy, "forward")  # else the subclass's forward is the value
+
+    def update(self, input: Any, target: Any) -> torch.Tensor:
+        """Add the batch to the epoch mean and return its weighted loss, gradient attached.
+
+        Averaged, each batch counts by its elements not ignored (see `focal_sum`), so the epoch
+        value is the focal loss of the whole data set at once; summed, by its samples.
+        """
+        if not self._plain or not self.calculate_average:
+            return super().update(input, target)
+        total, kept = focal_sum(input, target, self._alpha, self._gamma, ignore_index=self.ignore_index)
+        value = self.weigh(total / (kept.clamp_min(1) if isinstance(kept, torch.Tensor) else kept))
+        self.accumulate_sum(total if self._weight == 1 else total.detach() * self._weight, kept)
+        return value
 
     @property
     def alpha(self) -> float:

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from torchmanager_metrics.metric import at_least_float32
+from torchmanager_metrics.metric import at_least_float32, overrides
 
-from .loss import Loss
+from .loss import Loss, averaged_elements
 from .reduction import replace_nan as replace_nan_values
 
 __all__ = ["KLDiv", "kl_div_loss"]
@@ -108,6 +108,11 @@ class KLDiv(Loss):
         self.kl_div = torch.nn.KLDivLoss(*args, **kwargs)
         self.replace_nan = replace_nan
         self.softmax_temperature = softmax_temperature
+        self._plain = not overrides(self, KLDiv, "forward")  # else the subclass's forward is the value
+
+    def denominator(self, input: Any, target: Any) -> int:
+        """The elements averaged with `reduction="mean"`, else the samples ("batchmean" divides by them)."""
+        return averaged_elements(input, target, self._plain and self.reduction == "mean")
 
     @property
     def log_target(self) -> bool:

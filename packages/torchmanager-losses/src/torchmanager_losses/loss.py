@@ -15,7 +15,7 @@ import torch
 
 from torchmanager_metrics.metric import Metric, MetricFn, at_least_float32, batch_size
 
-__all__ = ["BaseLoss", "Loss", "LossFn", "check_non_negative", "loss", "loss_fn"]
+__all__ = ["BaseLoss", "Loss", "LossFn", "averaged_elements", "check_non_negative", "loss", "loss_fn"]
 
 LossFn = MetricFn
 """A function of `(input, target)` returning a scalar loss tensor."""
@@ -35,13 +35,28 @@ def check_non_negative(name: str, value: float) -> float:
     return float(value)
 
 
+def averaged_elements(input: Any, target: Any, mean: bool) -> int:
+    """An element-wise loss's denominator: `input.numel()` when it averages its elements, else the batch size."""
+    if mean and isinstance(input, torch.Tensor):
+        return input.numel()
+    return batch_size(input, target)
+
+
 class Loss(Metric):
     """A loss to call on each batch: returns the weighted scalar loss, records it for the epoch.
 
     `loss(input, target)` picks the `target` entry of dict outputs and labels, computes the batch
-    loss with `forward` (or `loss_fn`), multiplies it by `weight` and adds it to a sample-weighted
-    running mean, so `result` is the epoch mean of the weighted loss (the parts of a
-    `MultiLosses` add up to its total). The returned tensor keeps its gradient.
+    loss with `forward` (or `loss_fn`), multiplies it by `weight` and adds it to a running mean
+    weighted by each batch's `denominator`, so `result` is the epoch mean of the weighted loss,
+    the value one call on the whole data set would give (the parts of a `MultiLosses` add up to
+    its total). The returned tensor keeps its gradient.
+
+    A batch loss that is a mean is a sum over some terms divided by their count (or, with class
+    weights, their total weight); the epoch value divides the batches' sums by the total of
+    their denominators: `sum_b(value_b * d_b) / sum_b(d_b)`. By default `d_b` is the batch's
+    number of samples; element-wise losses use the number of elements they average, and cross
+    entropy the elements it did not ignore, weighted by their class weight, as torch divides by.
+    The `count` state is that total of denominators, a float (float64 where the device has it).
 
     Args:
         loss_fn: Optional function of `(input, target)` giving the scalar batch loss (a torch
@@ -54,6 +69,7 @@ class Loss(Metric):
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"`loss_fn` must be callable as fn(input, target). Received: loss_fn={loss_fn!r}")
         super().__init__(loss_fn, target=target)
+        self.add_state("count", torch.zeros((), dtype=torch.float64), "sum")  # denominators may be class weights
         self.weight = weight
 
     @property
@@ -76,8 +92,17 @@ class Loss(Metric):
     def update(self, input: Any, target: Any) -> torch.Tensor:
         """Add the weighted batch loss to the epoch mean and return it, gradient attached."""
         value = self.weigh(self.forward(input, target))
-        self.accumulate(value, batch_size(input, target))
+        self.accumulate(value, self.denominator(input, target))
         return value
+
+    def denominator(self, input: Any, target: Any) -> int:
+        """The batch loss's weight in the epoch mean: what `forward`'s mean divides by.
+
+        By default the number of samples (the first dimension of the label, else of the input),
+        right for a loss that averages one value per sample; override it with `forward` when the
+        mean is over something else.
+        """
+        return batch_size(input, target)
 
     def evaluate(self, input: Any, target: Any) -> torch.Tensor:
         """The weighted loss of a batch, picking `target` like a call does, without touching the state."""

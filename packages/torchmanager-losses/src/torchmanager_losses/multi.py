@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from torchmanager_metrics.metric import Metric, at_least_float32, batch_size, overrides
+from torchmanager_metrics.metric import Metric, at_least_float32, overrides
 
 from .loss import Loss
 
@@ -19,7 +19,8 @@ class MultiLosses(Loss):
 
     A call runs every part on the batch (each picks its own `target` and applies its own
     `weight`, so each part's `result` is its share) and returns `weight * sum(parts)`; the
-    total's `result` is therefore the sum of the parts' results when `weight` is 1. The sum is
+    total's `result` is `weight` times the sum of the parts' results, each exact over its own
+    denominator (elements a cross entropy did not ignore, a regression's elements). The sum is
     taken in float32 or wider. A subclass replacing `forward` makes the total that `forward`'s
     value: a call then records it alone (the parts record nothing).
 
@@ -60,9 +61,17 @@ class MultiLosses(Loss):
         """Update every part with the batch, then record and return the weighted total."""
         if not self._fused:
             return super().update(input, target)
-        total = self.weigh(_total(part(input, target) for part in self._parts()))
-        self.accumulate(total, batch_size(input, target))
-        return total
+        return self.weigh(_total(part(input, target) for part in self._parts()))
+
+    def compute(self) -> torch.Tensor:
+        """`weight` times the sum of the parts' epoch values (each the mean over its own denominator).
+
+        A subclass replacing `forward` reads its own running mean instead.
+        """
+        if not self._fused:
+            return super().compute()
+        total = _total(part.compute() for part in self._parts())
+        return total if self._weight == 1 else total * self._weight
 
     def reset(self) -> None:
         """Forget every batch, in the total and in each part."""

@@ -7,9 +7,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from torchmanager_metrics.metric import at_least_float32
+from torchmanager_metrics.metric import at_least_float32, overrides
 
-from .loss import Loss
+from .loss import Loss, averaged_elements
 from .reduction import Reduction, reduce_loss, replace_nan, to_reduction
 
 __all__ = ["MAE", "MSE", "Identity"]
@@ -37,6 +37,11 @@ class _ElementwiseLoss(Loss):
         super().__init__(target=target, weight=weight)
         self.reduction = to_reduction(reduction)
         self.replace_nan = replace_nan
+        self._plain = not overrides(self, _ElementwiseLoss, "forward")  # else the subclass's forward is the value
+
+    def denominator(self, input: Any, target: Any) -> int:
+        """The elements averaged with `Reduction.MEAN`, else the samples."""
+        return averaged_elements(input, target, self._plain and self.reduction is Reduction.MEAN)
 
     def elementwise(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The unreduced loss of each element."""

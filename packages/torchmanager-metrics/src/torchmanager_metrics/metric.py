@@ -80,6 +80,13 @@ def overrides(obj: object, base: type, name: str) -> bool:
     return getattr(type(obj), name) is not getattr(base, name)
 
 
+def _count_dtype(default: torch.Tensor, device: torch.device) -> torch.dtype:
+    """The dtype of a `count` state on `device`: its default's, float32 where float64 is missing (MPS)."""
+    if default.dtype is torch.float64 and device.type == "mps":
+        return torch.float32
+    return default.dtype
+
+
 def _first_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value
@@ -257,11 +264,22 @@ class Metric(torch.nn.Module):
         self.__dict__["_pending_count"] = self._pending_count + n
         self.__dict__["_num_updates"] = self._num_updates + 1
 
-    def accumulate_sum(self, total: torch.Tensor, n: int) -> None:
+    def accumulate_sum(self, total: torch.Tensor, n: int | torch.Tensor) -> None:
         """Add the sum `total` of `n` samples' values to the running mean (`accumulate(total / n, n)`, exactly).
 
         An integer sum (a count of hits) is added into the float state as it is: no conversion first.
+        `n` may be a 0-dim tensor on `total`'s device, counted without waiting for it: a number of
+        samples known only on the device (elements a loss did not ignore), or, for a `Loss` (whose
+        `count` is a float), a total weight. A batch whose `n` is 0 then adds nothing either way,
+        as long as its `total` is 0.
         """
+        if isinstance(n, torch.Tensor):
+            if total.dtype in _NARROW_FLOATS:
+                total = total.float()
+            self._total_like(total).add_(total.detach())
+            self._buffers["count"].add_(n.detach())  # type: ignore[union-attr]
+            self.__dict__["_num_updates"] = self._num_updates + 1
+            return
         if n == 0:
             return
         if total.dtype in _NARROW_FLOATS:
@@ -287,7 +305,9 @@ class Metric(torch.nn.Module):
         if self._num_updates == 0 or total is None:
             dtype = value.dtype if value.dtype is torch.float64 else torch.float32
             total = buffers["total"] = torch.zeros(value.shape, dtype=dtype, device=value.device)
-            buffers["count"] = torch.zeros((), dtype=torch.int64, device=value.device)
+            buffers["count"] = torch.zeros(
+                (), dtype=_count_dtype(self._defaults["count"], value.device), device=value.device
+            )
         elif value.shape != total.shape:
             raise ValueError(
                 f"{type(self).__name__} returned a value of shape {tuple(value.shape)} after values of shape "
@@ -310,7 +330,8 @@ class Metric(torch.nn.Module):
         self.materialize()
         total, count = self._buffers["total"], self._buffers["count"]
         assert total is not None and count is not None  # states are never unset
-        return total / count
+        mean = total / count
+        return mean if mean.dtype is total.dtype else mean.to(total.dtype)  # a float64 count keeps the value's dtype
 
     def reset(self) -> None:
         """Forget every batch: each state goes back to its default, on its current device."""
@@ -363,7 +384,7 @@ class Metric(torch.nn.Module):
             if isinstance(saved, torch.Tensor) and saved.shape != getattr(self, name).shape:
                 setattr(self, name, torch.zeros_like(saved, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._num_updates = int(self.count.item())  # loading is not the hot path: reading count is fine
+        self._num_updates = int(bool(self.count.ne(0).item()))  # whether any batch counted; not the hot path
         self._pending_count = 0
 
     def extra_repr(self) -> str:
