@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from torchmanager_metrics.metric import Metric, MetricFn, at_least_float32, batch_size
+from torchmanager_metrics.metric import NO_FLOAT64, Metric, MetricFn, at_least_float32, batch_size
 
 __all__ = ["BaseLoss", "Loss", "LossFn", "averaged_elements", "check_non_negative", "loss", "loss_fn"]
 
@@ -71,6 +71,14 @@ class Loss(Metric):
         super().__init__(loss_fn, target=target)
         self.add_state("count", torch.zeros((), dtype=torch.float64), "sum")  # denominators may be class weights
         self.weight = weight
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Loss:
+        # `.to(device)` of a device without float64 (MPS) would fail on the float64 count: it goes as float32
+        count = self._buffers.get("count")
+        if count is not None and count.dtype is torch.float64 and fn(count.float()).device.type in NO_FLOAT64:
+            self._buffers["count"] = count.float()
+        moved: Loss = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        return moved
 
     @property
     def weight(self) -> float:

@@ -18,6 +18,7 @@ from torch.utils.hooks import RemovableHandle
 __all__ = [
     "BaseMetric",
     "Metric",
+    "NO_FLOAT64",
     "MetricFn",
     "Reduction",
     "at_least_float32",
@@ -80,9 +81,13 @@ def overrides(obj: object, base: type, name: str) -> bool:
     return getattr(type(obj), name) is not getattr(base, name)
 
 
+NO_FLOAT64 = {"mps"}
+"""Device types without float64 tensors: a float64 `count` state is kept as float32 there."""
+
+
 def _count_dtype(default: torch.Tensor, device: torch.device) -> torch.dtype:
     """The dtype of a `count` state on `device`: its default's, float32 where float64 is missing (MPS)."""
-    if default.dtype is torch.float64 and device.type == "mps":
+    if default.dtype is torch.float64 and device.type in NO_FLOAT64:
         return torch.float32
     return default.dtype
 
