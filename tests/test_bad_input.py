@@ -32,7 +32,7 @@ from torchmanager.callbacks import (
 from torchmanager.configs import ConfigsFormatError, YAMLConfigs
 from torchmanager.data import Dataset
 from torchmanager.losses import CrossEntropy, MultiLosses
-from torchmanager.metrics import ConfusionMatrix, SparseCategoricalAccuracy
+from torchmanager.metrics import F1, ConfusionMatrix, SparseCategoricalAccuracy
 from torchmanager_core.checkpoint import CheckpointError  # the error types live in core (installed with torchmanager)
 from torchmanager_core.errors import LossError, MetricError, NonFiniteLossError
 
@@ -136,6 +136,27 @@ def case(
 # -- the cases: what a user writes, the error, the message ----------------------------------------
 
 MANAGER = [
+    case(
+        lambda env: manager(metrics={"acc": SparseCategoricalAccuracy(), "val_acc": SparseCategoricalAccuracy()}),
+        ValueError,
+        r"Two values would be reported as `val_acc` in an epoch's summary: metric `acc` on validation and metric "
+        r"`val_acc` on validation; rename one \(validation prefixes `val_` to every name\)\. "
+        r"Received: losses \['loss'\], metrics \['acc', 'val_acc'\]",
+        id="metric-acc-beside-val-acc",
+    ),
+    case(
+        lambda env: manager(loss_fn={"val": CrossEntropy(), "x": CrossEntropy()}),
+        ValueError,
+        r"Two values would be reported as `val_loss` in an epoch's summary: loss `val` and the total loss on "
+        r"validation; rename one",
+        id="loss-part-named-val",
+    ),
+    case(
+        lambda env: setattr(manager(), "metric_fns", {"f1": SparseCategoricalAccuracy(), "val_f1": F1()}),
+        ValueError,
+        r"Two values would be reported as `val_f1`",
+        id="metric-fns-set-with-a-clash",
+    ),
     case(
         lambda env: manager(loss_fn=CrossEntropy),
         TypeError,

@@ -295,3 +295,37 @@ def test_keywords_fit_does_not_take_reach_an_overridden_train() -> None:
     manager = Noisy(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss())
     manager.fit(DATA, epochs=2, noise=0.5)
     assert seen == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("evaluation", ["validation", "test at epoch ends", "predict at batch ends"])
+def test_evaluating_inside_fit_leaves_the_training_run_as_it_was(evaluation: str) -> None:
+    """Dropout and a shuffled data set draw from the global generator; an evaluation pass inside `fit` (its
+    DataLoader draws a seed) must not shift them: the training losses, the weights and the random state after
+    `fit` equal those of the same run without it."""
+    from torchmanager.data import Dataset
+
+    x, y = blobs(60, seed=2)
+    other_x, other_y = blobs(20, seed=3)
+
+    def run(evaluation: str | None) -> tuple[list[float], list[torch.Tensor], torch.Tensor]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 2))
+        manager = torchmanager.Manager(
+            model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torchmanager.losses.CrossEntropy()
+        )
+        train = Dataset.from_tensor_slices((x, y), batch_size=16, shuffle=True)
+        evaluate = Dataset.from_tensor_slices((other_x, other_y), batch_size=7, shuffle=True)
+        callbacks = []
+        if evaluation == "test at epoch ends":
+            callbacks.append(LambdaCallback(post_fn=lambda *_: manager.test(evaluate)))
+        if evaluation == "predict at batch ends":
+            callbacks.append(LambdaCallback(post_fn=lambda *_: manager.predict(evaluate), freq=Frequency.BATCH))
+        validation = evaluate if evaluation == "validation" else None
+        manager.fit(train, epochs=3, val_dataset=validation, callbacks_list=callbacks)
+        return [h["loss"] for h in manager.history], [p.detach().clone() for p in model.parameters()], torch.rand(3)
+
+    plain_losses, plain_weights, plain_next = run(None)
+    losses, weights, next_draws = run(evaluation)
+    assert losses == plain_losses
+    assert all(map(torch.equal, weights, plain_weights))
+    assert torch.equal(next_draws, plain_next)

@@ -27,7 +27,6 @@ from torchmanager_losses import (
     Loss,
     MultiLosses,
 )
-from torchmanager_metrics.metric import NO_FLOAT64
 
 IGNORED = 255
 SIZES = (5, 1, 7, 3, 2)
@@ -216,20 +215,3 @@ def test_a_subclass_forward_is_weighted_by_its_samples() -> None:
         0.5 * F.cross_entropy(bx.double(), by, ignore_index=IGNORED).nan_to_num() * len(bx) for bx, by in _batches(x, y)
     ) / len(x)
     torch.testing.assert_close(_stream(HalfLoss(), x, y).double(), torch.as_tensor(expected), rtol=1e-5, atol=1e-6)
-
-
-def test_a_device_without_float64_gets_a_float32_count() -> None:
-    """MPS has no float64: moving a loss there keeps its count as float32 (the meta device stands in for MPS),
-    and a count made there at the first batch is float32 too; elsewhere it stays float64."""
-    loss = CrossEntropy()
-    loss.to("meta")
-    assert loss.count.dtype is torch.float64
-    NO_FLOAT64.add("meta")
-    try:
-        loss.to("meta")
-        assert (loss.count.dtype, loss.count.device.type) == (torch.float32, "meta")
-        fresh = CrossEntropy()
-        fresh(torch.randn(3, 4, device="meta"), torch.zeros(3, dtype=torch.int64, device="meta"))
-        assert (fresh.count.dtype, fresh.count.device.type) == (torch.float32, "meta")
-    finally:
-        NO_FLOAT64.discard("meta")

@@ -16,7 +16,7 @@ import torch
 
 from .errors import LossError, MetricError, describe
 from .protocols import has_state, read_result
-from .tracking import MeanTracker, count_samples, summable
+from .tracking import VAL_PREFIX, MeanTracker, count_samples, summable
 
 __all__ = ["CompiledLoss", "CompiledMetrics", "check_loss_fn", "check_metrics"]
 
@@ -43,6 +43,37 @@ def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..
         "`loss_fn` must be a loss (a callable `fn(y, label) -> scalar tensor`, such as "
         f"torchmanager.losses.CrossEntropy()), a dict of them, or None. Received: loss_fn={loss_fn!r}"
     )
+
+
+def check_summary_names(loss_fn: object, metrics: Mapping[str, Any]) -> None:
+    """Raise `ValueError` when two values would report under one name in an epoch's summary.
+
+    Validation reports each value as `val_<name>` (a name starting with `val_` as it is), beside
+    the training values: a metric `acc` beside a metric `val_acc`, or a loss part `val` (reported
+    `val_loss`) would silently overwrite one another, and a callback monitoring it would read the
+    wrong one.
+    """
+    losses = {"loss": "the total loss"}
+    if isinstance(loss_fn, Mapping):
+        losses.update({f"{name}_loss": f"loss `{name}`" for name in loss_fn})
+    elif loss_fn is None:
+        losses = {}
+    named = {**losses, **{name: f"metric `{name}`" for name in metrics}}
+    # training reports every loss, and the metrics not named `val_*` (those run only when validating or testing)
+    claims = [(name, what) for name, what in named.items() if name in losses or not name.startswith(VAL_PREFIX)]
+    claims += [
+        (name if name.startswith(VAL_PREFIX) else VAL_PREFIX + name, f"{what} on validation")
+        for name, what in named.items()
+    ]
+    reported: dict[str, str] = {}
+    for name, what in claims:
+        if name in reported:
+            raise ValueError(
+                f"Two values would be reported as `{name}` in an epoch's summary: {reported[name]} and {what}; rename "
+                f"one (validation prefixes `{VAL_PREFIX}` to every name). "
+                f"Received: losses {sorted(losses)}, metrics {sorted(metrics)}"
+            )
+        reported[name] = what
 
 
 def _refuse_a_class(fn: object, where: str) -> None:

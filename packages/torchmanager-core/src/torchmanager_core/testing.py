@@ -18,13 +18,14 @@ import torch
 from . import checkpoint, checkpointing, distributed, evaluation_shards
 from . import devices as placement_devices
 from .callbacks import Callback, CallbackList
-from .compiled import CompiledLoss, CompiledMetrics, check_loss_fn, check_metrics
+from .compiled import CompiledLoss, CompiledMetrics, check_loss_fn, check_metrics, check_summary_names
 from .data_pass import DataSource, batches_in, data_pass
 from .epoch_values import EpochValues, running
 from .errors import ModelError, describe
 from .modes import evaluating
 from .placement import Devices, Placement
 from .progress import EpochProgress, ShowVerbose, logger, wants_progress
+from .random import capture_rng_state, restore_rng_state
 from .tracking import to_floats
 from .version import API_VERSION, Version
 
@@ -94,6 +95,7 @@ class BasicTestingManager(Generic[Module], abc.ABC):
         self.optimizer = optimizer
         self._loss_fn = check_loss_fn(loss_fn)
         self._metric_fns = check_metrics(metrics)
+        check_summary_names(self._loss_fn, self._metric_fns)
         self.compiled_losses = CompiledLoss(self._loss_fn) if self._loss_fn is not None else None
         self.compiled_metrics = CompiledMetrics(self._metric_fns)
         self._placement = Placement(precision, compile)
@@ -122,7 +124,9 @@ class BasicTestingManager(Generic[Module], abc.ABC):
 
     @loss_fn.setter
     def loss_fn(self, loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None) -> None:
-        self._loss_fn = check_loss_fn(loss_fn)
+        checked = check_loss_fn(loss_fn)
+        check_summary_names(checked, self._metric_fns)
+        self._loss_fn = checked
         self.compiled_losses = CompiledLoss(self._loss_fn) if self._loss_fn is not None else None
 
     @property
@@ -132,7 +136,9 @@ class BasicTestingManager(Generic[Module], abc.ABC):
 
     @metric_fns.setter
     def metric_fns(self, metrics: Mapping[str, Callable[..., Any]] | None) -> None:
-        self._metric_fns = check_metrics(metrics)
+        checked = check_metrics(metrics)
+        check_summary_names(self._loss_fn, checked)
+        self._metric_fns = checked
         self.compiled_metrics = CompiledMetrics(self._metric_fns)
 
     @property
@@ -563,10 +569,15 @@ class BasicTestingManager(Generic[Module], abc.ABC):
     def _evaluation_model(self) -> Iterator[None]:
         """Evaluate with the model, losses and metrics in eval mode (each module's mode comes back after).
 
+        Inside a `fit`, the random state (torch's, CUDA's, numpy's, Python's) comes back after too.
+
         Under DDP the raw model evaluates, after one broadcast of rank 0's buffers: DDP's forward may
         start collectives that a process with fewer evaluation batches would never join.
         """
         wrapped = self.model if isinstance(self.model, torch.nn.parallel.DistributedDataParallel) else None
+        # inside a `fit`, evaluating draws nothing from the run's random streams (a DataLoader's iterator
+        # draws a seed): with or without validation, or a `test()` from a callback, training goes on alike
+        random_state = capture_rng_state() if self._fitting_now() else None
         with evaluating([self.raw_model, *self._stream_modules()]):
             if wrapped is not None:
                 distributed.broadcast_buffers(self.raw_model)
@@ -576,6 +587,12 @@ class BasicTestingManager(Generic[Module], abc.ABC):
             finally:
                 if wrapped is not None:
                     self.model = wrapped
+                if random_state is not None:
+                    restore_rng_state(random_state)
+
+    def _fitting_now(self) -> bool:
+        """Whether a `fit` of this manager is running (a testing manager never fits)."""
+        return False
 
     def _sync_streams(self) -> None:
         """Follow changes made to the `metric_fns` or `loss_fn` dicts in place (once per pass, never per step)."""

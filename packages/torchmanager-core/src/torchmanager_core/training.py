@@ -752,6 +752,9 @@ class BasicTrainingManager(BasicTestingManager[Module], abc.ABC):
             )
         return total
 
+    def _fitting_now(self) -> bool:
+        return self._run.active
+
     def _check_train_kwargs(self, kwargs: Mapping[str, Any]) -> None:
         """Refuse keywords `fit` passes to `_train` that no `_train` takes (a typo, a manager option).
 

@@ -138,6 +138,35 @@ class CrossEntropy(Loss):
         gives NaN for it) adds nothing. Other reductions count samples.
         """
         module = cast(torch.nn.CrossEntropyLoss, self._modules["_metric_fn"])
+        nll = _NLL_SUM_AND_WEIGHT.get(input.dim()) if isinstance(input, torch.Tensor) else None
+        if (  # the common case, checked without a call: float32 logits, int64 class indices, torch's mean
+            nll is None
+            or input.dtype is not torch.float32
+            or not isinstance(target, torch.Tensor)
+            or target.dtype is not torch.int64
+            or target.dim() != input.dim() - 1
+            or target.shape[0] != input.shape[0]
+            or module.label_smoothing != 0
+            or module.reduction != "mean"
+            or not self._plain
+        ):
+            return self._update_any(input, target)
+        # F.cross_entropy's two kernels, summed, with the total weight its mean divides by
+        total: torch.Tensor
+        total_weight: torch.Tensor
+        total, total_weight = nll(
+            torch.log_softmax(input, 1), target, module._buffers.get("weight"), _SUM, module.ignore_index
+        )
+        value = torch.div(total, total_weight)
+        if self._weight == 1:
+            self.accumulate_sum(total, total_weight)
+            return value
+        self.accumulate_sum(total.detach() * self._weight, total_weight)
+        return torch.mul(value, self._weight)
+
+    def _update_any(self, input: Any, target: Any) -> torch.Tensor:
+        """`update` for every other input and setting (other dtypes and ranks, probabilities, smoothing, overrides)."""
+        module = cast(torch.nn.CrossEntropyLoss, self._modules["_metric_fn"])
         if not self._plain or module.reduction != "mean" or not isinstance(input, torch.Tensor):
             return super().update(input, target)  # what is not a tensor gets torch's own error from `forward`
         total, denominator = self.sum_and_denominator(input, target)

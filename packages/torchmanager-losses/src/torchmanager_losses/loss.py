@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from torchmanager_metrics.metric import NO_FLOAT64, Metric, MetricFn, at_least_float32, batch_size
+from torchmanager_metrics.metric import Metric, MetricFn, at_least_float32, batch_size
 
 __all__ = ["BaseLoss", "Loss", "LossFn", "averaged_elements", "check_non_negative", "loss", "loss_fn"]
 
@@ -56,7 +56,8 @@ class Loss(Metric):
     their denominators: `sum_b(value_b * d_b) / sum_b(d_b)`. By default `d_b` is the batch's
     number of samples; element-wise losses use the number of elements they average, and cross
     entropy the elements it did not ignore, weighted by their class weight, as torch divides by.
-    The `count` state is that total of denominators, a float (float64 where the device has it).
+    The `count` state is that total of denominators, a float32 like the running sum (integers in
+    it are exact up to 2**24; past that each batch adds a relative rounding of at most 2**-24).
 
     Args:
         loss_fn: Optional function of `(input, target)` giving the scalar batch loss (a torch
@@ -69,16 +70,8 @@ class Loss(Metric):
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"`loss_fn` must be callable as fn(input, target). Received: loss_fn={loss_fn!r}")
         super().__init__(loss_fn, target=target)
-        self.add_state("count", torch.zeros((), dtype=torch.float64), "sum")  # denominators may be class weights
+        self.add_state("count", torch.zeros(()), "sum")  # a float: denominators may be class weights
         self.weight = weight
-
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Loss:
-        # `.to(device)` of a device without float64 (MPS) would fail on the float64 count: it goes as float32
-        count = self._buffers.get("count")
-        if count is not None and count.dtype is torch.float64 and fn(count.float()).device.type in NO_FLOAT64:
-            self._buffers["count"] = count.float()
-        moved: Loss = super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
-        return moved
 
     @property
     def weight(self) -> float:

@@ -213,7 +213,7 @@ class _HitRate(Metric):
             self(input, target)
             return
         hits = self.hits(input, target)
-        self.accumulate_sum(hits.sum(), hits.numel())
+        self.accumulate_sum(hits.sum(dtype=torch.float32), hits.numel())
 
 
 class Accuracy(_HitRate):

@@ -18,7 +18,6 @@ from torch.utils.hooks import RemovableHandle
 __all__ = [
     "BaseMetric",
     "Metric",
-    "NO_FLOAT64",
     "MetricFn",
     "Reduction",
     "at_least_float32",
@@ -79,17 +78,6 @@ def overrides(obj: object, base: type, name: str) -> bool:
     `__init__`, so that a subclass's `forward` is still the one that counts.
     """
     return getattr(type(obj), name) is not getattr(base, name)
-
-
-NO_FLOAT64 = {"mps"}
-"""Device types without float64 tensors: a float64 `count` state is kept as float32 there."""
-
-
-def _count_dtype(default: torch.Tensor, device: torch.device) -> torch.dtype:
-    """The dtype of a `count` state on `device`: its default's, float32 where float64 is missing (MPS)."""
-    if default.dtype is torch.float64 and device.type in NO_FLOAT64:
-        return torch.float32
-    return default.dtype
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -273,30 +261,27 @@ class Metric(torch.nn.Module):
         """Add the sum `total` of `n` samples' values to the running mean (`accumulate(total / n, n)`, exactly).
 
         An integer sum (a count of hits) is added into the float state as it is: no conversion first.
-        `n` may be a 0-dim tensor on `total`'s device, counted without waiting for it: a number of
-        samples known only on the device (elements a loss did not ignore), or, for a `Loss` (whose
-        `count` is a float), a total weight. A batch whose `n` is 0 then adds nothing either way,
-        as long as its `total` is 0.
+        `n` may be a 0-dim tensor on `total`'s device (not requiring grad), counted without waiting
+        for it: a number of samples known only on the device (elements a loss did not ignore), or,
+        for a `Loss` (whose `count` is a float), a total weight. A batch whose `n` is 0 then adds
+        nothing either way, as long as its `total` is 0.
         """
-        if isinstance(n, torch.Tensor):
-            if total.dtype in _NARROW_FLOATS:
-                total = total.float()
-            self._total_like(total).add_(total.detach())
-            self._buffers["count"].add_(n.detach())  # type: ignore[union-attr]
-            self.__dict__["_num_updates"] = self._num_updates + 1
-            return
-        if n == 0:
+        if not isinstance(n, torch.Tensor) and n == 0:
             return
         if total.dtype in _NARROW_FLOATS:
             total = total.float()
-        self._total_like(total).add_(total.detach())
-        self.__dict__["_pending_count"] = self._pending_count + n
+        self._total_like(total).add_(total.detach() if total.requires_grad else total)
+        if isinstance(n, torch.Tensor):
+            self._buffers["count"].add_(n)  # type: ignore[union-attr]
+        else:
+            self.__dict__["_pending_count"] = self._pending_count + n
         self.__dict__["_num_updates"] = self._num_updates + 1
 
     def _summable(self, value: torch.Tensor | float) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value)
-        value = value.detach()
+        if value.requires_grad:
+            value = value.detach()
         if value.dtype is not torch.float32 and value.dtype is not torch.float64:
             value = value.float()  # bfloat16/float16 sums stop growing or overflow; integers need a float mean
         return value
@@ -310,9 +295,7 @@ class Metric(torch.nn.Module):
         if self._num_updates == 0 or total is None:
             dtype = value.dtype if value.dtype is torch.float64 else torch.float32
             total = buffers["total"] = torch.zeros(value.shape, dtype=dtype, device=value.device)
-            buffers["count"] = torch.zeros(
-                (), dtype=_count_dtype(self._defaults["count"], value.device), device=value.device
-            )
+            buffers["count"] = torch.zeros((), dtype=self._defaults["count"].dtype, device=value.device)
         elif value.shape != total.shape:
             raise ValueError(
                 f"{type(self).__name__} returned a value of shape {tuple(value.shape)} after values of shape "
