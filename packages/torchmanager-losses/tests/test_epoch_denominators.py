@@ -215,3 +215,24 @@ def test_a_subclass_forward_is_weighted_by_its_samples() -> None:
         0.5 * F.cross_entropy(bx.double(), by, ignore_index=IGNORED).nan_to_num() * len(bx) for bx, by in _batches(x, y)
     ) / len(x)
     torch.testing.assert_close(_stream(HalfLoss(), x, y).double(), torch.as_tensor(expected), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("spatial", [(), (3, 5)], ids=["(N, C)", "(N, C, H, W)"])
+@pytest.mark.parametrize("class_weights", [None, CLASS_WEIGHTS], ids=["unweighted", "class weights"])
+def test_trained_batches_count_alike_and_a_batch_all_ignored_is_torchs_nan(
+    spatial: tuple[int, ...], class_weights: torch.Tensor | None
+) -> None:
+    """Logits with a gradient (training) take torch's mean and its backward: the epoch value divides by the kept
+    labels' weight all the same; a batch whose labels are all ignored is NaN, as torch's loss is."""
+    x = torch.randn(sum(SIZES), 4, *spatial, generator=torch.Generator().manual_seed(11))
+    y = _labels(len(x), *spatial)
+    y[torch.tensor((0, *SIZES[:-1])).cumsum(0)] = 1  # every batch's first sample is labelled: none all ignored
+    loss = CrossEntropy(class_weights, ignore_index=IGNORED, weight=2)
+    for batch_x, batch_y in _batches(x, y):
+        loss(batch_x.clone().requires_grad_(), batch_y)
+    weights = None if class_weights is None else class_weights.double()
+    expected = 2 * F.cross_entropy(x.double(), y, weight=weights, ignore_index=IGNORED)
+    torch.testing.assert_close(loss.result.double(), expected, rtol=1e-5, atol=1e-6)
+    all_ignored = torch.full_like(y[:2], IGNORED)
+    assert loss(x[:2].clone().requires_grad_(), all_ignored).isnan()
+    assert loss.result.isnan()

@@ -14,7 +14,7 @@ from .loss import Loss, averaged_elements, check_non_negative
 
 __all__ = ["BCEWithLogits", "CrossEntropy", "FocalCrossEntropy", "class_labels", "focal_loss"]
 
-_SUM = 2  # torch's reduction enum for "sum" (`torch.nn._reduction.get_enum`)
+_MEAN, _SUM = 1, 2  # torch's reduction enums (`torch.nn._reduction.get_enum`)
 _NLL_SUM_AND_WEIGHT = {2: torch.ops.aten.nll_loss_forward.default, 4: torch.ops.aten.nll_loss2d_forward.default}
 """By input rank: torch's negative log-likelihood kernels, which return the loss and the total weight it divides by."""
 
@@ -134,8 +134,10 @@ class CrossEntropy(Loss):
         With `reduction="mean"`, each batch counts by what torch's mean divides by: its elements
         not labelled `ignore_index`, each weighted by its class weight (for probability labels,
         the N x d1 x ... positions), so the epoch value is torch's cross entropy over the whole
-        data set at once, whatever the batching. A batch whose elements are all ignored (torch
-        gives NaN for it) adds nothing. Other reductions count samples.
+        data set at once, whatever the batching. A batch whose elements are all ignored has no
+        mean (torch gives NaN): evaluated (logits without gradient) it adds nothing; trained on,
+        its NaN loss and gradient are torch's, and the epoch value is NaN too. Other reductions count
+        samples.
         """
         module = cast(torch.nn.CrossEntropyLoss, self._modules["_metric_fn"])
         nll = _NLL_SUM_AND_WEIGHT.get(input.dim()) if isinstance(input, torch.Tensor) else None
@@ -151,18 +153,22 @@ class CrossEntropy(Loss):
             or not self._plain
         ):
             return self._update_any(input, target)
-        # F.cross_entropy's two kernels, summed, with the total weight its mean divides by
-        total: torch.Tensor
+        # F.cross_entropy's two kernels, returning the total weight its mean divides by too
+        class_weight, ignore_index = module._buffers.get("weight"), module.ignore_index
+        value: torch.Tensor
         total_weight: torch.Tensor
-        total, total_weight = nll(
-            torch.log_softmax(input, 1), target, module._buffers.get("weight"), _SUM, module.ignore_index
-        )
-        value = torch.div(total, total_weight)
-        if self._weight == 1:
-            self.accumulate_sum(total, total_weight)
+        if input.requires_grad:  # training: torch's mean, whose backward is F.cross_entropy's
+            value, total_weight = nll(torch.log_softmax(input, 1), target, class_weight, _MEAN, ignore_index)
+            if self._weight != 1:
+                value = torch.mul(value, self._weight)
+            self.accumulate(value, total_weight)  # a batch all ignored is NaN, as torch's loss (and its gradient)
             return value
-        self.accumulate_sum(total.detach() * self._weight, total_weight)
-        return torch.mul(value, self._weight)
+        # evaluation (no gradient to keep cheap): the sum, so that a batch all ignored adds nothing
+        total, total_weight = nll(torch.log_softmax(input, 1), target, class_weight, _SUM, ignore_index)
+        if self._weight != 1:
+            total = torch.mul(total, self._weight)
+        self.accumulate_sum(total, total_weight)
+        return torch.div(total, total_weight)
 
     def _update_any(self, input: Any, target: Any) -> torch.Tensor:
         """`update` for every other input and setting (other dtypes and ranks, probabilities, smoothing, overrides)."""

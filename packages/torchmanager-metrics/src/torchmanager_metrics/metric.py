@@ -245,11 +245,20 @@ class Metric(torch.nn.Module):
         """
         self(input, target)
 
-    def accumulate(self, value: torch.Tensor | float, n: int = 1) -> None:
+    def accumulate(self, value: torch.Tensor | float, n: int | torch.Tensor = 1) -> None:
         """Add a batch mean `value` over `n` samples to the running mean, on `value`'s device.
 
         An empty batch (`n == 0`) is skipped: its mean is NaN and would poison the epoch value.
+        `n` may be a 0-dim tensor on `value`'s device (not requiring grad), counted without waiting
+        for it (see `accumulate_sum`); a batch whose tensor `n` is 0 cannot be skipped then, so its
+        mean must be finite (`accumulate_sum` of the batch's sum has no such case).
         """
+        if isinstance(n, torch.Tensor):
+            value = self._summable(value)
+            self._total_like(value).addcmul_(value, n)
+            self._buffers["count"].add_(n)  # type: ignore[union-attr]
+            self.__dict__["_num_updates"] = self._num_updates + 1
+            return
         if n == 0:
             return
         value = self._summable(value)
