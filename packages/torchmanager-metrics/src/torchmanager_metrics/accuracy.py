@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .metric import Metric, at_least_float32, overrides
+from .metric import GLOBAL_MODULE_HOOKS, Metric, at_least_float32, overrides
 
 __all__ = [
     "Accuracy",
@@ -209,7 +209,8 @@ class _HitRate(Metric):
         return _mean_of(self.hits(input, target))
 
     def update_state(self, input: Any, target: Any = None) -> None:
-        if not self._counts_hits or self._target is not None or self.hooked:
+        # `self.hooked` inlined: a property call costs more than these checks, on every batch
+        if not self._counts_hits or self._target is not None or self._hooked or any(GLOBAL_MODULE_HOOKS):
             self(input, target)
             return
         hits = self.hits(input, target)
