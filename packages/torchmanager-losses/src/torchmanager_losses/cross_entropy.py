@@ -15,7 +15,10 @@ from .loss import Loss, averaged_elements, check_non_negative
 __all__ = ["BCEWithLogits", "CrossEntropy", "FocalCrossEntropy", "class_labels", "focal_loss"]
 
 _MEAN, _SUM = 1, 2  # torch's reduction enums (`torch.nn._reduction.get_enum`)
-_NLL_SUM_AND_WEIGHT = {2: torch.ops.aten.nll_loss_forward.default, 4: torch.ops.aten.nll_loss2d_forward.default}
+_NLL_SUM_AND_WEIGHT = {
+    rank: getattr(op, "_op", op)  # the operator's C++ callable: `OpOverload.__call__` only adds a Python frame
+    for rank, op in ((2, torch.ops.aten.nll_loss_forward.default), (4, torch.ops.aten.nll_loss2d_forward.default))
+}
 """By input rank: torch's negative log-likelihood kernels, which return the loss and the total weight it divides by."""
 
 
