@@ -59,9 +59,6 @@ _GLOBAL_BACKWARD = _torch_module._global_backward_hooks
 GLOBAL_MODULE_HOOKS = (_GLOBAL_FORWARD_PRE, _GLOBAL_FORWARD, _GLOBAL_BACKWARD_PRE, _GLOBAL_BACKWARD)
 """The four registries, for a fast path that checks them all at once (`any(GLOBAL_MODULE_HOOKS)`)."""
 
-_COUNTS_KEPT = 256
-"""Device counts a metric keeps before adding them up (a list of 0-dim tensors: a few kB)."""
-
 _NARROW_FLOATS = frozenset((torch.bfloat16, torch.float16))
 """The autocast dtypes: too narrow to compute or sum a metric in."""
 
@@ -147,7 +144,6 @@ class Metric(torch.nn.Module):
         self._defaults: dict[str, torch.Tensor] = {}
         self._num_updates = 0
         self._pending_count = 0  # samples not yet added to `count` (a host int: no kernel per batch)
-        self._pending_counts: list[torch.Tensor] = []  # device counts not yet added (one kernel per many batches)
         self.add_state("total", torch.zeros(()), "sum")
         self.add_state("count", torch.zeros((), dtype=torch.int64), "sum")  # exact beyond float32's 2**24
 
@@ -263,7 +259,7 @@ class Metric(torch.nn.Module):
         if isinstance(n, torch.Tensor):
             value = self._summable(value)
             self._total_like(value).addcmul_(value, n)
-            self._count_later(n)
+            self._buffers["count"].add_(n)  # type: ignore[union-attr]
             self.__dict__["_num_updates"] = self._num_updates + 1
             return
         if n == 0:
@@ -288,17 +284,10 @@ class Metric(torch.nn.Module):
             total = total.float()
         self._total_like(total).add_(total.data if total.requires_grad else total)  # `.data`: see `_summable`
         if isinstance(n, torch.Tensor):
-            self._count_later(n)
+            self._buffers["count"].add_(n)  # type: ignore[union-attr]
         else:
             self.__dict__["_pending_count"] = self._pending_count + n
         self.__dict__["_num_updates"] = self._num_updates + 1
-
-    def _count_later(self, n: torch.Tensor) -> None:
-        """Keep a device count for `materialize`, which adds the kept ones in one kernel (every 256 at the latest)."""
-        pending = self._pending_counts
-        pending.append(n)
-        if len(pending) >= _COUNTS_KEPT:
-            self.materialize()
 
     def _summable(self, value: torch.Tensor | float) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
@@ -329,9 +318,7 @@ class Metric(torch.nn.Module):
         return total
 
     def materialize(self) -> None:
-        """Write the counts kept since the last read into the `count` state (done before any read of it).
-
-        The host-side sample counter, and the device counts (a loss's kept labels) added in one kernel.
+        """Write the host-side sample counter into the `count` state (done before any read of the state).
 
         `compute`, `merge_state`, `state_dict` and core's cross-process reduction call it; a subclass
         reading `self.count` directly calls it first.
@@ -339,16 +326,14 @@ class Metric(torch.nn.Module):
         if self._pending_count:
             self._buffers["count"].add_(self._pending_count)  # type: ignore[union-attr]
             self.__dict__["_pending_count"] = 0
-        if self._pending_counts:
-            pending, self.__dict__["_pending_counts"] = self._pending_counts, []
-            self._buffers["count"].add_(torch.stack(pending).sum())  # type: ignore[union-attr]
 
     def compute(self) -> torch.Tensor:
         """The epoch value from the state: by default the sample-weighted mean (NaN when empty)."""
         self.materialize()
         total, count = self._buffers["total"], self._buffers["count"]
         assert total is not None and count is not None  # states are never unset
-        return total / count
+        mean = total / count
+        return mean if mean.dtype is total.dtype else mean.to(total.dtype)  # a float64 count keeps the value's dtype
 
     def reset(self) -> None:
         """Forget every batch: each state goes back to its default, on its current device."""
@@ -358,7 +343,6 @@ class Metric(torch.nn.Module):
             buffers[name] = default.to(current.device if current is not None else default.device).clone()
         self.__dict__["_num_updates"] = 0
         self.__dict__["_pending_count"] = 0
-        self.__dict__["_pending_counts"] = []
 
     def merge_state(self, other: Metric) -> None:
         """Fold another instance's state into this one, as if its batches had been seen here."""
@@ -404,7 +388,6 @@ class Metric(torch.nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._num_updates = int(bool(self.count.ne(0).item()))  # whether any batch counted; not the hot path
         self._pending_count = 0
-        self._pending_counts = []
 
     def extra_repr(self) -> str:
         return f"target={self._target!r}" if self._target is not None else ""
