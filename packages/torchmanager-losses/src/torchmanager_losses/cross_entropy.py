@@ -138,14 +138,14 @@ class CrossEntropy(Loss):
         not labelled `ignore_index`, each weighted by its class weight (for probability labels,
         the N x d1 x ... positions), so the epoch value is torch's cross entropy over the whole
         data set at once, whatever the batching. A batch whose elements are all ignored has no
-        mean (torch gives NaN): evaluated (logits without gradient) it adds nothing; trained on,
-        its NaN loss and gradient are torch's, and the epoch value is NaN too. Other reductions count
-        samples.
+        mean: evaluated (logits without gradient) it adds nothing; trained on, its loss and
+        gradient are torch's NaN. Other reductions count samples.
         """
         module = cast(torch.nn.CrossEntropyLoss, self._modules["_metric_fn"])
         nll = _NLL_SUM_AND_WEIGHT.get(input.dim()) if isinstance(input, torch.Tensor) else None
-        if (  # the common case, checked without a call: float32 logits, int64 class indices, torch's mean
+        if (  # a training step's common case, checked without a call: float32 logits, int64 indices, torch's mean
             nll is None
+            or not input.requires_grad
             or input.dtype is not torch.float32
             or not isinstance(target, torch.Tensor)
             or target.dtype is not torch.int64
@@ -156,25 +156,22 @@ class CrossEntropy(Loss):
             or not self._plain
         ):
             return self._update_any(input, target)
-        # F.cross_entropy's two kernels, returning the total weight its mean divides by too
-        class_weight, ignore_index = module._buffers.get("weight"), module.ignore_index
+        # F.cross_entropy's two kernels and its mean, whose backward is F.cross_entropy's, with the total weight
         value: torch.Tensor
         total_weight: torch.Tensor
-        if input.requires_grad:  # training: torch's mean, whose backward is F.cross_entropy's
-            value, total_weight = nll(torch.log_softmax(input, 1), target, class_weight, _MEAN, ignore_index)
-            if self._weight != 1:
-                value = torch.mul(value, self._weight)
-            self.accumulate(value, total_weight)  # a batch all ignored is NaN, as torch's loss (and its gradient)
-            return value
-        # evaluation (no gradient to keep cheap): the sum, so that a batch all ignored adds nothing
-        total, total_weight = nll(torch.log_softmax(input, 1), target, class_weight, _SUM, ignore_index)
+        value, total_weight = nll(
+            torch.log_softmax(input, 1), target, module._buffers.get("weight"), _MEAN, module.ignore_index
+        )
         if self._weight != 1:
-            total = torch.mul(total, self._weight)
-        self.accumulate_sum(total, total_weight)
-        return torch.div(total, total_weight)
+            value = torch.mul(value, self._weight)
+        self.accumulate(value, total_weight)  # a batch all ignored is NaN here, as torch's loss
+        return value
 
     def _update_any(self, input: Any, target: Any) -> torch.Tensor:
-        """`update` for every other input and setting (other dtypes and ranks, probabilities, smoothing, overrides)."""
+        """`update` for evaluation and every other input and setting: the batch's sum over its denominator.
+
+        A batch whose labels are all ignored adds nothing (its sum and denominator are 0).
+        """
         module = cast(torch.nn.CrossEntropyLoss, self._modules["_metric_fn"])
         if not self._plain or module.reduction != "mean" or not isinstance(input, torch.Tensor):
             return super().update(input, target)  # what is not a tensor gets torch's own error from `forward`
