@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from core_testkit import Accuracy, batches, blobs
 
-from torchmanager_core import Manager, checkpoint
+from torchmanager_core import Callback, Manager, checkpoint
 
 
 def mlp(seed: int = 0) -> torch.nn.Module:
@@ -162,3 +162,63 @@ def test_compiled_model_trains_like_the_eager_one() -> None:
 def test_bad_step_options(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         sgd_manager(mlp(), **kwargs)
+
+
+def test_bf16_true_trains_in_bfloat16_like_a_hand_loop_and_sums_in_float32() -> None:
+    """`precision="bf16-true"`: weights, gradients and compute in bfloat16; the epoch loss still summed in float32."""
+    x, y = blobs(48)
+    data = batches(x, y, 16)
+    manager = sgd_manager(mlp(), precision="bf16-true")
+    _, summary = manager.fit(data, epochs=2, return_summary=True)
+    model = manager.raw_model
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+
+    hand = mlp().to(torch.bfloat16)
+    optimizer = torch.optim.SGD(hand.parameters(), lr=0.5)
+    for _ in range(2):
+        losses = []
+        for xb, yb in data:
+            loss = F.cross_entropy(hand(xb.to(torch.bfloat16)), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append((loss.double().item(), len(yb)))
+    for ours, theirs in zip(model.parameters(), hand.parameters(), strict=True):
+        assert torch.equal(ours, theirs)
+    expected = sum(value * n for value, n in losses) / sum(n for _, n in losses)
+    assert summary["loss"] == pytest.approx(expected, rel=1e-6)  # a bfloat16 sum would round to 3 digits
+
+
+class _Inf(torch.nn.Module):
+    """Wraps a model; its output is inf on the batches listed (their float16 gradients overflow)."""
+
+    def __init__(self, model: torch.nn.Module, bad: set[int]) -> None:
+        super().__init__()
+        self.model, self.bad, self.calls = model, bad, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        self.calls += 1
+        return out * float("inf") if self.calls - 1 in self.bad else out
+
+
+def test_an_update_the_grad_scaler_skips_is_not_an_optimizer_update() -> None:
+    """16-mixed: a step whose gradients overflow is skipped by the scaler; `global_step` counts applied updates only,
+    so a per-update schedule (stepped when `global_step` moves) moves only when the weights do."""
+    import warnings
+
+    x, y = blobs(64)
+    model = _Inf(mlp(), bad={0, 2})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    seen: list[int] = []
+
+    class Record(Callback):
+        def on_batch_end(self, batch: int, summary: Any = None) -> None:
+            seen.append(self.manager.global_step)
+
+    manager = Manager(model, optimizer, loss_fn=torch.nn.CrossEntropyLoss(), precision="16-mixed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "lr_scheduler.step() before optimizer.step()" would fail the test
+        manager.fit(batches(x, y, 16), epochs=1, callbacks_list=[Record()], on_nonfinite_loss="stop")
+    assert seen == [0, 1, 1, 2]  # batches 0 and 2 overflowed: two updates applied
+    assert manager.global_step == 2

@@ -17,7 +17,7 @@ from core_testkit import Accuracy, batches, blobs, linear
 
 from torchmanager_core import Callback, Manager, StopTraining
 from torchmanager_core.callbacks import CallbackList
-from torchmanager_core.run_state import RandomSnapshot
+from torchmanager_core.loop.run import RandomSnapshot
 
 
 class Unsized:

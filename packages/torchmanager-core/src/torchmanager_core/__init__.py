@@ -11,13 +11,32 @@ is `NotImplemented` when not installed, as upstream had it; a star import leaves
 
 from typing import TYPE_CHECKING, Any
 
-from . import callbacks, checkpoint, configs, devices, distributed, errors, preemption, protocols, random, version
+from . import (
+    callbacks,
+    checkpoint,
+    configs,
+    devices,
+    distributed,
+    errors,
+    preemption,
+    protocols,
+    random,
+    strategy,
+    version,
+)
 from .__about__ import __version__
 from .callbacks import Callback, CallbackList
+from .compat import (
+    BaseTestingManager,
+    BaseTrainingManager,
+    BasicTestingManager,
+    BasicTrainingManager,
+    TestingManager,
+    TrainingManager,
+)
 from .errors import StopTraining, raise_error
 from .errors import _raise as _raise
-from .testing import BaseTestingManager, BasicTestingManager, TestingManager
-from .training import BaseTrainingManager, BasicTrainingManager, Manager, TrainingManager
+from .manager import Manager
 from .version import API_VERSION, DESCRIPTION, VERSION, Version, deprecated
 
 __all__ = [
@@ -59,6 +78,7 @@ __all__ = [
     "raise_error",
     "random",
     "shutil",
+    "strategy",
     "sys",
     "torch",
     "version",

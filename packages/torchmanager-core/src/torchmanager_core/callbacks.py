@@ -28,10 +28,19 @@ val_summary=)``                        epoch's floats (`val_summary` None withou
 `test(..., callbacks_list=...)` calls ``on_test_start()``, ``on_test_batch_start(batch)``,
 ``on_test_batch_end(batch, summary=)`` and ``on_test_end(summary)`` in the same way.
 
-A `manager.save_checkpoint(path)` during `on_batch_end` or `on_epoch_end` is a request: the loop
-writes the file after every callback has had the hook. Raising `StopTraining` from any hook, or
-setting `manager.stop_training`, ends training cleanly after the current batch or epoch, on every
-process under torchrun.
+Every hook takes one route (the run's dispatch). A `manager.save_checkpoint(path)` inside any hook
+is a request: the loop writes the file after every callback has had the hook (also when a later
+callback raised), so it holds every callback's state of one moment. `StopTraining` raised from any
+hook, or `manager.stop_training = True`, ends training cleanly on every process under torchrun:
+
+- from `on_train_start`: before anything trains;
+- from `on_epoch_start`: before the epoch's first batch (the epoch has not started: a later `fit`
+  or a checkpoint starts it);
+- from `on_batch_start` or `on_batch_end`: after that batch (the epoch is neither validated nor
+  ended: a later `fit` or a checkpoint goes on from the next batch; after the epoch's last batch
+  the epoch ends as usual);
+- from `on_validation_start`, `on_validation_end` or `on_epoch_end`: after the current epoch, which
+  is validated and ended (history, `on_epoch_end`, its checkpoints) first.
 """
 
 from __future__ import annotations

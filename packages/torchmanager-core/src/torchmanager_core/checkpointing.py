@@ -1,13 +1,14 @@
-"""A manager's checkpoints: what goes into the file, and how a manager is restored from it.
+"""A manager's checkpoints: what goes into the file, and how a manager and its run are restored from it.
 
 Who owns what: `checkpoint` owns the bytes (atomic writes, safe loading, format version); this
-module owns the payload, as functions the managers call with their parts: model and optimizer
-state dicts, the running values of the pass in progress, the manager's options, and (from a
-training manager) the run's position, random states, grad scaler and callbacks' states.
+module owns the payload: model and optimizer state dicts, the training pass's running values, the
+manager's options, the run's position and random states (`loop.run.Run.state_dict`), the
+precision's state (the grad scaler) and the callbacks' states; and restoring all of it (`restore`),
+checked before anything is loaded. With `loop/run.py` it is the only place a resume happens.
 
 Payload (format 2): "model", "model_structure", "optimizer", "optimizer_class", "values" (the pass's
-losses, metrics and extra values), "options", and from a training run "epoch", "step",
-"global_step", "epoch_rng", "rng", "grad_scaler", "callbacks". Format 1 files load too (`read`).
+losses, metrics and extra values), "options", "epoch", "step", "global_step", "trained_batches",
+"epoch_rng", "rng", "history", "grad_scaler", "callbacks". Format 1 files load too (`read`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from typing import Any, TypeVar
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
+from .callbacks import CallbackList
 from .epoch_values import EpochValues
+from .loop.protocol import ManagerLike
 
 __all__ = [
+    "CheckpointMembers",
     "construct",
+    "options",
     "payload",
+    "save",
     "plain_compile_option",
     "read",
     "rebuild_model",
@@ -33,32 +39,138 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+M = TypeVar("M", bound="CheckpointMembers")
 PathLike = str | os.PathLike[str]
 
 
+class CheckpointMembers:
+    """A manager's checkpoint methods (the manager inherits them; the payload is this module's)."""
+
+    def save_checkpoint(self: ManagerLike, path: PathLike) -> None:
+        """Write a checkpoint of the manager and its run atomically (a crash leaves any previous file intact).
+
+        Only the main process writes; every process learns whether it could. Called from a hook
+        during `fit`, it is a request: the loop writes the file once every callback has had the hook,
+        so the checkpoint holds every callback's state of one moment.
+
+        Raises:
+            CheckpointError: The file could not be written (outside `fit`, or with `on_checkpoint_error="raise"`).
+        """
+        save(self, os.fspath(path))
+
+    def load_checkpoint(
+        self: ManagerLike, path: PathLike, *, map_location: Any = None, trusted: bool = False
+    ) -> dict[str, Any]:
+        """Restore the model, optimizer, losses, metrics and the run's position from `path`; returns its payload.
+
+        Everything is checked before anything is loaded: a refused checkpoint leaves the manager as it was.
+
+        Raises:
+            FileNotFoundError: No file at `path`.
+            CheckpointError: The file is not a checkpoint of ours, is corrupt, or holds another model.
+        """
+        payload = read(path, map_location=map_location, trusted=trusted)
+        restore(self, payload, os.fspath(path))
+        return payload
+
+    @classmethod
+    def from_checkpoint(
+        cls: type[M],
+        path: PathLike,
+        *,
+        model: torch.nn.Module | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        loss_fn: Any = None,
+        metrics: Mapping[str, Callable[..., Any]] | None = None,
+        map_location: Any = None,
+        trusted: bool = False,
+        **kwargs: Any,
+    ) -> M:
+        """A manager restored from a checkpoint with the options it was saved with; no code from the file runs unless `trusted`.
+
+        Args:
+            model: The model to load the weights into; without it the model object is rebuilt from the
+                file, which runs code from it (only with `trusted=True`).
+            optimizer: The optimizer to restore; default a `torch.optim` one of the saved class over the model.
+            loss_fn, metrics: The manager's losses and metrics (their saved states are restored).
+            map_location: Where to load the tensors (default the CPU).
+            **kwargs: More constructor arguments (a subclass's own); they override the saved options.
+        Raises:
+            CheckpointError: No `model=` without trust or without a saved structure, or the file does
+                not fit the given model, optimizer, losses or metrics.
+        """
+        payload = read(path, map_location=map_location, trusted=trusted)
+        model = model if model is not None else rebuild_model(payload, path, trusted, map_location)
+        if optimizer is None:
+            optimizer = rebuild_optimizer(payload, model)
+        manager = construct(cls, payload, model, optimizer, loss_fn, metrics, kwargs)
+        restore(manager, payload, os.fspath(path))  # type: ignore[arg-type]  # `cls` is a Manager class
+        return manager
+
+
 def payload(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    values: EpochValues,
-    options: Mapping[str, Any],
+    manager: ManagerLike,
+    callbacks: CallbackList | None = None,
     structure: Callable[[torch.nn.Module], torch.Tensor | None] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint content of a manager's parts, as state dicts and plain values.
+    """The checkpoint content of `manager` and its run, as state dicts and plain values.
 
     Args:
-        model: The raw model.
-        optimizer: The optimizer, or None.
-        values: The running values of the pass whose state the checkpoint keeps.
-        options: The manager's options (plain values).
-        structure: Packs the model's structure (default `pack_structure`).
+        manager: The manager.
+        callbacks: The run's callbacks, each adding its state (`on_save_checkpoint`).
+        structure: Packs the model's structure (default `pack_structure`; `fit` packs it once).
     """
-    return {
+    model, optimizer = manager.raw_model, manager.optimizer
+    data: dict[str, Any] = {
         "model": model.state_dict(),
         "model_structure": (structure or pack_structure)(model),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "optimizer_class": _qualified_name(optimizer),
-        "values": values.state_dict(),
-        "options": dict(options),
+        "values": _training_values(manager),
+        "options": options(manager),
+        **manager._run.state_dict(),
+        "grad_scaler": manager._precision.state_dict(),
+        "callbacks": {},
+    }
+    if callbacks is not None:
+        callbacks.on_save_checkpoint(data)
+    return data
+
+
+def _training_values(manager: ManagerLike) -> dict[str, Any] | None:
+    """The training pass's running values: live during its epoch, kept by the run between two `fit`s."""
+    if manager._passes and manager._passes[0] is manager._training:
+        return manager._training.state_dict()
+    return manager._run.epoch_values
+
+
+def save(manager: ManagerLike, path: str) -> None:
+    """`manager.save_checkpoint(path)`: inside a hook of a `fit` a request (written after it), during a `fit` a
+    write under its policies, else a write of the manager's state now (the main process writes, every process
+    learns whether it could).
+
+    Raises:
+        CheckpointError: The write failed (on every process alike: none is left waiting for the others).
+    """
+    dispatch = manager._dispatch
+    if dispatch is not None:
+        if not dispatch.request(path):
+            dispatch.write(path)
+        return
+    data = payload(manager)
+    error = distributed.on_main_process(lambda: checkpoint.save(data, path))
+    if error is not None:
+        raise error
+
+
+def options(manager: ManagerLike) -> dict[str, Any]:
+    """The constructor options a checkpoint keeps, so `from_checkpoint` makes the same manager."""
+    return {
+        "precision": manager._precision_option,
+        "compile": plain_compile_option(manager._compile),
+        "accumulate_grad_batches": manager.accumulate_grad_batches,
+        "clip_grad_norm": manager.clip_grad_norm,
+        "clip_grad_value": manager.clip_grad_value,
     }
 
 
@@ -99,24 +211,24 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
-def restore(
-    data: Mapping[str, Any],
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    values: EpochValues,
-    source: str,
-) -> None:
-    """Put a payload's model, optimizer and running values back, after checking all of it.
+def restore(manager: ManagerLike, data: Mapping[str, Any], source: str) -> None:
+    """Put a payload back into `manager` and its run, after checking all of it.
 
     Raises:
         CheckpointError: The payload does not fit the model, optimizer, losses or metrics; nothing was loaded.
     """
-    check(data, model, optimizer, values, source)
+    model, optimizer = manager.raw_model, manager.optimizer
+    check(data, model, optimizer, manager._training, source)
     model.load_state_dict(data["model"])
     if optimizer is not None and data.get("optimizer") is not None:
         optimizer.load_state_dict(data["optimizer"])
-    if data.get("values") is not None:
-        values.load_state_dict(data["values"])
+    run = manager._run
+    run.load_state_dict(data)
+    values = data.get("values")
+    if values is not None:
+        manager._training.load_state_dict(values)  # readable from the losses and metrics at once
+    run.epoch_values = dict(values) if values is not None and run.batch > 0 else None  # kept for the epoch's rest
+    manager._precision.load_state_dict(data.get("grad_scaler"))
 
 
 def check(
@@ -211,20 +323,20 @@ def construct(
 
     The model, optimizer, losses and metrics go by keyword when the constructor names them so (a
     subclass may put its own arguments first); the saved options the constructor does not take are
-    set afterwards (`_apply_options`), so `from_checkpoint` keeps precision, accumulation and clipping.
+    set afterwards, so `from_checkpoint` keeps precision, accumulation and clipping.
     """
     parameters = inspect.signature(cls).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     parts = {"model": model, "optimizer": optimizer, "loss_fn": loss_fn, "metrics": metrics}
-    options = {key: value for key, value in (data.get("options") or {}).items() if key not in kwargs}
-    given = {key: value for key, value in options.items() if takes_any or key in parameters}
+    saved = {key: value for key, value in (data.get("options") or {}).items() if key not in kwargs}
+    given = {key: value for key, value in saved.items() if takes_any or key in parameters}
     if all(name in parameters for name in parts):
         manager = cls(**parts, **given, **kwargs)
     else:
         manager = cls(model, optimizer, loss_fn, metrics, **given, **kwargs)  # type: ignore[call-arg]
-    rest = {key: value for key, value in options.items() if key not in given}
-    if rest:
-        manager._apply_options(rest)  # type: ignore[attr-defined]
+    for name, value in saved.items():  # the saved options the constructor did not take
+        if name not in given:
+            setattr(manager, "_compile" if name == "compile" else name, value)
     return manager
 
 

@@ -136,6 +136,10 @@ class _Streams:
     def modules(self) -> Iterator[torch.nn.Module]:
         return (fn for fn in self.fns.values() if isinstance(fn, torch.nn.Module))
 
+    def holds(self, fns: Mapping[str, Any]) -> bool:
+        """Whether these are exactly `fns` (the same names, the same objects): a dict changed in place is not."""
+        return self.fns.keys() == fns.keys() and all(self.fns[key] is fns[key] for key in fns)
+
     def state_dict(self) -> dict[str, Any]:
         """The running state: each module's state dict, the tracked means and the call count (copies)."""
         return {

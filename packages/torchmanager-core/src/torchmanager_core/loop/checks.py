@@ -1,0 +1,175 @@
+"""Argument checks at the public entry points (`Manager(...)`, `fit`), before anything is placed or trained.
+
+Every message says what is wrong, what would be right, then `Received: name=value`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+from .epoch import DataSource, batches_in
+from .plan import is_default
+from .protocol import ManagerLike
+
+__all__ = [
+    "MANAGER_OPTIONS",
+    "check_fit",
+    "check_model_and_optimizer",
+    "check_optimizer_params",
+    "check_train_kwargs",
+    "positive_int",
+    "positive_or_none",
+]
+
+MANAGER_OPTIONS = ("accumulate_grad_batches", "clip_grad_norm", "clip_grad_value", "precision", "compile", "strategy")
+"""Options a manager takes when it is made, which Lightning and Keras users may give to `fit`."""
+
+
+def check_model_and_optimizer(model: object, optimizer: object) -> None:
+    """Raise `TypeError` unless `model` is a module and `optimizer` an optimizer or None (a class gets a hint)."""
+    if not isinstance(model, torch.nn.Module):
+        if isinstance(model, type):
+            raise TypeError(
+                f"`model` must be a torch.nn.Module, not its class: build one, {model.__name__}(...). "
+                f"Received: model={model!r}"
+            )
+        raise TypeError(f"`model` must be a torch.nn.Module. Received: model={type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        made = ""
+        if isinstance(optimizer, type):
+            made = f", built over the model's parameters: {optimizer.__name__}(model.parameters(), lr=...)"
+        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer{made} or None. Received: optimizer={optimizer!r}")
+
+
+def positive_int(value: object, name: str) -> int:
+    """`value` if it is a positive int (not a bool), else `ValueError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}")
+    return value
+
+
+def positive_or_none(value: object, name: str) -> float | None:
+    """`value` if it is a positive number or None, else `ValueError` naming `name`."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise ValueError(f"`{name}` must be a positive number or None. Received: {name}={value!r}")
+    return value
+
+
+def check_fit(
+    manager: ManagerLike,
+    dataset: DataSource,
+    val_dataset: DataSource | None,
+    epochs: int | None,
+    iterations: int | None,
+    initial_epoch: int | None,
+    on_nonfinite: str,
+    on_checkpoint_error: str,
+) -> int:
+    """Check `fit`'s arguments; return the total number of epochs.
+
+    Raises:
+        ValueError: A bad count, policy or data set, or no optimizer or loss for the default step.
+    """
+    if manager.optimizer is None:
+        raise ValueError(
+            f"`fit` needs an optimizer: pass one to {type(manager).__name__}(model, optimizer, ...). Received: optimizer=None"
+        )
+    if manager.compiled_losses is None and is_default(manager, "train_step"):
+        raise ValueError(
+            "`fit` needs a `loss_fn` for the default training step: pass one to the manager, or override "
+            "`train_step`. Received: loss_fn=None"
+        )
+    _check_choice(on_nonfinite, "on_nonfinite_loss", ("raise", "stop"))
+    _check_choice(on_checkpoint_error, "on_checkpoint_error", ("raise", "continue"))
+    if (epochs is None) == (iterations is None):
+        raise ValueError(
+            f"Give exactly one of `epochs` and `iterations`. Received: epochs={epochs!r}, iterations={iterations!r}"
+        )
+    count, name = (epochs, "epochs") if epochs is not None else (iterations, "iterations")
+    if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={count!r}")
+    steps = batches_in(dataset)
+    if steps == 0:
+        raise ValueError(f"`training_dataset` {_why_no_batches(dataset)}. Received: training_dataset={dataset!r}")
+    _check_readable_again(dataset, "training_dataset", epochs)
+    if val_dataset is not None:
+        _check_readable_again(val_dataset, "val_dataset", epochs)
+        if batches_in(val_dataset) == 0:
+            raise ValueError(
+                f"`val_dataset` {_why_no_batches(val_dataset)} (or pass None). Received: val_dataset={val_dataset!r}"
+            )
+    check_optimizer_params(manager)
+    if iterations is not None and steps is None:
+        raise ValueError(
+            "`iterations` needs a data set whose number of batches is known (`len`); give `epochs` instead."
+        )
+    total = count if epochs is not None else math.ceil(count / (steps or 1))
+    if initial_epoch is not None and (
+        isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch < total
+    ):
+        raise ValueError(f"`initial_epoch` must be an int in [0, {total}). Received: initial_epoch={initial_epoch!r}")
+    return total
+
+
+def _check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        allowed = " or ".join(repr(choice) for choice in choices)
+        raise ValueError(f"`{name}` must be {allowed}. Received: {name}={value!r}")
+
+
+def _check_readable_again(source: DataSource, name: str, epochs: int | None) -> None:
+    if isinstance(source, Iterator) and epochs is not None and epochs > 1:
+        raise ValueError(
+            f"`{name}` is an iterator (a generator, `iter(...)`), which can be read only once, and `fit` "
+            f"reads it in each of the {epochs} epochs: give a list, a "
+            f"torchmanager Dataset, a DataLoader or another iterable that starts again on each `iter()`. "
+            f"Received: {name}={source!r}"
+        )
+
+
+def _why_no_batches(dataset: DataSource) -> str:
+    """Why a data set gives no batches, naming `drop_last` and `batch_size` when they are the cause."""
+    batch_size, drop_last = getattr(dataset, "batch_size", None), getattr(dataset, "drop_last", False)
+    if drop_last and isinstance(batch_size, int):
+        return f"yields 0 batches: with `drop_last=True` it needs at least `batch_size`={batch_size} items; lower `batch_size` or set `drop_last=False`"
+    return "is empty (0 batches); give a non-empty data set"
+
+
+def check_train_kwargs(manager: ManagerLike, kwargs: Mapping[str, Any]) -> None:
+    """Refuse keywords `fit` passes to `_train` that no `_train` takes (a typo, a manager option).
+
+    A subclass overriding `_train` may take more, as upstream allowed; the default takes `verbose_type`.
+    """
+    unknown = sorted(set(kwargs) - {"verbose_type"})
+    if not unknown or not is_default(manager, "_train"):
+        return
+    options = [name for name in unknown if name in MANAGER_OPTIONS]
+    hint = (
+        f" {', '.join(f'`{name}`' for name in options)} is an option of the manager: "
+        f"{type(manager).__name__}(model, optimizer, ..., {options[0]}=...)."
+        if options
+        else " Check the spelling against `fit`'s arguments."
+    )
+    raise TypeError(
+        f"`fit` got keyword arguments it does not take: {', '.join(unknown)}.{hint} "
+        f"Received: {', '.join(f'{name}={kwargs[name]!r}' for name in unknown)}"
+    )
+
+
+def check_optimizer_params(manager: ManagerLike) -> None:
+    """An optimizer over none of the model's (or losses') parameters would train nothing."""
+    assert manager.optimizer is not None
+    owned = {id(p) for p in manager.raw_model.parameters()}
+    for module in manager._stream_modules():
+        owned.update(id(p) for p in module.parameters())
+    optimized: Iterable[torch.Tensor] = [p for group in manager.optimizer.param_groups for p in group["params"]]
+    optimized = list(optimized)
+    if optimized and not any(id(p) in owned for p in optimized):
+        raise ValueError(
+            "The `optimizer` holds none of the model's parameters, so training would change nothing; build it from "
+            f"this model: `torch.optim.SGD(model.parameters(), ...)`. Received: optimizer over {len(optimized)} other tensors"
+        )

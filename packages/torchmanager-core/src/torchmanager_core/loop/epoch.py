@@ -1,0 +1,238 @@
+"""One resumable pass over data, for a training epoch, a validation and a test alike.
+
+Who owns what: `batches` turns a data source into the `(x, y)` batches of one pass, on the device,
+looking one batch ahead so the last batch is known when it comes (for any source, sized or not),
+and skipping the batches a resumed epoch already trained, after drawing its data order again.
+`run_pass` runs a step on each batch, records its values, calls the batch hooks through the run's
+dispatch and, in training, moves the run's position on and agrees on stopping. `train_epoch` is
+the body of `Manager._train`; `evaluate` the body of `test` and of validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import torch
+
+from .. import distributed, evaluation_shards
+from ..devices import move_to_device
+from ..epoch_values import EpochValues
+from ..progress import EpochProgress, VerboseType, logger
+from .dispatch import Dispatch
+from .plan import Plan, Step
+from .protocol import ManagerLike
+from .run import RandomSnapshot
+
+__all__ = ["DataSource", "batches", "batches_in", "evaluate", "set_epoch", "train_epoch"]
+
+DataSource: TypeAlias = Iterable[Any]
+"""Anything iterable yielding `(x, y)` batches: a torchmanager `Dataset`, a `DataLoader`, a list."""
+
+_END = object()
+
+
+def batches_in(dataset: DataSource) -> int | None:
+    """The number of batches a pass over `dataset` yields, when it is known without iterating."""
+    batched_len = getattr(dataset, "batched_len", None)
+    if isinstance(batched_len, int):
+        return batched_len
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def set_epoch(dataset: DataSource, epoch: int) -> None:
+    """Tell the data (or its sampler) the epoch, so a `DistributedSampler` reshuffles each epoch."""
+    for owner in (dataset, getattr(dataset, "sampler", None), getattr(dataset, "batch_sampler", None)):
+        set_epoch = getattr(owner, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+            return
+    inner = getattr(getattr(dataset, "batch_sampler", None), "sampler", None)  # a DistributedSampler in a batch sampler
+    if callable(getattr(inner, "set_epoch", None)):
+        inner.set_epoch(epoch)  # type: ignore[union-attr]
+
+
+def batches(
+    dataset: DataSource,
+    unpack: Callable[[Any], tuple[Any, Any]],
+    device: torch.device,
+    convert: Callable[[Any], Any],
+    *,
+    skip: int = 0,
+    after_skip: Callable[[], None] | None = None,
+) -> Iterator[tuple[Any, Any, bool]]:
+    """Yield `(x, y, is_last)` for each batch of `dataset` on `device` (non-blocking), `x` through `convert`.
+
+    Args:
+        skip: Batches to draw and drop first (those a resumed epoch already trained on).
+        after_skip: Called once the skipped batches and the first batch to yield were drawn (a
+            resume puts the generators back as they were when its checkpoint was written).
+    """
+    iterator = iter(dataset)
+    for _ in range(skip):
+        if next(iterator, _END) is _END:
+            break
+    pending = next(iterator, _END)
+    if after_skip is not None:
+        after_skip()
+    while pending is not _END:
+        following = next(iterator, _END)
+        x, y = unpack(pending)
+        yield convert(move_to_device(x, device)), move_to_device(y, device), following is _END
+        pending = following
+
+
+def unpacker(manager: ManagerLike, dataset: DataSource) -> Callable[[Any], tuple[Any, Any]]:
+    """How the batches of `dataset` split into `(x, y)`: its own `unpack_data`, else the manager's."""
+    unpack: Callable[[Any], tuple[Any, Any]] = getattr(dataset, "unpack_data", None) or manager.unpack_data
+    return unpack
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What differs between a training pass and an evaluation pass."""
+
+    training: bool
+    step: Step
+    values: EpochValues
+    start_hook: str
+    end_hook: str
+
+
+def run_pass(
+    manager: ManagerLike, plan: Plan, dispatch: Dispatch, data: DataSource, spec: _Pass, progress: EpochProgress
+) -> int:
+    """Run `spec.step` on each batch of `data`; the number of batches run.
+
+    In training, the run's position moves on after each batch (`batch`, `trained_batches`), the
+    last batch is the data's or the budget's, and after each batch the processes agree on stopping
+    when the plan says so (a preemption signal is acted on at an update boundary).
+    """
+    run, device, convert = manager._run, manager.device, manager._precision.convert_input
+    skip, after_skip = _data_order(manager, data) if spec.training else (0, None)
+    start, end = dispatch.uses(spec.start_hook), dispatch.uses(spec.end_hook)
+    index = run.batch if spec.training else 0
+    done = 0
+    for x, y, last in batches(data, unpacker(manager, data), device, convert, skip=skip, after_skip=after_skip):
+        if spec.training:
+            run.last_batch = last or run.budget_left == 1
+        if start:
+            dispatch(spec.start_hook, index)
+        summary = spec.step(x, y)
+        if summary or not isinstance(summary, dict):  # the counting step returns {}: its metrics counted already
+            spec.values.record(summary, x, y)
+        index, done = index + 1, done + 1
+        if spec.training:
+            run.batch, run.trained_batches, run.epoch_complete = index, run.trained_batches + 1, last
+        if end:
+            dispatch(spec.end_hook, index - 1, summary=summary)
+        if progress.enabled:
+            progress.step(spec.values.tensors)
+        if spec.training:
+            if plan.agree_each_step or run.signal is not None:
+                dispatch.agree(at_update=run.window_done(plan.accumulate))
+            if run.stop or run.last_batch:
+                break
+    else:
+        run.epoch_complete = spec.training  # the data ran out (a resume may have skipped all that was left)
+    return done
+
+
+def _data_order(manager: ManagerLike, dataset: DataSource) -> tuple[int, Callable[[], None] | None]:
+    """Where a training pass starts: (0, None) fresh, else the batches to skip and what to do after them.
+
+    A fresh epoch snapshots the generators its data order is drawn from; a resumed one draws the
+    same order again from that snapshot, skips what was done, then takes the generators the
+    checkpoint was written with. Only the epoch's first pass resumes (a `_train` that runs twice an
+    epoch runs its second pass whole).
+    """
+    run = manager._run
+    skip, run.skip = run.skip, 0
+    if skip == 0:
+        if run.batch == 0:
+            run.epoch_rng = RandomSnapshot.take(dataset)
+        return 0, None
+    if run.epoch_rng is not None:
+        run.epoch_rng.restore(dataset)
+    resumed, run.resume_rng = run.resume_rng, None
+    return skip, (lambda: resumed.restore(dataset)) if resumed is not None else None
+
+
+def train_epoch(
+    manager: ManagerLike, dataset: DataSource, show_verbose: bool, verbose_type: VerboseType
+) -> dict[str, float]:
+    """Train the epoch in progress over `dataset` (the rest of it when resumed) and return its summary floats.
+
+    Raises:
+        RuntimeError: No `fit` is running.
+        ValueError: The epoch yielded no batch at all.
+    """
+    dispatch, plan, run = manager._dispatch, manager._plan, manager._run
+    if dispatch is None or plan is None:
+        raise RuntimeError(
+            "`_train` trains one epoch of a running `fit`; call `fit` instead. Received: _train() outside fit"
+        )
+    values = manager._training
+    values.believe_steps = plan.believe_train_steps
+    set_epoch(dataset, run.epoch)
+    run.steps_in_epoch = batches_in(dataset)
+    progress = dispatch.progress = EpochProgress(
+        _bar_total(run.steps_in_epoch, run.batch, run.budget_left),
+        f"Epoch {run.epoch + 1}/{run.total_epochs}",
+        show_verbose and distributed.is_main_process(),
+        eta=dispatch.eta,
+        verbose_type=verbose_type,
+    )
+    spec = _Pass(True, plan.train_step, values, "on_batch_start", "on_batch_end")
+    if run_pass(manager, plan, dispatch, dataset, spec, progress) == 0 and run.batch == 0:
+        dispatch.close_progress()
+        raise ValueError(
+            f"`training_dataset` yielded no batches in epoch {run.epoch + 1}; give a non-empty data set (and "
+            f"check `drop_last` with a batch size larger than the data). Received: training_dataset={dataset!r}"
+        )
+    return values.read()
+
+
+def _bar_total(steps_in_epoch: int | None, done: int, budget_left: int | None) -> int | None:
+    """The batches an epoch's bar counts: the data's, or fewer when the budget ends first."""
+    if budget_left is None or steps_in_epoch is None:
+        return steps_in_epoch
+    return min(steps_in_epoch, done + budget_left)
+
+
+def evaluate(
+    manager: ManagerLike, plan: Plan, dispatch: Dispatch, dataset: DataSource, description: str, show_verbose: bool
+) -> dict[str, float]:
+    """One pass of `test_step` over `dataset` where the run is placed (validation and `test`); its summary floats.
+
+    Under torchrun each process takes its whole batches of `dataset` (each sample once, no padding,
+    a share may be empty) and every process reads the values of all.
+
+    Raises:
+        ValueError: `dataset` yielded no batches (in any process).
+    """
+    share = evaluation_shards.split(dataset)
+    values = manager._evaluation
+    values.believe_steps = plan.believe_test_steps
+    progress = EpochProgress(batches_in(share), description, show_verbose and distributed.is_main_process())
+    spec = _Pass(False, plan.test_step, values, "on_test_batch_start", "on_test_batch_end")
+    done = run_pass(manager, plan, dispatch, share, spec, progress)
+    if not evaluation_shards.join(values, done > 0, manager.device):
+        progress.close()
+        what, name = ("to validate on", "val_dataset") if description == "Validation" else ("to test on", "dataset")
+        raise ValueError(
+            f"The data set {what} yielded no batches; give a non-empty data set. Received: {name}={dataset!r}"
+        )
+    result = values.read()
+    progress.close(result)
+    if not result and manager.compiled_losses is None and not manager.compiled_metrics.fns:
+        logger.warning(
+            f"{description} has nothing to report: the manager has no `loss_fn` and no `metrics`, and `test_step` "
+            "returned no values. Give them to the manager (a manager restored with `from_checkpoint(path, model=...)` "
+            "gets them with `loss_fn=` and `metrics=`)."
+        )
+    return result

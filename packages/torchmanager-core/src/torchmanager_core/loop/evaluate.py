@@ -1,0 +1,99 @@
+"""`test` and `predict`, and the evaluation mode validation shares with them.
+
+Who owns what: `evaluation` puts the model, losses and metrics in eval mode (each submodule's mode
+comes back after), gives the strategy's module to evaluate and, inside a `fit`, leaves the run's
+random state as it found it; `test` runs one evaluation pass (`epoch.evaluate`) with its own
+callbacks; `predict` collects the model's outputs in the data set's order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .. import devices, distributed, evaluation_shards, strategy
+from ..callbacks import Callback, CallbackList
+from ..epoch_values import running
+from ..modes import evaluating
+from ..progress import EpochProgress
+from ..random import capture_rng_state, restore_rng_state
+from .dispatch import Dispatch
+from .epoch import DataSource, batches, batches_in, evaluate
+from .plan import plan_evaluation
+from .protocol import ManagerLike
+
+__all__ = ["evaluation", "predict", "test", "with_manager"]
+
+
+def with_manager(callbacks_list: Sequence[Callback] | None, manager: object) -> CallbackList:
+    """The run's callback list, each callback given `manager` (their hooks were checked when listed)."""
+    callbacks = CallbackList(callbacks_list)
+    callbacks.set_manager(manager)
+    return callbacks
+
+
+@contextlib.contextmanager
+def evaluation(manager: ManagerLike) -> Iterator[None]:
+    """Evaluate in the body: eval mode for the model, losses and metrics, the strategy's module to evaluate, no grad.
+
+    Inside a `fit`, the random state (torch's, CUDA's, numpy's, Python's) comes back after too: with
+    or without validation, or a `test()` from a callback, training draws the same numbers.
+    """
+    random_state = capture_rng_state() if manager._run.active else None
+    with evaluating([manager.raw_model, *manager._stream_modules()]), strategy.evaluated(manager), torch.no_grad():
+        try:
+            yield
+        finally:
+            if random_state is not None:
+                restore_rng_state(random_state)
+
+
+def test(
+    manager: ManagerLike,
+    dataset: DataSource,
+    callbacks_list: Sequence[Callback] | None,
+    show_verbose: bool,
+    description: str = "Test",
+) -> dict[str, float]:
+    """One evaluation pass of `manager.test_step` over `dataset`, with `callbacks_list`'s test hooks; its summary."""
+    callbacks = with_manager(callbacks_list, manager)
+    dispatch = Dispatch(callbacks)
+    plan = manager._plan or plan_evaluation(manager)
+    dispatch("on_test_start")
+    manager._sync_streams()
+    manager._last_values = manager._evaluation
+    with running(manager._passes, manager._evaluation), evaluation(manager):
+        summary = evaluate(manager, plan, dispatch, dataset, description, show_verbose)
+    dispatch("on_test_end", summary)
+    return summary
+
+
+def predict(manager: ManagerLike, dataset: DataSource, show_verbose: bool) -> list[Any]:
+    """The model's outputs for each batch of `dataset` (inputs, or `(x, y)` pairs), on the CPU, in order.
+
+    Raises:
+        ValueError: `dataset` yielded no batches (in any process).
+    """
+    outputs: list[Any] = []
+    share = evaluation_shards.split(dataset)
+    progress = EpochProgress(batches_in(share), "Predict", show_verbose and distributed.is_main_process())
+    with evaluation(manager):
+        for x, _, _ in batches(share, _input_only, manager.device, manager._precision.convert_input):
+            y, _ = manager.forward(x)
+            outputs.append(devices.move_to_device(y.detach() if isinstance(y, torch.Tensor) else y, devices.CPU))
+            progress.step(dict)  # no values to show: just advance
+    progress.close()
+    outputs = evaluation_shards.gather(outputs, share)
+    if not outputs:
+        raise ValueError(
+            f"The data set to predict on yielded no batches; give a non-empty data set. Received: dataset={dataset!r}"
+        )
+    return outputs
+
+
+def _input_only(batch: Any) -> tuple[Any, None]:
+    """A prediction batch: the input of an `(x, y)` pair, or the batch itself."""
+    return (batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch), None

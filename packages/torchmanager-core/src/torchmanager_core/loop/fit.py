@@ -1,0 +1,277 @@
+"""`fit`: the training loop, top to bottom.
+
+Who owns what: this module runs a fit from its checks to `on_train_end`: resume, placement, then
+for each epoch: train it (`Manager._train`, the one pass of `epoch`), validate, end it. What a batch
+does is `epoch`'s; the once-per-fit decisions are `plan`'s; hooks, saves, stops and preemption go
+through `dispatch`; where the run is lives in `run`, and what a checkpoint holds in `checkpointing`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .. import checkpointing, distributed, evaluation_shards, preemption, strategy
+from ..callbacks import Callback
+from ..epoch_values import running
+from ..errors import StopTraining
+from ..progress import RunEta, log_model, log_summary, logger
+from ..tracking import merge_summaries
+from . import checks
+from .dispatch import Dispatch
+from .epoch import DataSource, batches_in
+from .evaluate import test, with_manager
+from .plan import plan_fit
+from .protocol import ManagerLike
+from .run import RandomSnapshot
+
+__all__ = ["fit", "learning_rates"]
+
+
+def fit(
+    manager: ManagerLike,
+    data: DataSource,
+    epochs: int | None,
+    val_data: DataSource | None,
+    callbacks_list: Sequence[Callback] | None,
+    *,
+    iterations: int | None,
+    initial_epoch: int | None,
+    resume_from: str | None,
+    places: tuple[Any, Any, bool],
+    show_verbose: bool,
+    on_nonfinite_loss: Any,
+    on_checkpoint_error: Any,
+    train_kwargs: Mapping[str, Any],
+) -> dict[str, float]:
+    """Train `manager`'s model (see `Manager.fit` for the arguments); the last epoch's merged summary, or {}."""
+    total = checks.check_fit(
+        manager, data, val_data, epochs, iterations, initial_epoch, on_nonfinite_loss, on_checkpoint_error
+    )
+    checks.check_train_kwargs(manager, train_kwargs)
+    run, callbacks = manager._run, with_manager(callbacks_list, manager)
+    resume(manager, resume_from if resume_from is not None else callbacks.resume_checkpoint(), initial_epoch)
+    run.start(total, iterations, on_nonfinite_loss, on_checkpoint_error)
+    structure = _packed_once()
+    dispatch = Dispatch(callbacks, run, lambda: checkpointing.payload(manager, callbacks, structure), _savable(manager))
+    resumed = run.take_resumed_callbacks()
+    if resumed is not None:
+        dispatch("on_load_checkpoint", resumed)  # every callback of the list, whichever checkpoint resumed the run
+    if run.finished:
+        logger.warning(_nothing_to_train(run.epoch, run.total_epochs, iterations))
+    placing = strategy.placed(manager, manager._strategy_option, manager._precision, manager._compile, *places)
+    with placing, _fitting(manager, dispatch):
+        data, val_data = _prepare(manager, dispatch, data, val_data, iterations)
+        try:
+            dispatch("on_train_start", run.epoch)
+            _epochs(manager, dispatch, data, val_data, places[2], show_verbose, train_kwargs)
+        except StopTraining as stop:  # raised by a step or a `_train` of the user's (hooks set the stop flag)
+            logger.info(str(stop.args[0]) if stop.args else "Training stopped.")
+    return run.history[-1] if run.history else {}
+
+
+def _epochs(
+    manager: ManagerLike,
+    dispatch: Dispatch,
+    data: DataSource,
+    val_data: DataSource | None,
+    use_multi_gpus: bool,
+    show_verbose: bool,
+    kwargs: Mapping[str, Any],
+) -> None:
+    """Train, validate and end each epoch until the run is finished or stopped."""
+    run = manager._run
+    while not run.finished and not run.stop:
+        summary = _train_epoch(manager, dispatch, data, use_multi_gpus, show_verbose, kwargs)
+        if summary is None:
+            return
+        _end_epoch(manager, dispatch, summary, _validate(manager, dispatch, val_data))
+
+
+def resume(manager: ManagerLike, path: str | None, initial_epoch: int | None) -> None:
+    """Continue from the checkpoint at `path`, or start at `initial_epoch`; else go on from where the run is."""
+    if path is not None:
+        checkpointing.restore(manager, checkpointing.read(path), str(path))
+    elif initial_epoch is not None:
+        manager._run.start_at(initial_epoch)
+
+
+@contextlib.contextmanager
+def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
+    """The run in progress: its plan and dispatch, preemption signals noted, optimizer updates counted; `on_train_end` last."""
+    run, optimizer = manager._run, manager.optimizer
+    assert optimizer is not None  # checked
+    with preemption.deferred_signals(run) as deferred:
+        manager._plan, manager._dispatch = plan_fit(manager, dispatch.callbacks, deferred), dispatch
+        counting = optimizer.register_step_post_hook(lambda *_: _count_update(run))
+        try:
+            yield
+        finally:
+            counting.remove()
+            dispatch.close_progress()
+            if manager._strategy is not None:
+                manager._strategy.broadcast_buffers(
+                    manager.model
+                )  # every process returns rank 0's BatchNorm statistics
+            run.active, manager._plan = False, None
+            try:
+                dispatch("on_train_end", manager.raw_model)
+            finally:
+                manager._dispatch = None
+
+
+def _count_update(run: Any) -> None:
+    run.global_step += 1
+
+
+def _prepare(
+    manager: ManagerLike, dispatch: Dispatch, data: DataSource, val_data: DataSource | None, iterations: int | None
+) -> tuple[DataSource, DataSource | None]:
+    """The data as this process reads it (its share under torchrun), the generators as the run left them."""
+    run = manager._run
+    run.data = data = distributed.shard(data)
+    val_data = evaluation_shards.split(val_data) if val_data is not None else None
+    per_epoch = batches_in(data)
+    if iterations is not None:  # counted in this process's batches (its share under torchrun)
+        run.total_epochs = math.ceil(iterations / (per_epoch or 1))
+    if run.batch == 0 and run.resume_rng is not None:  # saved at an epoch's end: the same random draws follow
+        run.resume_rng.restore(data)
+        run.resume_rng = None
+    _warn_if_all_eval(manager.raw_model)
+    log_model(manager.raw_model, manager.device, manager._precision_option)
+    total = per_epoch * run.total_epochs if per_epoch is not None and iterations is None else iterations
+    dispatch.eta = RunEta(total, (run.epoch * per_epoch if per_epoch is not None else 0) + run.batch)
+    return data, val_data
+
+
+def _train_epoch(
+    manager: ManagerLike,
+    dispatch: Dispatch,
+    data: DataSource,
+    use_multi_gpus: bool,
+    show_verbose: bool,
+    kwargs: Mapping[str, Any],
+) -> dict[str, float] | None:
+    """Train the epoch in progress through `Manager._train`; its summary, or None when it did not end (a stop)."""
+    run = manager._run
+    manager._sync_streams()
+    manager._last_values = manager._training
+    with running(manager._passes, manager._training):
+        if run.epoch_values is not None:  # the epoch goes on from a stop or a checkpoint: its values too
+            manager._training.load_state_dict(run.epoch_values)
+            run.epoch_values = None
+        dispatch("on_epoch_start", run.epoch)
+        if run.stop:
+            return None  # stopped before the epoch's first batch: it has not started
+        summary = manager._train(
+            data,
+            iterations=run.budget_left,
+            device=manager.device,
+            use_multi_gpus=use_multi_gpus,
+            callbacks_list=dispatch.callbacks,
+            show_verbose=show_verbose,
+            **kwargs,
+        )
+        if run.batch > 0 and not run.epoch_complete:  # a stop or the budget between two batches
+            run.epoch_values = manager._training.state_dict()
+            run.resume_rng = RandomSnapshot.take(run.data)  # what the epoch's rest draws from, after its replay
+            log_summary(
+                f"Stopped after batch {run.batch} of epoch {run.epoch + 1}",
+                summary,
+                console=not dispatch.close_progress(summary),
+            )
+            return None
+    return summary
+
+
+def _validate(manager: ManagerLike, dispatch: Dispatch, val_data: DataSource | None) -> dict[str, float] | None:
+    """Validate on `val_data` (None: no validation) with its own values; the training epoch's stay as they are."""
+    if val_data is None:
+        return None
+    epoch = manager._run.epoch
+    dispatch("on_validation_start", epoch)
+    summary = test(manager, val_data, None, False, "Validation")  # the epoch's bar shows its values
+    dispatch("on_validation_end", epoch, summary)
+    return summary
+
+
+def _end_epoch(
+    manager: ManagerLike, dispatch: Dispatch, summary: dict[str, float], val_summary: dict[str, float] | None
+) -> None:
+    """Report the epoch, call `on_epoch_end` (its saves are written after it), and agree on stopping."""
+    run = manager._run
+    epoch = run.epoch
+    assert manager.optimizer is not None
+    summary.update(learning_rates(manager.optimizer))
+    run.end_epoch()  # the epoch is done: a checkpoint written now resumes at the next one
+    dispatch.check_loss(epoch, summary)
+    merged = merge_summaries(summary, val_summary)
+    run.history.append(merged)
+    shown = dispatch.close_progress(merged)  # the epoch's one line, validation values appended
+    log_summary(f"Epoch {epoch + 1}/{run.total_epochs}", merged, console=not shown)
+    dispatch("on_epoch_end", epoch, summary=summary, val_summary=val_summary)
+    dispatch.agree(at_update=True)  # one process stopping stops them all, at this epoch's end
+
+
+def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The learning rate of each parameter group: `lr`, or `lr_0`, `lr_1`, ... for several groups."""
+    rates = [float(group["lr"]) for group in optimizer.param_groups if "lr" in group]
+    if len(rates) == 1:
+        return {"lr": rates[0]}
+    return {f"lr_{i}": rate for i, rate in enumerate(rates)}
+
+
+def _packed_once() -> Any:
+    """Packs the model's structure for checkpoints once per fit (pickling it costs more than saving the weights)."""
+    packed: dict[int, Any] = {}
+
+    def structure(model: torch.nn.Module) -> torch.Tensor | None:
+        if id(model) not in packed:
+            packed.clear()
+            packed[id(model)] = checkpointing.pack_structure(model)
+        return packed[id(model)]  # type: ignore[no-any-return]
+
+    return structure
+
+
+def _savable(manager: ManagerLike) -> Any:
+    """Whether a checkpoint may be written now: a non-finite training loss is never saved over a good checkpoint."""
+
+    def savable(path: str) -> bool:
+        run = manager._run
+        if not manager._passes or manager._passes[0] is not manager._training:
+            return True
+        loss = manager._training.tensors().get("loss")  # reading it syncs, once per save
+        value = float(loss) if loss is not None else 0.0
+        if not distributed.any_process(not math.isfinite(value)):  # every process decides alike
+            return True
+        epoch = run.epoch if run.batch else max(run.epoch - 1, 0)  # at an epoch's end it moved on
+        where = f"at step {run.batch}" if run.batch else "at its end"
+        assert manager._dispatch is not None
+        manager._dispatch.nonfinite(epoch, value, f" {where}: not saving `{path}`, the previous checkpoint is kept")
+        return False
+
+    return savable
+
+
+def _nothing_to_train(epoch: int, total_epochs: int, iterations: int | None) -> str:
+    if iterations is not None:
+        return f"Nothing to train: the run has trained its `iterations={iterations}` batches already; pass more to train on."
+    return (
+        f"Nothing to train: the run is already at epoch {epoch} and `epochs={total_epochs}` counts the epochs done too; "
+        f"pass epochs={epoch + 1} or more to train on."
+    )
+
+
+def _warn_if_all_eval(model: torch.nn.Module) -> None:
+    """`fit` keeps each module's train/eval mode; a model wholly in eval mode is worth a word."""
+    if any(True for _ in model.modules()) and not any(module.training for module in model.modules()):
+        logger.warning(
+            f"Every module of the model ({type(model).__name__}) is in eval mode, so `fit` trains it that way "
+            "(dropout off, BatchNorm statistics frozen); call `model.train()` before `fit` to train it as usual. "
+            "`fit` keeps the mode of each module as you set it."
+        )

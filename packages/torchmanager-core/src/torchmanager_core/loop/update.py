@@ -1,0 +1,74 @@
+"""The gradient and update steps behind `Manager.backward` and `Manager.optimize`: accumulation, clipping, precision.
+
+Who owns what: inside a `fit`, a batch's loss is divided by its accumulation window's size, scaled
+by the precision, and its backward runs without cross-process reduction until the window's last
+batch (the strategy's `gradient_sync`); at the window's end the optimizer steps once: a short last
+window's gradients are scaled to its real size, gradients are unscaled (float16) and clipped, the
+precision steps the optimizer (skipping an overflowed float16 step) and the gradients are cleared.
+Outside `fit` both are plain: `loss.backward()`, `optimizer.step()`, `optimizer.zero_grad()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .protocol import ManagerLike
+
+__all__ = ["backward", "clear_gradients", "optimize"]
+
+
+def backward(manager: ManagerLike, loss: torch.Tensor, inputs: Sequence[torch.Tensor] | None = None) -> None:
+    """Compute the gradients of `loss` for the batch being trained (see the module docstring)."""
+    plan, run, strategy = manager._plan, manager._run, manager._strategy
+    if plan is None or strategy is None:
+        loss.backward(inputs=inputs)  # type: ignore[no-untyped-call]
+        return
+    accumulate = plan.accumulate
+    if accumulate > 1:
+        loss = loss / run.window_size(accumulate)
+    loss = manager._precision.scale(loss)
+    with strategy.gradient_sync(manager.model, accumulate == 1 or run.window_end(accumulate)):
+        loss.backward(inputs=inputs)  # type: ignore[no-untyped-call]
+
+
+def optimize(manager: ManagerLike) -> None:
+    """Update the parameters at the end of the batch's accumulation window (every batch without accumulation)."""
+    optimizer, plan, run = manager.optimizer, manager._plan, manager._run
+    if optimizer is None:
+        raise ValueError(
+            f"`optimize` needs an optimizer: pass one to {type(manager).__name__}(model, optimizer, ...). Received: optimizer=None"
+        )
+    if plan is None or manager._strategy is None:
+        optimizer.step()
+        clear_gradients(optimizer)
+        return
+    if plan.accumulate > 1 and not run.window_end(plan.accumulate):
+        return
+    if plan.accumulate > 1:
+        expected, done = run.window_size(plan.accumulate), run.batch % plan.accumulate + 1
+        if done != expected:  # the data ended before the window its length promised
+            _scale_gradients(optimizer, expected / done)
+    precision = manager._precision
+    if plan.clip_norm is not None or plan.clip_value is not None:
+        precision.unscale(optimizer)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    if plan.clip_norm is not None:
+        manager._strategy.clip_grad_norm(parameters, plan.clip_norm)
+    if plan.clip_value is not None:
+        torch.nn.utils.clip_grad_value_(parameters, plan.clip_value)
+    precision.step(optimizer)
+    clear_gradients(optimizer)
+
+
+def clear_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """`optimizer.zero_grad()` as upstream called it: a wrapper whose `zero_grad` takes no argument works too."""
+    optimizer.zero_grad()
+
+
+def _scale_gradients(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.grad is not None:
+                parameter.grad.mul_(factor)

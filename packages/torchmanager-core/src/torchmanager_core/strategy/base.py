@@ -1,0 +1,92 @@
+"""The `Strategy` seam: where and how the model runs (one device, DataParallel, DDP), one class each.
+
+Who owns what: a strategy moves the raw model to its device and wraps it for training, unwraps it
+after, gives the module to evaluate, controls gradient synchronisation inside an accumulation
+window, clips gradients, and gives and loads the state dicts a checkpoint keeps, saying which
+processes write it. The loop calls these and never names a wrapper. Precision (autocast, scaling)
+is `precision`'s; choosing a strategy from `fit`'s arguments is this package's `__init__`.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["Strategy", "register_wrapper", "unwrap"]
+
+_WRAPPERS: list[type[torch.nn.Module]] = [torch.nn.DataParallel]
+"""Module classes that wrap a model as `.module` (each strategy module registers its own)."""
+
+
+def register_wrapper(wrapper: type[torch.nn.Module]) -> None:
+    """Make `unwrap` see through `wrapper` (a module class holding the model as `.module`)."""
+    if wrapper not in _WRAPPERS:
+        _WRAPPERS.append(wrapper)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` without its DataParallel, DDP and `torch.compile` wrappers, however nested."""
+    while True:
+        if isinstance(model, tuple(_WRAPPERS)):
+            model = model.module  # type: ignore[assignment]
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile's wrapper
+            model = model._orig_mod  # type: ignore[assignment]
+        else:
+            return model
+
+
+class Strategy(abc.ABC):
+    """One way of running a model in this process.
+
+    Attributes:
+        device: This process's main device (known once `setup` ran).
+        sharded: Whether checkpoints are written by every process (each its shard) rather than by
+            the main process alone.
+        lockstep_evaluation: Whether every process must run a forward for each evaluation batch
+            index (a sharded model gathers its parameters in each forward).
+    """
+
+    sharded: bool = False
+    lockstep_evaluation: bool = False
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+
+    @abc.abstractmethod
+    def setup(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """Move the raw `model` to `device` and return the module the training forward calls."""
+
+    def teardown(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The raw model of the module `setup` returned (called on every process after a run)."""
+        return unwrap(model)
+
+    @contextlib.contextmanager
+    def evaluating(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """The module to evaluate with while the body runs (here: the one `setup` returned)."""
+        yield model
+
+    def gradient_sync(self, model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        """The context of one backward: `sync=False` inside an accumulation window (no reduction across processes)."""
+        return contextlib.nullcontext()
+
+    def clip_grad_norm(self, parameters: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+        """Clip the gradients' total L2 norm to `max_norm` (`torch.nn.utils.clip_grad_norm_`); returns the norm."""
+        return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
+
+    def model_state_dict(self, model: torch.nn.Module) -> dict[str, Any]:
+        """The model's state under the plain module's keys."""
+        return unwrap(model).state_dict()
+
+    def load_model_state_dict(self, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
+        """Load `model_state_dict()`'s layout."""
+        unwrap(model).load_state_dict(state)
+
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:  # noqa: B027  (a no-op unless distributed)
+        """Give every process the main process's buffers (nothing in one process)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device})"
