@@ -309,7 +309,7 @@ FIT_ARGUMENTS = [
     case(
         lambda env: Manager(Net(), loss_fn=CrossEntropy()).fit(DATA, epochs=1),
         ValueError,
-        r"`fit` needs an optimizer: pass one to TrainingManager\(model, optimizer, ...\). Received: optimizer=None",
+        r"`fit` needs an optimizer: pass one to Manager\(model, optimizer, ...\). Received: optimizer=None",
         id="no-optimizer",
     ),
     case(

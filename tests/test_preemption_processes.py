@@ -1,4 +1,4 @@
-"""Preemption of a real process: the job (tests/scripts/preempt_train.py, one process) gets SIGTERM or SIGUSR1
+"""Preemption of a real process: the job (tests/scripts/preempt_train.py, one process) gets SIGTERM, SIGUSR1 or Ctrl-C
 at a chosen moment (sent by itself from a callback) or at a random one (sent by this test after it printed a
 step), saves, exits with 128 + the signal's number, and the same command run again ends bit-identical
 (`torch.equal`, weights and optimizer, and the same summary) to a run that was never interrupted.
@@ -54,7 +54,16 @@ class Case:
 
     @property
     def signum(self) -> int:
-        return signal.SIGUSR1 if self.signal and self.signal.startswith("USR1") else signal.SIGTERM
+        names = {"USR1": signal.SIGUSR1, "INT": signal.SIGINT}
+        return names.get((self.signal or "TERM").split("@")[0], signal.SIGTERM)
+
+    @property
+    def exit_code(self) -> int:
+        """SIGTERM, SIGUSR1: 128 + the signal. Ctrl-C raises KeyboardInterrupt: a new interpreter then ends by
+        SIGINT (-2), a fork server's child reports the uncaught exception (1)."""
+        if self.signum == signal.SIGINT:
+            return -signal.SIGINT if self.fresh else 1
+        return 128 + self.signum
 
 
 CASES = [
@@ -63,6 +72,8 @@ CASES = [
     Case("term-during-validation", 2, "experiment", (2, 0), "TERM@0:validation:2"),  # at the epoch's end
     Case("term-during-a-checkpoint-write", 1, "experiment", (1, 4), "TERM@0:write:2:4"),
     Case("term-at-the-last-batch", 3, "last", (2, 12), "TERM@0:3:12"),
+    Case("ctrl-c-mid-epoch-fresh", 1, "experiment", (1, 5), "INT@0:2:5", fresh=True),  # saved, then KeyboardInterrupt
+    Case("ctrl-c-mid-window", 3, "last", (0, 9), "INT@0:1:7"),
     *(  # an epoch's last batch (the signal may come during validation), and random batches
         Case(f"term-from-outside-{i}", 2, "experiment", None, after=after)
         for i, after in enumerate([STEPS, 2 * STEPS, *random.Random(0).sample(range(3, EPOCHS * STEPS - 2), EXTERNAL)])
@@ -89,7 +100,7 @@ def run_fresh(folder: Path, arguments: list[str]) -> tuple[int, list[str]]:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, timeout=TIMEOUT, cwd=folder
     )
-    assert done.returncode in (0, 138, 143), done.stderr
+    assert done.returncode in (0, 138, 143, -signal.SIGINT), done.stderr
     return done.returncode, done.stdout.splitlines()
 
 
@@ -173,7 +184,7 @@ def test_a_preempted_run_saves_where_it_stopped_and_resumes_bit_identical(
 ) -> None:
     references, results = outcomes
     outcome = results[case.name]
-    assert outcome.preempted_rc == 128 + case.signum
+    assert outcome.preempted_rc == case.exit_code
     done = step_lines(outcome.lines)[-1]  # the last batch it trained (counted from 1 over the run)
     if case.stop is None:  # the first update boundary after the signal: a window's end, or an epoch's
         assert done >= case.after and (done % case.accumulate == 0 or done % STEPS == 0)
@@ -188,11 +199,12 @@ def test_a_preempted_run_saves_where_it_stopped_and_resumes_bit_identical(
     updates = stop[0] * windows + -(-stop[1] // case.accumulate)
     assert outcome.saved == {"epoch": stop[0], "step": stop[1], "global_step": updates}
     where = f"after batch {stop[1]} of epoch {stop[0] + 1}" if stop[1] else f"at the end of epoch {stop[0]}"
-    name = "SIGUSR1" if case.signum == signal.SIGUSR1 else "SIGTERM"
+    interrupted = case.signum == signal.SIGINT
+    name = "Ctrl-C (SIGINT)" if interrupted else signal.Signals(case.signum).name
+    ending = "raising KeyboardInterrupt" if interrupted else f"exiting with code {128 + case.signum}"
     assert (
         f"{name} received: training stopped {where} (optimizer update {updates}), the run was saved to "
-        f"{checkpoint_path(Path('.'), case.kind)}; exiting with code {128 + case.signum}. Run the same command "
-        "again to resume."
+        f"{checkpoint_path(Path('.'), case.kind)}; {ending}. Run the same command again to resume."
     ) in outcome.lines
 
     assert outcome.resumed_rc == 0

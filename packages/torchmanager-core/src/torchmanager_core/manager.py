@@ -209,11 +209,20 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
 
     def backward(self, loss: torch.Tensor, /, inputs: Sequence[torch.Tensor] | None = None) -> None:
         """Compute the gradients of `loss` (in `fit`: divided by the accumulation window's size, scaled for float16)."""
-        update.backward(self, loss, inputs)
+        plan = self._plan
+        if plan is not None and plan.plain_backward and inputs is None:  # decided once per fit
+            loss.backward()  # type: ignore[no-untyped-call]
+        else:
+            update.backward(self, loss, inputs)
 
     def optimize(self) -> None:
         """Update the parameters from their gradients and clear them (in `fit`: at the end of each accumulation window)."""
-        update.optimize(self)
+        plan, optimizer = self._plan, self.optimizer
+        if plan is not None and plan.plain_update and optimizer is not None:  # decided once per fit
+            optimizer.step()
+            optimizer.zero_grad()  # as upstream called it: a wrapper whose `zero_grad` takes no argument works
+        else:
+            update.optimize(self)
 
     @default
     def train_step(self, x_train: Any, y_train: Any) -> dict[str, Any]:
@@ -234,8 +243,9 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     def _counting_train_step(self, x_train: Any, y_train: Any) -> dict[str, Any]:
         """`train_step` when nothing reads its values (the plan decides): the metrics count the batch, no values are made."""
         y, loss = self.forward(x_train, y_train)
-        loss = _trainable(loss)
-        self.backward(loss)
+        if loss is None or not loss.requires_grad:
+            _trainable(loss)  # raises
+        self.backward(loss)  # type: ignore[arg-type]
         self.optimize()
         self.compiled_metrics.update_state(y.data if isinstance(y, torch.Tensor) else y, y_train, training=True)
         return {}

@@ -35,6 +35,12 @@ class Precision:
 
     name = "32"
     autocast_dtype: torch.dtype | None = None
+    scales_loss = False
+    """Whether `scale` changes the loss (then backward cannot be plain)."""
+    plain_step = True
+    """Whether `step` is `optimizer.step()` as it is."""
+    converts_input = False
+    """Whether `convert_input` changes a batch's input."""
 
     def __init__(self) -> None:
         self.device_type = "cpu"
@@ -91,6 +97,7 @@ class BF16True(Precision):
     """
 
     name = "bf16-true"
+    converts_input = True
 
     def setup(self, model: torch.nn.Module, device: torch.device) -> None:
         super().setup(model, device)
@@ -115,6 +122,8 @@ class FP16Mixed(Precision):
 
     name = "16-mixed"
     autocast_dtype = torch.float16
+    scales_loss = True
+    plain_step = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -23,7 +23,6 @@ from ..progress import EpochProgress, VerboseType, logger
 from .dispatch import Dispatch
 from .plan import Plan, Step
 from .protocol import ManagerLike
-from .run import RandomSnapshot
 
 __all__ = ["DataSource", "batches", "batches_in", "evaluate", "set_epoch", "train_epoch"]
 
@@ -60,12 +59,12 @@ def batches(
     dataset: DataSource,
     unpack: Callable[[Any], tuple[Any, Any]],
     device: torch.device,
-    convert: Callable[[Any], Any],
+    convert: Callable[[Any], Any] | None = None,
     *,
     skip: int = 0,
     after_skip: Callable[[], None] | None = None,
 ) -> Iterator[tuple[Any, Any, bool]]:
-    """Yield `(x, y, is_last)` for each batch of `dataset` on `device` (non-blocking), `x` through `convert`.
+    """Yield `(x, y, is_last)` for each batch of `dataset` on `device` (non-blocking), `x` through `convert` if given.
 
     Args:
         skip: Batches to draw and drop first (those a resumed epoch already trained on).
@@ -82,7 +81,8 @@ def batches(
     while pending is not _END:
         following = next(iterator, _END)
         x, y = unpack(pending)
-        yield convert(move_to_device(x, device)), move_to_device(y, device), following is _END
+        x = move_to_device(x, device)
+        yield (x if convert is None else convert(x)), move_to_device(y, device), following is _END
         pending = following
 
 
@@ -108,58 +108,42 @@ def run_pass(
 ) -> int:
     """Run `spec.step` on each batch of `data`; the number of batches run.
 
-    In training, the run's position moves on after each batch (`batch`, `trained_batches`), the
+    In training, the run's position moves on after each batch (`batch`), the
     last batch is the data's or the budget's, and after each batch the processes agree on stopping
     when the plan says so (a preemption signal is acted on at an update boundary).
     """
-    run, device, convert = manager._run, manager.device, manager._precision.convert_input
-    skip, after_skip = _data_order(manager, data) if spec.training else (0, None)
+    run, training, values, step = manager._run, spec.training, spec.values, spec.step
+    skip, after_skip = run.data_order(data) if training else (0, None)
     start, end = dispatch.uses(spec.start_hook), dispatch.uses(spec.end_hook)
-    index = run.batch if spec.training else 0
-    done = 0
-    for x, y, last in batches(data, unpacker(manager, data), device, convert, skip=skip, after_skip=after_skip):
-        if spec.training:
-            run.last_batch = last or run.budget_left == 1
+    index = run.batch if training else 0
+    left = run.budget_left if training else None
+    budget_end = -1 if left is None else index + left  # the batch index the budget ends before
+    done, last = 0, False
+    convert = manager._precision.convert_input if manager._precision.converts_input else None
+    for x, y, last in batches(data, unpacker(manager, data), manager.device, convert, skip=skip, after_skip=after_skip):
+        if training:
+            run.last_batch = last or index + 1 == budget_end
         if start:
             dispatch(spec.start_hook, index)
-        summary = spec.step(x, y)
+        summary = step(x, y)
         if summary or not isinstance(summary, dict):  # the counting step returns {}: its metrics counted already
-            spec.values.record(summary, x, y)
+            values.record(summary, x, y)
         index, done = index + 1, done + 1
-        if spec.training:
-            run.batch, run.trained_batches, run.epoch_complete = index, run.trained_batches + 1, last
+        if training:
+            run.batch = index
         if end:
             dispatch(spec.end_hook, index - 1, summary=summary)
         if progress.enabled:
-            progress.step(spec.values.tensors)
-        if spec.training:
-            if plan.agree_each_step or run.signal is not None:
-                dispatch.agree(at_update=run.window_done(plan.accumulate))
-            if run.stop or run.last_batch:
-                break
+            progress.step(values.tensors)
+        if training and (plan.agree_each_step or run.signal is not None):
+            dispatch.agree(at_update=run.window_done(plan.accumulate))
+        if training and (run.stop or run.last_batch):
+            break
     else:
-        run.epoch_complete = spec.training  # the data ran out (a resume may have skipped all that was left)
+        last = True  # the data ran out (a resume may have skipped all that was left)
+    if training:
+        run.epoch_complete = last
     return done
-
-
-def _data_order(manager: ManagerLike, dataset: DataSource) -> tuple[int, Callable[[], None] | None]:
-    """Where a training pass starts: (0, None) fresh, else the batches to skip and what to do after them.
-
-    A fresh epoch snapshots the generators its data order is drawn from; a resumed one draws the
-    same order again from that snapshot, skips what was done, then takes the generators the
-    checkpoint was written with. Only the epoch's first pass resumes (a `_train` that runs twice an
-    epoch runs its second pass whole).
-    """
-    run = manager._run
-    skip, run.skip = run.skip, 0
-    if skip == 0:
-        if run.batch == 0:
-            run.epoch_rng = RandomSnapshot.take(dataset)
-        return 0, None
-    if run.epoch_rng is not None:
-        run.epoch_rng.restore(dataset)
-    resumed, run.resume_rng = run.resume_rng, None
-    return skip, (lambda: resumed.restore(dataset)) if resumed is not None else None
 
 
 def train_epoch(

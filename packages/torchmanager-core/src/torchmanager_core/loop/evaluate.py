@@ -81,7 +81,8 @@ def predict(manager: ManagerLike, dataset: DataSource, show_verbose: bool) -> li
     share = evaluation_shards.split(dataset)
     progress = EpochProgress(batches_in(share), "Predict", show_verbose and distributed.is_main_process())
     with evaluation(manager):
-        for x, _, _ in batches(share, _input_only, manager.device, manager._precision.convert_input):
+        convert = manager._precision.convert_input if manager._precision.converts_input else None
+        for x, _, _ in batches(share, _input_only, manager.device, convert):
             y, _ = manager.forward(x)
             outputs.append(devices.move_to_device(y.detach() if isinstance(y, torch.Tensor) else y, devices.CPU))
             progress.step(dict)  # no values to show: just advance

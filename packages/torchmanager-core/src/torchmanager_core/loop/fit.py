@@ -27,7 +27,6 @@ from .epoch import DataSource, batches_in
 from .evaluate import test, with_manager
 from .plan import plan_fit
 from .protocol import ManagerLike
-from .run import RandomSnapshot
 
 __all__ = ["fit", "learning_rates"]
 
@@ -133,14 +132,12 @@ def _prepare(
 ) -> tuple[DataSource, DataSource | None]:
     """The data as this process reads it (its share under torchrun), the generators as the run left them."""
     run = manager._run
-    run.data = data = distributed.shard(data)
+    data = distributed.shard(data)
+    run.attach(data)
     val_data = evaluation_shards.split(val_data) if val_data is not None else None
     per_epoch = batches_in(data)
     if iterations is not None:  # counted in this process's batches (its share under torchrun)
         run.total_epochs = math.ceil(iterations / (per_epoch or 1))
-    if run.batch == 0 and run.resume_rng is not None:  # saved at an epoch's end: the same random draws follow
-        run.resume_rng.restore(data)
-        run.resume_rng = None
     _warn_if_all_eval(manager.raw_model)
     log_model(manager.raw_model, manager.device, manager._precision_option)
     total = per_epoch * run.total_epochs if per_epoch is not None and iterations is None else iterations
@@ -177,8 +174,7 @@ def _train_epoch(
             **kwargs,
         )
         if run.batch > 0 and not run.epoch_complete:  # a stop or the budget between two batches
-            run.epoch_values = manager._training.state_dict()
-            run.resume_rng = RandomSnapshot.take(run.data)  # what the epoch's rest draws from, after its replay
+            run.pause(manager._training.state_dict())
             log_summary(
                 f"Stopped after batch {run.batch} of epoch {run.epoch + 1}",
                 summary,

@@ -50,6 +50,10 @@ class Plan:
         accumulate: Batches whose gradients are summed before each optimizer update.
         clip_norm: The total L2 norm gradients are clipped to, or None.
         clip_value: The bound each gradient element is clipped to, or None.
+        plain_backward: Whether a backward is `loss.backward()` as it is (no window to divide by, no
+            scaling, no gradient sync to hold back).
+        plain_update: Whether an update is `optimizer.step()` then `zero_grad()` (no window, no
+            clipping, a precision that steps the optimizer as it is).
     """
 
     train_step: Step
@@ -60,6 +64,8 @@ class Plan:
     accumulate: int
     clip_norm: float | None
     clip_value: float | None
+    plain_backward: bool = False
+    plain_update: bool = False
 
 
 def plan_fit(manager: ManagerLike, callbacks: CallbackList, signals_deferred: bool) -> Plan:
@@ -72,15 +78,19 @@ def plan_fit(manager: ManagerLike, callbacks: CallbackList, signals_deferred: bo
         or callbacks.uses("on_batch_start")
         or callbacks.uses("on_batch_end")
     )
+    accumulate, precision = manager.accumulate_grad_batches, manager._precision
+    clipping = manager.clip_grad_norm is not None or manager.clip_grad_value is not None
     return Plan(
         train_step=manager.train_step if reads_values else manager._counting_train_step,
         test_step=manager.test_step,
         believe_train_steps=custom_step,
         believe_test_steps=not is_default(manager, "test_step"),
         agree_each_step=distributed.is_distributed() and (signals_deferred or mid_epoch_stop),
-        accumulate=manager.accumulate_grad_batches,
+        accumulate=accumulate,
         clip_norm=manager.clip_grad_norm,
         clip_value=manager.clip_grad_value,
+        plain_backward=accumulate == 1 and not precision.scales_loss,
+        plain_update=accumulate == 1 and not clipping and precision.plain_step,
     )
 
 

@@ -10,7 +10,7 @@ This module knows neither the callbacks nor the progress bar (`dispatch` holds t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -106,7 +106,8 @@ class Run:
         batch: Batches done in the epoch in progress (where a mid-epoch checkpoint resumes).
         global_step: Optimizer updates applied in the whole run (one per accumulation window that
             stepped; a float16 step the grad scaler skipped is not one).
-        trained_batches: Batches trained in the whole run (what `iterations` counts).
+        trained_batches: Batches trained in the whole run (what `iterations` counts): those of the
+            epochs before this one (`finished_batches`) and this one's `batch`.
         total_epochs: The epochs the current `fit` trains in all.
         budget: The batches the current `fit` trains in all (`iterations`), or None.
         steps_in_epoch: Batches in the epoch in progress when known beforehand, else None.
@@ -134,7 +135,7 @@ class Run:
     epoch: int = 0
     batch: int = 0
     global_step: int = 0
-    trained_batches: int = 0
+    finished_batches: int = 0
     total_epochs: int = 0
     budget: int | None = None
     steps_in_epoch: int | None = None
@@ -180,10 +181,16 @@ class Run:
     def end_epoch(self) -> None:
         """The epoch in progress is done: a checkpoint written now resumes at the start of the next."""
         self.epoch += 1
+        self.finished_batches += self.batch
         self.batch = 0
         self.steps_in_epoch = None
         self.epoch_rng = None
         self.epoch_complete = False
+
+    @property
+    def trained_batches(self) -> int:
+        """Batches trained in the whole run."""
+        return self.finished_batches + self.batch
 
     @property
     def budget_left(self) -> int | None:
@@ -214,6 +221,38 @@ class Run:
         left = self.budget_left
         return None if left is None else self.batch + left
 
+    def pause(self, values: dict[str, Any]) -> None:
+        """The run stopped between two batches: keep what the epoch's rest needs, the training pass's running
+        `values` and the generators now (what it draws from after replaying its data order)."""
+        self.epoch_values = values
+        self.resume_rng = RandomSnapshot.take(self.data)
+
+    def attach(self, data: object) -> None:
+        """Take the training data of a `fit`; at an epoch's start, its generators and the global ones go back to
+        where the run left them (a resume at an epoch's end draws what the uninterrupted run would)."""
+        self.data = data
+        if self.batch == 0 and self.resume_rng is not None:
+            self.resume_rng.restore(data)
+            self.resume_rng = None
+
+    def data_order(self, dataset: object) -> tuple[int, Callable[[], None] | None]:
+        """Where a training pass over `dataset` starts: (0, None) fresh, else the batches to skip and what to do after.
+
+        A fresh epoch snapshots the generators its data order is drawn from; a resumed one draws the
+        same order again from that snapshot, skips what was done, then takes the generators the
+        run stopped with (or its checkpoint was written with). Only the epoch's first pass resumes (a
+        `_train` that runs twice an epoch runs its second pass whole).
+        """
+        skip, self.skip = self.skip, 0
+        if skip == 0:
+            if self.batch == 0:
+                self.epoch_rng = RandomSnapshot.take(dataset)
+            return 0, None
+        if self.epoch_rng is not None:
+            self.epoch_rng.restore(dataset)
+        resumed, self.resume_rng = self.resume_rng, None
+        return skip, (lambda: resumed.restore(dataset)) if resumed is not None else None
+
     def take_resumed_callbacks(self) -> dict[str, Any] | None:
         """The callbacks' part of the checkpoint loaded last (once), for `on_load_checkpoint`."""
         resumed, self.resumed_callbacks = self.resumed_callbacks, None
@@ -242,7 +281,7 @@ class Run:
         self.epoch = int(state.get("epoch", 0))
         self.batch = int(state.get("step", 0))
         self.global_step = int(state.get("global_step", 0))
-        self.trained_batches = int(state.get("trained_batches", self.global_step))
+        self.finished_batches = int(state.get("trained_batches", self.global_step)) - self.batch
         self.epoch_rng = RandomSnapshot.from_state_dict(state.get("epoch_rng"))
         self.resume_rng = RandomSnapshot.from_state_dict(state.get("rng"))
         self.history = History(dict(summary) for summary in state.get("history") or [])

@@ -16,15 +16,20 @@ import torch
 
 from .protocol import ManagerLike
 
-__all__ = ["backward", "clear_gradients", "optimize"]
+__all__ = ["backward", "optimize"]
 
 
 def backward(manager: ManagerLike, loss: torch.Tensor, inputs: Sequence[torch.Tensor] | None = None) -> None:
     """Compute the gradients of `loss` for the batch being trained (see the module docstring)."""
-    plan, run, strategy = manager._plan, manager._run, manager._strategy
-    if plan is None or strategy is None:
-        loss.backward(inputs=inputs)  # type: ignore[no-untyped-call]
+    plan = manager._plan
+    if plan is None or plan.plain_backward:
+        if inputs is None:
+            loss.backward()  # type: ignore[no-untyped-call]
+        else:
+            loss.backward(inputs=inputs)  # type: ignore[no-untyped-call]
         return
+    run, strategy = manager._run, manager._strategy
+    assert strategy is not None  # a plan exists only during a placed `fit`
     accumulate = plan.accumulate
     if accumulate > 1:
         loss = loss / run.window_size(accumulate)
@@ -35,15 +40,16 @@ def backward(manager: ManagerLike, loss: torch.Tensor, inputs: Sequence[torch.Te
 
 def optimize(manager: ManagerLike) -> None:
     """Update the parameters at the end of the batch's accumulation window (every batch without accumulation)."""
-    optimizer, plan, run = manager.optimizer, manager._plan, manager._run
+    optimizer, plan = manager.optimizer, manager._plan
     if optimizer is None:
         raise ValueError(
             f"`optimize` needs an optimizer: pass one to {type(manager).__name__}(model, optimizer, ...). Received: optimizer=None"
         )
-    if plan is None or manager._strategy is None:
+    if plan is None or plan.plain_update:
         optimizer.step()
-        clear_gradients(optimizer)
+        optimizer.zero_grad()  # the form upstream called: a wrapper whose `zero_grad` takes no argument works
         return
+    run = manager._run
     if plan.accumulate > 1 and not run.window_end(plan.accumulate):
         return
     if plan.accumulate > 1:
@@ -52,19 +58,20 @@ def optimize(manager: ManagerLike) -> None:
             _scale_gradients(optimizer, expected / done)
     precision = manager._precision
     if plan.clip_norm is not None or plan.clip_value is not None:
-        precision.unscale(optimizer)
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    if plan.clip_norm is not None:
-        manager._strategy.clip_grad_norm(parameters, plan.clip_norm)
-    if plan.clip_value is not None:
-        torch.nn.utils.clip_grad_value_(parameters, plan.clip_value)
+        _clip(manager, optimizer, plan.clip_norm, plan.clip_value)
     precision.step(optimizer)
-    clear_gradients(optimizer)
-
-
-def clear_gradients(optimizer: torch.optim.Optimizer) -> None:
-    """`optimizer.zero_grad()` as upstream called it: a wrapper whose `zero_grad` takes no argument works too."""
     optimizer.zero_grad()
+
+
+def _clip(manager: ManagerLike, optimizer: torch.optim.Optimizer, norm: float | None, value: float | None) -> None:
+    """Clip the optimizer's gradients (unscaled first) to the total L2 `norm` and each element to `value`."""
+    manager._precision.unscale(optimizer)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    if norm is not None:
+        assert manager._strategy is not None
+        manager._strategy.clip_grad_norm(parameters, norm)
+    if value is not None:
+        torch.nn.utils.clip_grad_value_(parameters, value)
 
 
 def _scale_gradients(optimizer: torch.optim.Optimizer, factor: float) -> None:
