@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar, overload
 
 import torch
 
-__all__ = ["alias", "assignable", "is_assigned"]
+__all__ = ["alias", "assignable", "is_assigned", "register_unshadowed"]
 
 T = TypeVar("T")
 
@@ -43,10 +43,29 @@ class assignable(Generic[T]):  # lower case: used as a decorator, like `property
         if obj is None:
             return self
         if isinstance(obj, torch.nn.Module):
+            if vars(obj).get(_REGISTERING) == self.name:  # `register_unshadowed` asks torch whether the name is free
+                raise AttributeError(self.name)
             for registry in (obj._parameters, obj._buffers, obj._modules):
                 if self.name in registry:
                     return registry[self.name]  # type: ignore[return-value]
         return self.default(obj)
+
+
+_REGISTERING = "_registering_assignable"
+
+
+def register_unshadowed(module: torch.nn.Module, name: str, register: Callable[[], None]) -> None:
+    """Run `register()` (torch's `register_parameter`/`register_buffer` for `name`) with an `assignable` of
+    that name hidden: torch refuses to register a name the class already has (`self.window =
+    torch.nn.Parameter(...)`, as upstream 1.5's SSIM wrote it, would raise `KeyError`)."""
+    if not isinstance(getattr(type(module), name, None), assignable):
+        register()
+        return
+    vars(module)[_REGISTERING] = name
+    try:
+        register()
+    finally:
+        del vars(module)[_REGISTERING]
 
 
 def is_assigned(obj: torch.nn.Module, name: str) -> bool:

@@ -15,7 +15,7 @@ import torch
 from torch.nn.modules import module as _torch_module
 from torch.utils.hooks import RemovableHandle
 
-from .attributes import assignable
+from .attributes import assignable, register_unshadowed
 
 __all__ = [
     "GLOBAL_MODULE_HOOKS",
@@ -205,6 +205,14 @@ class Metric(torch.nn.Module):
         if self._hooked or _GLOBAL_FORWARD_PRE or _GLOBAL_FORWARD or _GLOBAL_BACKWARD_PRE or _GLOBAL_BACKWARD:
             return _update_in_module_call(self, input, target)
         return self.update(input, target)  # no hook anywhere: nn.Module.__call__ would only add its cost
+
+    def register_buffer(self, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        """As `nn.Module.register_buffer`; a name the class computes until assigned (`target`) may be registered."""
+        register_unshadowed(self, name, lambda: super(Metric, self).register_buffer(name, tensor, persistent))
+
+    def register_parameter(self, name: str, param: torch.nn.Parameter | None) -> None:
+        """As `nn.Module.register_parameter`; a name the class computes until assigned (`target`) may be registered."""
+        register_unshadowed(self, name, lambda: super(Metric, self).register_parameter(name, param))
 
     # The registrations mark the module, so that a call checks one flag rather than four hook dicts.
 
