@@ -633,6 +633,24 @@ def test_batches_with_more_than_input_and_label_unpack_as_in_1_5(layout: str) ->
     assert result["loss"] == pytest.approx(cross_entropy_of(manager.raw_model, batches), rel=1e-5)
 
 
+@needs("the epoch's learning rate (`lr`) reported only under a name no metric reports")
+def test_a_metric_named_lr_keeps_its_value_in_the_epoch_summary() -> None:
+    """1.5 put no learning rate in summaries, so a metric `lr` was reported as itself; here the rate overwrote it."""
+    batches = classification()
+    manager = manager_of(metrics={"lr": accuracy_metric()})
+    hand = linear()  # the accuracy of each batch, under the weights before that batch's update
+    optimizer = torch.optim.SGD(hand.parameters(), lr=0.1)
+    hits = 0
+    for x, y in batches:
+        out = hand(x)
+        hits += int((out.argmax(1) == y).sum())
+        optimizer.zero_grad()
+        F.cross_entropy(out, y).backward()
+        optimizer.step()
+    _, summary = manager.fit(batches, epochs=1, return_summary=True)
+    assert summary["lr"] == pytest.approx(hits / sum(len(y) for _, y in batches))
+
+
 @needs("`loss_dict` listing the losses given as metrics too, as 1.5's did")
 def test_loss_dict_lists_the_losses_given_as_metrics() -> None:
     ce = losses.CrossEntropy()
