@@ -217,7 +217,7 @@ MANAGER = [
     case(
         lambda env: manager(metrics={"loss": SparseCategoricalAccuracy()}),
         ValueError,
-        r"`loss` and `\*_loss` are kept for the losses; rename the metric. Received: metrics key 'loss'",
+        r"`loss` names the total of `loss_fn` in a summary; give this metric another name\. Received: metrics key 'loss'",
         id="metric-named-loss",
     ),
     case(

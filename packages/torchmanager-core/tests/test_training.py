@@ -287,7 +287,7 @@ def test_bad_constructor_arguments() -> None:
         Manager(linear(), loss_fn=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"`metrics` must be a dict"):
         Manager(linear(), metrics=[Accuracy()])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"kept for the losses"):
+    with pytest.raises(ValueError, match=r"`loss` names the total of `loss_fn` in a summary"):
         Manager(linear(), metrics={"loss": Accuracy()})
 
 

@@ -49,21 +49,23 @@ def check_summary_names(loss_fn: object, metrics: Mapping[str, Any]) -> None:
     """Raise `ValueError` when two values would report under one name in an epoch's summary.
 
     Validation reports each value as `val_<name>` (a name starting with `val_` as it is), beside
-    the training values: a metric `acc` beside a metric `val_acc`, or a loss part `val` (reported
-    `val_loss`) would silently overwrite one another, and a callback monitoring it would read the
-    wrong one.
+    the training values: a metric `acc` beside a metric `val_acc`, a loss part `val` (reported
+    `val_loss`), a metric `ce_loss` beside a loss part `ce`, or a metric `val_loss` beside a
+    `loss_fn` would silently overwrite one another, and a callback monitoring it would read the
+    wrong one. Metrics named `val_*` report only when validating or testing (upstream's convention),
+    so a metric `val_loss` is unambiguous in a manager without `loss_fn`, as `ce_loss` is beside a
+    single loss.
     """
-    losses = {"loss": "the total loss"}
+    losses: list[tuple[str, str]] = []
+    if loss_fn is not None:
+        losses.append(("loss", "the total loss"))
     if isinstance(loss_fn, Mapping):
-        losses.update({f"{name}_loss": f"loss `{name}`" for name in loss_fn})
-    elif loss_fn is None:
-        losses = {}
-    named = {**losses, **{name: f"metric `{name}`" for name in metrics}}
+        losses += [(f"{name}_loss", f"loss `{name}`") for name in loss_fn]
+    named = losses + [(name, f"metric `{name}`") for name in metrics]
     # training reports every loss, and the metrics not named `val_*` (those run only when validating or testing)
-    claims = [(name, what) for name, what in named.items() if name in losses or not name.startswith(VAL_PREFIX)]
+    claims = losses + [(name, what) for name, what in named[len(losses) :] if not name.startswith(VAL_PREFIX)]
     claims += [
-        (name if name.startswith(VAL_PREFIX) else VAL_PREFIX + name, f"{what} on validation")
-        for name, what in named.items()
+        (name if name.startswith(VAL_PREFIX) else VAL_PREFIX + name, f"{what} on validation") for name, what in named
     ]
     reported: dict[str, str] = {}
     for name, what in claims:
@@ -71,7 +73,7 @@ def check_summary_names(loss_fn: object, metrics: Mapping[str, Any]) -> None:
             raise ValueError(
                 f"Two values would be reported as `{name}` in an epoch's summary: {reported[name]} and {what}; rename "
                 f"one (validation prefixes `{VAL_PREFIX}` to every name). "
-                f"Received: losses {sorted(losses)}, metrics {sorted(metrics)}"
+                f"Received: losses {sorted(dict(losses))}, metrics {sorted(metrics)}"
             )
         reported[name] = what
 
@@ -86,7 +88,18 @@ def _refuse_a_class(fn: object, where: str) -> None:
 
 
 def check_metrics(metrics: object) -> dict[str, Callable[..., Any]]:
-    """Check the `metrics` argument of a manager: None or a dict of str names to callables."""
+    """Check the `metrics` argument of a manager: None or a dict of str names to callables.
+
+    As upstream 1.5, a loss (a stateful callable with a float `weight`, such as
+    `torchmanager.losses.CrossEntropy()`) given as a metric reports as `<name>_loss`: under a name
+    ending in `_loss` as it is, under another name with `_loss` appended. Whether a name clashes
+    with the losses' is for `check_summary_names` to say.
+
+    Raises:
+        TypeError: `metrics` is not a dict of str names to callables.
+        ValueError: A metric that is not a loss is named `loss` (the total loss's name), or two
+            metrics would report under one name.
+    """
     if metrics is None:
         return {}
     if not isinstance(metrics, Mapping):
@@ -94,17 +107,32 @@ def check_metrics(metrics: object) -> dict[str, Callable[..., Any]]:
             "`metrics` must be a dict of names to metrics, e.g. "
             f"{{'accuracy': torchmanager.metrics.SparseCategoricalAccuracy()}}. Received: metrics={metrics!r}"
         )
+    checked: dict[str, Callable[..., Any]] = {}
     for name, fn in metrics.items():
         _refuse_a_class(fn, f"metrics[{name!r}]")
         if not isinstance(name, str) or not callable(fn):
             raise TypeError(
                 f"`metrics` must map str names to callables `fn(y, label)`. Received: metrics[{name!r}]={fn!r}"
             )
-        if name == "loss" or name.endswith("_loss"):
+        reported = f"{name}_loss" if _is_loss(fn) and not name.endswith("_loss") else name
+        if reported == "loss":
             raise ValueError(
-                f"Metric names `loss` and `*_loss` are kept for the losses; rename the metric. Received: metrics key {name!r}"
+                "`loss` names the total of `loss_fn` in a summary; give this metric another name. "
+                f"Received: metrics key {name!r}"
             )
-    return dict(metrics)
+        if reported in checked:
+            raise ValueError(
+                f"Two metrics would report as `{reported}`: a loss given as a metric reports as `<name>_loss` "
+                f"(as in torchmanager 1.5); rename one. Received: metrics keys {sorted(metrics)}"
+            )
+        checked[reported] = fn
+    return checked
+
+
+def _is_loss(fn: object) -> bool:
+    """Whether `fn` is a loss object of ours or of upstream's kind: its own state and a float `weight`."""
+    weight = getattr(fn, "weight", None)
+    return has_state(fn) and isinstance(weight, (int, float)) and not isinstance(weight, bool)
 
 
 def _cloned(value: Any) -> Any:

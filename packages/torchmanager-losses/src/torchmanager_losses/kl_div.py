@@ -104,8 +104,8 @@ class KLDiv(Loss):
         weight: float = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(target=target, weight=weight)
-        self.kl_div = torch.nn.KLDivLoss(*args, **kwargs)
+        # torch's loss is `_metric_fn`, as upstream 1.5 kept it: its subclasses read and replace it there
+        super().__init__(torch.nn.KLDivLoss(*args, **kwargs), target=target, weight=weight)
         self.replace_nan = replace_nan
         self.softmax_temperature = softmax_temperature
         self._plain = not overrides(self, KLDiv, "forward")  # else the subclass's forward is the value
@@ -113,6 +113,17 @@ class KLDiv(Loss):
     def denominator(self, input: Any, target: Any) -> int:
         """The elements averaged with `reduction="mean"`, else the samples ("batchmean" divides by them)."""
         return averaged_elements(input, target, self._plain and self.reduction == "mean")
+
+    @property
+    def kl_div(self) -> torch.nn.KLDivLoss:
+        """The `torch.nn.KLDivLoss` giving `reduction` and `log_target` (upstream's `_metric_fn`)."""
+        loss = self._metric_fn
+        if not isinstance(loss, torch.nn.KLDivLoss):
+            raise TypeError(
+                f"{type(self).__name__}._metric_fn must be a torch.nn.KLDivLoss (it gives `reduction` and `log_target`). "
+                f"Received: _metric_fn={loss!r}"
+            )
+        return loss
 
     @property
     def log_target(self) -> bool:

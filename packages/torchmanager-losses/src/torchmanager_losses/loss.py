@@ -152,6 +152,12 @@ class _FunctionLoss(Loss):
         self.__name__ = getattr(fn, "__name__", type(self).__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
 
+    @property
+    def wrapped_metric_fn(self) -> LossFn:
+        """The decorated function (upstream's name; `torchmanager_core.protocols.WrappedFn` checks for it)."""
+        assert self._metric_fn is not None  # set by the constructor
+        return self._metric_fn
+
 
 def loss(fn: LossFn) -> Loss:
     """Decorator turning `fn(input, target) -> scalar Tensor` into a `Loss`."""

@@ -90,6 +90,7 @@ class Identity(Loss):
 
     def __init__(self, loss_fn: None = None, *, target: str | None = None, weight: float = 1) -> None:
         super().__init__(target=target, weight=weight)
+        self.reduction, self.replace_nan = Reduction.NONE, False  # upstream 1.5's attributes (the input is the loss)
 
     def forward(self, input: torch.Tensor, target: Any = None) -> torch.Tensor:
         return input

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 
 from .accuracy import check_class_labels, check_dim_arg, predicted_classes
+from .attributes import alias
 from .metric import Metric, overrides
 
 __all__ = [
@@ -98,6 +99,12 @@ def per_class_counts(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     fp = m.sum(dim=0) - tp
     fn = m.sum(dim=1) - tp
     return tp, m.sum() - tp - fp - fn, fp, fn
+
+
+def _check_eps(eps: object) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"`eps` must be a positive float. Received: eps={eps!r}")
+    return float(eps)
 
 
 def _check_average(average: object, num_classes: int | None) -> None:
@@ -226,25 +233,36 @@ class BinaryConfusionMatrix(_CountingMetric):
         if num_classes is not None:
             check_num_classes(num_classes)
         _check_average(average, num_classes)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise ValueError(f"`eps` must be a positive float. Received: eps={eps!r}")
+        _check_eps(eps)
         size = 2 if average == "binary" else num_classes
         assert size is not None  # checked by _check_average
         super().__init__(size, dim, target)
-        self._class_index = _check_class_index(class_index, num_classes)
-        self._eps = float(eps)
-        self.average = average
         self.num_classes = num_classes
+        self.class_index = class_index
+        self.eps = eps
+        self.average = average
+
+    _dim = alias("dim")  # upstream 1.5's names, which its subclasses assign and read
+    _eps: float
+    _class_index: int
 
     @property
     def class_index(self) -> int:
-        """The positive class of the binary mode."""
+        """The positive class of the binary mode (`_class_index` is upstream's name of it)."""
         return self._class_index
+
+    @class_index.setter
+    def class_index(self, value: int) -> None:
+        self._class_index = _check_class_index(value, self.num_classes)
 
     @property
     def eps(self) -> float:
-        """The floor of denominators."""
+        """The floor of denominators (`_eps` is upstream's name of it)."""
         return self._eps
+
+    @eps.setter
+    def eps(self, value: float) -> None:
+        self._eps = _check_eps(value)
 
     def batch_matrix(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.average == "binary":

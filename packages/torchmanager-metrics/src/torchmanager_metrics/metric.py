@@ -15,6 +15,8 @@ import torch
 from torch.nn.modules import module as _torch_module
 from torch.utils.hooks import RemovableHandle
 
+from .attributes import assignable, register_unshadowed
+
 __all__ = [
     "GLOBAL_MODULE_HOOKS",
     "BaseMetric",
@@ -147,9 +149,14 @@ class Metric(torch.nn.Module):
         self.add_state("total", torch.zeros(()), "sum")
         self.add_state("count", torch.zeros((), dtype=torch.int64), "sum")  # exact beyond float32's 2**24
 
-    @property
+    @assignable
     def target(self) -> str | None:
-        """The key picked from dict outputs and labels, or `None` to use them whole."""
+        """The key picked from dict outputs and labels, or `None` to use them whole.
+
+        A subclass may assign `self.target` for its own use, as upstream 1.5's could (there the
+        name was free): the value assigned is read back, and the key picked stays `_target`
+        (upstream's attribute for it, which a subclass may assign to change the key).
+        """
         return self._target
 
     @property
@@ -198,6 +205,14 @@ class Metric(torch.nn.Module):
         if self._hooked or _GLOBAL_FORWARD_PRE or _GLOBAL_FORWARD or _GLOBAL_BACKWARD_PRE or _GLOBAL_BACKWARD:
             return _update_in_module_call(self, input, target)
         return self.update(input, target)  # no hook anywhere: nn.Module.__call__ would only add its cost
+
+    def register_buffer(self, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
+        """As `nn.Module.register_buffer`; a name the class computes until assigned (`target`) may be registered."""
+        register_unshadowed(self, name, lambda: super(Metric, self).register_buffer(name, tensor, persistent))
+
+    def register_parameter(self, name: str, param: torch.nn.Parameter | None) -> None:
+        """As `nn.Module.register_parameter`; a name the class computes until assigned (`target`) may be registered."""
+        register_unshadowed(self, name, lambda: super(Metric, self).register_parameter(name, param))
 
     # The registrations mark the module, so that a call checks one flag rather than four hook dicts.
 
@@ -425,6 +440,12 @@ class _FunctionMetric(Metric):
         super().__init__(fn, target=target)
         self.__name__ = getattr(fn, "__name__", type(self).__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
+
+    @property
+    def wrapped_metric_fn(self) -> MetricFn:
+        """The decorated function (upstream's name; `torchmanager_core.protocols.WrappedFn` checks for it)."""
+        assert self._metric_fn is not None  # set by the constructor
+        return self._metric_fn
 
     @torch.no_grad()
     def forward(self, input: Any, target: Any) -> torch.Tensor:

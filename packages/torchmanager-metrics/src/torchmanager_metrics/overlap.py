@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .accuracy import check_class_labels, check_dim_arg, predicted_classes
+from .attributes import alias
 from .confusion import ConfusionMatrix, check_num_classes, confusion_matrix, per_class_counts
 from .metric import Metric, overrides
 
@@ -111,6 +112,7 @@ class MeanIoU(Metric):
     intersection: torch.Tensor
     union: torch.Tensor
     elements: torch.Tensor
+    _dim, _smooth, _threshold = alias("dim"), alias("smooth"), alias("threshold")  # upstream 1.5's names
 
     def __init__(self, dim: int = 1, smooth: float = 1e-4, threshold: float = 0, *, target: str | None = None) -> None:
         super().__init__(target=target)
@@ -215,21 +217,40 @@ class Dice(Metric):
     """The Dice score, averaged over classes per sample and then over every sample (see `dice`).
 
     Args:
-        num_classes: The number of classes (score channels).
+        num_classes: The number of classes; None takes the score channels of each batch
+            (`input.shape[dim]`, as upstream's one-hot encoding did), so integer class maps need it.
         dim: The class dimension of the scores.
         eps: Added to numerator and denominator of each class's score.
         target: Optional key picking one entry of dict outputs and labels.
     """
 
-    def __init__(self, num_classes: int, /, dim: int = 1, *, eps: float = 1e-7, target: str | None = None) -> None:
+    def __init__(
+        self, num_classes: int | None = None, /, dim: int = 1, *, eps: float = 1e-7, target: str | None = None
+    ) -> None:
         super().__init__(target=target)
-        self.num_classes = check_num_classes(num_classes)
+        self.num_classes = check_num_classes(num_classes) if num_classes is not None else None
         self.dim = check_dim_arg(dim)
         self._eps = _check_eps("eps", eps)
 
     @torch.no_grad()
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dice(input, target, self.num_classes, dim=self.dim, eps=self._eps).mean()
+        return dice(input, target, self._classes_of(input, target), dim=self.dim, eps=self._eps).mean()
+
+    def _classes_of(self, input: torch.Tensor, target: torch.Tensor) -> int:
+        if self.num_classes is not None:
+            return self.num_classes
+        if (
+            isinstance(input, torch.Tensor)
+            and input.dim() == target.dim() + 1
+            and -input.dim() <= self.dim < input.dim()
+        ):
+            return int(input.shape[self.dim])
+        raise ValueError(
+            f"Dice() without `num_classes` takes the classes from score inputs with a class dimension `dim`={self.dim}; "
+            f"give `num_classes` for class maps. Received: input of shape "
+            f"{tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__} and target of shape "
+            f"{tuple(target.shape)}"
+        )
 
     def extra_repr(self) -> str:
         return f"{self.num_classes}, dim={self.dim}, eps={self._eps}"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from .attributes import assignable, is_assigned
 from .metric import Metric, at_least_float32
 
 __all__ = [
@@ -143,11 +144,16 @@ def _ssim_and_cs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean SSIM and mean contrast-structure term per image and channel: two `(N, C)` tensors.
 
+    `window` is a 1-D gaussian (its outer product is the 2-D window), or a 2-D window `(k, k)` or
+    `(C, 1, k, k)` (one per channel).
+
     Local statistics use the gaussian window without padding ("valid", as Wang et al.'s
     reference code), so image borders do not mix in zeros.
     """
     channels = input.shape[1]
-    kernel = torch.outer(window, window).to(input.dtype).expand(channels, 1, -1, -1)
+    if window.dim() == 1:  # the separable gaussian
+        window = torch.outer(window, window)
+    kernel = window.to(input.device, input.dtype).reshape(-1, 1, *window.shape[-2:]).expand(channels, 1, -1, -1)
 
     def filt(x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, kernel, groups=channels)
@@ -169,6 +175,7 @@ def ssim(
     sigma: float = 1.5,
     window_size: int = 11,
     pixel_range: float = 255.0,
+    window: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The structural similarity (Wang et al., 2004) of each image, averaged over channels: `(N,)`.
 
@@ -178,13 +185,33 @@ def ssim(
         sigma: Standard deviation of the gaussian window.
         window_size: Taps of the gaussian window.
         pixel_range: The dynamic range `L` of pixel values (255 for 8-bit images, 1 for [0, 1]).
+        window: Optional 2-D window, `(k, k)` or `(C, 1, k, k)`, used instead of the gaussian
+            (`sigma` and `window_size` are then unused).
     """
-    _check_window(window_size, sigma)
     _check_positive("pixel_range", pixel_range)
-    _check_images(input, target, window_size)
-    window = gaussian_window(window_size, sigma, device=input.device)
+    if window is None:
+        _check_window(window_size, sigma)
+        window = gaussian_window(window_size, sigma, device=input.device)
+    else:
+        window = _check_custom_window(window, input)
+    _check_images(input, target, window.shape[-1])
     value, _ = _ssim_and_cs(_float(input), _float(target), window, pixel_range)
     return value.mean(dim=1)
+
+
+def _check_custom_window(window: object, input: torch.Tensor) -> torch.Tensor:
+    channels = input.shape[1] if isinstance(input, torch.Tensor) and input.dim() > 1 else None
+    if (
+        not isinstance(window, torch.Tensor)
+        or window.dim() not in (2, 4)
+        or window.shape[-1] != window.shape[-2]
+        or (window.dim() == 4 and (window.shape[1] != 1 or window.shape[0] not in (1, channels)))
+    ):
+        raise ValueError(
+            f"`window` must be a square 2-D window, of shape (k, k) or ({channels}, 1, k, k) for these images. "
+            f"Received: window of shape {tuple(window.shape) if isinstance(window, torch.Tensor) else type(window).__name__}"
+        )
+    return window.detach()
 
 
 def ms_ssim(
@@ -195,18 +222,23 @@ def ms_ssim(
     window_size: int = 11,
     pixel_range: float = 255.0,
     weights: Sequence[float] = DEFAULT_MS_SSIM_WEIGHTS,
+    window: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The multi-scale SSIM (Wang, Simoncelli and Bovik, 2003) of each image: `(N,)`.
 
     Per channel: `ssim_M ** w_M * prod_{j<M} cs_j ** w_j`, halving the images with a 2x2 average
     between scales; negative terms are clamped to 0 (as pytorch-msssim) so fractional powers
     stay real. Then averaged over channels. The smallest scale must still fit the window.
+    `window` is an optional 2-D window used instead of the gaussian (as in `ssim`).
     """
     weights = _check_weights(weights)
-    _check_window(window_size, sigma)
     _check_positive("pixel_range", pixel_range)
-    _check_images(input, target, window_size * 2 ** (len(weights) - 1))
-    window = gaussian_window(window_size, sigma, device=input.device)
+    if window is None:
+        _check_window(window_size, sigma)
+        window = gaussian_window(window_size, sigma, device=input.device)
+    else:
+        window = _check_custom_window(window, input)
+    _check_images(input, target, window.shape[-1] * 2 ** (len(weights) - 1))
     x, y = _float(input), _float(target)
     value = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
     for scale, weight in enumerate(weights):
@@ -295,9 +327,13 @@ class SSIM(_ImageMetric):
         _check_positive("pixel_range", pixel_range)
         self.channels, self.sigma, self.window_size, self.pixel_range = channels, sigma, window_size, pixel_range
 
-    @property
+    @assignable
     def window(self) -> torch.Tensor:
-        """The 2-D gaussian window, one per channel: `(C, 1, window_size, window_size)`."""
+        """The 2-D gaussian window, one per channel: `(C, 1, window_size, window_size)`.
+
+        A subclass may assign its own window, `(C, 1, k, k)` or `(k, k)` (a tensor or a
+        parameter, as upstream 1.5's SSIM assigned it): SSIM is then computed with that window.
+        """
         g = gaussian_window(self.window_size, self.sigma)
         return torch.outer(g, g).expand(self.channels, 1, -1, -1)
 
@@ -310,7 +346,10 @@ class SSIM(_ImageMetric):
 
     def per_image(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         self._check_channels(input)
-        return ssim(input, target, sigma=self.sigma, window_size=self.window_size, pixel_range=self.pixel_range)
+        window = self.window if is_assigned(self, "window") else None
+        return ssim(
+            input, target, sigma=self.sigma, window_size=self.window_size, pixel_range=self.pixel_range, window=window
+        )
 
     def extra_repr(self) -> str:
         return f"{self.channels}, sigma={self.sigma}, window_size={self.window_size}, pixel_range={self.pixel_range}"
@@ -356,6 +395,7 @@ class MS_SSIM(SSIM):  # upstream name
             window_size=self.window_size,
             pixel_range=self.pixel_range,
             weights=self.weights,
+            window=self.window if is_assigned(self, "window") else None,
         )
 
 

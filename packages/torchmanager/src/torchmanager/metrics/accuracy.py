@@ -1,4 +1,4 @@
-"""Upstream torchmanager 1.5's module path `torchmanager.metrics.accuracy`."""
+"""Upstream torchmanager 1.5's module path `torchmanager.metrics.accuracy`, with the accuracy family's functions."""
 
 from torchmanager_metrics import (
     F1,
@@ -11,6 +11,11 @@ from torchmanager_metrics import (
     Precision,
     Recall,
     SparseCategoricalAccuracy,
+    accuracy,
+    binary_accuracy,
+    categorical_accuracy,
+    sparse_categorical_accuracy,
+    top_k_accuracy,
 )
 
 __all__ = [
@@ -24,4 +29,9 @@ __all__ = [
     "Precision",
     "Recall",
     "SparseCategoricalAccuracy",
+    "accuracy",
+    "binary_accuracy",
+    "categorical_accuracy",
+    "sparse_categorical_accuracy",
+    "top_k_accuracy",
 ]
