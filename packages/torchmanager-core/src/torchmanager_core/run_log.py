@@ -96,7 +96,8 @@ def _log(level: int, message: str, *, console: bool = True) -> None:
     if console:
         logger.log(level, message, stacklevel=3)
         return
-    record = logger.makeRecord(logger.name, level, __file__, 0, message, (), None, extra={"console": False})
+    path, line, function, _ = logger.findCaller(stacklevel=3)
+    record = logger.makeRecord(logger.name, level, path, line, message, (), None, function, {"console": False})
     if logger.filter(record):
         for handler in _reached(record, logger):
             if not _prints_on_console(handler):
