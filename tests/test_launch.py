@@ -10,9 +10,12 @@ rank chosen for the line is checked without launches, on torchrun's own failure 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +155,49 @@ def test_the_readme_launches_with_the_installed_command() -> None:
     assert command.startswith("hatch run torchmanager-run --standalone --nproc_per_node=2 examples/digits.py")
     project = tomllib.loads((ROOT / "packages" / "torchmanager-core" / "pyproject.toml").read_text())
     assert project["project"]["scripts"] == {"torchmanager-run": "torchmanager_core.launch:main"}
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_reaches_the_workers_and_ends_in_one_line(tmp_path: Path) -> None:
+    """The preemption contract through the launcher: the workers save and exit 143, and so does it, in one line."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHMANAGER_DIST_TIMEOUT": "120"}
+    env.pop("TORCHMANAGER_FULL_ERROR", None)
+    command = [sys.executable, "-m", "torchmanager_core.launch", "--standalone", "--nproc_per_node=2"]
+    with (tmp_path / "stdout").open("w") as stdout, (tmp_path / "stderr").open("w") as stderr:
+        launcher = subprocess.Popen(
+            [*command, str(PROBE), "until-signalled", str(tmp_path)],
+            cwd=tmp_path,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while not ((tmp_path / "ready0").exists() and (tmp_path / "ready1").exists()):
+            assert launcher.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr").read_text()
+            time.sleep(0.05)
+        os.kill(launcher.pid, signal.SIGTERM)  # the launcher alone, as a scheduler that knows its pid
+        code = launcher.wait(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    err, out = (tmp_path / "stderr").read_text(), (tmp_path / "stdout").read_text()
+    assert code == 143, err  # what one process preempted by SIGTERM exits with
+    assert err.splitlines() == [
+        "torchmanager-run: SIGTERM received and passed on to the workers: they exited with code 143"
+    ], err
+    assert "SIGTERM received: training stopped" in out and (tmp_path / "last.model").is_file()
+
+
+def test_the_signal_line_gives_the_workers_code() -> None:
+    term, line = signal.SIGTERM, "torchmanager-run: SIGTERM received and passed on to the workers"
+    assert launch.signal_report(term, {0: 143, 1: 143}) == (f"{line}: they exited with code 143", 143)
+    assert launch.signal_report(term, {1: 1, 0: 143}) == (
+        f"{line}: they exited with codes 143 (rank 0), 1 (rank 1); exiting with code 143",
+        143,
+    )
+    assert launch.signal_report(term, {0: 0, 1: 143})[1] == 143  # one that finished first: the other's code
+    # a script without fit, ended by the signal itself, recorded nothing: a shell's code for it
+    assert launch.signal_report(term, {}) == (f"{line}: it ended them (exit code 143)", 143)
+    assert launch.signal_report(signal.SIGINT, {})[1] == 130

@@ -164,3 +164,36 @@ def test_by_default_tests_and_log_files_get_no_bars(
     captured = capsys.readouterr()  # pytest's captured stderr is not a terminal: "auto" draws nothing
     assert "it/s" not in captured.err and "2/2 [" not in captured.err
     assert "Epoch 1/1: loss=" in captured.out
+
+
+class _Kernel:
+    """What `get_ipython()` returns in a Jupyter kernel (IPython in a terminal has no IPKernelApp)."""
+
+    def __init__(self, kernel: bool) -> None:
+        self.config = {"IPKernelApp": {}} if kernel else {}
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["jupyter-kernel", "ipython-terminal"])
+def test_a_notebook_gets_tqdm_auto_s_bar_by_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kernel: bool
+) -> None:
+    made: list[str] = []
+
+    class Auto(tqdm.std.tqdm):  # type: ignore[type-arg]
+        """Stands for tqdm.auto's choice (a widget with ipywidgets): records that it was chosen."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(kwargs["desc"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr("tqdm.auto.tqdm", Auto)  # imports tqdm.auto first, outside the kernel
+    monkeypatch.setitem(sys.modules, "IPython", type(sys)("IPython"))
+    monkeypatch.setattr(sys.modules["IPython"], "get_ipython", lambda: _Kernel(kernel), raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # a kernel's stderr is no terminal
+    assert wants_progress("auto") is kernel
+    bar = EpochProgress(2, "Epoch 1/1", wants_progress("auto"), refresh_s=0.0, clock=lambda: 0.0)
+    bar.step(dict)
+    bar.step(dict)
+    bar.close({"loss": 2e-5})
+    assert made == (["Epoch 1/1"] if kernel else [])
+    assert ("loss=2.0000e-05" in capsys.readouterr().err) is kernel

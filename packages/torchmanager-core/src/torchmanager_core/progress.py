@@ -1,4 +1,4 @@
-"""Progress display and the "torchmanager" logger: a tqdm bar per epoch, refreshed on a clock.
+"""Progress bars: a tqdm bar per epoch, refreshed on a clock (the logger and its lines are `run_log`'s).
 
 The bar counts every step (cheap, host only) and is drawn only when its own clock says so: at
 most every `refresh_s` seconds, which is also the only time a running summary is read from the
@@ -6,25 +6,30 @@ device. tqdm's own redraw timer is off, so what is drawn depends on that one (in
 During `fit` an epoch is one line: the bar stays open through validation and closes with the
 epoch's summary, validation values appended, and the time left for the whole run; the console
 then skips the same summary line (log files still get it). `show_verbose="auto"` (the default)
-draws bars only in an interactive terminal, as Keras's `verbose="auto"`.
+draws bars only in an interactive terminal or a notebook, as Keras's `verbose="auto"`.
+
+A bar never hides a value: while the epoch runs it fits the terminal's width (so each redraw
+overwrites the last), and its final line is written whole, wrapping on a narrow terminal, as
+Keras's; a terminal that reports 0 columns gets whole lines. In a Jupyter kernel the bar is
+`tqdm.auto`'s (a widget with ipywidgets installed).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Any, Literal, TypeAlias
+from typing import IO, Any, Literal, TypeAlias
 
 import torch
 from tqdm import tqdm
 
 from .callbacks import Callback
 from .distributed import is_main_process
+from .run_log import add_console, format_summary, log_model, log_summary, logger
 from .tracking import merge_summaries, to_floats
 
 __all__ = [
@@ -36,14 +41,12 @@ __all__ = [
     "add_console",
     "format_duration",
     "format_summary",
+    "in_notebook",
     "log_model",
     "log_summary",
     "logger",
     "wants_progress",
 ]
-
-logger = logging.getLogger("torchmanager")
-"""The logger receiving epoch summaries at INFO (and interruptions, device fallbacks)."""
 
 
 ShowVerbose: TypeAlias = bool | Literal["auto"]
@@ -53,9 +56,11 @@ _CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL"
 
 
 def wants_progress(show_verbose: ShowVerbose) -> bool:
-    """Whether to draw progress bars: True, False, or with "auto" when stderr is an interactive
-    terminal and no CI service is running the job (a log file or CI gets the summary lines only)."""
+    """Whether to draw progress bars: True, False, or with "auto" in a Jupyter kernel, or when stderr
+    is an interactive terminal and no CI service runs the job (a log file or CI gets the summary lines only)."""
     if show_verbose == "auto":
+        if in_notebook():
+            return True
         interactive = sys.stderr is not None and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
         return interactive and not any(os.environ.get(name) for name in _CI_VARIABLES)
     if not isinstance(show_verbose, bool):
@@ -63,74 +68,34 @@ def wants_progress(show_verbose: ShowVerbose) -> bool:
     return show_verbose
 
 
-class _Console(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever `sys.stdout` is when a record comes (notebooks and test runners swap it).
-
-    A record logged with `extra={"console": False}` (a summary a progress bar already showed) is skipped.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return getattr(record, "console", True) is not False and bool(super().filter(record))
-
-    @property
-    def stream(self) -> Any:
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass  # always the current stdout
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter (IPython) kernel: the test tqdm.auto makes, without importing IPython."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
-def add_console(console: logging.Handler | None = None, formatter: logging.Formatter | None = None) -> None:
-    """Print the "torchmanager" logger's INFO records to stdout, once (upstream's `view.add_console`).
+def _bar_class() -> type[tqdm]:  # type: ignore[type-arg]
+    """tqdm.auto's bar in a notebook (a widget when ipywidgets is installed), else the terminal's."""
+    if in_notebook():
+        from tqdm.auto import tqdm as auto
 
-    Args:
-        console: A handler to use instead (upstream's parameter); it replaces any handler of its class.
-        formatter: The format of the records; default the message alone.
-    """
-    if console is None:
-        if not any(isinstance(h, _Console) for h in logger.handlers):
-            handler = _Console()
-            handler.setFormatter(formatter or logging.Formatter("%(message)s"))
-            logger.addHandler(handler)
-    else:
-        console.setLevel(logging.INFO)
-        console.setFormatter(formatter or logging.Formatter("%(message)s"))
-        for old in [h for h in logger.handlers if type(h) is type(console)]:
-            logger.removeHandler(old)
-        logger.addHandler(console)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
+        return auto
+    return tqdm
 
 
-def log_summary(prefix: str, summary: Mapping[str, float], *, console: bool = True) -> None:
-    """Log one summary line (`prefix: name=value, ...`) to the "torchmanager" logger, on the main process.
-
-    Args:
-        console: Print it on the console too (False when a progress bar already shows it; the
-            logger's other handlers, a log file, still get it).
-    """
-    if is_main_process():
-        add_console()
-        logger.info(f"{prefix}: {format_summary(summary)}", extra={"console": console})
-
-
-def log_model(model: torch.nn.Module, device: torch.device, precision: str) -> None:
-    """Log what `fit` trains (Keras's `model.summary()` in one line): the model class, its parameters and where."""
-    if not is_main_process():
-        return
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    add_console()
-    logger.info(
-        f"Training {type(model).__name__}: {total:,} parameters ({trainable:,} trainable, {total - trainable:,} frozen) "
-        f"on {device}, precision {precision}"
-    )
-
-
-def format_summary(summary: Mapping[str, float]) -> str:
-    """`name=value` pairs, 4 decimals, comma separated."""
-    return ", ".join(f"{name}={value:.4f}" for name, value in summary.items())
+def _columns(stream: IO[str]) -> int | None:
+    """The terminal's width for a live bar: its columns, else `COLUMNS`; None (no limit) when 0 or unknown."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+    return columns if columns > 0 else None
 
 
 class RunEta:
@@ -194,12 +159,13 @@ class EpochProgress:
         eta: RunEta | None = None,
         verbose_type: VerboseType | None = None,
     ) -> None:
+        self._terminal = not in_notebook()  # a widget sizes itself
         self._bar = (
-            tqdm(
+            _bar_class()(
                 total=total,
                 desc=description,
                 leave=True,
-                dynamic_ncols=True,
+                ncols=_columns(sys.stderr) if self._terminal else None,
                 mininterval=math.inf,  # tqdm never redraws by itself: `step` and `close` decide
                 maxinterval=math.inf,
             )
@@ -230,7 +196,9 @@ class EpochProgress:
         if now - self._last >= self._refresh_s:
             self._last = now
             self._describe()
-            self._bar.set_postfix(self._shown(to_floats(read_values())), refresh=True)
+            if self._terminal:  # a live line fits the terminal, as resized since the last draw
+                self._bar.ncols = _columns(self._bar.fp)
+            self._bar.set_postfix_str(format_summary(self._shown(to_floats(read_values()))), refresh=True)
 
     def _describe(self) -> None:
         left = self._eta.left_s() if self._eta is not None else None
@@ -243,7 +211,8 @@ class EpochProgress:
             return
         self._describe()
         if summary:
-            self._bar.set_postfix(self._shown(summary), refresh=False)
+            self._bar.set_postfix_str(format_summary(self._shown(summary)), refresh=False)
+        self._bar.ncols = None  # the last line whole: a narrow terminal wraps it
         self._bar.close()
         self._bar = None
 

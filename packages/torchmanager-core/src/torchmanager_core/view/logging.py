@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging as _logging
 from logging import *  # noqa: F403
 
-from ..progress import add_console, logger
+from ..run_log import add_console, logger
 
 __all__ = [*_logging.__all__, "add_console", "logger", "set_log_path"]
 
