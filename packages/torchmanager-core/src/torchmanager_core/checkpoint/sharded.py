@@ -1,0 +1,406 @@
+"""Sharded checkpoints: a folder every process writes its shards into, complete atomically, loadable by any number.
+
+Who owns what: the strategy gives the state dicts (a sharded model's are DTensors, `get_state_dict`);
+the loop gives the run's plain values and each process's own values (its random state, its running
+sums); this module writes them with `torch.distributed.checkpoint` (DCP) and reads them back without
+running code from the files. The single-file format is `checkpoint.save`/`load`, which this module
+uses for its small files.
+
+Layout of a checkpoint at `path` (a folder):
+
+    path/complete.pt           names the complete version (written last, atomically, by rank 0)
+    path/v<n>-<id>/.metadata   DCP's index of the tensors (rank 0, after every process wrote)
+    path/v<n>-<id>/__<r>_0.distcp  the tensors process r wrote (each shard once)
+    path/v<n>-<id>/run.pt      the run's plain values (rank 0)
+    path/v<n>-<id>/rank<r>.pt  process r's own values
+
+A save writes a new version folder and then `complete.pt`: a crash at any point leaves the previous
+version named there, whole. Rank 0 removes every other version once a new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import re
+import shutil
+import threading
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import ReadItem
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import async_save as dcp_async_save
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+
+from .. import distributed
+from . import CheckpointError, CheckpointWriteError, load, save
+
+__all__ = ["COMPLETE", "Loaded", "ShardedCheckpointer", "is_sharded_checkpoint", "load_sharded", "save_full_state_dict"]
+
+COMPLETE = "complete.pt"
+"""The file in a sharded checkpoint's folder that names its complete version."""
+
+_FORMAT_KEYS = ("format", "format_version", "torchmanager_version")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What `load_sharded` read besides the tensors it loaded in place.
+
+    Attributes:
+        run: The run's plain values (as given to `save`).
+        ranks: Each writing process's own values, in rank order (`len(ranks)` processes wrote it).
+        folder: The version folder read.
+    """
+
+    run: dict[str, Any]
+    ranks: list[dict[str, Any]]
+    folder: str
+
+    @property
+    def world_size(self) -> int:
+        """How many processes wrote the checkpoint."""
+        return len(self.ranks)
+
+
+class ShardedCheckpointer:
+    """Writes sharded checkpoints, in the background with `async_save`; one per run (it holds the pending write).
+
+    Every process calls `save` at the same point with its own shards. With `async_save` the call
+    returns once the tensors are copied to host memory (training may change the originals), the
+    files are written by a thread, and the next `save` (or `wait`) waits for the write before it
+    starts: a failed write raises there. Call `close` at the end of the run.
+
+    Args:
+        async_save: Write in the background.
+    """
+
+    def __init__(self, *, async_save: bool = False) -> None:
+        self.async_save = async_save
+        self._pending: Future[None] | None = None
+        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchmanager-checkpoint")
+        self._group: Any = None
+
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        tensors: Mapping[str, Any],
+        *,
+        run: Mapping[str, Any] | None = None,
+        rank: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write a checkpoint at `path`; a collective: every process calls it at the same point.
+
+        Args:
+            path: The checkpoint's folder (made if missing); an earlier checkpoint there is replaced
+                once this one is complete.
+            tensors: State dicts (model, optimizers) with this process's shards: DTensors, or tensors
+                every process holds alike (written once).
+            run: Plain values every process holds alike (position, history, callbacks' states);
+                rank 0's are written. Tensors, numbers, str, None and containers of them.
+            rank: This process's own values (its random state, its running sums).
+        Raises:
+            CheckpointError: `path` is a file, or its folder cannot be made.
+            CheckpointWriteError: The previous asynchronous write failed (raised here, once).
+            TypeError: A value `checkpoint.load` could not read back without running code.
+        """
+        self.wait()
+        folder = os.fspath(path)
+        if os.path.isfile(folder):
+            raise CheckpointError(
+                f"`{folder}` is a file, and a sharded checkpoint is a folder; give another path, or remove the "
+                f"file. Received: path={folder!r}"
+            )
+        main = distributed.is_main_process()
+        version = distributed.from_main_process(_next_version(folder) if main else None)
+        target = os.path.join(folder, version)
+        failure: Exception | None = None
+        try:  # the small files first: `.metadata`, written last, then means that every process wrote its part
+            with _as_checkpoint_error(folder):
+                os.makedirs(target, exist_ok=True)
+            if main:
+                save(dict(run or {}), os.path.join(target, "run.pt"))
+            save(dict(rank or {}), os.path.join(target, f"rank{distributed.get_rank()}.pt"))
+        except Exception as error:  # every process learns it, so that none waits in DCP's collectives
+            failure = error
+        if distributed.any_process(failure is not None):
+            raise failure or CheckpointError(
+                f"Cannot save sharded checkpoint `{folder}`: another process failed to write its part (its error "
+                f"says why); the previous checkpoint at this path is kept. Received: path={folder!r}"
+            )
+        writer = FileSystemWriter(target)
+        if not self.async_save:
+            with _single_process_quiet():
+                dcp_save(dict(tensors), storage_writer=writer, no_dist=not distributed.is_distributed())
+            if distributed.is_main_process():
+                _commit(folder, version, distributed.get_world_size())
+            return
+        upload = dcp_async_save(dict(tensors), storage_writer=writer, process_group=self._process_group())
+        assert isinstance(upload, Future)  # the default (thread) checkpointer without a custom stager
+        commit = distributed.is_main_process()
+        world = distributed.get_world_size()
+        self._pending = self._commits.submit(_finish, upload, folder, version, world, commit)
+
+    def wait(self) -> None:
+        """Wait for the pending asynchronous write; raise its error (once).
+
+        Raises:
+            CheckpointWriteError: The write failed; the previous checkpoint at its path is intact.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the pending write and stop the background thread."""
+        try:
+            self.wait()
+        finally:
+            self._commits.shutdown(wait=True)
+
+    def _process_group(self) -> Any:
+        """A gloo group of every process for the background write's collectives, apart from training's."""
+        if not distributed.is_distributed():
+            return None
+        if self._group is None:
+            self._group = dist.new_group(backend="gloo")
+        return self._group
+
+
+_VERSION = re.compile(r"v(\d{6,})-[0-9a-f]{8}")
+
+
+def _next_version(folder: str) -> str:
+    """A new version's name: one more than the complete version's number, and a random part."""
+    number = 0
+    with contextlib.suppress(FileNotFoundError, CheckpointError):
+        match = _VERSION.fullmatch(str(load(os.path.join(folder, COMPLETE)).get("version")))
+        number = int(match.group(1)) if match else 0
+    return f"v{number + 1:06d}-{uuid.uuid4().hex[:8]}"
+
+
+def _finish(upload: Future[Any], folder: str, version: str, world: int, commit: bool) -> None:
+    """In the background: wait for DCP's write, then (rank 0) name the version complete."""
+    try:
+        upload.result()
+    except Exception as error:
+        raise _write_error(folder, error) from error
+    if commit:
+        _commit(folder, version, world)
+
+
+def _commit(folder: str, version: str, world: int) -> None:
+    """Name `version` complete (atomically), then remove every other version (older, or left by a killed write).
+
+    Called by rank 0 once DCP wrote `.metadata`, which it does after every process reported its
+    writes done; each process wrote its `rank<r>.pt` (and rank 0 `run.pt`) before its shards.
+    """
+    save({"version": version, "world_size": world}, os.path.join(folder, COMPLETE))
+    for name in os.listdir(folder):
+        if name != version and _VERSION.fullmatch(name) and os.path.isdir(os.path.join(folder, name)):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+def _write_error(folder: str, error: Exception) -> CheckpointError:
+    """The error of a failed background write: a `CheckpointWriteError` when the disk refused it."""
+    reason = str(error).split("\n", 1)[0][:300]
+    message = (
+        f"Cannot save sharded checkpoint `{folder}`: writing it failed ({type(error).__name__}: {reason}); the "
+        f"previous checkpoint at this path is kept. Free disk space, or save to another folder. Received: path={folder!r}"
+    )
+    if isinstance(error, OSError):
+        failure = CheckpointWriteError(message)
+        failure.errno = error.errno
+        return failure
+    return CheckpointError(message)
+
+
+@contextlib.contextmanager
+def _as_checkpoint_error(folder: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        raise CheckpointError(
+            f"Cannot save sharded checkpoint `{folder}`: its folder cannot be made ({error.strerror}); choose a "
+            f"writable folder. Received: path={folder!r}"
+        ) from error
+
+
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """Silence DCP's warning that it runs in a single process (that is what a one-process run means)."""
+    if distributed.is_distributed() or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
+def is_sharded_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a sharded checkpoint's folder with a complete version."""
+    return os.path.isfile(os.path.join(os.fspath(path), COMPLETE))
+
+
+def load_sharded(path: str | os.PathLike[str], tensors: dict[str, Any]) -> Loaded:
+    """Read the complete version of the checkpoint at `path`: `tensors` is filled in place; no code from the files runs.
+
+    A collective: every process calls it with its own `tensors`, the state dicts of the model and
+    optimizers as the strategy gives them now (their layout says which shards this process reads,
+    whatever number of processes wrote them). Tensor data is read with `weights_only`, DCP's index
+    with an unpickler that builds only DCP's own metadata classes, and other values (an optimizer's
+    hyperparameters) with `weights_only`.
+
+    Raises:
+        FileNotFoundError: No checkpoint at `path`.
+        CheckpointError: No version is complete, the files hold Python objects, or are corrupt.
+    """
+    folder = os.fspath(path)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Sharded checkpoint `{folder}` does not exist; check the path. Received: path={folder!r}"
+        )
+    if not is_sharded_checkpoint(folder):
+        raise CheckpointError(
+            f"`{folder}` holds no complete sharded checkpoint (no `{COMPLETE}`: its first save did not finish); "
+            f"resume from another checkpoint. Received: path={folder!r}"
+        )
+    marker = load(os.path.join(folder, COMPLETE))
+    version, world = marker.get("version"), marker.get("world_size")
+    if not isinstance(version, str) or type(world) is not int or os.sep in version:
+        raise CheckpointError(f"`{os.path.join(folder, COMPLETE)}` is corrupt. Received: marker={marker!r}")
+    target = os.path.join(folder, version)
+    with _single_process_quiet():
+        dcp_load(
+            tensors,
+            storage_reader=_SafeReader(target),
+            planner=_SafePlanner(),
+            no_dist=not distributed.is_distributed(),
+        )
+    run = _plain(load(os.path.join(target, "run.pt")))
+    ranks = [_plain(load(os.path.join(target, f"rank{rank}.pt"))) for rank in range(world)]
+    return Loaded(run, ranks, target)
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key not in _FORMAT_KEYS}
+
+
+_METADATA_CLASSES = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata",
+        "TensorStorageMetadata",
+        "BytesStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "_MEM_FORMAT_ENCODING",
+        "StorageMeta",
+        "MetadataIndex",
+    },
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "pathlib": {"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"},
+    "collections": {"OrderedDict"},
+}
+"""The only globals DCP's `.metadata` pickle may name (torch 2.13 writes these); dtypes are allowed too."""
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Builds DCP's metadata records and nothing else: any other global in the file is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name in _METADATA_CLASSES.get(module, ()):
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not DCP metadata")
+
+
+class _SafeReader(FileSystemReader):
+    """DCP's file reader with its index read by `_MetadataUnpickler` (DCP itself unpickles it in full)."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        path = os.path.join(os.fspath(self.path), ".metadata")
+        try:
+            with open(path, "rb") as file:
+                metadata = _MetadataUnpickler(file).load()
+        except FileNotFoundError as error:
+            raise CheckpointError(
+                f"Sharded checkpoint `{self.path}` has no `.metadata`; the folder is not a complete checkpoint. "
+                f"Received: path={os.fspath(self.path)!r}"
+            ) from error
+        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as error:
+            raise CheckpointError(
+                f"The index `{path}` of a sharded checkpoint names Python objects other than DCP's metadata ({error}), "
+                f"and loading them could run code from the file; it was refused. Received: path={path!r}"
+            ) from error
+        if not isinstance(metadata, Metadata):
+            raise CheckpointError(f"`{path}` is not DCP metadata. Received: {type(metadata).__name__}")
+        metadata.storage_meta = metadata.storage_meta or StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class _SafePlanner(DefaultLoadPlanner):
+    """DCP's load planner reading non-tensor values with `weights_only` (DCP itself unpickles them in full)."""
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        data = value.getvalue()
+        try:
+            torch.load(io.BytesIO(data), weights_only=True)  # the same bytes, refused if they need code
+        except pickle.UnpicklingError as error:
+            raise CheckpointError(
+                f"The value `{read_item.dest_index.fqn}` of a sharded checkpoint holds Python objects, and loading "
+                "them would run code from the file; it was refused. Keep tensors, numbers, str and containers of "
+                f"them in checkpoints. Received: key={read_item.dest_index.fqn!r}"
+            ) from error
+        super().load_bytes(read_item, io.BytesIO(data))
+
+
+def save_full_state_dict(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Write the model's whole, unsharded `state_dict` to one file, for inference; a collective of every process.
+
+    The shards are gathered to rank 0's host memory one tensor at a time, and rank 0 writes the file
+    atomically (a temporary file renamed). Read it with `torch.load(path, weights_only=True)` and
+    `model.load_state_dict(...)` on an unsharded model.
+
+    Raises:
+        CheckpointError: The file's folder does not exist or is not writable (on every process).
+    """
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    target = os.fspath(path)
+
+    def write() -> None:
+        folder = os.path.dirname(os.path.abspath(target))
+        temporary = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(temporary, "wb") as file:
+                torch.save(state, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, target)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise CheckpointError(
+                f"Cannot write the state dict `{target}` ({error.strerror}); choose an existing, writable folder. "
+                f"Received: path={target!r}"
+            ) from error
+
+    error = distributed.on_main_process(write)
+    if error is not None:
+        raise error
