@@ -32,8 +32,16 @@ def random_layers(model: torch.nn.Module) -> list[str]:
     return found
 
 
-def _identical(states: Sequence[Any]) -> bool:
-    return all(_equal(states[0], state) for state in states[1:])
+_TORCH_STREAMS = ("torch", "cuda")
+"""The generators of `random.get_rng_state()` that a training step draws from (dropout, noise): compared.
+
+Python's and NumPy's are seeded per process at start-up unless the script seeds them, and a step rarely
+draws from them (a loader's workers draw per item, `data`), so they do not make processes differ."""
+
+
+def _identical(states: Sequence[Mapping[str, Any]]) -> bool:
+    streams = [{key: state[key] for key in _TORCH_STREAMS if key in state} or state for state in states]
+    return all(_equal(streams[0], other) for other in streams[1:])
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -65,7 +73,8 @@ def check_new_world(
     Args:
         saved_world: The processes that wrote the checkpoint.
         world: The processes resuming it.
-        random_states: Each writing process's random state, in rank order.
+        random_states: Each writing process's random state (`random.get_rng_state()`), in rank order;
+            their torch generators (CPU and CUDA) are compared.
         samples_per_update: The samples one optimizer update saw (processes x batch x accumulation),
             saved and now; None where unknown (not checked).
         model: The model, to find layers that draw random numbers in training (dropout).
@@ -87,8 +96,8 @@ def check_new_world(
         )
     if len(random_states) > 1 and not _identical(random_states):
         reasons.append(
-            f"the {saved_world} processes drew from random states of their own (seeded per process), which have no "
-            f"counterpart on {world}"
+            f"the {saved_world} processes drew from torch random states of their own (seeded per process), which "
+            f"have no counterpart on {world} (seed every process alike to avoid it)"
         )
     drawing = random_layers(model) if model is not None else []
     if drawing:

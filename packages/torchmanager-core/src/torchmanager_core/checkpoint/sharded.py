@@ -26,7 +26,6 @@ import os
 import pickle
 import re
 import shutil
-import threading
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -36,6 +35,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
@@ -118,6 +118,7 @@ class ShardedCheckpointer:
             TypeError: A value `checkpoint.load` could not read back without running code.
         """
         self.wait()
+        _check_values(tensors, "tensors")
         folder = os.fspath(path)
         if os.path.isfile(folder):
             raise CheckpointError(
@@ -143,11 +144,15 @@ class ShardedCheckpointer:
             )
         writer = FileSystemWriter(target)
         if not self.async_save:
-            with _single_process_quiet():
+            _quiet_in_one_process()
+            try:
                 dcp_save(dict(tensors), storage_writer=writer, no_dist=not distributed.is_distributed())
+            except (Exception, CheckpointException) as error:
+                raise _write_error(folder, _cause(error)) from error
             if distributed.is_main_process():
                 _commit(folder, version, distributed.get_world_size())
             return
+        _quiet_in_one_process()
         upload = dcp_async_save(dict(tensors), storage_writer=writer, process_group=self._process_group())
         assert isinstance(upload, Future)  # the default (thread) checkpointer without a custom stager
         commit = distributed.is_main_process()
@@ -180,6 +185,39 @@ class ShardedCheckpointer:
         return self._group
 
 
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
+
+
+def _check_values(value: Any, where: str) -> None:
+    """Raise `TypeError` naming the first value other than a tensor that `weights_only` loading would refuse.
+
+    DCP pickles such values (an optimizer's hyperparameters) whole; `load_sharded` reads them back with
+    `weights_only`, so a value that needs code to rebuild is refused now rather than at the resume.
+    """
+    if isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_values(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        for index, item in enumerate(value):
+            _check_values(item, f"{where}[{index}]")
+        return
+    if type(value) in _PLAIN:
+        return
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise TypeError(
+            f"`{where}` is a {type(value).__name__}, which loading could only rebuild by running code from the "
+            f"checkpoint; keep tensors, numbers, str and lists, tuples or dicts of them. Received: {where}={value!r}"
+        ) from error
+
+
 _VERSION = re.compile(r"v(\d{6,})-[0-9a-f]{8}")
 
 
@@ -196,8 +234,8 @@ def _finish(upload: Future[Any], folder: str, version: str, world: int, commit: 
     """In the background: wait for DCP's write, then (rank 0) name the version complete."""
     try:
         upload.result()
-    except Exception as error:
-        raise _write_error(folder, error) from error
+    except (Exception, CheckpointException) as error:
+        raise _write_error(folder, _cause(error)) from error
     if commit:
         _commit(folder, version, world)
 
@@ -214,7 +252,14 @@ def _commit(folder: str, version: str, world: int) -> None:
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
-def _write_error(folder: str, error: Exception) -> CheckpointError:
+def _cause(error: BaseException) -> BaseException:
+    """The first process's own error inside DCP's `CheckpointException` (a BaseException gathering them)."""
+    if isinstance(error, CheckpointException) and error.failures:
+        return next(iter(error.failures.values()))[0]
+    return error
+
+
+def _write_error(folder: str, error: BaseException) -> CheckpointError:
     """The error of a failed background write: a `CheckpointWriteError` when the disk refused it."""
     reason = str(error).split("\n", 1)[0][:300]
     message = (
@@ -239,15 +284,13 @@ def _as_checkpoint_error(folder: str) -> Iterator[None]:
         ) from error
 
 
-@contextlib.contextmanager
-def _single_process_quiet() -> Iterator[None]:
-    """Silence DCP's warning that it runs in a single process (that is what a one-process run means)."""
-    if distributed.is_distributed() or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
-        yield
+def _quiet_in_one_process() -> None:
+    """Silence DCP's warning that it runs in a single process (what a one-process run means), once.
+
+    The warning is raised in DCP's writer thread too, so the filter is process-wide, for its text alone.
+    """
+    if not distributed.is_distributed():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 
 def is_sharded_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -283,13 +326,21 @@ def load_sharded(path: str | os.PathLike[str], tensors: dict[str, Any]) -> Loade
     if not isinstance(version, str) or type(world) is not int or os.sep in version:
         raise CheckpointError(f"`{os.path.join(folder, COMPLETE)}` is corrupt. Received: marker={marker!r}")
     target = os.path.join(folder, version)
-    with _single_process_quiet():
-        dcp_load(
-            tensors,
-            storage_reader=_SafeReader(target),
-            planner=_SafePlanner(),
-            no_dist=not distributed.is_distributed(),
-        )
+    reader = _SafeReader(target)
+    reader.read_metadata()  # its refusal as it is (DCP would wrap it)
+    _quiet_in_one_process()
+    try:
+        dcp_load(tensors, storage_reader=reader, planner=_SafePlanner(), no_dist=not distributed.is_distributed())
+    except (Exception, CheckpointException) as error:
+        cause = _cause(error)
+        if isinstance(cause, CheckpointError):
+            raise cause from error
+        reason = str(cause).split("\n", 1)[0][:300]
+        raise CheckpointError(
+            f"Sharded checkpoint `{folder}` cannot be loaded into the given state dicts ({type(cause).__name__}: "
+            f"{reason}); give state dicts of the model and optimizers it was written from, or restore the folder. "
+            f"Received: path={folder!r}"
+        ) from error
     run = _plain(load(os.path.join(target, "run.pt")))
     ranks = [_plain(load(os.path.join(target, f"rank{rank}.pt"))) for rank in range(world)]
     return Loaded(run, ranks, target)
@@ -331,9 +382,16 @@ class _MetadataUnpickler(pickle.Unpickler):
 
 
 class _SafeReader(FileSystemReader):
-    """DCP's file reader with its index read by `_MetadataUnpickler` (DCP itself unpickles it in full)."""
+    """DCP's file reader with its index read by `_MetadataUnpickler` (DCP itself unpickles it in full), once."""
+
+    _metadata: Metadata | None = None
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        if self._metadata is None:
+            self._metadata = self._read_metadata()
+        return self._metadata
+
+    def _read_metadata(self) -> Metadata:
         path = os.path.join(os.fspath(self.path), ".metadata")
         try:
             with open(path, "rb") as file:
