@@ -12,12 +12,14 @@ sharded checkpoints under OUT, for the test's single-process references:
 - `eval`: lockstep evaluation of 5 batches (shares of 3 and 2) and of an unsized iterable.
 - `resume`: 2 epochs, a sharded checkpoint after step 2 of epoch 0 (and its whole weights), and the
   uninterrupted run's end; `ddp`: the same run under DDP with a checkpoint by the same layer.
-- `async`: 40 steps with an asynchronous save every 10; the whole weights at the last save.
+- `async`: 40 steps with an asynchronous save every 10; the whole weights at the last save; a save whose
+  small file rank 1 cannot write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from pathlib import Path
@@ -29,7 +31,8 @@ from fsdp_common import GLOBAL_BATCH, Block, Net, data, share, train
 from torch.distributed.checkpoint.state_dict import get_state_dict
 from torch.distributed.fsdp import fully_shard
 
-from torchmanager_core import distributed, evaluation_shards, random
+from torchmanager_core import checkpoint, distributed, evaluation_shards, random
+from torchmanager_core.checkpoint import sharded
 from torchmanager_core.checkpoint.sharded import ShardedCheckpointer, save_full_state_dict
 from torchmanager_core.strategy.fsdp import FSDP2Strategy, is_fully_sharded
 from torchmanager_core.strategy.lockstep import lockstep
@@ -191,7 +194,18 @@ def async_saves(out: Path, record: dict[str, Any]) -> None:
             if step == 40:
                 save_full_state_dict(model, out / "async_at_40.pt")  # before training changes them again
     train(model, batches[40:42], optimizer)  # goes on while the last save is written
+    saver.wait()
+    if dist.get_rank() == 1:  # one process's disk refuses its part: every process fails the save, none waits
+        sharded.save = full_disk  # type: ignore[assignment]
+    tensors = {"model": strategy.model_state_dict(model), "optimizer": strategy.optimizer_state_dict(model, optimizer)}
+    saver.save(out / "async.ckpt", tensors, run={"global_step": 42})
+    record["async_failed"] = error_of(saver.wait)
+    sharded.save = checkpoint.save
     saver.close()
+
+
+def full_disk(*args: Any, **kwargs: Any) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def main() -> None:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import pickle
 import re
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +40,15 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
-from torch.distributed.checkpoint.planner import ReadItem
+from torch.distributed.checkpoint.planner import ReadItem, SavePlan, SavePlanner
+from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
-from torch.distributed.checkpoint.state_dict_saver import async_save as dcp_async_save
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+from torch.distributed.checkpoint.storage import WriteResult
 
 from .. import distributed
-from . import CheckpointError, CheckpointWriteError, load, save
+from . import CheckpointError, CheckpointWriteError, _check_loadable, load, save
 
 __all__ = ["COMPLETE", "Loaded", "ShardedCheckpointer", "is_sharded_checkpoint", "load_sharded", "save_full_state_dict"]
 
@@ -91,8 +93,10 @@ class ShardedCheckpointer:
     def __init__(self, *, async_save: bool = False) -> None:
         self.async_save = async_save
         self._pending: Future[None] | None = None
-        self._commits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchmanager-checkpoint")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torchmanager-checkpoint")
+        self._stager: DefaultStager | None = None
         self._group: Any = None
+        self._versions: dict[str, tuple[int, str]] = {}  # folder -> (last version number, this run's id)
 
     def save(
         self,
@@ -113,51 +117,32 @@ class ShardedCheckpointer:
                 rank 0's are written. Tensors, numbers, str, None and containers of them.
             rank: This process's own values (its random state, its running sums).
         Raises:
-            CheckpointError: `path` is a file, or its folder cannot be made.
-            CheckpointWriteError: The previous asynchronous write failed (raised here, once).
-            TypeError: A value `checkpoint.load` could not read back without running code.
+            CheckpointError: `path` is a file.
+            CheckpointWriteError: Writing failed on a process (the disk refused it), or the previous
+                asynchronous write did (raised here, once); the previous checkpoint is kept.
+            TypeError: A value `load_sharded` could not read back without running code.
         """
         self.wait()
         _check_values(tensors, "tensors")
+        files = {f"rank{distributed.get_rank()}.pt": dict(rank or {})}
+        if distributed.is_main_process():
+            files["run.pt"] = dict(run or {})
+        for name, payload in files.items():
+            _check_loadable(payload, name[: -len(".pt")])
         folder = os.fspath(path)
         if os.path.isfile(folder):
             raise CheckpointError(
                 f"`{folder}` is a file, and a sharded checkpoint is a folder; give another path, or remove the "
                 f"file. Received: path={folder!r}"
             )
-        main = distributed.is_main_process()
-        version = distributed.from_main_process(_next_version(folder) if main else None)
-        target = os.path.join(folder, version)
-        failure: Exception | None = None
-        try:  # the small files first: `.metadata`, written last, then means that every process wrote its part
-            with _as_checkpoint_error(folder):
-                os.makedirs(target, exist_ok=True)
-            if main:
-                save(dict(run or {}), os.path.join(target, "run.pt"))
-            save(dict(rank or {}), os.path.join(target, f"rank{distributed.get_rank()}.pt"))
-        except Exception as error:  # every process learns it, so that none waits in DCP's collectives
-            failure = error
-        if distributed.any_process(failure is not None):
-            raise failure or CheckpointError(
-                f"Cannot save sharded checkpoint `{folder}`: another process failed to write its part (its error "
-                f"says why); the previous checkpoint at this path is kept. Received: path={folder!r}"
-            )
-        writer = FileSystemWriter(target)
-        if not self.async_save:
-            _quiet_in_one_process()
-            try:
-                dcp_save(dict(tensors), storage_writer=writer, no_dist=not distributed.is_distributed())
-            except (Exception, CheckpointException) as error:
-                raise _write_error(folder, _cause(error)) from error
-            if distributed.is_main_process():
-                _commit(folder, version, distributed.get_world_size())
-            return
+        version = self._next_version(folder)
+        writer = _Writer(os.path.join(folder, version), files)
         _quiet_in_one_process()
-        upload = dcp_async_save(dict(tensors), storage_writer=writer, process_group=self._process_group())
-        assert isinstance(upload, Future)  # the default (thread) checkpointer without a custom stager
-        commit = distributed.is_main_process()
-        world = distributed.get_world_size()
-        self._pending = self._commits.submit(_finish, upload, folder, version, world, commit)
+        if not self.async_save:
+            _write(dict(tensors), writer, folder, version, None)
+            return
+        staged = self._stage(dict(tensors))
+        self._pending = self._writer.submit(_write, staged, writer, folder, version, self._process_group())
 
     def wait(self) -> None:
         """Wait for the pending asynchronous write; raise its error (once).
@@ -174,7 +159,28 @@ class ShardedCheckpointer:
         try:
             self.wait()
         finally:
-            self._commits.shutdown(wait=True)
+            self._writer.shutdown(wait=True)
+            if self._stager is not None:
+                self._stager.close()
+
+    def _next_version(self, folder: str) -> str:
+        """This save's version name, alike on every process: one collective at the first save to a folder."""
+        key = os.path.abspath(folder)
+        if key not in self._versions:
+            first = (_complete_number(folder), uuid.uuid4().hex[:8]) if distributed.is_main_process() else None
+            self._versions[key] = distributed.from_main_process(first)
+        number, run_id = self._versions[key]
+        self._versions[key] = (number + 1, run_id)
+        return f"v{number + 1:06d}-{run_id}"
+
+    def _stage(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """The tensors copied to host memory (pinned when CUDA is there), in buffers reused by the next save."""
+        if self._stager is None:
+            pinned = torch.cuda.is_available()
+            self._stager = DefaultStager(StagingOptions(pinned, False, False, False))
+        staged = self._stager.stage(tensors)
+        assert isinstance(staged, dict)  # synchronous staging returns the state dict itself
+        return staged
 
     def _process_group(self) -> Any:
         """A gloo group of every process for the background write's collectives, apart from training's."""
@@ -183,6 +189,34 @@ class ShardedCheckpointer:
         if self._group is None:
             self._group = dist.new_group(backend="gloo")
         return self._group
+
+
+class _Writer(FileSystemWriter):
+    """DCP's file writer that first writes this process's small files (`run.pt`, `rank<r>.pt`).
+
+    Inside DCP's write step, so that a process failing to write them fails the save on every process
+    (DCP gathers the errors) instead of leaving the others in its collectives; and `.metadata`, which
+    DCP writes once every process's step returned, then also means the small files are there.
+    """
+
+    def __init__(self, path: str, files: Mapping[str, dict[str, Any]]) -> None:
+        super().__init__(path)
+        self.files = files
+
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> torch.futures.Future[list[WriteResult]]:
+        for name, payload in self.files.items():
+            save(payload, os.path.join(os.fspath(self.path), name))
+        return super().write_data(plan, planner)
+
+
+def _write(tensors: dict[str, Any], writer: _Writer, folder: str, version: str, group: Any) -> None:
+    """Write a version with DCP, then (rank 0) name it complete; in the background thread or not."""
+    try:
+        dcp_save(tensors, storage_writer=writer, process_group=group, no_dist=not distributed.is_distributed())
+    except (Exception, CheckpointException) as error:
+        raise _write_error(folder, _cause(error)) from error
+    if distributed.is_main_process():
+        _commit(folder, version, distributed.get_world_size())
 
 
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
@@ -221,35 +255,34 @@ def _check_values(value: Any, where: str) -> None:
 _VERSION = re.compile(r"v(\d{6,})-[0-9a-f]{8}")
 
 
-def _next_version(folder: str) -> str:
-    """A new version's name: one more than the complete version's number, and a random part."""
-    number = 0
+def _complete_number(folder: str) -> int:
+    """The number of the complete version at `folder` (0 when none)."""
     with contextlib.suppress(FileNotFoundError, CheckpointError):
         match = _VERSION.fullmatch(str(load(os.path.join(folder, COMPLETE)).get("version")))
-        number = int(match.group(1)) if match else 0
-    return f"v{number + 1:06d}-{uuid.uuid4().hex[:8]}"
-
-
-def _finish(upload: Future[Any], folder: str, version: str, world: int, commit: bool) -> None:
-    """In the background: wait for DCP's write, then (rank 0) name the version complete."""
-    try:
-        upload.result()
-    except (Exception, CheckpointException) as error:
-        raise _write_error(folder, _cause(error)) from error
-    if commit:
-        _commit(folder, version, world)
+        if match:
+            return int(match.group(1))
+    return 0
 
 
 def _commit(folder: str, version: str, world: int) -> None:
-    """Name `version` complete (atomically), then remove every other version (older, or left by a killed write).
+    """Name `version` complete (atomically), then remove the versions before it (older, or left by a killed write).
 
-    Called by rank 0 once DCP wrote `.metadata`, which it does after every process reported its
-    writes done; each process wrote its `rank<r>.pt` (and rank 0 `run.pt`) before its shards.
+    Called by rank 0 once DCP wrote `.metadata`, which it does after every process's write step
+    returned. A later version may be in progress already (another process may have started the next
+    save), so only versions numbered up to this one are removed.
     """
     save({"version": version, "world_size": world}, os.path.join(folder, COMPLETE))
+    number = _version_number(version)
     for name in os.listdir(folder):
-        if name != version and _VERSION.fullmatch(name) and os.path.isdir(os.path.join(folder, name)):
+        older = _version_number(name) < number or (_version_number(name) == number and name != version)
+        if older and os.path.isdir(os.path.join(folder, name)):
             shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+
+
+def _version_number(name: str) -> float:
+    """A version folder's number; infinity for another name (never removed)."""
+    match = _VERSION.fullmatch(name)
+    return int(match.group(1)) if match else math.inf
 
 
 def _cause(error: BaseException) -> BaseException:
@@ -271,17 +304,6 @@ def _write_error(folder: str, error: BaseException) -> CheckpointError:
         failure.errno = error.errno
         return failure
     return CheckpointError(message)
-
-
-@contextlib.contextmanager
-def _as_checkpoint_error(folder: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as error:
-        raise CheckpointError(
-            f"Cannot save sharded checkpoint `{folder}`: its folder cannot be made ({error.strerror}); choose a "
-            f"writable folder. Received: path={folder!r}"
-        ) from error
 
 
 def _quiet_in_one_process() -> None:
