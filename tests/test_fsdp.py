@@ -149,8 +149,20 @@ def test_user_sharded_model_is_used_as_it_is_and_wrong_setups_are_refused(traine
             "user_typo": r"ValueError: The sharding policy names module classes the model does not contain \(Conv2d\).*"
             r"Received: units=\(Conv2d\)",
         }
+        expected["user_half_meta"] = (
+            r"ValueError: The model is partly on the meta device; .*Received: 2 of 8 parameters and buffers on meta"
+        )
         for key, pattern in expected.items():
             assert re_match(pattern, rank[key]), (key, rank[key])
+
+
+@pytest.mark.slow
+def test_float16_steps_are_skipped_by_every_process_when_one_shard_overflows(trained: dict[str, Any]) -> None:
+    """Each process sees only its shards' gradients; torch's GradScaler, unscaling DTensors, agrees over every
+    process on skipping (a step taken by one process and skipped by another would tear the model apart)."""
+    for rank in trained["ranks"]:
+        assert rank["sixteen_False"] == (True, 1.0, "torch.float16")
+        assert rank["sixteen_True"] == (False, 0.5, "torch.float16")
 
 
 def re_match(pattern: str, text: str) -> bool:

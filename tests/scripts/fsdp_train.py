@@ -8,7 +8,8 @@ sharded checkpoints under OUT, for the test's single-process references:
 - `fp32`: 3 epochs, units = Block, accumulation over 2 batches, clipping at 0.5, Adam built by a
   factory; `bf16`: 2 epochs, bf16-mixed policy, accumulation 2, SGD built before sharding (re-pointed).
 - `meta`: a model built on the meta device (with BatchNorm) while the processes' random states differ.
-- `user`: a model the user sharded, an optimizer built after it, and the refusals.
+- `user`: a model the user sharded, an optimizer built after it, and the refusals; `sixteen`: 16-mixed
+  with an infinite gradient in one process's shard.
 - `eval`: lockstep evaluation of 5 batches (shares of 3 and 2) and of an unsized iterable.
 - `resume`: 2 epochs, a sharded checkpoint after step 2 of epoch 0 (and its whole weights), and the
   uninterrupted run's end; `ddp`: the same run under DDP with a checkpoint by the same layer.
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from fsdp_common import GLOBAL_BATCH, Block, Net, data, share, train
 from torch.distributed.checkpoint.state_dict import get_state_dict
 from torch.distributed.fsdp import fully_shard
@@ -117,6 +119,33 @@ def user(record: dict[str, Any]) -> None:
     record["user_stale"] = error_of(lambda: fresh.prepare_optimizer(sharded, stale))
     record["user_foreign"] = error_of(lambda: fresh.prepare_optimizer(sharded, torch.optim.SGD(Net().parameters())))
     record["user_typo"] = error_of(lambda: FSDP2Strategy(units=(torch.nn.Conv2d,)).setup(Net(), CPU))
+    half = Net()
+    half.head.to_empty(device="meta")
+    record["user_half_meta"] = error_of(lambda: FSDP2Strategy().setup(half, CPU))
+
+
+def sixteen(record: dict[str, Any]) -> None:
+    """16-mixed: an infinite gradient in rank 1's shard only makes both ranks skip the step and halve the scale."""
+    torch.manual_seed(0)
+    strategy = FSDP2Strategy(precision="16-mixed")
+    model = strategy.setup(Net(), CPU)
+    optimizer = strategy.prepare_optimizer(model, lambda params: torch.optim.SGD(params, lr=0.1))
+    scaler = torch.amp.GradScaler("cpu")  # the one the precision object makes for any strategy
+    x, y = data()
+    dtype = str(model(x[:1]).dtype)
+    for poisoned in (False, True):
+        model.reshard()  # the root keeps its gathered weights after a forward: read the shards
+        before = model.head.weight.to_local().clone()
+        scale = scaler.get_scale()
+        loss = F.cross_entropy(model(x[:4]).float(), y[:4])
+        scaler.scale(loss).backward()
+        if poisoned and dist.get_rank() == 1:
+            model.head.weight.grad.to_local()[0, 0] = float("inf")  # this process's shard alone
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+        stepped = not torch.equal(before, model.head.weight.to_local())
+        record[f"sixteen_{poisoned}"] = (stepped, scaler.get_scale() / scale, dtype)
 
 
 def evaluate(model: torch.nn.Module, batches: Any, record: dict[str, Any], name: str) -> None:
@@ -216,6 +245,7 @@ def main() -> None:
     bf16(out, record)
     meta(out, record)
     user(record)
+    sixteen(record)
     eval_cases(model, record)
     resume_run(out, record, ddp=False)
     resume_run(out, record, ddp=True)

@@ -90,11 +90,6 @@ class Strategy(abc.ABC):
             )
         return built
 
-    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
-        """The gradient scaler float16 training uses (the precision object owns it; a sharded strategy's agrees
-        over every process on whether a step is skipped)."""
-        return torch.amp.GradScaler(device.type)
-
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """`model` without DataParallel/DDP/torch.compile wrappers."""

@@ -103,8 +103,8 @@ class FSDP2Strategy(Strategy):
 
         "32": none. "bf16-mixed": parameters gathered and computed in bfloat16, float32 shards and
         gradient reduction. "bf16-true": parameters stored in bfloat16 (`setup` casts the model),
-        gradients reduced in float32. "16-mixed": as bf16-mixed with float16, with a gradient
-        scaler that every process agrees with (`grad_scaler`).
+        gradients reduced in float32. "16-mixed": as bf16-mixed with float16; the precision's
+        `torch.amp.GradScaler` works as it is (DTensor's unscale agrees over every process on a skip).
 
         Raises:
             ValueError: An unknown name.
@@ -270,12 +270,6 @@ class FSDP2Strategy(Strategy):
         for group in built.param_groups:
             group["params"] = [sharded[self._names[id(p)]] if id(p) not in current else p for p in group["params"]]
         return built
-
-    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
-        """A scaler whose skipped-step decision is agreed over every process (each sees only its shards)."""
-        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
-
-        return ShardedGradScaler(device=device.type)
 
 
 def _check_units(units: UnitPolicy) -> tuple[type[torch.nn.Module], ...] | Callable[[torch.nn.Module], bool] | None:
