@@ -54,6 +54,11 @@ def largest_difference(expected: Mapping[str, torch.Tensor], actual: Mapping[str
     return max(float((expected[name].float() - actual[name].float()).abs().max()) for name in expected)
 
 
+def whole(path: Path) -> dict[str, torch.Tensor]:
+    """The whole state dict `save_full_state_dict` wrote (a single-file checkpoint's "model"), read without code."""
+    return torch.load(path, weights_only=True)["model"]  # type: ignore[no-any-return]
+
+
 def plain_model(weights: Mapping[str, torch.Tensor]) -> Net:
     model = Net()
     model.load_state_dict(weights)
@@ -88,7 +93,7 @@ def test_fp32_training_with_accumulation_and_clipping_equals_one_process(trained
             model, share(epoch, 0, 1, 0), optimizer, window=2,
             clip=lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5),
         )  # fmt: skip
-    weights = torch.load(trained["out"] / "fp32.pt", weights_only=True)
+    weights = whole(trained["out"] / "fp32.pt")
     assert largest_difference(model.state_dict(), weights) < 1e-6  # measured 6e-8
     for rank in trained["ranks"]:
         assert torch.allclose(rank["fp32_norms"], torch.stack(norms), rtol=1e-5, atol=0)
@@ -111,7 +116,7 @@ def test_bf16_policy_with_accumulation_equals_one_process_within_bfloat16_roundi
 
     for epoch in range(2):
         train(forward, share(epoch, 0, 1, 0), optimizer, window=2)
-    weights = torch.load(trained["out"] / "bf16.pt", weights_only=True)
+    weights = whole(trained["out"] / "bf16.pt")
     assert largest_difference(model.state_dict(), weights) < 2e-3  # measured 5.4e-4
     assert largest_difference(start, model.state_dict()) > 0.1  # against weights that moved 0.21
     assert all(rank["bf16_output_dtype"] == "torch.bfloat16" for rank in trained["ranks"])
@@ -127,7 +132,7 @@ def test_model_on_meta_device_is_initialised_as_one_process_from_rank0s_random_s
     model.to_empty(device="cpu")
     model.apply(lambda module: module.reset_parameters() if hasattr(module, "reset_parameters") else None)  # type: ignore[operator]
     after = torch.rand(3)
-    assert_same_tensors(model.state_dict(), torch.load(trained["out"] / "meta.pt", weights_only=True), "meta")
+    assert_same_tensors(model.state_dict(), whole(trained["out"] / "meta.pt"), "meta")
     assert torch.equal(trained["ranks"][0]["meta_next_draw"], after)
     torch.manual_seed(4)
     assert torch.equal(trained["ranks"][1]["meta_next_draw"], torch.rand(3))
@@ -192,7 +197,7 @@ def assert_lockstep_pass(
 @pytest.mark.slow
 def test_lockstep_evaluation_on_2_processes_equals_one_process(trained: dict[str, Any]) -> None:
     """5 batches dealt 3 and 2: rank 1 runs one stand-in forward; sized and unsized shares alike."""
-    weights = torch.load(trained["out"] / "fp32.pt", weights_only=True)
+    weights = whole(trained["out"] / "fp32.pt")
     for name in ("eval5", "eval5_unsized"):
         for record in trained["ranks"]:
             assert_lockstep_pass(record, trained["ranks"], weights, name, 5, [0, 1])
@@ -210,12 +215,12 @@ def test_checkpoint_by_2_processes_loads_in_one_plain_process(trained: dict[str,
     tensors = dict(zip(("model", "optimizer"), get_state_dict(model, optimizer)))
     loaded = load_sharded(out / f"{name}.ckpt", tensors)
     set_state_dict(model, optimizer, model_state_dict=tensors["model"], optim_state_dict=tensors["optimizer"])
-    assert_same_tensors(torch.load(out / f"{name}_at_save.pt", weights_only=True), model.state_dict(), name)
+    assert_same_tensors(whole(out / f"{name}_at_save.pt"), model.state_dict(), name)
     assert loaded.run == {"epoch": 0, "position": 24, "global_step": 2, "history": [{"loss": 1.5}]}
     assert loaded.world_size == 2 and [int(own["rank"]) for own in loaded.ranks] == [0, 1]
     train(model, share(0, loaded.run["position"], 1, 0), optimizer)
     train(model, share(1, 0, 1, 0), optimizer)
-    assert largest_difference(torch.load(out / f"{name}_end.pt", weights_only=True), model.state_dict()) < 1e-6
+    assert largest_difference(whole(out / f"{name}_end.pt"), model.state_dict()) < 1e-6
 
 
 @pytest.mark.slow
@@ -226,7 +231,7 @@ def test_asynchronous_saves_every_10_steps_hold_each_save_steps_weights(trained:
     tensors = {"model": Net().state_dict()}
     loaded = load_sharded(folder, tensors)
     assert loaded.run == {"global_step": 40}
-    assert_same_tensors(torch.load(trained["out"] / "async_at_40.pt", weights_only=True), tensors["model"], "async")
+    assert_same_tensors(whole(trained["out"] / "async_at_40.pt"), tensors["model"], "async")
     complete, failed = sorted(name for name in os.listdir(folder) if name != COMPLETE)  # older ones removed
     assert load(folder / COMPLETE)["version"] == complete and complete.startswith("v000004-")
     assert failed.startswith("v000005-")  # the failed fifth save's part, removed by the next complete save
@@ -256,13 +261,13 @@ def test_resume_on_another_number_of_processes_trains_each_remaining_sample_once
     the weights load exactly, the rest of epoch 0 and all of epoch 1 are trained once each, and the run
     ends where the uninterrupted one did (the sums of other processes are added in another order)."""
     out, world, ranks = resumed["out"], resumed["world"], resumed["ranks"]
-    at_save = torch.load(out / f"{name}_at_save.pt", weights_only=True)
-    assert_same_tensors(at_save, torch.load(out / f"resumed{world}_{name}_at_load.pt", weights_only=True), name)
+    at_save = whole(out / f"{name}_at_save.pt")
+    assert_same_tensors(at_save, whole(out / f"resumed{world}_{name}_at_load.pt"), name)
     rest = sorted(i for rank in ranks for i in rank[f"{name}_trained"][0])
     assert rest == sorted(epoch_order(0)[2 * GLOBAL_BATCH :].tolist())  # each once: sorted lists, not sets
     assert sorted(i for rank in ranks for i in rank[f"{name}_trained"][1]) == list(range(SAMPLES))
-    end = torch.load(out / f"{name}_end.pt", weights_only=True)
-    assert largest_difference(end, torch.load(out / f"resumed{world}_{name}_end.pt", weights_only=True)) < 1e-6
+    end = whole(out / f"{name}_end.pt")
+    assert largest_difference(end, whole(out / f"resumed{world}_{name}_end.pt")) < 1e-6
     assert all(rank[f"{name}_saved_world"] == 2 and rank[f"{name}_run"]["position"] == 24 for rank in ranks)
 
 
@@ -271,7 +276,7 @@ def test_lockstep_evaluation_on_1_and_3_processes_equals_one_process(resumed: di
     """On 3 processes 5 batches are dealt 2, 2, 1 and 2 batches 1, 1, 0: the process without a batch borrows
     one for its stand-in. No pass hangs; every output is the plain model's."""
     world, ranks = resumed["world"], resumed["ranks"]
-    weights = torch.load(resumed["out"] / f"resumed{world}_resume_end.pt", weights_only=True)
+    weights = whole(resumed["out"] / f"resumed{world}_resume_end.pt")
     stand_ins = [0] * world if world == 1 else [0, 0, 1]
     for record in ranks:
         assert_lockstep_pass(record, ranks, weights, "eval5", 5, stand_ins)
@@ -313,7 +318,7 @@ def test_kill_during_asynchronous_write_leaves_the_previous_checkpoint_loadable(
     tensors = {"model": Net().state_dict()}
     loaded = load_sharded(folder, tensors)
     assert loaded.run == {"global_step": 1} and loaded.world_size == processes
-    assert_same_tensors(torch.load(tmp_path / "first.pt", weights_only=True), tensors["model"], "first")
+    assert_same_tensors(whole(tmp_path / "first.pt"), tensors["model"], "first")
     partial = [name for name in os.listdir(folder) if name not in (COMPLETE, load(folder / COMPLETE)["version"])]
     assert len(partial) == 1 and (".metadata" in os.listdir(folder / partial[0])) == (point == "commit")
     ShardedCheckpointer().save(folder, tensors, run={"global_step": 3})
@@ -502,9 +507,11 @@ def test_failed_asynchronous_write_raises_at_the_next_wait_once_and_keeps_the_pr
 def test_whole_state_dict_file_for_inference(tmp_path: Path) -> None:
     model = Net()
     save_full_state_dict(model, tmp_path / "model.pt")
-    assert_same_tensors(model.state_dict(), torch.load(tmp_path / "model.pt", weights_only=True), "state")
+    assert_same_tensors(model.state_dict(), whole(tmp_path / "model.pt"), "state")
     assert os.listdir(tmp_path) == ["model.pt"]
-    with pytest.raises(CheckpointError, match=r"Cannot write the state dict `.*model.pt` .*Received: path="):
+    with pytest.raises(
+        CheckpointError, match=r"Cannot save checkpoint `.*model.pt`: its folder `.*missing` does not exist"
+    ):
         save_full_state_dict(model, tmp_path / "missing" / "model.pt")
 
 

@@ -454,33 +454,15 @@ class _SafePlanner(DefaultLoadPlanner):
 def save_full_state_dict(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
     """Write the model's whole, unsharded `state_dict` to one file, for inference; a collective of every process.
 
-    The shards are gathered to rank 0's host memory one tensor at a time, and rank 0 writes the file
-    atomically (a temporary file renamed). Read it with `torch.load(path, weights_only=True)` and
-    `model.load_state_dict(...)` on an unsharded model.
+    The shards are gathered to rank 0's host memory, and rank 0 writes a single-file checkpoint
+    holding them under `"model"` (`checkpoint.save`: atomic). Read it with
+    `torch.load(path, weights_only=True)["model"]` into an unsharded model.
 
     Raises:
         CheckpointError: The file's folder does not exist or is not writable (on every process).
+        CheckpointWriteError: The disk refused the file (on every process).
     """
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    target = os.fspath(path)
-
-    def write() -> None:
-        folder = os.path.dirname(os.path.abspath(target))
-        temporary = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(temporary, "wb") as file:
-                torch.save(state, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, target)
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
-            raise CheckpointError(
-                f"Cannot write the state dict `{target}` ({error.strerror}); choose an existing, writable folder. "
-                f"Received: path={target!r}"
-            ) from error
-
-    error = distributed.on_main_process(write)
+    error = distributed.on_main_process(lambda: save({"model": state}, path))
     if error is not None:
         raise error
