@@ -253,6 +253,9 @@ class FSDP2Strategy(Strategy):
             ValueError: An optimizer with parameters that are not the model's, or with state over
                 parameters that sharding replaced.
         """
+        sharded_model = unwrap(model)
+        if isinstance(sharded_model, FSDPModule):
+            sharded_model.reshard()  # the root keeps its gathered weights registered after a forward
         built = super().prepare_optimizer(model, optimizer)
         current = {id(parameter) for parameter in model.parameters()}
         stale = [p for group in built.param_groups for p in group["params"] if id(p) not in current]
@@ -266,7 +269,7 @@ class FSDP2Strategy(Strategy):
                 "optimizer after sharding, or give a factory such as `lambda params: torch.optim.AdamW(params, "
                 f"lr=1e-3)`. Received: optimizer={type(built).__name__} with {len(stale)} such parameter(s)"
             )
-        sharded = dict(unwrap(model).named_parameters(remove_duplicate=False))
+        sharded = dict(sharded_model.named_parameters(remove_duplicate=False))
         for group in built.param_groups:
             group["params"] = [sharded[self._names[id(p)]] if id(p) not in current else p for p in group["params"]]
         return built
