@@ -3,8 +3,9 @@
 Who owns what: the strategy gives the state dicts (a sharded model's are DTensors, `get_state_dict`);
 the loop gives the run's plain values and each process's own values (its random state, its running
 sums); this module writes them with `torch.distributed.checkpoint` (DCP) and reads them back without
-running code from the files. The single-file format is `checkpoint.save`/`load`, which this module
-uses for its small files.
+running code from the files (`dcp_reading`). The single-file format is `checkpoint.save`/`load`,
+which this module uses for its small files; `reshard` decides whether a run may go on with another
+number of processes.
 
 Layout of a checkpoint at `path` (a folder):
 
@@ -37,10 +38,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
-from torch.distributed.checkpoint.filesystem import FileSystemReader, FileSystemWriter
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
-from torch.distributed.checkpoint.planner import ReadItem, SavePlan, SavePlanner
+from torch.distributed.checkpoint.filesystem import FileSystemWriter
+from torch.distributed.checkpoint.planner import SavePlan, SavePlanner
 from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
@@ -49,6 +48,7 @@ from torch.distributed.checkpoint.storage import WriteResult
 
 from .. import distributed
 from . import CheckpointError, CheckpointWriteError, _check_loadable, load, save
+from .dcp_reading import SafePlanner, SafeReader
 
 __all__ = ["COMPLETE", "Loaded", "ShardedCheckpointer", "is_sharded_checkpoint", "load_sharded", "save_full_state_dict"]
 
@@ -348,11 +348,11 @@ def load_sharded(path: str | os.PathLike[str], tensors: dict[str, Any]) -> Loade
     if not isinstance(version, str) or type(world) is not int or os.sep in version:
         raise CheckpointError(f"`{os.path.join(folder, COMPLETE)}` is corrupt. Received: marker={marker!r}")
     target = os.path.join(folder, version)
-    reader = _SafeReader(target)
+    reader = SafeReader(target)
     reader.read_metadata()  # its refusal as it is (DCP would wrap it)
     _quiet_in_one_process()
     try:
-        dcp_load(tensors, storage_reader=reader, planner=_SafePlanner(), no_dist=not distributed.is_distributed())
+        dcp_load(tensors, storage_reader=reader, planner=SafePlanner(), no_dist=not distributed.is_distributed())
     except (Exception, CheckpointException) as error:
         cause = _cause(error)
         if isinstance(cause, CheckpointError):
@@ -370,85 +370,6 @@ def load_sharded(path: str | os.PathLike[str], tensors: dict[str, Any]) -> Loade
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key not in _FORMAT_KEYS}
-
-
-_METADATA_CLASSES = {
-    "torch.distributed.checkpoint.metadata": {
-        "Metadata",
-        "TensorStorageMetadata",
-        "BytesStorageMetadata",
-        "ChunkStorageMetadata",
-        "TensorProperties",
-        "_MEM_FORMAT_ENCODING",
-        "StorageMeta",
-        "MetadataIndex",
-    },
-    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
-    "torch.serialization": {"_get_layout"},
-    "torch": {"Size"},
-    "pathlib": {"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"},
-    "collections": {"OrderedDict"},
-}
-"""The only globals DCP's `.metadata` pickle may name (torch 2.13 writes these); dtypes are allowed too."""
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    """Builds DCP's metadata records and nothing else: any other global in the file is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if name in _METADATA_CLASSES.get(module, ()):
-            return super().find_class(module, name)
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        raise pickle.UnpicklingError(f"global {module}.{name} is not DCP metadata")
-
-
-class _SafeReader(FileSystemReader):
-    """DCP's file reader with its index read by `_MetadataUnpickler` (DCP itself unpickles it in full), once."""
-
-    _metadata: Metadata | None = None
-
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        if self._metadata is None:
-            self._metadata = self._read_metadata()
-        return self._metadata
-
-    def _read_metadata(self) -> Metadata:
-        path = os.path.join(os.fspath(self.path), ".metadata")
-        try:
-            with open(path, "rb") as file:
-                metadata = _MetadataUnpickler(file).load()
-        except FileNotFoundError as error:
-            raise CheckpointError(
-                f"Sharded checkpoint `{self.path}` has no `.metadata`; the folder is not a complete checkpoint. "
-                f"Received: path={os.fspath(self.path)!r}"
-            ) from error
-        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as error:
-            raise CheckpointError(
-                f"The index `{path}` of a sharded checkpoint names Python objects other than DCP's metadata ({error}), "
-                f"and loading them could run code from the file; it was refused. Received: path={path!r}"
-            ) from error
-        if not isinstance(metadata, Metadata):
-            raise CheckpointError(f"`{path}` is not DCP metadata. Received: {type(metadata).__name__}")
-        metadata.storage_meta = metadata.storage_meta or StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
-
-
-class _SafePlanner(DefaultLoadPlanner):
-    """DCP's load planner reading non-tensor values with `weights_only` (DCP itself unpickles them in full)."""
-
-    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
-        data = value.getvalue()
-        try:
-            torch.load(io.BytesIO(data), weights_only=True)  # the same bytes, refused if they need code
-        except pickle.UnpicklingError as error:
-            raise CheckpointError(
-                f"The value `{read_item.dest_index.fqn}` of a sharded checkpoint holds Python objects, and loading "
-                "them would run code from the file; it was refused. Keep tensors, numbers, str and containers of "
-                f"them in checkpoints. Received: key={read_item.dest_index.fqn!r}"
-            ) from error
-        super().load_bytes(read_item, io.BytesIO(data))
 
 
 def save_full_state_dict(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
