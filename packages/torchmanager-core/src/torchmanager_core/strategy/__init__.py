@@ -1,4 +1,4 @@
-"""Where and how a manager's model runs: a `Strategy` per way (one device, DataParallel, DDP), chosen per run.
+"""Where and how a manager's model runs: a `Strategy` per way (one device, DataParallel, DDP, FSDP2), chosen per run.
 
 Who owns what: each module of this package is one strategy; this one chooses a strategy from the
 manager's `strategy=` option and the run's device arguments, and places a manager for a run
@@ -17,7 +17,7 @@ import torch
 
 from .. import devices, distributed
 from ..precision import Precision
-from .base import Strategy, register_wrapper, unwrap
+from .base import OptimizerLike, Strategy, register_wrapper, unwrap
 from .data_parallel import DataParallel
 from .ddp import DDP
 from .single import SingleDevice
@@ -26,6 +26,7 @@ __all__ = [
     "DDP",
     "DataParallel",
     "Devices",
+    "OptimizerLike",
     "SingleDevice",
     "Strategy",
     "StrategyOption",

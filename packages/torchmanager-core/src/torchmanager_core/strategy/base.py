@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeAlias
 
 import torch
 
-__all__ = ["Strategy", "register_wrapper", "unwrap"]
+__all__ = ["OptimizerLike", "Strategy", "register_wrapper", "unwrap"]
+
+OptimizerLike: TypeAlias = torch.optim.Optimizer | Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
+"""An optimizer, or a factory building one from the parameters of the model as the strategy placed it."""
 
 _WRAPPERS: list[type[torch.nn.Module]] = [torch.nn.DataParallel]
 """Module classes that wrap a model as `.module` (each strategy module registers its own)."""
@@ -84,6 +87,33 @@ class Strategy(abc.ABC):
     def load_model_state_dict(self, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
         """Load `model_state_dict()`'s layout."""
         unwrap(model).load_state_dict(state)
+
+    def optimizer_state_dict(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer's state as a checkpoint keeps it (full, or this rank's shards when `sharded`)."""
+        return optimizer.state_dict()
+
+    def load_optimizer_state_dict(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
+    ) -> None:
+        """Load `optimizer_state_dict()`'s layout."""
+        optimizer.load_state_dict(dict(state))
+
+    def prepare_optimizer(self, model: torch.nn.Module, optimizer: OptimizerLike) -> torch.optim.Optimizer:
+        """The optimizer of `model` (the module `setup` returned): `optimizer` itself, or built by a factory of
+        the parameters (`lambda params: torch.optim.AdamW(params, lr=1e-3)`), called with `model.parameters()`.
+
+        Raises:
+            TypeError: `optimizer` is neither an optimizer nor a callable returning one.
+        """
+        if isinstance(optimizer, torch.optim.Optimizer):
+            return optimizer
+        built = optimizer(model.parameters()) if callable(optimizer) else optimizer
+        if not isinstance(built, torch.optim.Optimizer):
+            raise TypeError(
+                "`optimizer` must be a torch.optim.Optimizer or a function of the model's parameters returning one. "
+                f"Received: optimizer={type(built).__name__}"
+            )
+        return built
 
     def broadcast_buffers(self, model: torch.nn.Module) -> None:  # noqa: B027  (a no-op unless distributed)
         """Give every process the main process's buffers (nothing in one process)."""
