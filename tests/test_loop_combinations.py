@@ -270,8 +270,8 @@ def test_history_holds_the_whole_run_across_fits_and_a_resume(tmp_path: Path, ca
     caplog.set_level(logging.INFO, logger="torchmanager")
     _, summary = run(going_on, 4)
     assert (
-        "Nothing to train: the run is already at epoch 4 and `epochs=4` counts the epochs done too; pass epochs=5"
-        in (caplog.text)
+        "Nothing to train: the run has done 4 epochs already and `epochs=4` counts the epochs done too; pass "
+        "epochs=5" in caplog.text
     )
     assert going_on.history == uninterrupted.history and summary == uninterrupted.history[-1]
 

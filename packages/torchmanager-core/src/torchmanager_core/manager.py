@@ -25,6 +25,7 @@ from .loop.epoch import DataSource, train_epoch
 from .loop.fit import fit as run_fit
 from .loop.plan import default
 from .loop.run import CheckpointErrorPolicy, NonFinitePolicy, Run, RunPosition
+from .model_summary import model_summary
 from .options import Option
 from .precision import check_precision, select_precision
 from .progress import ShowVerbose, VerboseType, wants_progress
@@ -279,6 +280,11 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         already has them). A subclass may override it and call it more than once an epoch.
         """
         return train_epoch(self, dataset, show_verbose, verbose_type)
+
+    def model_summary(self, example_input: Any = None, *, depth: int | None = None) -> str:
+        """The model's table, Keras's `model.summary()`: each module's output shape (with `example_input`, a
+        batch the model takes), parameters and their counts, then the totals (see `model_summary.model_summary`)."""
+        return model_summary(self.raw_model, example_input, depth=depth)
 
     def to(self, device: torch.device) -> None:
         """Move the model, losses, metrics and optimizer state to `device`."""

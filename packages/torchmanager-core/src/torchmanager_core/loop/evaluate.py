@@ -19,6 +19,7 @@ from ..callbacks import Callback, CallbackList
 from ..epoch_values import running
 from ..modes import evaluating
 from ..progress import EpochProgress
+from ..run_log import log_test_result
 from ..random import capture_rng_state, restore_rng_state
 from .dispatch import Dispatch
 from .epoch import DataSource, batches, batches_in, evaluate
@@ -68,6 +69,8 @@ def test(
     with running(manager._passes, manager._evaluation), evaluation(manager):
         summary = evaluate(manager, plan, dispatch, dataset, description, show_verbose)
     dispatch("on_test_end", summary)
+    if description == "Test":
+        log_test_result(summary)
     return summary
 
 

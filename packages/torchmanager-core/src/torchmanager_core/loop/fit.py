@@ -19,7 +19,8 @@ from .. import checkpointing, distributed, evaluation_shards, preemption, strate
 from ..callbacks import Callback
 from ..epoch_values import running
 from ..errors import StopTraining
-from ..progress import RunEta, log_model, log_summary, logger
+from ..progress import RunEta, log_summary, logger
+from ..run_log import batch_size_of, log_batches, log_run_start
 from ..tracking import merge_summaries
 from . import checks
 from .dispatch import Dispatch
@@ -67,6 +68,7 @@ def fit(
         data, val_data = _prepare(manager, dispatch, data, val_data, iterations)
         try:
             dispatch("on_train_start", run.epoch)
+            _log_start(manager, data, iterations)  # after on_train_start: an Experiment opens its log file there
             _epochs(manager, dispatch, data, val_data, places[2], show_verbose, train_kwargs)
         except StopTraining as stop:  # raised by a step or a `_train` of the user's (hooks set the stop flag)
             logger.info(str(stop.args[0]) if stop.args else "Training stopped.")
@@ -139,10 +141,22 @@ def _prepare(
     if iterations is not None:  # counted in this process's batches (its share under torchrun)
         run.total_epochs = math.ceil(iterations / (per_epoch or 1))
     _warn_if_all_eval(manager.raw_model)
-    log_model(manager.raw_model, manager.device, manager._precision_option)
     total = per_epoch * run.total_epochs if per_epoch is not None and iterations is None else iterations
     dispatch.eta = RunEta(total, (run.epoch * per_epoch if per_epoch is not None else 0) + run.batch)
     return data, val_data
+
+
+def _log_start(manager: ManagerLike, data: DataSource, iterations: int | None) -> None:
+    """The run's first lines: where it starts, its environment, options and model; its batches per process and in all."""
+    run = manager._run
+    options = {key: value for key, value in checkpointing.options(manager).items() if key != "precision"}
+    total = run.total_epochs if iterations is None else None
+    log_run_start(
+        manager.raw_model, manager.device, manager._precision_option, options=options, epoch=run.epoch,
+        total_epochs=total, step=run.batch,
+    )
+    processes, accumulate = distributed.get_world_size(), manager.accumulate_grad_batches
+    log_batches(batch_size_of(data), batches_in(data), processes=processes, accumulate=accumulate, total_epochs=total)
 
 
 def _train_epoch(
@@ -258,8 +272,8 @@ def _nothing_to_train(epoch: int, total_epochs: int, iterations: int | None) -> 
     if iterations is not None:
         return f"Nothing to train: the run has trained its `iterations={iterations}` batches already; pass more to train on."
     return (
-        f"Nothing to train: the run is already at epoch {epoch} and `epochs={total_epochs}` counts the epochs done too; "
-        f"pass epochs={epoch + 1} or more to train on."
+        f"Nothing to train: the run has done {epoch} epochs already and `epochs={total_epochs}` counts the epochs done "
+        f"too; pass epochs={epoch + 1} or more to train on."
     )
 
 

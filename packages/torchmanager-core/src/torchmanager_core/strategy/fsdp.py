@@ -82,6 +82,7 @@ class FSDP2Strategy(Strategy):
         init_weights: Callable[[torch.nn.Module], None] | None = None,
         mesh: DeviceMesh | None = None,
     ) -> None:
+        super().__init__()
         self.units = _check_units(units)
         self.reshard_after_forward = reshard_after_forward
         self.precision = precision
