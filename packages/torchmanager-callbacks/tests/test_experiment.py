@@ -105,10 +105,13 @@ def test_resume_true_needs_a_run_and_auto_starts_one(tmp_path: Any) -> None:
     first = Experiment("new", None, resume="auto", root=str(tmp_path))
     assert not first.resumed and first.resume_checkpoint() is None
     manager.fit(DATA, epochs=1, callbacks_list=[first])
+    # that run finished: "auto" keeps it and starts anew beside it; True continues it for more epochs
     second = Experiment("new", None, resume="auto", root=str(tmp_path))
-    assert second.resumed and second.experiment_dir == str(tmp_path / "new.exp")
+    assert not second.resumed and second.experiment_dir == str(tmp_path / "new-2.exp")
+    third = Experiment("new", None, resume=True, root=str(tmp_path))
+    assert third.resumed and third.experiment_dir == str(tmp_path / "new.exp")
     resumed = make_manager(seed=4)
-    resumed.fit(DATA, epochs=3, callbacks_list=[second])
+    resumed.fit(DATA, epochs=3, callbacks_list=[third])
     reference = make_manager()
     reference.fit(DATA, epochs=3)
     assert resumed.raw_model.weight.tolist() == reference.raw_model.weight.tolist()

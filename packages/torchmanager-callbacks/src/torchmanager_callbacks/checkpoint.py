@@ -203,7 +203,9 @@ class BestCheckpoint(Monitored, _Saving):
         manager: The manager whose `save_checkpoint` writes the file (None: the one whose `fit` runs it).
         ckpt_path: The checkpoint file; its folder is created if needed.
         load_best: At the end of training, load the best checkpoint's weights into the model.
-        monitor_type: Whether larger (MAX) or smaller (MIN) is better.
+        monitor_type: Whether larger (MAX) or smaller (MIN) is better; None (the default) infers it from
+            the name: MIN for `loss`, `val_loss`, `*_loss` and error-like names (`mse`, `mae`, ...), MAX
+            for the rest (upstream's default was MAX whatever the name, which kept a loss's worst epoch).
         show_verbose: Log each new best at INFO.
         **upstream_options: Refused with the way forward, as `LastCheckpoint` does.
     Raises:
@@ -219,7 +221,7 @@ class BestCheckpoint(Monitored, _Saving):
         manager: CheckpointManager | None,
         ckpt_path: str,
         load_best: bool = False,
-        monitor_type: MonitorType = MonitorType.MAX,
+        monitor_type: MonitorType | None = None,
         *,
         show_verbose: bool = False,
         **upstream_options: Any,

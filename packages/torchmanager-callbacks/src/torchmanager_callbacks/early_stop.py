@@ -36,7 +36,8 @@ class EarlyStop(Monitored, Callback):
 
     Args:
         monitor: The summary name to watch.
-        monitor_type: Whether larger (MAX) or smaller (MIN) is better.
+        monitor_type: Whether larger (MAX) or smaller (MIN) is better; None infers it from the name
+            (MIN for losses and errors, MAX for the rest, as `BestCheckpoint`).
         steps: How many epochs without improvement to allow (>= 1).
         min_delta: The margin an improvement must beat the best by (>= 0).
         restore_best_weights: At the end of training, put the weights of the best epoch back into the model.
@@ -51,7 +52,7 @@ class EarlyStop(Monitored, Callback):
     def __init__(
         self,
         monitor: str,
-        monitor_type: MonitorType = MonitorType.MAX,
+        monitor_type: MonitorType | None = None,
         steps: int = 10,
         *,
         min_delta: float = 0.0,
