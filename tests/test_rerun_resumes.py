@@ -1,4 +1,4 @@
-""""Run the same command again to resume" holds for the commands as users run them (issue 23, point 1).
+""" "Run the same command again to resume" holds for the commands as users run them (issue 23, point 1).
 
 The main job (`python examples/digits.py ...`, whose `Configs` picks the folder) and the README's tour
 (an `Experiment` with its default `resume`) get a real SIGTERM from outside during `fit`, exit 143
@@ -121,7 +121,11 @@ def test_the_readme_tour_run_again_after_sigterm_continues_its_run(tmp_path: Pat
     assert reference.returncode == 0, reference.stderr
 
     interrupted = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path,
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=tmp_path,
         env={**ENV, "SEND_SIGTERM": "1"},
     )
     assert interrupted.returncode == 143, interrupted.stderr

@@ -91,7 +91,7 @@ def test_best_checkpoint_keeps_the_best_epoch(tmp_path: Any) -> None:
     saved = checkpoint.load(tmp_path / "best.model")
     assert torch.all(saved["model"]["weight"] == 1.0)  # epoch 1; the tie at epoch 3 is not an improvement
     assert best.best_score == 0.7 and manager.saved == [best.ckpt_path] * 2
-    assert saved["callbacks"]["BestCheckpoint:accuracy"]["best"] == 0.7
+    assert saved["callbacks"]["BestCheckpoint#0"]["best"] == 0.7
 
 
 def test_best_checkpoint_min_and_values_below_minus_one(tmp_path: Any) -> None:
@@ -166,7 +166,8 @@ def test_bad_arguments(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match=r"`freq` must be an int >= 1. Received: freq=0"):
         LastCheckpoint(FakeManager(), str(tmp_path / "l.model"), 0)
     with pytest.raises(
-        TypeError, match=r"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type='min'"
+        TypeError,
+        match=r"`monitor_type` must be `MonitorType.MIN`, `MonitorType.MAX` or None \(from the monitor.s name\). Received: monitor_type='min'",
     ):
         BestCheckpoint("loss", FakeManager(), str(tmp_path / "b.model"), monitor_type="min")  # type: ignore[arg-type]
 

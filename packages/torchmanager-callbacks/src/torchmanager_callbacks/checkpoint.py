@@ -21,7 +21,8 @@ from torchmanager_core.distributed import barrier
 from torchmanager_core.tracking import merge_summaries
 
 from ._hooks import select_hooks
-from ._io import check_output_path, get_state, is_writer, put_state
+from ._io import check_output_path, is_writer
+from ._state import get_state, put_state
 from .monitor import Monitor, Monitored, MonitorType
 
 __all__ = ["BestCheckpoint", "Checkpoint", "CheckpointManager", "LastCheckpoint"]
@@ -250,16 +251,11 @@ class BestCheckpoint(Monitored, _Saving):
         checkpoint = core_checkpoint.load(self.ckpt_path, map_location="cpu")
         model.load_state_dict(model_state(checkpoint, self.ckpt_path))
 
-    def _state_key(self) -> str:
-        return f"BestCheckpoint:{self.monitor}"
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        put_state(
-            checkpoint, self._state_key(), {**self._monitor.state_dict(), "best_summary": dict(self.best_summary)}
-        )
+        put_state(checkpoint, self, {**self._monitor.state_dict(), "best_summary": dict(self.best_summary)})
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        state = get_state(checkpoint, self._state_key())
+        state = get_state(checkpoint, self)
         if state is not None:
             self._monitor.load_state_dict(state)
             self.best_summary = {str(k): float(v) for k, v in state.get("best_summary", {}).items()}

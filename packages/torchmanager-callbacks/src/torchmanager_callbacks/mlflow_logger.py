@@ -19,7 +19,8 @@ from torchmanager_core.callbacks import Callback
 from torchmanager_core.tracking import merge_summaries
 
 from ._hooks import select_hooks
-from ._io import configs_dict, get_state, is_writer, put_state
+from ._io import configs_dict, is_writer
+from ._state import get_state, put_state
 from .steps import EveryNSteps, scalar_floats
 
 if TYPE_CHECKING:
@@ -209,13 +210,9 @@ class MLflowLogger(Callback):
         self.client.set_terminated(self.run_id)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.run_id is not None:
-            put_state(checkpoint, self._state_key(), {"run_id": self.run_id})
+        put_state(checkpoint, self, {"run_id": self.run_id})
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        state = get_state(checkpoint, self._state_key())
+        state = get_state(checkpoint, self)
         if state is not None and isinstance(state.get("run_id"), str):
             self.run_id = state["run_id"]
-
-    def _state_key(self) -> str:
-        return f"MLflowLogger:{self.experiment}"

@@ -122,6 +122,3 @@ class TensorBoard(FrequencyCallback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-    def _state_key(self) -> str:
-        return f"TensorBoard:{self.log_dir}"

@@ -141,7 +141,7 @@ def _still_running(mark: str) -> bool:
     except PermissionError:
         pass  # alive, another user's
     # a process id is reused (a restarted container counts from 1 again): the same id must be the same process
-    return owner.get("process_start") == _process_start(pid)
+    return bool(owner.get("process_start") == _process_start(pid))
 
 
 def _process_start(pid: int) -> str | None:
