@@ -9,6 +9,7 @@ points), CSV (the same bytes), MLflow (each metric's history)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ EPOCHS, SAVE_AT, STOP_AT = 3, 5, 9
 class Interrupt(Callback):
     """Raises after update `STOP_AT`, once every logger before it has written that update."""
 
-    def on_batch_end(self, batch: int, summary: Any = {}) -> None:
+    def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
         if self.manager.global_step == STOP_AT:
             raise RuntimeError("interrupted")
 
