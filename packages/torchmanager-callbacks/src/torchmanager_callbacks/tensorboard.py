@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -98,15 +98,15 @@ class TensorBoard(FrequencyCallback):
         from torch.utils.tensorboard.summary import scalar
         from torch.utils.tensorboard.writer import FileWriter
 
-        writers = self.writer.all_writers  # made with the writer (`close` drops the writer too)
-        assert writers is not None
+        # the writer's files by folder, made with the writer (`close` drops the writer too)
+        writers = cast("dict[str, FileWriter]", self.writer.all_writers)
         for line, value in values.items():
-            folder = f"{self.writer.get_logdir()}/{key.replace('/', '_')}_{line}"
+            folder = f"{self.log_dir}/{key.replace('/', '_')}_{line}"
             if folder not in writers:
                 writers[folder] = FileWriter(folder, self.writer.max_queue, self.writer.flush_secs)
                 if self._purge is not None:
                     _mark_restart(writers[folder], self._purge[0])
-            writers[folder].add_summary(scalar(key, value), step)
+            writers[folder].add_summary(scalar(key, value), step)  # type: ignore[no-untyped-call]
 
     def add_graph(self, model: torch.nn.Module, input_shape: tuple[int, ...] | None = None) -> None:
         """Record the graph of `model`, traced on a random input of `input_shape` (None: no input)."""
@@ -165,7 +165,7 @@ class TensorBoard(FrequencyCallback):
 def _mark_restart(writer: FileWriter, step: int) -> None:
     """Write TensorBoard's restart mark (what `SummaryWriter(purge_step=step)` writes in its main file): readers
     drop the points of this folder's earlier files from `step` on."""
-    from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+    from tensorboard.compat.proto.event_pb2 import Event, SessionLog  # type: ignore[import-untyped]
 
     writer.add_event(Event(step=step, file_version="brain.Event:2"))
     writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
