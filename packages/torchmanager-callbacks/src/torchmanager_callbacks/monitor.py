@@ -130,9 +130,14 @@ class Monitor:
 
     def improved(self, value: float) -> bool:
         """Whether `value` beats the best by more than `min_delta` (NaN never does)."""
-        if self.monitor_type is MonitorType.MAX:
-            return value - self.min_delta > self.best
-        return value + self.min_delta < self.best
+        return self.beats(self.monitor_type, value, self.best, self.min_delta)
+
+    @staticmethod
+    def beats(monitor_type: MonitorType, value: float, other: float, min_delta: float = 0.0) -> bool:
+        """Whether `value` is better than `other` by more than `min_delta` (NaN never is)."""
+        if monitor_type is MonitorType.MAX:
+            return value - min_delta > other
+        return value + min_delta < other
 
     def state_dict(self) -> dict[str, float]:
         return {"best": self.best}
