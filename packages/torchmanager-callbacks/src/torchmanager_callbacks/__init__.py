@@ -21,6 +21,7 @@ from .mlflow_logger import MLflowLogger
 from .monitor import MonitorError, MonitorType
 from .multi import MultiCallbacks
 from .tensorboard import TensorBoard
+from .weight_averaging import EMA
 
 __all__ = [
     "BestCheckpoint",
@@ -28,6 +29,7 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "DynamicWeight",
+    "EMA",
     "EarlyStop",
     "Experiment",
     "Frequency",

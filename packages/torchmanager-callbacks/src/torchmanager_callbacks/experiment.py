@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -34,6 +33,7 @@ from torchmanager_core.configs.experiment_folder import (
 )
 from torchmanager_core.distributed import from_main_process
 
+from ._hooks import error_leaving_fit, handled_error
 from ._io import configs_dict, is_writer
 from .checkpoint import BestCheckpoint, CheckpointManager, LastCheckpoint
 from .monitor import MonitorType, check_monitor_type
@@ -248,7 +248,7 @@ class Experiment(MultiCallbacks):
         folder = from_main_process(self.experiment_dir)
         if folder != self.experiment_dir:
             self._move_to(folder)
-        self._error_before = sys.exc_info()[1]  # an error the caller is handling already is not this run's
+        self._error_before = handled_error()
         if is_writer():
             os.makedirs(os.path.dirname(self.last_ckpt_path), exist_ok=True)
             mark_in_progress(self.experiment_dir)
@@ -281,8 +281,7 @@ class Experiment(MultiCallbacks):
     def on_train_end(self, model: torch.nn.Module) -> None:
         # `fit` calls it from its `finally`: an exception on its way out (a preemption's `Preempted`, an
         # error, Ctrl-C) leaves the run unfinished, so that the same command run again continues it
-        error = sys.exc_info()[1]
-        finished = error is None or error is self._error_before
+        finished = error_leaving_fit(self._error_before) is None
         try:
             super().on_train_end(model)
         finally:
