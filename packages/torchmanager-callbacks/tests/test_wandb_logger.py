@@ -127,7 +127,10 @@ def test_a_resumed_run_is_rewound_to_its_checkpoint(tmp_path: Path) -> None:
     resumed = make_manager(lr=0.5, seed=3)
     resumed.fit(DATA, epochs=3, val_dataset=DATA, callbacks_list=[logger(folder)], resume_from=path)
 
-    interrupted, again = read_runs(folder)
+    runs = read_runs(folder)
+    assert len(runs) == 2  # one run file a start (their folders are named by the second they started)
+    (interrupted,) = [run for run in runs if run["rewound_to"] is None]
+    (again,) = [run for run in runs if run["rewound_to"] is not None]
     assert again["id"] == interrupted["id"] and again["rewound_to"] == 5  # the checkpoint's step
     assert min(again["rows"]) == 6  # the resumed start logs the steps after it
     assert max(interrupted["rows"]) == 9  # the interrupted start had logged on to update 9
