@@ -10,9 +10,13 @@ trains this 9,610-parameter MLP fastest, since its matrix products are too small
 between threads and extra threads only wait for one another (on a busy machine, for seconds).
 On a larger machine with a larger model, raise `--num_threads` towards the number of cores.
 
+The same command run again continues a run that did not finish (stopped by SIGTERM, SIGUSR1, a
+crash or a kill) from its last checkpoint, and after a finished run starts a new numbered folder
+(`experiments/digits-2.exp`, ...): the rule of `torchmanager_core.configs.experiment_folder`.
+
 Usage:
     hatch run demo [--epochs 30] [--lr 0.05] [--batch_size 64] [--num_threads 1] [--experiment NAME] [--quiet]
-    hatch run demo --experiment NAME --resume_experiment   # continue a stopped run from its last checkpoint
+    hatch run demo --experiment NAME --resume_experiment --epochs 40   # train a finished run for more epochs
     torchmanager-run --nproc_per_node=2 examples/digits.py --quiet   # the same script, data parallel (torchrun)
 """
 
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from typing import Any
 
 import torch
@@ -35,7 +38,8 @@ logger = logging.getLogger("torchmanager")
 
 
 class DigitsConfigs(Configs):
-    """The settings of a run, from the terminal (`--experiment` and `--replace_experiment` come with `Configs`)."""
+    """The settings of a run, from the terminal (`--experiment`, `--resume_experiment` and `--replace_experiment`
+    come with `Configs`, which also decides whether the run continues an unfinished one)."""
 
     epochs: int
     lr: float
@@ -91,8 +95,8 @@ def make_datasets(batch_size: int, seed: int = 0) -> tuple[Dataset[Any], Dataset
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    default_name = time.strftime("digits-%Y%m%d-%H%M%S")  # a new experiment folder for each run
-    configs = DigitsConfigs.from_arguments(["--experiment", default_name, *(argv if argv is not None else _terminal())])
+    # one name for the same command: run again, it continues an unfinished run or starts digits-2.exp, ...
+    configs = DigitsConfigs.from_arguments(["--experiment", "digits", *(argv if argv is not None else _terminal())])
 
     torch.set_num_threads(configs.num_threads)
     torch.manual_seed(configs.seed)

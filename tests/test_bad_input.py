@@ -618,7 +618,7 @@ CALLBACKS = [
     case(
         lambda env: BestCheckpoint("accuracy", manager(), str(env.tmp / "best.model"), monitor_type="max"),  # type: ignore[arg-type]
         TypeError,
-        r"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type='max'",
+        r"`monitor_type` must be `MonitorType.MIN`, `MonitorType.MAX` or None \(from the monitor.s name\). Received: monitor_type='max'",
         id="monitor-type-a-str",
     ),
     case(

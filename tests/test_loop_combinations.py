@@ -84,7 +84,7 @@ def test_a_schedule_resumes_where_an_uninterrupted_run_would_be(tmp_path: Path, 
     uninterrupted, _ = schedule_run(tmp_path / "a", 4, order)
     schedule_run(tmp_path / "b", 3, order)
     last = checkpoint.load(tmp_path / "b" / "sched.exp" / "checkpoints" / "last.model")
-    state = last["callbacks"]["LrScheduler:lr"]["scheduler"]
+    state = last["callbacks"]["LrScheduler#0"]["scheduler"]
     assert (state["last_epoch"], state["_last_lr"]) == (3, [0.125])  # the state at the end of epoch 3, in any order
     resumed, scheduler = schedule_run(tmp_path / "b", 4, order, resume=resume)
     assert resumed.history[3]["lr"] == 0.125  # epoch 4 trained at 0.5 ** 3

@@ -91,7 +91,7 @@ def test_best_checkpoint_keeps_the_best_epoch(tmp_path: Any) -> None:
     saved = checkpoint.load(tmp_path / "best.model")
     assert torch.all(saved["model"]["weight"] == 1.0)  # epoch 1; the tie at epoch 3 is not an improvement
     assert best.best_score == 0.7 and manager.saved == [best.ckpt_path] * 2
-    assert saved["callbacks"]["BestCheckpoint:accuracy"]["best"] == 0.7
+    assert saved["callbacks"]["BestCheckpoint#0"]["best"] == 0.7
 
 
 def test_best_checkpoint_min_and_values_below_minus_one(tmp_path: Any) -> None:
@@ -166,7 +166,8 @@ def test_bad_arguments(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match=r"`freq` must be an int >= 1. Received: freq=0"):
         LastCheckpoint(FakeManager(), str(tmp_path / "l.model"), 0)
     with pytest.raises(
-        TypeError, match=r"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type='min'"
+        TypeError,
+        match=r"`monitor_type` must be `MonitorType.MIN`, `MonitorType.MAX` or None \(from the monitor.s name\). Received: monitor_type='min'",
     ):
         BestCheckpoint("loss", FakeManager(), str(tmp_path / "b.model"), monitor_type="min")  # type: ignore[arg-type]
 
@@ -190,3 +191,38 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path: Any, monkeypatch: 
     assert (tmp_path / "last.model").read_bytes() == before
     assert torch.all(checkpoint.load(tmp_path / "last.model")["model"]["weight"] == 1.0)
     assert sorted(os.listdir(tmp_path)) == ["last.model"]  # no temporary file left
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_save_top_k_keeps_the_k_best_epochs_and_the_same_set_after_a_resume(tmp_path: Any, monitor: str) -> None:
+
+    train, val = batches(*blobs(32), size=8), batches(*blobs(16, seed=1), size=8)
+
+    def fit(folder: str, epochs: int, resume: bool = False) -> tuple[Any, BestCheckpoint]:
+        manager = make_manager(lr=0.3)
+        best = BestCheckpoint(monitor, manager, os.path.join(folder, "best.model"), save_top_k=3, load_best=True)
+        last = LastCheckpoint(manager, os.path.join(folder, "last.model"))
+        resume_from = os.path.join(folder, "last.model") if resume else None
+        manager.fit(train, epochs=epochs, val_dataset=val, callbacks_list=[best, last], resume_from=resume_from)
+        return manager, best
+
+    whole = str(tmp_path / "whole")
+    manager, best = fit(whole, 7)
+    values = [summary[monitor] for summary in manager.history]
+    order = sorted(range(7), key=lambda e: values[e] if monitor == "val_loss" else -values[e])  # stable: ties
+    expected = [f"best-epoch{e + 1}.model" for e in order[:3]]  # by hand: the three best epochs, best first
+    assert [os.path.basename(path) for path in best.top_k] == expected
+    assert sorted(n for n in os.listdir(whole) if n.startswith("best")) == sorted(expected)  # the others deleted
+    for e in order[:3]:
+        saved = checkpoint.load(os.path.join(whole, f"best-epoch{e + 1}.model"))
+        assert saved["epoch"] == e + 1 and saved["history"][-1][monitor] == values[e]
+    best_weights = checkpoint.load(best.best_ckpt_path)["model"]  # load_best: the best file's weights at the end
+    assert torch.equal(manager.raw_model.weight, best_weights["weight"])
+
+    split = str(tmp_path / "split")
+    fit(split, 3)
+    _, resumed = fit(split, 7, resume=True)
+    assert resumed.top_k == [os.path.join(split, name) for name in expected]
+    assert sorted(n for n in os.listdir(split) if n.startswith("best")) == sorted(expected)
+    with pytest.raises(ValueError, match=r"`save_top_k` must be an int >= 1. Received: save_top_k=0"):
+        BestCheckpoint("loss", FakeManager(), str(tmp_path / "b.model"), save_top_k=0)

@@ -93,7 +93,8 @@ def test_bad_steps() -> None:
     ):
         EarlyStop("loss", MonitorType.MIN, 0)
     with pytest.raises(
-        TypeError, match=r"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type=0"
+        TypeError,
+        match=r"`monitor_type` must be `MonitorType.MIN`, `MonitorType.MAX` or None \(from the monitor.s name\). Received: monitor_type=0",
     ):
         EarlyStop("loss", 0)  # type: ignore[arg-type]
 

@@ -91,7 +91,7 @@ def test_a_second_run_gets_a_numbered_folder_and_resume_continues_the_first(tmp_
     assert resumed_manager.raw_model.weight.tolist() == reference.raw_model.weight.tolist()
     assert checkpoint.load(tmp_path / "x.exp" / "checkpoints" / "last.model")["epoch"] == 4
     # the best value came back from the checkpoint: a worse epoch after the resume did not overwrite it
-    assert exp.best_checkpoints[0].best_score >= first["callbacks"]["BestCheckpoint:accuracy"]["best"]
+    assert exp.best_checkpoints[0].best_score >= first["callbacks"]["BestCheckpoint#0"]["best"]
 
 
 def test_resume_true_needs_a_run_and_auto_starts_one(tmp_path: Any) -> None:
@@ -105,10 +105,13 @@ def test_resume_true_needs_a_run_and_auto_starts_one(tmp_path: Any) -> None:
     first = Experiment("new", None, resume="auto", root=str(tmp_path))
     assert not first.resumed and first.resume_checkpoint() is None
     manager.fit(DATA, epochs=1, callbacks_list=[first])
+    # that run finished: "auto" keeps it and starts anew beside it; True continues it for more epochs
     second = Experiment("new", None, resume="auto", root=str(tmp_path))
-    assert second.resumed and second.experiment_dir == str(tmp_path / "new.exp")
+    assert not second.resumed and second.experiment_dir == str(tmp_path / "new-2.exp")
+    third = Experiment("new", None, resume=True, root=str(tmp_path))
+    assert third.resumed and third.experiment_dir == str(tmp_path / "new.exp")
     resumed = make_manager(seed=4)
-    resumed.fit(DATA, epochs=3, callbacks_list=[second])
+    resumed.fit(DATA, epochs=3, callbacks_list=[third])
     reference = make_manager()
     reference.fit(DATA, epochs=3)
     assert resumed.raw_model.weight.tolist() == reference.raw_model.weight.tolist()
@@ -123,7 +126,8 @@ def test_bad_arguments(tmp_path: Any) -> None:
     ):
         Experiment("e", make_manager(), "accuracy", root=str(tmp_path))  # type: ignore[arg-type]
     with pytest.raises(
-        TypeError, match=r"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type='max'"
+        TypeError,
+        match=r"`monitor_type` must be `MonitorType.MIN`, `MonitorType.MAX` or None \(from the monitor.s name\). Received: monitor_type='max'",
     ):
         Experiment("e", make_manager(), {"accuracy": "max"}, root=str(tmp_path))  # type: ignore[dict-item]
     with pytest.raises(

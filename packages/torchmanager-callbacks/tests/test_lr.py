@@ -53,7 +53,7 @@ def test_scheduler_state_survives_a_resume(tmp_path: Any) -> None:
     path = str(tmp_path / "last.model")
     lr = LrScheduler(torch.optim.lr_scheduler.StepLR(manager.optimizer, 1, gamma=0.5))
     manager.fit(data, epochs=2, callbacks_list=[lr, LastCheckpoint(manager, path)])
-    assert checkpoint.load(path)["callbacks"]["LrScheduler:lr"]["scheduler"]["last_epoch"] == 2
+    assert checkpoint.load(path)["callbacks"]["LrScheduler#0"]["scheduler"]["last_epoch"] == 2
     resumed = make_manager(lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(resumed.optimizer, 1, gamma=0.5)
     resumed.fit(data, epochs=3, callbacks_list=[LrScheduler(scheduler)], resume_from=path)
@@ -77,3 +77,24 @@ def test_bad_arguments() -> None:
         TypeError, match=r"`scheduler` must be a torch.optim.lr_scheduler scheduler .* Received: scheduler=SGD"
     ):
         LrScheduler(optimizer)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["StepLR", "OneCycleLR", "ReduceLROnPlateau"])
+def test_a_scheduler_passed_straight_in_the_callbacks_says_to_wrap_it(kind: str) -> None:
+    """A Keras habit: the scheduler itself in `callbacks_list`. It is refused with the way forward (not wrapped
+    silently: whether it steps per epoch or per update is the user's to say, and a wrong guess trains on)."""
+    manager = make_manager()
+    make = {
+        "StepLR": lambda: torch.optim.lr_scheduler.StepLR(manager.optimizer, 1),
+        "OneCycleLR": lambda: torch.optim.lr_scheduler.OneCycleLR(manager.optimizer, 1.0, total_steps=4),
+        "ReduceLROnPlateau": lambda: torch.optim.lr_scheduler.ReduceLROnPlateau(manager.optimizer),
+    }[kind]
+    before = [p.clone() for p in manager.raw_model.parameters()]
+    with pytest.raises(
+        TypeError,
+        match=r"A learning-rate scheduler is not a callback: wrap it in `torchmanager.callbacks.LrScheduler\(scheduler\)` "
+        r"to step it after each epoch, or `LrScheduler\(scheduler, Frequency.BATCH\)` after each optimizer update "
+        rf"\(OneCycleLR, warmups\). Received: callbacks_list\[1\]={kind}$",
+    ):
+        manager.fit(batches(*blobs(16), size=8), epochs=1, callbacks_list=[LambdaCallback(), make()])  # type: ignore[list-item]
+    assert all(torch.equal(a, b) for a, b in zip(before, manager.raw_model.parameters()))  # nothing trained

@@ -1,7 +1,7 @@
 """torchmanager-callbacks: checkpoints, TensorBoard, MLflow, experiments, early stopping and LR schedules for torchmanager.
 
 Every callback subclasses `torchmanager_core.callbacks.Callback` and is passed to
-`manager.fit(..., callbacks_list=[...])`. tensorboard, mlflow and PyYAML are imported only by the callbacks
+`manager.fit(..., callbacks_list=[...])`. tensorboard, mlflow, wandb and PyYAML are imported only by the callbacks
 that need them, when they are created.
 """
 
@@ -21,6 +21,8 @@ from .mlflow_logger import MLflowLogger
 from .monitor import MonitorError, MonitorType
 from .multi import MultiCallbacks
 from .tensorboard import TensorBoard
+from .wandb_logger import WandbLogger
+from .weight_averaging import EMA
 
 __all__ = [
     "BestCheckpoint",
@@ -28,6 +30,7 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "DynamicWeight",
+    "EMA",
     "EarlyStop",
     "Experiment",
     "Frequency",
@@ -43,6 +46,7 @@ __all__ = [
     "ProgressBar",
     "TensorBoard",
     "VerboseType",
+    "WandbLogger",
     "__version__",
     "on_batch_end",
     "on_batch_start",

@@ -9,11 +9,25 @@ dispatcher are marked unused: a hook that a user's subclass overrides stays.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from torchmanager_core.callbacks import HOOKS, Callback
 
-__all__ = ["select_hooks"]
+__all__ = ["error_leaving_fit", "handled_error", "select_hooks"]
+
+
+def handled_error() -> BaseException | None:
+    """The exception being handled where this is called (call it in `on_train_start`, for `error_leaving_fit`)."""
+    return sys.exc_info()[1]
+
+
+def error_leaving_fit(before: BaseException | None) -> BaseException | None:
+    """In `on_train_end` (called from `fit`'s `finally`): the exception ending `fit` (a preemption's `Preempted`,
+    an error, Ctrl-C), or None when training ended normally; `before` is `handled_error()` from `on_train_start`,
+    an exception the caller was handling already, which is not the run's."""
+    error = sys.exc_info()[1]
+    return None if error is before else error
 
 
 def select_hooks(

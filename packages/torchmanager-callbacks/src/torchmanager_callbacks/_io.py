@@ -8,7 +8,7 @@ from typing import Any
 
 from torchmanager_core.distributed import is_main_process
 
-__all__ = ["check_output_path", "configs_dict", "get_state", "is_writer", "put_state"]
+__all__ = ["check_output_path", "configs_dict", "is_writer"]
 
 
 def is_writer() -> bool:
@@ -53,15 +53,3 @@ def configs_dict(configs: Any) -> Any:
     if callable(getattr(configs, "to_dict", None)):
         return configs.to_dict()
     return dict(configs) if isinstance(configs, Mapping) else vars(configs)
-
-
-def put_state(checkpoint: dict[str, Any], key: str, state: dict[str, Any]) -> None:
-    """Store a callback's `state` under `checkpoint["callbacks"][key]` (the managers' namespace for callbacks)."""
-    callbacks = checkpoint.setdefault("callbacks", {})
-    callbacks[key] = state
-
-
-def get_state(checkpoint: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
-    """The state `put_state` stored under `key`, or None when the checkpoint has none (e.g. another setup)."""
-    state = checkpoint.get("callbacks", {}).get(key)
-    return state if isinstance(state, Mapping) else None

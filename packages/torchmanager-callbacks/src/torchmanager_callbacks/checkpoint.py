@@ -9,7 +9,9 @@ failed write leaves the previous file as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,7 +23,8 @@ from torchmanager_core.distributed import barrier
 from torchmanager_core.tracking import merge_summaries
 
 from ._hooks import select_hooks
-from ._io import check_output_path, get_state, is_writer, put_state
+from ._io import check_output_path, is_writer
+from ._state import get_state, put_state
 from .monitor import Monitor, Monitored, MonitorType
 
 __all__ = ["BestCheckpoint", "Checkpoint", "CheckpointManager", "LastCheckpoint"]
@@ -106,16 +109,17 @@ class _Saving(Callback):
     def ckpt_path(self, path: str) -> None:
         self._ckpt_path = check_output_path(path, "ckpt_path", core_checkpoint.CheckpointError)
 
-    def _save(self) -> None:
+    def _save(self, path: str | None = None) -> None:
         # every process asks: the manager writes on the main process and synchronises the others
         if self.manager is None:
             raise TypeError(
                 f"{type(self).__name__} has no manager to save: pass `manager=` or use it in `manager.fit(..., "
                 f"callbacks_list=[...])`. Received: manager=None"
             )
-        self.manager.save_checkpoint(self._ckpt_path)
+        path = self._ckpt_path if path is None else path
+        self.manager.save_checkpoint(path)
         if self.show_verbose and is_writer():
-            _logger.info(f"Checkpoint to {self._ckpt_path}")
+            _logger.info(f"Checkpoint to {path}")
 
 
 class LastCheckpoint(_Saving):
@@ -198,12 +202,20 @@ class BestCheckpoint(Monitored, _Saving):
     below -1 was never saved). Ties do not count as improvements: the first best epoch is kept.
     The best value survives a resume through the checkpoint.
 
+    With `save_top_k=k` it keeps the `k` best epochs instead, each in `<stem>-epoch<N><ext>` beside
+    `ckpt_path` (N counts epochs done, e.g. `best-epoch7.model`): an epoch better than the worst kept
+    is saved and the worst file deleted. The kept set is in every checkpoint, so a resumed run keeps
+    the same files; `best_ckpt_path` is the best of them, and `top_k` lists them best first.
+
     Args:
         monitor: The summary name to watch, e.g. "accuracy".
         manager: The manager whose `save_checkpoint` writes the file (None: the one whose `fit` runs it).
         ckpt_path: The checkpoint file; its folder is created if needed.
         load_best: At the end of training, load the best checkpoint's weights into the model.
-        monitor_type: Whether larger (MAX) or smaller (MIN) is better.
+        save_top_k: How many of the best epochs to keep as files (1: `ckpt_path` only).
+        monitor_type: Whether larger (MAX) or smaller (MIN) is better; None (the default) infers it from
+            the name: MIN for `loss`, `val_loss`, `*_loss` and error-like names (`mse`, `mae`, ...), MAX
+            for the rest (upstream's default was MAX whatever the name, which kept a loss's worst epoch).
         show_verbose: Log each new best at INFO.
         **upstream_options: Refused with the way forward, as `LastCheckpoint` does.
     Raises:
@@ -211,6 +223,7 @@ class BestCheckpoint(Monitored, _Saving):
             `save_checkpoint`, or an upstream option was given.
         CheckpointError: The folder of `ckpt_path` cannot be created or written.
         MonitorError: (at the end of an epoch) `monitor` is not in the summary.
+        ValueError: `save_top_k` is not an int >= 1.
     """
 
     def __init__(
@@ -219,20 +232,42 @@ class BestCheckpoint(Monitored, _Saving):
         manager: CheckpointManager | None,
         ckpt_path: str,
         load_best: bool = False,
-        monitor_type: MonitorType = MonitorType.MAX,
+        monitor_type: MonitorType | None = None,
         *,
+        save_top_k: int = 1,
         show_verbose: bool = False,
         **upstream_options: Any,
     ) -> None:
         self._monitor = Monitor(monitor, monitor_type)
         super().__init__(manager, ckpt_path, show_verbose, upstream_options)
         self.load_best = load_best
+        self.save_top_k = _check_positive(save_top_k, "save_top_k")
         self.best_summary: dict[str, float] = {}
+        self._kept: list[tuple[float, int]] = []  # (value, epochs done) of the files kept, with save_top_k > 1
+
+    @property
+    def top_k(self) -> list[str]:
+        """The files kept, best first (`[ckpt_path]` once a best was saved, with `save_top_k=1`)."""
+        if self.save_top_k == 1:
+            return [self.ckpt_path] if self._monitor.best != self.monitor_type.init_score else []
+        return [self._epoch_path(epochs) for _, epochs in self._kept]
+
+    @property
+    def best_ckpt_path(self) -> str:
+        """The file of the best epoch: `ckpt_path`, or the first of `top_k`."""
+        return self.ckpt_path if self.save_top_k == 1 or not self._kept else self._epoch_path(self._kept[0][1])
+
+    def _epoch_path(self, epochs: int) -> str:
+        stem, extension = os.path.splitext(self.ckpt_path)
+        return f"{stem}-epoch{epochs}{extension}"
 
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
         value = self._monitor.read(summary, val_summary)
+        if self.save_top_k > 1:
+            self._keep(value, epoch + 1, summary, val_summary)
+            return
         if not self._monitor.improved(value):
             return
         self._monitor.best = value
@@ -241,23 +276,44 @@ class BestCheckpoint(Monitored, _Saving):
             _logger.info(f"Best checkpoint for {self.monitor} recorded: {value}")
         self._save()
 
+    def _keep(
+        self, value: float, epochs: int, summary: Mapping[str, float], val_summary: Mapping[str, float] | None
+    ) -> None:
+        """Save this epoch if it is among the `save_top_k` best so far, and delete the file that left them."""
+        if value != value:  # NaN is never among the best
+            return
+        worst = self._kept[-1][0] if len(self._kept) == self.save_top_k else self.monitor_type.init_score
+        if not Monitor.beats(self.monitor_type, value, worst):
+            return
+        kept = [entry for entry in self._kept if entry[1] != epochs]  # a resumed epoch replaces its own file
+        kept.append((value, epochs))
+        kept.sort(
+            key=lambda entry: -entry[0] if self.monitor_type is MonitorType.MAX else entry[0]
+        )  # stable: ties keep the earlier
+        dropped, self._kept = kept[self.save_top_k :], kept[: self.save_top_k]
+        if self._kept[0] == (value, epochs):
+            self._monitor.best, self.best_summary = value, merge_summaries(summary, val_summary)
+        self._save(self._epoch_path(epochs))
+        if is_writer():
+            for _, old in dropped:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self._epoch_path(old))
+
     def on_train_end(self, model: torch.nn.Module) -> None:
         if not self.load_best or self._monitor.best == self.monitor_type.init_score:
             return
         barrier()  # the main process may still be writing the last best checkpoint
-        checkpoint = core_checkpoint.load(self.ckpt_path, map_location="cpu")
-        model.load_state_dict(model_state(checkpoint, self.ckpt_path))
-
-    def _state_key(self) -> str:
-        return f"BestCheckpoint:{self.monitor}"
+        path = self.best_ckpt_path
+        checkpoint = core_checkpoint.load(path, map_location="cpu")
+        model.load_state_dict(model_state(checkpoint, path))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        put_state(
-            checkpoint, self._state_key(), {**self._monitor.state_dict(), "best_summary": dict(self.best_summary)}
-        )
+        state = {**self._monitor.state_dict(), "best_summary": dict(self.best_summary)}
+        put_state(checkpoint, self, {**state, "kept": [[value, epochs] for value, epochs in self._kept]})
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        state = get_state(checkpoint, self._state_key())
+        state = get_state(checkpoint, self)
         if state is not None:
             self._monitor.load_state_dict(state)
             self.best_summary = {str(k): float(v) for k, v in state.get("best_summary", {}).items()}
+            self._kept = [(float(value), int(epochs)) for value, epochs in state.get("kept", [])]

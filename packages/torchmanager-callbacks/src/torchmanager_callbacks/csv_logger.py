@@ -15,6 +15,7 @@ from torchmanager_core.tracking import merge_summaries
 
 from ._hooks import select_hooks
 from ._io import check_output_path, is_writer
+from ._state import get_state, put_state
 from .steps import EveryNSteps, scalar_floats
 
 __all__ = ["CSVLogger"]
@@ -27,6 +28,9 @@ class CSVLogger(Callback):
 
     The columns are those of the first row written; a later missing value is left empty, and a new
     key is left out (with one warning). Each row is flushed when written. Only the main process writes.
+    A checkpoint keeps how much of each file was written; a run resumed from it continues the files
+    (whatever `append` says) and first cuts what was written after the checkpoint, so that no epoch
+    or step has two rows.
     With `log_every_n_steps=N` it also writes, every N optimizer updates, a row of the batch's values
     to `steps_filename` (default: `<filename stem>_steps.csv`), with the columns `step` (the run's
     global step), `epoch`, `batch` and the values; those are read from the device only then.
@@ -34,8 +38,8 @@ class CSVLogger(Callback):
     Args:
         filename: The CSV file; its folder is created if needed.
         separator: The field separator.
-        append: Add rows to existing files (keeping their columns) instead of starting them again;
-            use it when resuming.
+        append: Add rows to existing files (keeping their columns) instead of starting them again (a
+            resumed run always continues its files).
         log_every_n_steps: Also write per-step rows every this many optimizer updates (None: none).
         steps_filename: The CSV file of the per-step rows.
     Raises:
@@ -63,15 +67,30 @@ class CSVLogger(Callback):
         self.steps_filename = check_output_path(steps_filename or f"{stem}_steps.csv", "steps_filename")
         self._epochs = _Table(self.filename, separator)
         self._step_rows = _Table(self.steps_filename, separator)
+        self._resumed_sizes: dict[str, int] | None = None  # from a checkpoint, until training starts
         if log_every_n_steps is None:
             select_hooks(self, CSVLogger, {"on_batch_end"})
 
+    def _tables(self) -> list[_Table]:
+        return [self._epochs] if self._steps.n is None else [self._epochs, self._step_rows]
+
     def on_train_start(self, initial_epoch: int = 0) -> None:
         self._steps.start(self.manager)
+        sizes, self._resumed_sizes = self._resumed_sizes, None
         if is_writer():
-            self._epochs.start(self.append)
-            if self._steps.n is not None:
-                self._step_rows.start(self.append)
+            for table in self._tables():
+                if sizes is not None:
+                    table.resume(sizes.get(table.filename, 0))
+                else:
+                    table.start(self.append)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        put_state(checkpoint, self, {"sizes": {table.filename: table.size() for table in self._tables()}})
+
+    def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
+        state = get_state(checkpoint, self)
+        if state is not None:
+            self._resumed_sizes = {str(name): int(size) for name, size in state.get("sizes", {}).items()}
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] = {}) -> None:
         step = self._steps.due(self.manager)
@@ -99,11 +118,31 @@ class _Table:
 
     def start(self, append: bool) -> None:
         self.columns = None
-        if append and os.path.isfile(self.filename) and os.path.getsize(self.filename) > 0:
-            with open(self.filename, newline="") as file:
-                self.columns = next(csv.reader(file, delimiter=self.separator), None)
+        if append and self.size() > 0:
+            self._read_columns()
         else:
             open(self.filename, "w").close()
+
+    def resume(self, size: int) -> None:
+        """Continue the file as it was `size` bytes long (what a checkpoint saw): later rows are cut."""
+        self.columns = None
+        if self.size() > size:
+            os.truncate(self.filename, size)
+        elif self.size() < size:
+            _logger.warning(
+                f"CSVLogger: {self.filename} is shorter than when the checkpoint was saved ({size} bytes); rows "
+                "are added after what it holds"
+            )
+        if self.size() > 0:
+            self._read_columns()
+
+    def size(self) -> int:
+        """The file's length in bytes (0 when it does not exist)."""
+        return os.path.getsize(self.filename) if os.path.isfile(self.filename) else 0
+
+    def _read_columns(self) -> None:
+        with open(self.filename, newline="") as file:
+            self.columns = next(csv.reader(file, delimiter=self.separator), None)
 
     def write(self, row: Mapping[str, Any]) -> None:
         new_file = self.columns is None

@@ -49,9 +49,6 @@ class DynamicWeight(FrequencyCallback, abc.ABC):
     def _update(self, result: Any) -> None:
         self._weighted.weight = result
 
-    def _state_key(self) -> str:
-        return f"DynamicWeight:{self._key}"
-
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:

@@ -11,7 +11,7 @@ import torch
 from torchmanager_core.callbacks import Callback
 from torchmanager_core.errors import StopTraining
 
-from ._io import get_state, put_state
+from ._state import get_state, put_state
 from .monitor import Monitor, Monitored, MonitorType
 
 __all__ = ["EarlyStop"]
@@ -36,7 +36,8 @@ class EarlyStop(Monitored, Callback):
 
     Args:
         monitor: The summary name to watch.
-        monitor_type: Whether larger (MAX) or smaller (MIN) is better.
+        monitor_type: Whether larger (MAX) or smaller (MIN) is better; None infers it from the name
+            (MIN for losses and errors, MAX for the rest, as `BestCheckpoint`).
         steps: How many epochs without improvement to allow (>= 1).
         min_delta: The margin an improvement must beat the best by (>= 0).
         restore_best_weights: At the end of training, put the weights of the best epoch back into the model.
@@ -51,7 +52,7 @@ class EarlyStop(Monitored, Callback):
     def __init__(
         self,
         monitor: str,
-        monitor_type: MonitorType = MonitorType.MAX,
+        monitor_type: MonitorType | None = None,
         steps: int = 10,
         *,
         min_delta: float = 0.0,
@@ -107,17 +108,14 @@ class EarlyStop(Monitored, Callback):
                 "epoch's summary describes the weights before this restore."
             )
 
-    def _state_key(self) -> str:
-        return f"EarlyStop:{self.monitor}"
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state: dict[str, Any] = {**self._monitor.state_dict(), "wait": self.wait, "best_epoch": self.best_epoch}
         if self.best_weights is not None:
             state["best_weights"] = self.best_weights
-        put_state(checkpoint, self._state_key(), state)
+        put_state(checkpoint, self, state)
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        state = get_state(checkpoint, self._state_key())
+        state = get_state(checkpoint, self)
         if state is not None:
             self._monitor.load_state_dict(state)
             self.wait = int(state["wait"])

@@ -8,8 +8,11 @@ The folder layout (the seed README's):
         data/                             TensorBoard event files
         <name>.cfg                        the configs, in YAML (when given)
         <name>.log                        the "torchmanager" log of the run
+        in-progress                       while the run has not finished (see below)
 
 `checkpoints/best_<metric>.model` (upstream torchmanager's name) links to `best-<metric>.model`.
+Whether a re-run continues the run kept in a folder or starts a numbered one is
+`torchmanager_core.configs.experiment_folder`'s rule, which `Configs` applies too.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ from typing import Any, Literal
 
 import torch
 
-from torchmanager_core.configs.basic import free_experiment_folder
+from torchmanager_core.configs.experiment_folder import (
+    choose_experiment_folder,
+    last_checkpoint,
+    mark_finished,
+    mark_in_progress,
+)
 from torchmanager_core.distributed import from_main_process
 
+from ._hooks import error_leaving_fit, handled_error
 from ._io import configs_dict, is_writer
 from .checkpoint import BestCheckpoint, CheckpointManager, LastCheckpoint
 from .monitor import MonitorType, check_monitor_type
@@ -54,7 +63,9 @@ def _experiment_folder(experiment: str, root: str) -> tuple[str, str]:
     return os.path.join(root, f"{path}.exp"), name
 
 
-def _monitor_types(monitors: Mapping[str, MonitorType] | Sequence[str] | None) -> dict[str, MonitorType]:
+def _monitor_types(
+    monitors: Mapping[str, MonitorType | None] | Sequence[str] | None,
+) -> dict[str, MonitorType | None]:
     if monitors is None:
         return {}
     if isinstance(monitors, str) or not isinstance(monitors, (Mapping, Sequence)):
@@ -62,12 +73,13 @@ def _monitor_types(monitors: Mapping[str, MonitorType] | Sequence[str] | None) -
             "`monitors` must be a list of metric names or a dict of names to `MonitorType`, "
             f"such as ['accuracy'] or {{'loss': MonitorType.MIN}}. Received: monitors={monitors!r}"
         )
-    pairs = monitors.items() if isinstance(monitors, Mapping) else ((name, MonitorType.MAX) for name in monitors)
-    checked: dict[str, MonitorType] = {}
+    pairs = monitors.items() if isinstance(monitors, Mapping) else ((name, None) for name in monitors)
+    checked: dict[str, MonitorType | None] = {}
     for name, monitor_type in pairs:
         if not isinstance(name, str) or not name:
             raise TypeError(f"Each monitor must be a summary name (a non-empty str). Received: monitor={name!r}")
-        checked[name] = check_monitor_type(monitor_type)
+        check_monitor_type(monitor_type, name)
+        checked[name] = monitor_type
     return checked
 
 
@@ -138,22 +150,24 @@ class Experiment(MultiCallbacks):
     callback of the same epoch, whatever their order. Each best checkpoint also opens under
     upstream torchmanager's name `best_<metric>.model` (a link to the same file).
 
-    Running a script again does not touch the earlier run: by default a new numbered folder
-    (`<name>-2.exp`, ...) is used and logged. `resume=True` continues the existing run from its
-    `last.model` (`fit` resumes from it: weights, optimizer, position, random states, and every
-    callback of the list); `resume="auto"` does so when the run has a `last.model` and starts fresh
-    in `<name>.exp` otherwise (never a numbered folder), so the same command can simply be submitted
-    again after a preemption or a crash. A run preempted by SIGTERM or SIGUSR1 during `fit` is saved
-    to `last.model` after the optimizer update in progress.
+    Running the same script again continues the run it left unfinished, and keeps a finished one:
+    with `resume="auto"` (the default) a run stopped by SIGTERM or SIGUSR1 during `fit` (saved to
+    `last.model` after the optimizer update in progress), by a crash or by a kill is continued from
+    its `last.model` (`fit` resumes from it: weights, optimizer, position, random states, and every
+    callback of the list), while after a finished run (its `fit` returned; the folder's
+    `in-progress` mark is then removed) a new numbered folder (`<name>-2.exp`, ...) is used and
+    logged. `resume=True` continues the folder's run whatever its state (to train a finished run
+    for more epochs); `resume=False` never continues one.
 
     Args:
         experiment: The name, with or without ".exp" ("test" and "test.exp" both give `experiments/test.exp`).
         manager: The manager to save (None: the one whose `fit` runs this callback).
-        monitors: Names to keep a best checkpoint for, all MAX (`["accuracy"]`), or a dict of names to
-            `MonitorType`; none keeps the last checkpoint only.
+        monitors: Names to keep a best checkpoint for (`["accuracy", "val_loss"]`: each one's direction
+            inferred from its name, MIN for losses and errors, MAX for the rest), or a dict of names to
+            `MonitorType` (None infers it); none keeps the last checkpoint only.
         configs: The run's configs, written to `<name>.cfg` when training starts.
-        resume: False (a new folder if the name is taken), True (continue the existing run) or "auto"
-            (continue it if it has a `last.model`, else start it in that folder).
+        resume: "auto" (continue the run if it is unfinished, else start in the first free folder),
+            True (continue the existing run) or False (start in the first free folder).
         root: The folder holding the experiments.
     Raises:
         FileNotFoundError: `resume=True` but the experiment has no `checkpoints/last.model`.
@@ -166,28 +180,23 @@ class Experiment(MultiCallbacks):
         self,
         experiment: str,
         manager: CheckpointManager | None = None,
-        monitors: Mapping[str, MonitorType] | Sequence[str] | None = None,
+        monitors: Mapping[str, MonitorType | None] | Sequence[str] | None = None,
         *,
         configs: Any = None,
-        resume: bool | Literal["auto"] = False,
+        resume: bool | Literal["auto"] = "auto",
         root: str = "experiments",
     ) -> None:
         if resume not in (True, False, "auto"):
             raise ValueError(f"`resume` must be True, False or 'auto'. Received: resume={resume!r}")
         folder, self.name = _experiment_folder(experiment, os.fspath(root))
-        last = os.path.join(folder, "checkpoints", "last.model")
-        if resume is True and not os.path.isfile(last):
+        if resume is True and not os.path.isfile(last_checkpoint(folder)):
             raise FileNotFoundError(
                 f"Experiment `{folder}` cannot be resumed: it has no `checkpoints/last.model`; pass `resume='auto'` to "
                 f"start it when there is nothing to resume, or choose another name. Received: experiment={experiment!r}, resume=True"
             )
-        self.resumed = bool(resume) and os.path.isfile(last)
-        # only the writing process numbers (the others follow it when training starts): a folder
-        # another process of the same launch just made must not look like an earlier run; "auto"
-        # never numbers, as the folder is this run's even before its first checkpoint (a restart of
-        # a run killed early must not start a second folder)
-        numbered = not self.resumed and resume != "auto" and is_writer()
-        self.experiment_dir = free_experiment_folder(folder) if numbered else folder
+        # every process applies the rule (it only reads the disk, so they agree before training starts,
+        # and a sibling `LastCheckpoint(experiment.last_ckpt_path)` has the same path on each)
+        self.experiment_dir, self.resumed = choose_experiment_folder(folder, resume)
         self.renamed_from = folder if self.experiment_dir != folder else None
         self.configs = configs
         types = _monitor_types(monitors)
@@ -202,6 +211,7 @@ class Experiment(MultiCallbacks):
             self.set_manager(manager)
         self._handler: logging.Handler | None = None
         self._saved_level = logging.NOTSET
+        self._error_before: BaseException | None = None
 
     def _move_to(self, folder: str) -> None:
         """Use `folder` (the one the writing process chose) for every file of the experiment."""
@@ -214,7 +224,7 @@ class Experiment(MultiCallbacks):
     @property
     def last_ckpt_path(self) -> str:
         """The last checkpoint: `<folder>/checkpoints/last.model`."""
-        return os.path.join(self.experiment_dir, "checkpoints", "last.model")
+        return last_checkpoint(self.experiment_dir)
 
     @property
     def cfg_path(self) -> str:
@@ -238,16 +248,18 @@ class Experiment(MultiCallbacks):
         folder = from_main_process(self.experiment_dir)
         if folder != self.experiment_dir:
             self._move_to(folder)
+        self._error_before = handled_error()
         if is_writer():
             os.makedirs(os.path.dirname(self.last_ckpt_path), exist_ok=True)
+            mark_in_progress(self.experiment_dir)
             self._link_upstream_names()
             if self.configs is not None:
                 write_configs(self.configs, self.cfg_path)
             self._open_log()
             if self.renamed_from is not None:
                 _logger.info(
-                    f"Experiment {self.name}: `{self.renamed_from}` holds an earlier run, so this run is kept in "
-                    f"`{self.experiment_dir}` (pass `resume=True` or `resume='auto'` to continue the earlier one)"
+                    f"Experiment {self.name}: `{self.renamed_from}` holds a finished run, so this run is kept in "
+                    f"`{self.experiment_dir}` (pass `resume=True` to continue the finished one)"
                 )
             monitors = ", ".join(f"{c.monitor} ({c.monitor_type.name})" for c in self.best_checkpoints) or "none"
             start = f"resumed at epoch {initial_epoch}" if self.resumed else f"starts at epoch {initial_epoch}"
@@ -267,10 +279,15 @@ class Experiment(MultiCallbacks):
                     os.symlink(name, alias)
 
     def on_train_end(self, model: torch.nn.Module) -> None:
+        # `fit` calls it from its `finally`: an exception on its way out (a preemption's `Preempted`, an
+        # error, Ctrl-C) leaves the run unfinished, so that the same command run again continues it
+        finished = error_leaving_fit(self._error_before) is None
         try:
             super().on_train_end(model)
         finally:
-            self._close_log()
+            self._close_log(finished)
+            if finished and is_writer():
+                mark_finished(self.experiment_dir)
 
     def _open_log(self) -> None:
         if self._handler is not None:
@@ -284,10 +301,10 @@ class Experiment(MultiCallbacks):
         _logger.addHandler(handler)
         self._handler = handler
 
-    def _close_log(self) -> None:
+    def _close_log(self, finished: bool) -> None:
         if self._handler is None:
             return
-        _logger.info(f"Experiment {self.name}: training ended")
+        _logger.info(f"Experiment {self.name}: training {'ended' if finished else 'stopped before its end'}")
         _logger.removeHandler(self._handler)
         self._handler.close()
         self._handler = None

@@ -14,7 +14,7 @@ from torchmanager_core.callbacks import Callback
 from torchmanager_core.protocols import Frequency
 
 from ._hooks import select_hooks
-from ._io import get_state, put_state
+from ._state import get_state, put_state
 
 __all__ = ["Frequency", "FrequencyCallback", "check_frequency"]
 
@@ -145,14 +145,10 @@ class FrequencyCallback(Callback, abc.ABC):
         if self._freq is Frequency.BATCH and self._new_update():
             self._advance(summary)
 
-    def _state_key(self) -> str:
-        """The key of this callback's state in a checkpoint (subclasses make it unique)."""
-        return type(self).__name__
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        put_state(checkpoint, self._state_key(), {"current_step": self._step})
+        put_state(checkpoint, self, {"current_step": self._step})
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        state = get_state(checkpoint, self._state_key())
+        state = get_state(checkpoint, self)
         if state is not None and "current_step" in state:
             self._step = int(state["current_step"])

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-from ._io import get_state, put_state
+from ._state import get_state, put_state
 from .dynamic import SummaryWritable
 from .frequency import Frequency, FrequencyCallback, check_frequency
 from .monitor import Monitor, MonitorType
@@ -100,18 +100,15 @@ class LrScheduler(FrequencyCallback):
                 self._writer.add_scalars(key, {"train": rate}, epoch + 1)
         super().on_epoch_end(epoch, summary, val_summary)
 
-    def _state_key(self) -> str:
-        return f"LrScheduler:{self._name}"
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         put_state(
             checkpoint,
-            self._state_key(),
+            self,
             {"current_step": self.current_step, "scheduler": self._scheduler.state_dict()},
         )
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        state = get_state(checkpoint, self._state_key())
+        state = get_state(checkpoint, self)
         if state is not None:
             self.current_step = int(state["current_step"])
             self._scheduler.load_state_dict(dict(state["scheduler"]))

@@ -19,7 +19,8 @@ from torchmanager_core.callbacks import Callback
 from torchmanager_core.tracking import merge_summaries
 
 from ._hooks import select_hooks
-from ._io import configs_dict, get_state, is_writer, put_state
+from ._io import configs_dict, is_writer
+from ._state import get_state, put_state
 from .steps import EveryNSteps, scalar_floats
 
 if TYPE_CHECKING:
@@ -91,7 +92,9 @@ class MLflowLogger(Callback):
     `mlflow ui --backend-store-uri sqlite:///<folder>/mlflow.db`), or to `tracking_uri` when one is
     given (a tracking server such as `http://host:5000`, or any MLflow store URI). A checkpoint
     written with this callback records the run's id, so `fit(..., resume_from=...)` goes on
-    logging into the same run. Only the main process logs.
+    logging into the same run; MLflow keeps every point it is sent, so the points the interrupted
+    run logged after the checkpoint are kept and the resumed run does not log those steps again
+    (with an exact resume they are the same values). Only the main process logs.
 
     Args:
         experiment: The MLflow experiment's name (created if needed).
@@ -131,6 +134,8 @@ class MLflowLogger(Callback):
         self.tags = dict(tags or {})
         self.run_id: str | None = None
         self._client: MlflowClient | None = None
+        self._resumed = False  # a checkpoint gave the run id: steps the run holds are not logged again
+        self._held_steps: dict[str, int] = {}  # each metric's last step the run held when this fit resumed it
         if log_every_n_steps is None:
             select_hooks(self, MLflowLogger, {"on_batch_end"})
 
@@ -157,6 +162,13 @@ class MLflowLogger(Callback):
             logged = run.data.params
             if run.info.status != "RUNNING":
                 self.client.update_run(self.run_id, status="RUNNING")
+            self._held_steps = {}
+            if self._resumed:
+                self._held_steps = {
+                    key: max(point.step for point in self.client.get_metric_history(self.run_id, key))
+                    for key in run.data.metrics
+                }
+        self._resumed = False
         changed = [key for key, value in self.params.items() if key in logged and logged[key] != value]
         if changed:
             _logger.warning(
@@ -196,8 +208,13 @@ class MLflowLogger(Callback):
 
         assert self.run_id is not None  # started in on_train_start
         now = int(time.time() * 1000)
-        metrics = [Metric(name, float(value), now, step) for name, value in values.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        metrics = [
+            Metric(name, float(value), now, step)
+            for name, value in values.items()
+            if step > self._held_steps.get(name, -1)  # logged before the resume: kept as it is
+        ]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
 
     def on_train_end(self, model: torch.nn.Module) -> None:
         if not is_writer() or self.run_id is None:
@@ -209,13 +226,9 @@ class MLflowLogger(Callback):
         self.client.set_terminated(self.run_id)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.run_id is not None:
-            put_state(checkpoint, self._state_key(), {"run_id": self.run_id})
+        put_state(checkpoint, self, {"run_id": self.run_id})
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
-        state = get_state(checkpoint, self._state_key())
+        state = get_state(checkpoint, self)
         if state is not None and isinstance(state.get("run_id"), str):
-            self.run_id = state["run_id"]
-
-    def _state_key(self) -> str:
-        return f"MLflowLogger:{self.experiment}"
+            self.run_id, self._resumed = state["run_id"], True

@@ -2,13 +2,16 @@
 
 Who owns what: `BestCheckpoint`, `EarlyStop`, `LrScheduler` (with `ReduceLROnPlateau`) and
 `Experiment` all read their monitored value through `Monitor.read`, so they agree on the rule:
-the validation value when the epoch was validated, else the training value.
+the validation value when the epoch was validated, else the training value. They agree on the
+direction too: without a `monitor_type`, `infer_monitor_type` picks it from the name, as Keras's
+`mode="auto"` does (losses and errors are best at their lowest, other metrics at their highest).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import warnings
 from collections.abc import Mapping
@@ -16,7 +19,7 @@ from types import FrameType
 
 from torchmanager_core.protocols import MonitorType
 
-__all__ = ["Monitor", "Monitored", "MonitorError", "MonitorType", "check_monitor_type"]
+__all__ = ["Monitor", "Monitored", "MonitorError", "MonitorType", "check_monitor_type", "infer_monitor_type"]
 
 
 class MonitorError(KeyError):
@@ -26,11 +29,37 @@ class MonitorError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def check_monitor_type(monitor_type: object) -> MonitorType:
-    """Return `monitor_type` if it is `MonitorType.MIN` or `MonitorType.MAX`, else raise `TypeError`."""
+_LOWER_IS_BETTER = frozenset(
+    {"loss", "error", "err", "mse", "mae", "rmse", "msle", "mape", "fid", "kid", "lpips", "distance", "perplexity"}
+    | {"ppl", "wer", "cer", "hausdorff", "nll", "bpd"}
+)
+"""Words of a summary name that make its best value the lowest (a name ending in `loss` does too)."""
+
+
+def infer_monitor_type(name: str) -> MonitorType:
+    """The direction of a summary value from its name: MIN for losses and errors, MAX otherwise.
+
+    `loss`, `val_loss`, `ce_loss`, `totalloss` and names with an error-like word (`mse`, `mae`,
+    `rmse`, `error`, `fid`, `lpips`, `perplexity`, ... split at `_`, `-`, `.`, `/` and spaces) are
+    MIN; accuracy, PSNR, SSIM, F1, IoU, Dice and every other name are MAX.
+    """
+    lowered = name.lower()
+    words = set(re.split(r"[_\-./ ]+", lowered))
+    return MonitorType.MIN if lowered.endswith("loss") or words & _LOWER_IS_BETTER else MonitorType.MAX
+
+
+def check_monitor_type(monitor_type: object, name: str | None = None) -> MonitorType:
+    """Return `monitor_type` if it is `MonitorType.MIN` or `MonitorType.MAX` (None: `infer_monitor_type(name)`).
+
+    Raises:
+        TypeError: `monitor_type` is something else (or None without a `name`).
+    """
+    if monitor_type is None and isinstance(name, str):
+        return infer_monitor_type(name)
     if not isinstance(monitor_type, MonitorType):
         raise TypeError(
-            f"`monitor_type` must be `MonitorType.MIN` or `MonitorType.MAX`. Received: monitor_type={monitor_type!r}"
+            "`monitor_type` must be `MonitorType.MIN`, `MonitorType.MAX` or None (from the monitor's name). "
+            f"Received: monitor_type={monitor_type!r}"
         )
     return monitor_type
 
@@ -53,14 +82,15 @@ class Monitor:
     Args:
         name: The summary key, e.g. "accuracy" (the validation value is used when there is one) or
             "val_accuracy" / "loss" to name one explicitly.
-        monitor_type: Whether larger (MAX) or smaller (MIN) is better.
+        monitor_type: Whether larger (MAX) or smaller (MIN) is better; None infers it from `name`
+            (`infer_monitor_type`: MIN for losses and errors, MAX for the rest).
         min_delta: How much a value must beat the best by to count as an improvement (>= 0).
     Raises:
-        TypeError: `name` is not a non-empty str, or `monitor_type` is not a `MonitorType`.
+        TypeError: `name` is not a non-empty str, or `monitor_type` is not a `MonitorType` or None.
         ValueError: `min_delta` is negative or not finite.
     """
 
-    def __init__(self, name: str, monitor_type: MonitorType = MonitorType.MAX, min_delta: float = 0.0) -> None:
+    def __init__(self, name: str, monitor_type: MonitorType | None = None, min_delta: float = 0.0) -> None:
         if not isinstance(name, str) or not name:
             raise TypeError(
                 f"`monitor` must be the name of a summary value, a non-empty str. Received: monitor={name!r}"
@@ -68,12 +98,12 @@ class Monitor:
         if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not 0 <= min_delta < math.inf:
             raise ValueError(f"`min_delta` must be a finite number >= 0. Received: min_delta={min_delta!r}")
         self.name = name
-        self.monitor_type = check_monitor_type(monitor_type)
-        if self.monitor_type is MonitorType.MAX and name.endswith("loss"):
+        self.monitor_type = check_monitor_type(monitor_type, name)
+        if self.monitor_type is MonitorType.MAX and infer_monitor_type(name) is MonitorType.MIN:
             warnings.warn(
-                f"Monitor `{name}` keeps the highest value (MonitorType.MAX, upstream's default), the worst one for "
-                f"a loss: pass monitor_type=MonitorType.MIN (in an Experiment, monitors={{{name!r}: MonitorType.MIN}}) "
-                "to keep the lowest.",
+                f"Monitor `{name}` keeps the highest value (MonitorType.MAX, given), the worst one for a loss or an "
+                f"error: pass monitor_type=MonitorType.MIN, or leave it out to infer it from the name (in an "
+                f"Experiment, monitors=[{name!r}]), to keep the lowest.",
                 UserWarning,
                 stacklevel=_first_frame_outside_this_package(),
             )
@@ -100,9 +130,14 @@ class Monitor:
 
     def improved(self, value: float) -> bool:
         """Whether `value` beats the best by more than `min_delta` (NaN never does)."""
-        if self.monitor_type is MonitorType.MAX:
-            return value - self.min_delta > self.best
-        return value + self.min_delta < self.best
+        return self.beats(self.monitor_type, value, self.best, self.min_delta)
+
+    @staticmethod
+    def beats(monitor_type: MonitorType, value: float, other: float, min_delta: float = 0.0) -> bool:
+        """Whether `value` is better than `other` by more than `min_delta` (NaN never is)."""
+        if monitor_type is MonitorType.MAX:
+            return value - min_delta > other
+        return value + min_delta < other
 
     def state_dict(self) -> dict[str, float]:
         return {"best": self.best}

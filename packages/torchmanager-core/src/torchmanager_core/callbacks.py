@@ -224,6 +224,13 @@ class CallbackList(Callback):
             )
         self._callbacks = list(callbacks or [])
         for i, callback in enumerate(self._callbacks):
+            if isinstance(callback, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)):
+                # not wrapped for the user: whether it steps per epoch or per optimizer update is theirs to say
+                raise TypeError(
+                    "A learning-rate scheduler is not a callback: wrap it in `torchmanager.callbacks.LrScheduler("
+                    "scheduler)` to step it after each epoch, or `LrScheduler(scheduler, Frequency.BATCH)` after each "
+                    f"optimizer update (OneCycleLR, warmups). Received: callbacks_list[{i}]={type(callback).__name__}"
+                )
             if not isinstance(callback, Callback):
                 raise TypeError(
                     "Every callback must be an instance of torchmanager_core.callbacks.Callback (subclass it). "

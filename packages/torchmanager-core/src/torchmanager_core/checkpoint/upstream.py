@@ -21,7 +21,7 @@ from typing import IO, Any, TypedDict, cast
 
 import torch
 
-from . import pack_model
+from . import CheckpointError, pack_model
 
 __all__ = ["CkptDict", "Unpickler", "UpstreamObject", "is_upstream_checkpoint", "load", "to_payload"]
 
@@ -69,12 +69,38 @@ def _stand_in(module: str, name: str) -> type[UpstreamObject]:
 
 
 class Unpickler(pickle.Unpickler):
-    """Unpickles as usual, except that upstream torchmanager's classes become `UpstreamObject`s."""
+    """Unpickles as usual, except that upstream torchmanager's classes become `UpstreamObject`s.
+
+    Raises:
+        CheckpointError: The file pickles an object of a class that cannot be imported here (the
+            project's model or manager class, moved, renamed or defined in another script's `__main__`).
+    """
 
     def find_class(self, module: str, name: str) -> Any:
         if module.split(".")[0] in _UPSTREAM_PACKAGES:
             return _stand_in(module, name)
-        return super().find_class(module, name)
+        try:
+            return super().find_class(module, name)
+        except (AttributeError, ImportError) as error:
+            raise CheckpointError(_missing_class(module, name, error)) from error
+
+
+def _missing_class(module: str, name: str, error: BaseException) -> str:
+    """What to do when the pickled class `module.name` cannot be found."""
+    if module == "__main__":
+        where = (
+            f"it was defined in the script that saved the file: define or import `{name}` in the script that loads "
+            "it, under the same name, before loading"
+        )
+    elif isinstance(error, ImportError):
+        where = f"its module `{module}` cannot be imported here: put the project's code on the path (`sys.path`)"
+    else:
+        where = f"its module `{module}` has no `{name}` any more: bring the class back under that name, or import it"
+    return (
+        f"The checkpoint pickles an object of class `{module}.{name}`, which cannot be found ({where}); or load "
+        f"the weights only, with `model=` (a model of the saved architecture) instead of rebuilding the object. "
+        f"Received: class={module}.{name}"
+    )
 
 
 def load(file: IO[bytes], **kwargs: Any) -> Any:

@@ -1,9 +1,9 @@
 """`Configs`: configurations from terminal arguments, with an experiment name and folder.
 
 Who owns what: this class owns the `-exp/--experiment`, `--comments`, `--resume_experiment` and
-`--replace_experiment` flags and the choice of the experiment folder `experiments/<name>.exp` at
-start-up (numbered when an earlier run holds it); the
-Experiment callback creates that folder and writes the run's files into it (`<name>.cfg` is
+`--replace_experiment` flags and applies, at start-up, the rule of `experiment_folder` (the one
+home of when a re-run continues and when it starts a numbered folder); the Experiment callback
+applies the same rule, creates the folder and writes the run's files into it (`<name>.cfg` is
 `to_yaml` of these configs).
 """
 
@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from ..progress import add_console
 from .base import BaseConfigs, logger
+from .experiment_folder import choose_experiment_folder, free_experiment_folder
 from .files import Reader, load_config_file, read_yaml
 
 __all__ = ["EXPERIMENTS_DIR", "Configs", "free_experiment_folder"]
@@ -28,22 +29,18 @@ EXPERIMENTS_DIR = "experiments"
 _C = TypeVar("_C", bound="Configs")
 
 
-def free_experiment_folder(folder: str) -> str:
-    """`folder` (an `<stem>.exp` path) if it is free (missing or empty), else the first free `<stem>-2.exp`, `<stem>-3.exp`, ...
-
-    Running a script again keeps its earlier runs: the new one goes to the next numbered folder.
-    """
-
-    def free(path: str) -> bool:
-        return not os.path.exists(path) or (os.path.isdir(path) and not os.listdir(path))
-
-    if free(folder):
-        return folder
-    stem = folder[: -len(".exp")] if folder.endswith(".exp") else folder
-    number = 2
-    while not free(f"{stem}-{number}.exp"):
-        number += 1
-    return f"{stem}-{number}.exp"
+def _folder_message(named: str, folder: str, resume: bool) -> str:
+    """The line logged when a run continues an unfinished one or moves to a numbered folder."""
+    if resume:
+        held = f"The experiment folder '{named}' holds a finished run, so this" if folder != named else "This"
+        return (
+            f"{held} run continues the unfinished run in '{folder}' from its last checkpoint "
+            "(`--replace_experiment` starts it anew instead)"
+        )
+    return (
+        f"The experiment folder '{named}' holds an earlier run, so this run is kept in '{folder}' (pass "
+        "`--resume_experiment` to continue the earlier run, or `--replace_experiment` to replace it)"
+    )
 
 
 def terminal_arguments(arguments: tuple[str | Sequence[str], ...]) -> list[str] | None:
@@ -61,10 +58,13 @@ class Configs(BaseConfigs, abc.ABC):
         experiment: The experiment name, normalised to end in `.exp` (`-exp/--experiment`).
         comments: Free text logged with the settings (`--comments`).
         replace_experiment: Delete an existing experiment folder of the same name at start-up
-            (`--replace_experiment`); without it or `resume_experiment`, a run whose folder is taken
-            goes to the next numbered one (`<name>-2.exp`, ...), logged.
-        resume_experiment: Keep an existing experiment folder, to continue its run from its last
-            checkpoint (`--resume_experiment`; pass it on as `Experiment(..., resume=True)`).
+            (`--replace_experiment`).
+        resume_experiment: Continue the experiment's run from its last checkpoint (`--resume_experiment`,
+            also to train a finished run for more epochs; pass it on as `Experiment(..., resume=...)`).
+            Without either flag the same command run again continues an unfinished run (stopped by a
+            signal, a crash or a kill: `resume_experiment` is then set True and logged), and after a
+            finished run goes to the next numbered folder (`<name>-2.exp`, ...), logged; see
+            `torchmanager_core.configs.experiment_folder`.
     """
 
     comments: str | None = None
@@ -190,23 +190,22 @@ class Configs(BaseConfigs, abc.ABC):
         return os.path.join(EXPERIMENTS_DIR, self.experiment)
 
     def _start_experiment(self, show_summary: bool) -> None:
-        # Under torchrun every process parses the configs, before any process group exists:
-        # only the launch's rank 0 (the RANK variable) checks the folder and logs; the Experiment
-        # callback makes the other processes follow its folder when training starts.
-        if os.environ.get("RANK", "0") != "0":
-            return
-        if os.path.exists(self.experiment_dir) and not self.resume_experiment:
-            if self.replace_experiment:
+        # Under torchrun every process parses the configs, before any process group exists. Each one
+        # applies the folder rule (it only reads the disk, so they agree); only the launch's rank 0
+        # (the RANK variable) deletes a replaced folder and logs.
+        main = os.environ.get("RANK", "0") == "0"
+        if self.replace_experiment:
+            if main and os.path.exists(self.experiment_dir):
                 shutil.rmtree(self.experiment_dir)
-            else:
-                taken, folder = self.experiment_dir, free_experiment_folder(self.experiment_dir)
-                self.experiment = os.path.relpath(folder, EXPERIMENTS_DIR)
+        elif not self.resume_experiment:
+            named = self.experiment_dir
+            folder, resume = choose_experiment_folder(named, "auto")
+            self.experiment = os.path.relpath(folder, EXPERIMENTS_DIR)
+            self.resume_experiment = resume
+            if main and (resume or folder != named):
                 add_console()
-                logger.info(
-                    f"The experiment folder '{taken}' holds an earlier run, so this run is kept in '{folder}' "
-                    "(pass `--resume_experiment` to continue the earlier run, or `--replace_experiment` to replace it)"
-                )
-        if show_summary:
+                logger.info(_folder_message(named, folder, resume))
+        if show_summary and main:
             self._show_summary()
 
     def _show_summary(self) -> None:
