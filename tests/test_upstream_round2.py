@@ -280,10 +280,10 @@ def manager_of(cls: type[torchmanager.Manager] = torchmanager.Manager, **kwargs:
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param("scaler", marks=needs("`Manager.scaler` assignable by a subclass (its own value, read back)")),
-        pytest.param("device", marks=needs("`Manager.device` assignable by a subclass")),
-        pytest.param("history", marks=needs("`Manager.history` assignable by a subclass")),
-        pytest.param("precision", marks=needs("`Manager.precision` assignable by a subclass")),
+        pytest.param("scaler"),
+        pytest.param("device"),
+        pytest.param("history"),
+        pytest.param("precision"),
     ],
 )
 def test_a_manager_subclass_assigns_names_1_5_left_free(name: str) -> None:
@@ -300,7 +300,6 @@ def test_a_manager_subclass_assigns_names_1_5_left_free(name: str) -> None:
     fit_and_compare(manager, manager.raw_model, classification())
 
 
-@needs("`Manager.loss_dict` settable as in 1.5 (the dict's losses summed, each reported as `<name>_loss`)")
 def test_loss_dict_is_settable_as_in_1_5() -> None:
     manager = manager_of()
     manager.loss_dict = {"ce": losses.CrossEntropy(), "half": losses.CrossEntropy(weight=0.5)}  # type: ignore[misc]
@@ -310,7 +309,6 @@ def test_loss_dict_is_settable_as_in_1_5() -> None:
     assert result == pytest.approx({"loss": 1.5 * ce, "ce_loss": ce, "half_loss": 0.5 * ce}, rel=1e-5)
 
 
-@needs("`Manager.current_batch` (the index of the batch in progress, as 1.5's `_train` set it)")
 def test_a_callback_reads_current_batch_as_in_1_5() -> None:
     seen: list[int] = []
     manager = manager_of()
@@ -471,7 +469,6 @@ class EMAOptimizer(torch.optim.Optimizer):
         self.ema = state_dict["ema"]
 
 
-@needs("`optimizer.zero_grad()` as 1.5 called it (or a fallback to it) and updates counted without optimizer hooks")
 def test_an_ema_optimizer_wrapper_trains_as_with_1_5() -> None:
     model = linear()
     ema = EMAOptimizer(torch.optim.SGD(model.parameters(), lr=0.1))
@@ -512,9 +509,6 @@ class WarmupScheduler:
         return [group["lr"] for group in self.optimizer.param_groups]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs `LrScheduler` to take any object with `step()` and `get_last_lr()`, as 1.5's did"
-)
 def test_lr_scheduler_steps_a_schedule_that_is_not_a_torch_scheduler() -> None:
     manager = manager_of()
     assert manager.optimizer is not None
@@ -562,7 +556,6 @@ class PlainMetric:
         return self.train(False)
 
 
-@needs("`to(device)`, `train()` and `eval()` called on stateful metrics that are not modules, as 1.5 called them")
 def test_a_plain_metric_is_moved_and_put_in_eval_mode_as_1_5_did() -> None:
     metric = PlainMetric()
     manager = manager_of(metrics={"acc": metric})
@@ -580,7 +573,6 @@ def accuracy_metric() -> metrics.Metric:
     return metrics.SparseCategoricalAccuracy(dim=1)
 
 
-@needs("evaluation summaries that report a metric `val_x` as `x` (1.5's `test()` and `val_summary`)")
 def test_test_reports_val_metrics_without_their_prefix_as_1_5() -> None:
     batches = classification()
     manager = manager_of(metrics={"val_acc": accuracy_metric()})
@@ -590,7 +582,6 @@ def test_test_reports_val_metrics_without_their_prefix_as_1_5() -> None:
     assert result["acc"] == pytest.approx(float((manager.raw_model(x).argmax(1) == y).float().mean()))
 
 
-@needs("evaluation summaries that report a metric `val_x` as `x` (1.5's `test()` and `val_summary`)")
 def test_the_val_summary_a_callback_gets_names_val_metrics_without_their_prefix() -> None:
     got: list[tuple[set[str], set[str]]] = []
 
@@ -606,7 +597,6 @@ def test_the_val_summary_a_callback_gets_names_val_metrics_without_their_prefix(
     assert {"val_loss", "val_acc", "val_top"} <= set(merged) and "val_val_top" not in merged
 
 
-@needs("a dict `loss_fn` that the manager holds as one callable loss (1.5 made a `MultiLosses` of it)")
 def test_a_client_test_step_calls_the_dict_loss_fn_as_in_1_5() -> None:
     class Client(torchmanager.Manager):  # type: ignore[misc]
         def test_step(self, x_test: Any, y_test: Any) -> dict[str, Any]:
@@ -620,7 +610,6 @@ def test_a_client_test_step_calls_the_dict_loss_fn_as_in_1_5() -> None:
     assert total == pytest.approx(1.5 * cross_entropy_of(manager.raw_model, batches), rel=1e-5)
 
 
-@needs("`unpack_data` taking the first two items of longer batches and the first two values of dicts, as 1.5")
 @pytest.mark.parametrize("layout", ["triple", "dict"])
 def test_batches_with_more_than_input_and_label_unpack_as_in_1_5(layout: str) -> None:
     batches = classification()
@@ -633,7 +622,6 @@ def test_batches_with_more_than_input_and_label_unpack_as_in_1_5(layout: str) ->
     assert result["loss"] == pytest.approx(cross_entropy_of(manager.raw_model, batches), rel=1e-5)
 
 
-@needs("the epoch's learning rate (`lr`) reported only under a name no metric reports")
 def test_a_metric_named_lr_keeps_its_value_in_the_epoch_summary() -> None:
     """1.5 put no learning rate in summaries, so a metric `lr` was reported as itself; here the rate overwrote it."""
     batches = classification()
@@ -651,7 +639,6 @@ def test_a_metric_named_lr_keeps_its_value_in_the_epoch_summary() -> None:
     assert summary["lr"] == pytest.approx(hits / sum(len(y) for _, y in batches))
 
 
-@needs("`loss_dict` listing the losses given as metrics too, as 1.5's did")
 def test_loss_dict_lists_the_losses_given_as_metrics() -> None:
     ce = losses.CrossEntropy()
     manager = manager_of(metrics={"ce": ce, "acc": accuracy_metric()})

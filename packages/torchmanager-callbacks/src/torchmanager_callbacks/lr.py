@@ -26,7 +26,8 @@ class LrScheduler(FrequencyCallback):
     is one), which upstream could not do.
 
     Args:
-        scheduler: A torch scheduler, `ReduceLROnPlateau` included.
+        scheduler: A torch scheduler, `ReduceLROnPlateau` included, or an object with `step()` and
+            `get_last_lr()` (upstream 1.5's schedules).
         freq: `Frequency.EPOCH` (after each epoch) or `Frequency.BATCH` (after each optimizer update);
             `ReduceLROnPlateau` needs `Frequency.EPOCH`.
         name: The tag of the learning rate for `tf_board_writer`.
@@ -41,16 +42,18 @@ class LrScheduler(FrequencyCallback):
 
     def __init__(
         self,
-        scheduler: LRScheduler | ReduceLROnPlateau,
+        scheduler: LRScheduler | ReduceLROnPlateau | Any,
         freq: Frequency = Frequency.EPOCH,
         name: str = "lr",
         tf_board_writer: SummaryWritable | None = None,
         *,
         monitor: str | None = None,
     ) -> None:
-        if not isinstance(scheduler, (LRScheduler, ReduceLROnPlateau)):
+        schedule_like = callable(getattr(scheduler, "step", None)) and callable(getattr(scheduler, "get_last_lr", None))
+        if not isinstance(scheduler, (LRScheduler, ReduceLROnPlateau)) and not schedule_like:
             raise TypeError(
-                "`scheduler` must be a torch.optim.lr_scheduler scheduler (LRScheduler or ReduceLROnPlateau). "
+                "`scheduler` must be a torch.optim.lr_scheduler scheduler (LRScheduler or ReduceLROnPlateau), or an "
+                "object with `step()` and `get_last_lr()` as upstream 1.5 took. "
                 f"Received: scheduler={type(scheduler).__name__}"
             )
         check_frequency(freq, (Frequency.EPOCH, Frequency.BATCH))
@@ -81,7 +84,9 @@ class LrScheduler(FrequencyCallback):
 
     def learning_rates(self) -> dict[str, float]:
         """The current learning rate of each parameter group: `name`, or `name_0`, `name_1`, ..."""
-        rates = [float(group["lr"]) for group in self._scheduler.optimizer.param_groups]
+        optimizer = getattr(self._scheduler, "optimizer", None)
+        groups = getattr(optimizer, "param_groups", None)
+        rates = [float(group["lr"]) for group in groups] if groups is not None else list(self._scheduler.get_last_lr())
         if len(rates) == 1:
             return {self._name: rates[0]}
         return {f"{self._name}_{i}": rate for i, rate in enumerate(rates)}
@@ -90,7 +95,7 @@ class LrScheduler(FrequencyCallback):
         if self._monitor is not None:
             self._scheduler.step(self._monitor.read(summary or {}, val_summary))  # type: ignore[arg-type]
         else:
-            self._scheduler.step()
+            self._scheduler.step()  # type: ignore[call-arg]  # not a plateau scheduler here
 
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
@@ -104,11 +109,18 @@ class LrScheduler(FrequencyCallback):
         put_state(
             checkpoint,
             self,
-            {"current_step": self.current_step, "scheduler": self._scheduler.state_dict()},
+            {"current_step": self.current_step, "scheduler": _scheduler_state(self._scheduler)},
         )
 
     def on_load_checkpoint(self, checkpoint: Mapping[str, Any]) -> None:
         state = get_state(checkpoint, self)
         if state is not None:
             self.current_step = int(state["current_step"])
-            self._scheduler.load_state_dict(dict(state["scheduler"]))
+            if state["scheduler"] is not None and callable(getattr(self._scheduler, "load_state_dict", None)):
+                self._scheduler.load_state_dict(dict(state["scheduler"]))
+
+
+def _scheduler_state(scheduler: Any) -> dict[str, Any] | None:
+    """A scheduler's `state_dict()`, or None for a schedule of the user's without one (upstream's took any)."""
+    state_dict = getattr(scheduler, "state_dict", None)
+    return dict(state_dict()) if callable(state_dict) else None

@@ -18,7 +18,7 @@ from .errors import LossError, MetricError, describe
 from .protocols import has_state, read_result
 from .tracking import VAL_PREFIX, MeanTracker, count_samples, summable
 
-__all__ = ["CompiledLoss", "CompiledMetrics", "check_loss_fn", "check_metrics"]
+__all__ = ["CompiledLoss", "CompiledMetrics", "LossDict", "check_loss_fn", "check_metrics"]
 
 
 def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
@@ -38,11 +38,20 @@ def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..
                     "`loss_fn` as a dict must map str names to callables `fn(y, label) -> scalar tensor`. "
                     f"Received: loss_fn[{name!r}]={fn!r}"
                 )
-        return dict(loss_fn)
+        return LossDict(loss_fn)
     raise TypeError(
         "`loss_fn` must be a loss (a callable `fn(y, label) -> scalar tensor`, such as "
         f"torchmanager.losses.CrossEntropy()), a dict of them, or None. Received: loss_fn={loss_fn!r}"
     )
+
+
+class LossDict(dict[str, Callable[..., Any]]):
+    """A dict of named losses that is also their sum: `loss_fn(y, label)` adds the parts (each applies its own
+    `weight` and `target`), as upstream 1.5's `MultiLosses` made of a dict did, so a step of the user's can call it."""
+
+    def __call__(self, y: Any, label: Any) -> torch.Tensor:
+        values = [summable(fn(y, label)) for fn in self.values()]
+        return sum(values[1:], values[0])
 
 
 def check_summary_names(loss_fn: object, metrics: Mapping[str, Any]) -> None:

@@ -146,7 +146,16 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
 
     @property
     def device(self) -> torch.device:
-        """The device the current run uses (the CPU between runs)."""
+        """The device the current run uses (the CPU between runs); a subclass may assign its own value (upstream
+        1.5 left the name free), which the loop does not read."""
+        return self.__dict__.get("_user_device") or self._run_device
+
+    @device.setter
+    def device(self, device: Any) -> None:
+        self.__dict__["_user_device"] = device
+
+    @property
+    def _run_device(self) -> torch.device:
         return self._strategy.device if self._strategy is not None else torch.device("cpu")
 
     @property
@@ -171,11 +180,15 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     # -- extension points ----------------------------------------------------------------------
 
     def unpack_data(self, data: Any) -> tuple[Any, Any]:
-        """Split one batch into `(input, label)`; override it for other batch layouts."""
-        if isinstance(data, (tuple, list)) and len(data) == 2:
+        """Split one batch into `(input, label)`: a pair's items, a longer tuple's first two, a dict's first two values."""
+        if isinstance(data, (tuple, list)) and len(data) >= 2:  # upstream took the first two of longer batches
             return data[0], data[1]
+        if isinstance(data, Mapping) and len(data) >= 2:  # and a dict's first two values
+            x, y, *_ = data.values()
+            return x, y
         raise TypeError(
-            "A batch must be a pair `(x, y)` of input and label; override `unpack_data` for other layouts. "
+            "A batch must hold an input and a label: a pair `(x, y)` (more items are left out), or a dict whose "
+            "first two values are they; override `unpack_data` for other layouts. "
             f"Received: batch of {describe(data) if not isinstance(data, (tuple, list)) else f'{len(data)} items'}"
         )
 
@@ -289,8 +302,9 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     def to(self, device: torch.device) -> None:
         """Move the model, losses, metrics and optimizer state to `device`."""
         self.model.to(device)
-        for module in self._stream_modules():
-            module.to(device)
+        for fn in self._stream_objects():
+            if isinstance(fn, torch.nn.Module) or callable(getattr(fn, "to", None)):
+                fn.to(device)  # a stateful metric that is not a module too, as upstream's loop moved it
         move_optimizer_state(self.optimizer, device)
 
     def reset_metrics(self) -> None:
@@ -422,11 +436,15 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         options = (self._strategy_option, self._precision, self._compile)
         return placed(self, *options, device, devices, use_multi_gpus, empty_cache=empty_cache)
 
+    def _stream_objects(self) -> Iterator[Any]:
+        """Every loss and metric."""
+        if self.compiled_losses is not None:
+            yield from self.compiled_losses.fns.values()
+        yield from self.compiled_metrics.fns.values()
+
     def _stream_modules(self) -> Iterator[torch.nn.Module]:
         """The losses and metrics that are modules (moved with the model, put in eval mode with it)."""
-        if self.compiled_losses is not None:
-            yield from self.compiled_losses.modules()
-        yield from self.compiled_metrics.modules()
+        return (fn for fn in self._stream_objects() if isinstance(fn, torch.nn.Module))
 
     def _sync_streams(self) -> None:
         """Follow changes made to the `metric_fns` or `loss_fn` dicts in place (once per pass, never per step)."""

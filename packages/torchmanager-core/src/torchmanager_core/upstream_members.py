@@ -87,12 +87,21 @@ class UpstreamMembers:
 
     @property
     def loss_dict(self: _Manager) -> dict[str, Callable[..., Any]]:
-        """The losses by summary name: {"loss": loss_fn} for one loss, {"<name>_loss": ...} for a dict."""
-        if self._loss_fn is None:
-            return {}
+        """The losses by summary name: {"loss": loss_fn} for one loss, {"<name>_loss": ...} for a dict, and the
+        losses given as metrics (each reported as `<name>_loss`), as upstream's listed them."""
+        losses: dict[str, Callable[..., Any]] = {}
         if isinstance(self._loss_fn, dict):
-            return {f"{name}_loss": fn for name, fn in self._loss_fn.items()}
-        return {"loss": self._loss_fn}
+            losses = {f"{name}_loss": fn for name, fn in self._loss_fn.items()}
+        elif self._loss_fn is not None:
+            losses = {"loss": self._loss_fn}
+        losses.update((name, fn) for name, fn in self._metric_fns.items() if name.endswith("_loss"))
+        return losses
+
+    @loss_dict.setter
+    def loss_dict(self: _Manager, losses: Mapping[str, Callable[..., Any]]) -> None:
+        """Set the losses as a dict summed (upstream's setter): `<name>_loss` keys report as themselves."""
+        manager: Any = self  # the manager's `loss_fn` setter checks and compiles the dict
+        manager.loss_fn = {name.removesuffix("_loss") or name: fn for name, fn in losses.items()}
 
     @property
     def summary(self: _Manager) -> dict[str, float]:

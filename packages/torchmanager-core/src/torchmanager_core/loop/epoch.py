@@ -120,9 +120,11 @@ def run_pass(
     budget_end = -1 if left is None else index + left  # the batch index the budget ends before
     done, last = 0, False
     convert = manager._precision.convert_input if manager._precision.converts_input else None
-    for x, y, last in batches(data, unpacker(manager, data), manager.device, convert, skip=skip, after_skip=after_skip):
+    for x, y, last in batches(
+        data, unpacker(manager, data), manager._run_device, convert, skip=skip, after_skip=after_skip
+    ):
         if training:
-            run.last_batch = last or index + 1 == budget_end
+            run.current_batch, run.last_batch = index, last or index + 1 == budget_end
         if start:
             dispatch(spec.start_hook, index)
         summary = step(x, y)
@@ -205,7 +207,7 @@ def evaluate(
     progress = EpochProgress(batches_in(share), description, show_verbose and distributed.is_main_process())
     spec = _Pass(False, plan.test_step, values, "on_test_batch_start", "on_test_batch_end")
     done = run_pass(manager, plan, dispatch, share, spec, progress)
-    if not evaluation_shards.join(values, done > 0, manager.device):
+    if not evaluation_shards.join(values, done > 0, manager._run_device):
         progress.close()
         what, name = ("to validate on", "val_dataset") if description == "Validation" else ("to test on", "dataset")
         raise ValueError(

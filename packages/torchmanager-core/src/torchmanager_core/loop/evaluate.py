@@ -19,8 +19,9 @@ from ..callbacks import Callback, CallbackList
 from ..epoch_values import running
 from ..modes import evaluating
 from ..progress import EpochProgress
-from ..run_log import log_test_result
 from ..random import capture_rng_state, restore_rng_state
+from ..run_log import log_test_result
+from ..tracking import VAL_PREFIX
 from .dispatch import Dispatch
 from .epoch import DataSource, batches, batches_in, evaluate
 from .plan import plan_evaluation
@@ -44,10 +45,20 @@ def evaluation(manager: ManagerLike) -> Iterator[None]:
     or without validation, or a `test()` from a callback, training draws the same numbers.
     """
     random_state = capture_rng_state() if manager._run.active else None
+    plain = [
+        fn
+        for fn in manager._stream_objects()
+        if not isinstance(fn, torch.nn.Module) and callable(getattr(fn, "eval", None))
+    ]
+    for fn in plain:
+        fn.eval()  # a stateful metric that is not a module, as upstream's loop called it
     with evaluating([manager.raw_model, *manager._stream_modules()]), strategy.evaluated(manager), torch.no_grad():
         try:
             yield
         finally:
+            for fn in plain:
+                if callable(getattr(fn, "train", None)):
+                    fn.train()
             if random_state is not None:
                 restore_rng_state(random_state)
 
@@ -67,11 +78,21 @@ def test(
     manager._sync_streams()
     manager._last_values = manager._evaluation
     with running(manager._passes, manager._evaluation), evaluation(manager):
-        summary = evaluate(manager, plan, dispatch, dataset, description, show_verbose)
+        summary = _unprefixed(manager, evaluate(manager, plan, dispatch, dataset, description, show_verbose))
     dispatch("on_test_end", summary)
     if description == "Test":
         log_test_result(summary)
     return summary
+
+
+def _unprefixed(manager: ManagerLike, summary: dict[str, float]) -> dict[str, float]:
+    """An evaluation's summary as upstream 1.5 named it: a metric `val_x` (which runs only when evaluating) as `x`.
+
+    Unambiguous: a metric `x` beside `val_x` is refused when the manager is made. Validation's values are
+    prefixed `val_` once when merged into an epoch's summary, so they read `val_x` there.
+    """
+    fns = manager.compiled_metrics.fns
+    return {name.removeprefix(VAL_PREFIX) if name in fns else name: value for name, value in summary.items()}
 
 
 def predict(manager: ManagerLike, dataset: DataSource, show_verbose: bool) -> list[Any]:
@@ -85,7 +106,7 @@ def predict(manager: ManagerLike, dataset: DataSource, show_verbose: bool) -> li
     progress = EpochProgress(batches_in(share), "Predict", show_verbose and distributed.is_main_process())
     with evaluation(manager):
         convert = manager._precision.convert_input if manager._precision.converts_input else None
-        for x, _, _ in batches(share, _input_only, manager.device, convert):
+        for x, _, _ in batches(share, _input_only, manager._run_device, convert):
             y, _ = manager.forward(x)
             outputs.append(devices.move_to_device(y.detach() if isinstance(y, torch.Tensor) else y, devices.CPU))
             progress.step(dict)  # no values to show: just advance

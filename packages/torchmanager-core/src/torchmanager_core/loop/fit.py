@@ -107,12 +107,14 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
     run, optimizer = manager._run, manager.optimizer
     assert optimizer is not None  # checked
     with preemption.deferred_signals(run) as deferred:
-        manager._plan, manager._dispatch = plan_fit(manager, dispatch.callbacks, deferred), dispatch
-        counting = optimizer.register_step_post_hook(lambda *_: _count_update(run))
+        counting = _count_updates(optimizer, run)
+        manager._plan = plan_fit(manager, dispatch.callbacks, deferred, updates_hooked=counting is not None)
+        manager._dispatch = dispatch
         try:
             yield
         finally:
-            counting.remove()
+            if counting is not None:
+                counting.remove()
             dispatch.close_progress()
             if manager._strategy is not None:
                 manager._strategy.broadcast_buffers(
@@ -125,8 +127,18 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
                 manager._dispatch = None
 
 
-def _count_update(run: Any) -> None:
-    run.global_step += 1
+def _count_updates(optimizer: torch.optim.Optimizer, run: Any) -> Any:
+    """Count each optimizer update the optimizer really applies (a step the grad scaler skips calls no step): a hook
+    on it, or on the optimizer a wrapper holds as `.optimizer` (an EMA wrapper that never ran `Optimizer.__init__`);
+    None when neither has hooks."""
+
+    def count(*_: Any) -> None:
+        run.global_step += 1
+
+    for candidate in (optimizer, getattr(optimizer, "optimizer", None)):
+        if isinstance(getattr(candidate, "_optimizer_step_post_hooks", None), dict):
+            return candidate.register_step_post_hook(count)  # type: ignore[union-attr]
+    return None  # no hook anywhere: the plan has `optimize` count each step it calls
 
 
 def _prepare(
@@ -152,8 +164,13 @@ def _log_start(manager: ManagerLike, data: DataSource, iterations: int | None) -
     options = {key: value for key, value in checkpointing.options(manager).items() if key != "precision"}
     total = run.total_epochs if iterations is None else None
     log_run_start(
-        manager.raw_model, manager.device, manager._precision_option, options=options, epoch=run.epoch,
-        total_epochs=total, step=run.batch,
+        manager.raw_model,
+        manager._run_device,
+        manager._precision_option,
+        options=options,
+        epoch=run.epoch,
+        total_epochs=total,
+        step=run.batch,
     )
     processes, accumulate = distributed.get_world_size(), manager.accumulate_grad_batches
     log_batches(batch_size_of(data), batches_in(data), processes=processes, accumulate=accumulate, total_epochs=total)
@@ -181,7 +198,7 @@ def _train_epoch(
         summary = manager._train(
             data,
             iterations=run.budget_left,
-            device=manager.device,
+            device=manager._run_device,
             use_multi_gpus=use_multi_gpus,
             callbacks_list=dispatch.callbacks,
             show_verbose=show_verbose,
@@ -216,7 +233,7 @@ def _end_epoch(
     run = manager._run
     epoch = run.epoch
     assert manager.optimizer is not None
-    summary.update(learning_rates(manager.optimizer))
+    summary.update((name, rate) for name, rate in learning_rates(manager.optimizer).items() if name not in summary)
     run.end_epoch()  # the epoch is done: a checkpoint written now resumes at the next one
     dispatch.check_loss(epoch, summary)
     merged = merge_summaries(summary, val_summary)

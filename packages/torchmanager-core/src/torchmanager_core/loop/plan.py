@@ -53,7 +53,8 @@ class Plan:
         plain_backward: Whether a backward is `loss.backward()` as it is (no window to divide by, no
             scaling, no gradient sync to hold back).
         plain_update: Whether an update is `optimizer.step()` then `zero_grad()` (no window, no
-            clipping, a precision that steps the optimizer as it is).
+            clipping, a precision that steps the optimizer as it is, an optimizer hook counting it).
+        counts_updates: Whether `optimize` counts the updates itself (an optimizer without step hooks).
     """
 
     train_step: Step
@@ -66,10 +67,14 @@ class Plan:
     clip_value: float | None
     plain_backward: bool = False
     plain_update: bool = False
+    counts_updates: bool = False
 
 
-def plan_fit(manager: ManagerLike, callbacks: CallbackList, signals_deferred: bool) -> Plan:
-    """The plan of a `fit` of `manager` with `callbacks` (`signals_deferred`: preemption signals are noted)."""
+def plan_fit(
+    manager: ManagerLike, callbacks: CallbackList, signals_deferred: bool, updates_hooked: bool = True
+) -> Plan:
+    """The plan of a `fit` of `manager` with `callbacks` (`signals_deferred`: preemption signals are noted;
+    `updates_hooked`: an optimizer hook counts the updates, else `optimize` counts each step it calls)."""
     custom_step = not is_default(manager, "train_step")
     reads_values = custom_step or callbacks.reads_batch_summary or not is_default(manager, "eval")
     mid_epoch_stop = (
@@ -90,7 +95,8 @@ def plan_fit(manager: ManagerLike, callbacks: CallbackList, signals_deferred: bo
         clip_norm=manager.clip_grad_norm,
         clip_value=manager.clip_grad_value,
         plain_backward=accumulate == 1 and not precision.scales_loss,
-        plain_update=accumulate == 1 and not clipping and precision.plain_step,
+        plain_update=accumulate == 1 and not clipping and precision.plain_step and updates_hooked,
+        counts_updates=not updates_hooked,
     )
 
 

@@ -111,6 +111,7 @@ class Run:
         total_epochs: The epochs the current `fit` trains in all.
         budget: The batches the current `fit` trains in all (`iterations`), or None.
         steps_in_epoch: Batches in the epoch in progress when known beforehand, else None.
+        current_batch: The index of the batch in progress (or the last one trained, between batches).
         last_batch: Whether the batch being trained is the last this pass trains (its data's last,
             known by looking one batch ahead, or the budget's last).
         epoch_complete: Whether the epoch's data ran out (its last batch was trained): only then does it end.
@@ -139,6 +140,7 @@ class Run:
     total_epochs: int = 0
     budget: int | None = None
     steps_in_epoch: int | None = None
+    current_batch: int = 0
     last_batch: bool = False
     epoch_complete: bool = False
     epoch_rng: RandomSnapshot | None = None
@@ -331,9 +333,20 @@ class RunPosition:
         """Each epoch's summary, `history[i]` for epoch i + 1; `history.history["loss"]` is one value's list (Keras).
 
         Validation values are prefixed "val_". A `fit` that continues the run (a later call, a resume
-        from a checkpoint) keeps the earlier epochs; `initial_epoch=0` starts a new history.
+        from a checkpoint) keeps the earlier epochs; `initial_epoch=0` starts a new history. A subclass may
+        assign its own value (upstream 1.5 left the name free); the run keeps its own.
         """
-        return self._run.history
+        user: Any = self.__dict__.get("_user_history")
+        return user if user is not None else self._run.history
+
+    @history.setter
+    def history(self, history: Any) -> None:
+        self.__dict__["_user_history"] = history
+
+    @property
+    def current_batch(self) -> int:
+        """The index, within its epoch, of the batch in progress (upstream 1.5's name; read it from a batch hook)."""
+        return self._run.current_batch
 
     @property
     def saved_checkpoints(self) -> list[str]:

@@ -61,6 +61,8 @@ def optimize(manager: ManagerLike) -> None:
         _clip(manager, optimizer, plan.clip_norm, plan.clip_value)
     precision.step(optimizer)
     optimizer.zero_grad()
+    if plan.counts_updates:
+        run.global_step += 1
 
 
 def _clip(manager: ManagerLike, optimizer: torch.optim.Optimizer, norm: float | None, value: float | None) -> None:
