@@ -1,0 +1,173 @@
+"""Per-item randomness: each item's random draws come from a seed made of (seed, epoch, index).
+
+Who owns what: `ItemSeeds` holds the seed and the epoch in shared memory (so loader processes that
+live across epochs see a new epoch) and seeds the global generators (torch on the CPU, Python
+`random`, NumPy when it is imported) around one item; `SeededItems` wraps a map-style data set so
+that every item a `DataLoader` loads is drawn that way. `Dataset` builds its loader over one.
+
+Why: a loader's worker processes each seed the global generators once, and a worker's draws then
+depend on which items it loaded before. With a seed per item, an item's augmentation is the same
+whatever the number of workers or processes, and after a resume at any position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import random
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+__all__ = ["ItemSeeds", "SeededItems", "item_seed"]
+
+T = TypeVar("T")
+
+_MASK64 = (1 << 64) - 1
+
+
+def item_seed(seed: int, epoch: int, index: object) -> int:
+    """The 64-bit seed of the item at `index` in `epoch` (an int index, or any index by its `repr`).
+
+    A hash of the three values: nearby seeds, epochs or indices give unrelated streams.
+    """
+    try:
+        key = b"%d" % operator.index(index)  # type: ignore[arg-type]
+    except TypeError:
+        key = repr(index).encode()
+    digest = hashlib.blake2b(b"%d,%d," % (seed & _MASK64, epoch) + key, digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class ItemSeeds:
+    """The seed and epoch of per-item randomness, shared with loader processes.
+
+    Args:
+        seed: The run's item seed; None reads one when a pass starts: `generator.initial_seed()`
+            when `generator` is given, else `torch.initial_seed()` (what `torch.manual_seed` set).
+        generator: The data's own generator, whose initial seed stands for `seed`.
+
+    Raises:
+        TypeError: `seed` is not an int or None.
+    """
+
+    def __init__(self, seed: int | None = None, *, generator: torch.Generator | None = None) -> None:
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
+        self.seed = seed
+        self.generator = generator
+        self._shared = torch.zeros(2, dtype=torch.int64).share_memory_()  # seed (as int64 bits), epoch
+        self._epoch_given = True  # the first pass is epoch 0
+        self._write(0)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose items are drawn now."""
+        return int(self._shared[1])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next items as those of `epoch` (loader processes alive across epochs see it too)."""
+        self._epoch_given = True
+        self._write(epoch)
+
+    def start_pass(self) -> None:
+        """A pass begins: without a `set_epoch` since the last one, the next epoch's items are drawn."""
+        epoch = self.epoch if self._epoch_given else self.epoch + 1
+        self._epoch_given = False
+        self._write(epoch)
+
+    def _write(self, epoch: int) -> None:
+        if self.seed is not None:
+            seed = self.seed
+        elif self.generator is not None:
+            seed = self.generator.initial_seed()
+        else:
+            seed = torch.initial_seed()
+        seed &= _MASK64
+        self._shared[0] = seed - (1 << 64) if seed >= 1 << 63 else seed
+        self._shared[1] = epoch
+
+    @contextmanager
+    def drawing(self, index: object) -> Iterator[None]:
+        """In the body, torch's CPU generator, Python `random` and NumPy's global generator draw from
+        the item's own seed; their previous states are back afterwards."""
+        seed_bits, epoch = self._shared.tolist()
+        seed = item_seed(seed_bits, epoch, index)
+        torch_state = torch.get_rng_state()
+        python_state = random.getstate()
+        restore_numpy = _seed_numpy(seed)
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            torch.set_rng_state(torch_state)
+            random.setstate(python_state)
+            restore_numpy()
+
+
+class SeededItems(TorchDataset[T]):
+    """A map-style data set whose items draw their randomness from (seed, epoch, index).
+
+    Wrap a plain torch data set with it to get per-item randomness in a `DataLoader`, and call
+    `set_epoch(epoch)` before each epoch (the torchmanager loop does it for you):
+    `DataLoader(SeededItems(dataset, seed=0), batch_size=32, shuffle=True, num_workers=4)`.
+    Items read through `__getitems__` are read one by one instead, each with its own seed.
+
+    Args:
+        dataset: The map-style data set (`__getitem__` and `__len__`).
+        seed: As for `ItemSeeds`.
+        generator: As for `ItemSeeds`.
+    """
+
+    def __init__(
+        self, dataset: TorchDataset[T], seed: int | None = None, *, generator: torch.Generator | None = None
+    ) -> None:
+        self.dataset = dataset
+        self.seeds = ItemSeeds(seed, generator=generator)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next items as those of `epoch`."""
+        self.seeds.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> T:
+        with self.seeds.drawing(index):
+            return self.dataset[index]
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+
+def _seed_numpy(seed: int) -> Any:
+    """Seed NumPy's global generator for one item when NumPy is imported; returns what puts it back."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return _nothing
+    legacy_seed = seed & 0xFFFFFFFF  # `numpy.random.seed` takes 32 bits
+    if hasattr(numpy.random, "set_bit_generator"):  # NumPy 1.25 and later: swap generators, far cheaper than states
+        previous = numpy.random.get_bit_generator()
+        item = _item_numpy_state(numpy)
+        item.seed(legacy_seed)
+        numpy.random.set_bit_generator(item._bit_generator)
+        return lambda: numpy.random.set_bit_generator(previous)
+    state = numpy.random.get_state()
+    numpy.random.seed(legacy_seed)
+    return lambda: numpy.random.set_state(state)
+
+
+def _nothing() -> None:
+    return None
+
+
+_numpy_items: list[Any] = []
+
+
+def _item_numpy_state(numpy: Any) -> Any:
+    """The `RandomState` items draw from (reseeded for each item as `numpy.random.seed` would), made once."""
+    if not _numpy_items:
+        _numpy_items.append(numpy.random.RandomState())
+    return _numpy_items[0]
