@@ -23,7 +23,9 @@ N = 24
 
 def draws(index: int) -> torch.Tensor:
     """What an augmentation would draw: torch, Python and NumPy numbers, and the index."""
-    return torch.tensor([index, torch.rand(()).item(), random.random(), float(numpy.random.rand())], dtype=torch.float64)
+    return torch.tensor(
+        [index, torch.rand(()).item(), random.random(), float(numpy.random.rand())], dtype=torch.float64
+    )
 
 
 class Augmented(Dataset[torch.Tensor]):

@@ -60,7 +60,7 @@ class ItemSeeds:
             raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
         self.seed = seed
         self.generator = generator
-        self._shared = torch.zeros(2, dtype=torch.int64).share_memory_()  # seed (as int64 bits), epoch
+        self._shared = torch.zeros(2, dtype=torch.int64).share_memory_()  # type: ignore[no-untyped-call]  # seed bits, epoch
         self._epoch_given = True  # the first pass is epoch 0
         self._write(0)
 
