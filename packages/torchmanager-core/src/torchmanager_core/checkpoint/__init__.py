@@ -1,6 +1,7 @@
 """The checkpoint file format: a dict of state dicts and plain values that loads without running code.
 
-Owns the bytes on disk: `save` writes atomically (temporary file, fsync, `os.replace`), `load` reads
+Owns the bytes on disk: `save` writes atomically (temporary file, fsync, `os.replace`),
+`BackgroundWriter` does the same in a thread from a snapshot taken at once, `load` reads
 with `weights_only=True` unless the caller trusts the file, and `pack_model`/`unpack_model` store a
 model's structure without its weights. What goes into the payload (which state dicts, epoch, RNG
 states) is the managers' business. `upstream` reads files written by upstream torchmanager 1.5.
@@ -26,6 +27,7 @@ import torch
 from ..__about__ import __version__
 
 __all__ = [
+    "BackgroundWriter",
     "FORMAT",
     "FORMAT_VERSION",
     "CheckpointError",
@@ -115,6 +117,12 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
         CheckpointWriteError: Writing failed (disk full, quota, file size limit); the previous file at
             `path` is intact and no temporary file is left.
     """
+    record, path, folder = _prepare(payload, path)
+    _write(record, path, folder)
+
+
+def _prepare(payload: dict[str, Any], path: str | os.PathLike[str]) -> tuple[dict[str, Any], str, str]:
+    """(the record to write: `payload` with the format markers, the path, its folder), or `save`'s errors."""
     if not isinstance(payload, dict):
         raise TypeError(
             f"`payload` must be a dict of state dicts and plain values. Received: payload={type(payload).__name__}"
@@ -131,6 +139,11 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
             f"(os.makedirs(folder, exist_ok=True)). Received: path={path!r}"
         )
     record = {**payload, "format": FORMAT, "format_version": FORMAT_VERSION, "torchmanager_version": __version__}
+    return record, path, folder
+
+
+def _write(record: dict[str, Any], path: str, folder: str) -> None:
+    """Write `record` to a temporary file in `folder`, fsync it, and rename it to `path` (see `save`)."""
     started = time.time()
     try:
         fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
@@ -385,3 +398,6 @@ def unpack_model(
     _materialise(model, device)
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+from .background import BackgroundWriter  # noqa: E402  (it writes with `_write` above)

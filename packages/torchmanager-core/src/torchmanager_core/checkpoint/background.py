@@ -1,0 +1,152 @@
+"""Checkpoints written beside training: the snapshot is taken at the step, the write goes on in a thread.
+
+Who owns what: `BackgroundWriter` owns when a checkpoint file is written; the bytes on disk, and their
+atomicity (temporary file, fsync, rename), are `checkpoint.save`'s, which it calls from its thread.
+What goes into the payload, and when to save, are the loop's business.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from typing import Any
+
+import torch
+
+__all__ = ["BackgroundWriter"]
+
+_logger = logging.getLogger("torchmanager")
+_writers: weakref.WeakSet[BackgroundWriter] = weakref.WeakSet()
+
+
+class BackgroundWriter:
+    """Writes checkpoints with `checkpoint.save`'s guarantees, one at a time, in a background thread.
+
+    `submit(payload, path)` checks the payload and the folder (raising at once, as `save` would),
+    copies every tensor to host memory (so training may change the originals as soon as it returns),
+    waits for the previous write and starts this one. An error of a write reaches the caller at the
+    next `submit`, `wait` or `close`. A process that exits waits for the write in progress (its
+    thread is not a daemon) and logs an error that nobody read; a kill during a write leaves the
+    previous file at `path` intact, as with `save`.
+
+    Use it as a context manager, or call `close()` when done.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        _writers.add(self)
+
+    @property
+    def pending(self) -> bool:
+        """Whether a write is in progress."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
+        """Snapshot `payload` now and write it to `path` in the background, after the previous write.
+
+        Raises:
+            TypeError, CheckpointError: As `checkpoint.save`, for this payload (nothing is written).
+            CheckpointError: The previous write failed (this one was started all the same).
+        """
+        from . import _prepare
+
+        record, target, folder = _prepare(payload, path)
+        snapshot, copied = _host_copy(record, {}), _copies_done()
+        self._join()
+        previous, self._error = self._error, None
+        self._thread = threading.Thread(
+            target=self._run, args=(snapshot, target, folder, copied), name="torchmanager-checkpoint", daemon=False
+        )
+        self._thread.start()
+        if previous is not None:
+            raise previous
+
+    def wait(self) -> None:
+        """Wait for the write in progress; raise its error, if it failed."""
+        self._join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Wait for the write in progress (see `wait`)."""
+        self.wait()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[0] is None:
+            self.close()
+        else:
+            self._join()  # an error already propagates: this one is logged rather than hiding it
+            self._log_unread()
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self, record: dict[str, Any], path: str, folder: str, copied: torch.cuda.Event | None) -> None:
+        from . import _write
+
+        try:
+            if copied is not None:
+                copied.synchronize()  # the copies from the device are in host memory
+            _write(record, path, folder)
+        except BaseException as error:
+            self._error = error
+
+    def _log_unread(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            _logger.error("A checkpoint written in the background failed and nobody waited for it: %s", error)
+
+
+def _host_copy(value: Any, memo: dict[int, Any]) -> Any:
+    """`value` with every tensor copied to host memory (a tensor seen twice is copied once, and stays shared)."""
+    if isinstance(value, torch.Tensor):
+        if id(value) not in memo:
+            memo[id(value)] = _tensor_copy(value)
+        return memo[id(value)]
+    if isinstance(value, dict):
+        return type(value)({key: _host_copy(item, memo) for key, item in value.items()})  # OrderedDict, Counter too
+    if isinstance(value, (list, tuple, set)):
+        return type(value)(_host_copy(item, memo) for item in value)
+    if isinstance(value, bytearray):
+        return bytearray(value)
+    return value  # immutable: numbers, str, bytes, None, torch.Size/dtype/device
+
+
+def _tensor_copy(tensor: torch.Tensor) -> torch.Tensor:
+    data = tensor.detach()
+    if data.device.type == "cuda":
+        copy = torch.empty_like(data, device="cpu", pin_memory=True).copy_(data, non_blocking=True)
+    elif data.device.type == "cpu":
+        copy = data.clone()
+    else:
+        copy = data.to("cpu")
+    if isinstance(tensor, torch.nn.Parameter):
+        return torch.nn.Parameter(copy, requires_grad=tensor.requires_grad)
+    return copy
+
+
+def _copies_done() -> torch.cuda.Event | None:
+    """An event the writer waits on before reading copies made without blocking from a CUDA device."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        return None
+    event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+    event.record()
+    return event
+
+
+@atexit.register
+def _report_unread_errors() -> None:
+    """At exit (after the writes' threads ended), log the error of a write that nobody waited for."""
+    for writer in list(_writers):
+        writer._join()
+        writer._log_unread()
