@@ -104,6 +104,43 @@ def test_a_resumed_pass_is_the_tail_of_a_full_pass_and_the_next_epoch_is_the_sam
             assert loaded[: len(expected)] == expected
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("kind", ["shuffle-generator", "shuffle-global", "batch-sampler"])
+def test_generators_put_back_after_the_first_resumed_batch_end_the_epoch_where_a_full_pass_does(
+    kind: str, workers: int
+) -> None:
+    """The loop's protocol: restore the epoch's start, resume, and once the first batch is drawn put every
+    generator back as the checkpoint saw it; a sampler's draws at the end of its order must come after."""
+    make = loaders(workers)[kind]
+    torch.manual_seed(123)
+    loader = make()
+    generator = loader.generator or loader.batch_sampler.sampler.generator  # type: ignore[union-attr]
+    start = [torch.get_rng_state()] + ([generator.get_state()] if generator is not None else [])
+    iterator = iter(loader)
+    full = [next(iterator) for _ in range(3)]  # a checkpoint after batch 2, the loop having looked ahead
+    saved = [torch.get_rng_state()] + ([generator.get_state()] if generator is not None else [])
+    full += list(iterator)
+    end = [torch.get_rng_state()] + ([generator.get_state()] if generator is not None else [])
+
+    def put(states: list[torch.Tensor]) -> None:
+        torch.set_rng_state(states[0])
+        if generator is not None:
+            generator.set_state(states[1])
+
+    put(start)
+    position = samples_done(loader, 2)
+    assert position is not None
+    resumed = resume_iterator(loader, position)
+    assert resumed is not None
+    batches = [next(resumed)]
+    put(saved)
+    batches += list(resumed)
+    for a, b in zip(batches, full[2:], strict=True):
+        assert_same(a, b)
+    for a, b in zip([torch.get_rng_state()] + ([generator.get_state()] if generator is not None else []), end):
+        assert torch.equal(a, b)
+
+
 def test_the_position_counts_samples_of_every_process() -> None:
     loader = DataLoader(Rows(), batch_size=4)
     assert samples_done(loader, 3) == 12

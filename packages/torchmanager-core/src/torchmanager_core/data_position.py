@@ -5,7 +5,8 @@ global: the number of samples of the epoch's order (every process's share togeth
 the same number on every process, so that a run saved by N processes can resume on M.
 `samples_done` turns the batches this process did into that number, `resume_iterator` continues a
 pass there: it draws the epoch's order exactly as a fresh pass would (the same generators, the same
-numbers taken from them), drops what is done, and loads only the rest, with the loader's own collate,
+numbers taken from them, at the same moments: a sampler's draws at the end of its order happen when
+the pass reaches it), drops what is done, and loads only the rest, with the loader's own collate,
 workers, pinning and `drop_last`. `set_epoch` tells a source's sampler and its per-item seeds the
 epoch. The loop decides when to use them; what has no indices (an `IterableDataset`, a list of
 batches, a generator) it replays, drawing and dropping what is done.
@@ -18,9 +19,10 @@ keeps its own `__iter__`. A batch sampler of another class is replayed.
 from __future__ import annotations
 
 import copy
+import itertools
 import operator
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,15 +106,11 @@ def resume_iterator(source: Iterable[Any], samples_done: int) -> Iterator[Any] |
     workers_generator.set_state(base_state)  # the new loader draws the same base seed for its workers
     if loader.batch_size is None and loader.batch_sampler is None:
         resumed = rebuilt_loader(
-            loader, batch_size=None, sampler=_Fixed(rest), generator=workers_generator, persistent_workers=False
+            loader, batch_size=None, sampler=rest, generator=workers_generator, persistent_workers=False
         )
     else:
-        batches = [rest[i : i + indexed.batch_size] for i in range(0, len(rest), indexed.batch_size)]
-        if indexed.drop_last and batches and len(batches[-1]) < indexed.batch_size:
-            batches.pop()
-        resumed = rebuilt_loader(
-            loader, batch_sampler=_Fixed(batches), generator=workers_generator, persistent_workers=False
-        )
+        batches = BatchSampler(rest, indexed.batch_size, indexed.drop_last)  # torch's, as the full pass batches
+        resumed = rebuilt_loader(loader, batch_sampler=batches, generator=workers_generator, persistent_workers=False)
     unpack = indexed.unpack
     return iter(resumed) if unpack is None else (unpack(batch) for batch in resumed)
 
@@ -171,12 +169,14 @@ def _world(sampler: object) -> int:
     return sampler.num_replicas if isinstance(sampler, DistributedSampler) else 1
 
 
-def _rest_of_order(sampler: Sampler[Any] | Iterable[Any], done: int) -> list[Any]:
+def _rest_of_order(sampler: Sampler[Any] | Iterable[Any], done: int) -> _Rest:
     """This process's indices after the global position `done`, drawn as a fresh pass draws them."""
     if not isinstance(sampler, DistributedSampler):
-        order = list(sampler)
-        _check_position(done, len(order))
-        return order[done:]
+        total = len(sampler)  # type: ignore[arg-type]
+        _check_position(done, total)
+        drawn = iter(sampler)
+        next(itertools.islice(drawn, done, done), None)  # what the pass draws up to the position; the rest as it goes
+        return _Rest(drawn, total - done)
     world, rank = sampler.num_replicas, sampler.rank
     shares = [list(_share(sampler, other)) for other in range(world)]  # a DistributedSampler draws from its own seed
     order = [shares[i % world][i // world] for i in range(len(shares[0]) * world)]
@@ -185,7 +185,8 @@ def _rest_of_order(sampler: Sampler[Any] | Iterable[Any], done: int) -> list[Any
     uneven = len(rest) % world  # only when the position came from another number of processes
     if uneven:
         rest = rest[: len(rest) - uneven] if sampler.drop_last else rest + order[: world - uneven]
-    return rest[rank::world]
+    mine = rest[rank::world]
+    return _Rest(iter(mine), len(mine))
 
 
 def _share(sampler: DistributedSampler[Any], rank: int) -> Iterator[Any]:
@@ -195,17 +196,17 @@ def _share(sampler: DistributedSampler[Any], rank: int) -> Iterator[Any]:
     return iter(other)
 
 
-class _Fixed(Sampler[Any]):
-    """A sampler (or batch sampler) that yields the given indices (or batches of them) once each pass."""
+class _Rest(Sampler[Any]):
+    """The rest of one pass's order: an iterator of indices (iterated once), and how many it yields."""
 
-    def __init__(self, items: Sequence[Any]) -> None:
-        self.items = items
+    def __init__(self, order: Iterator[Any], length: int) -> None:
+        self.order, self.length = order, length
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self.items)
+        return self.order
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.length
 
 
 def _check_count(name: str, value: object) -> None:

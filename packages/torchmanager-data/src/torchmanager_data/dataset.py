@@ -69,7 +69,8 @@ class Dataset(_TorchDataset[T], abc.ABC):
         shuffle: Reshuffle the items every epoch.
         generator: Optional `torch.Generator` driving the shuffle, for a reproducible order.
         seed: The seed of per-item randomness; None takes `generator.initial_seed()`, or without a
-            generator `torch.initial_seed()` (what `torch.manual_seed` set) when a pass starts.
+            generator `torch.initial_seed()` (what `torch.manual_seed` set), when the data set is
+            made: seed torch before making the data, and every run draws the same items.
         persistent_workers: Keep the loader processes across epochs (they keep the copy of the
             data set they started with: pass False if `__getitem__` reads attributes you change
             between epochs).
@@ -262,7 +263,6 @@ class Dataset(_TorchDataset[T], abc.ABC):
         set_epoch = getattr(self.sampler, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)
-        self.items.seeds.generator = self.generator
         self.items.set_epoch(epoch)
 
     @property
@@ -315,7 +315,6 @@ class Dataset(_TorchDataset[T], abc.ABC):
                 f"unbatched_len={self.unbatched_len}, sampled_len={self.sampled_len}, "
                 f"batch_size={self.batch_size}, drop_last={self.drop_last}"
             )
-        self.items.seeds.generator = self.generator
         self.items.seeds.start_pass()
         loader = self.loader
         if loader.persistent_workers and getattr(loader, "_iterator", None) is not None:

@@ -47,8 +47,9 @@ class ItemSeeds:
     """The seed and epoch of per-item randomness, shared with loader processes.
 
     Args:
-        seed: The run's item seed; None reads one when a pass starts: `generator.initial_seed()`
-            when `generator` is given, else `torch.initial_seed()` (what `torch.manual_seed` set).
+        seed: The item seed; None takes one now: `generator.initial_seed()` when `generator` is
+            given, else `torch.initial_seed()` (what `torch.manual_seed` set). So a script that seeds
+            torch before making its data draws the same items in every run, resumed or not.
         generator: The data's own generator, whose initial seed stands for `seed`.
 
     Raises:
@@ -58,45 +59,33 @@ class ItemSeeds:
     def __init__(self, seed: int | None = None, *, generator: torch.Generator | None = None) -> None:
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise TypeError(f"`seed` must be an int or None. Received: seed={seed!r}")
-        self.seed = seed
-        self.generator = generator
-        self._shared = torch.zeros(2, dtype=torch.int64).share_memory_()  # type: ignore[no-untyped-call]  # seed bits, epoch
+        if seed is None:
+            seed = generator.initial_seed() if generator is not None else torch.initial_seed()
+        self.seed = seed & _MASK64
+        self._shared = torch.zeros((), dtype=torch.int64).share_memory_()  # type: ignore[no-untyped-call]  # the epoch
         self._epoch_given = True  # the first pass is epoch 0
-        self._write(0)
 
     @property
     def epoch(self) -> int:
         """The epoch whose items are drawn now."""
-        return int(self._shared[1])
+        return int(self._shared)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the next items as those of `epoch` (loader processes alive across epochs see it too)."""
         self._epoch_given = True
-        self._write(epoch)
+        self._shared.fill_(epoch)
 
     def start_pass(self) -> None:
         """A pass begins: without a `set_epoch` since the last one, the next epoch's items are drawn."""
-        epoch = self.epoch if self._epoch_given else self.epoch + 1
+        if not self._epoch_given:
+            self._shared.add_(1)
         self._epoch_given = False
-        self._write(epoch)
-
-    def _write(self, epoch: int) -> None:
-        if self.seed is not None:
-            seed = self.seed
-        elif self.generator is not None:
-            seed = self.generator.initial_seed()
-        else:
-            seed = torch.initial_seed()
-        seed &= _MASK64
-        self._shared[0] = seed - (1 << 64) if seed >= 1 << 63 else seed
-        self._shared[1] = epoch
 
     @contextmanager
     def drawing(self, index: object) -> Iterator[None]:
         """In the body, torch's CPU generator, Python `random` and NumPy's global generator draw from
         the item's own seed; their previous states are back afterwards."""
-        seed_bits, epoch = self._shared.tolist()
-        seed = item_seed(seed_bits, epoch, index)
+        seed = item_seed(self.seed, int(self._shared), index)
         torch_state = torch.get_rng_state()
         python_state = random.getstate()
         restore_numpy = _seed_numpy(seed)
