@@ -8,6 +8,7 @@ error `checkpoint.save` raises for the same payload.
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -49,40 +50,42 @@ def test_the_file_holds_the_payload_as_it_was_when_submitted(tmp_path: Path) -> 
 def test_the_next_save_waits_for_the_previous_one(tmp_path: Path) -> None:
     path = tmp_path / "last.model"
     started, release = threading.Event(), threading.Event()
-    real_save = torch.save
-    order: list[float] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    renamed: list[float] = []
 
-    def slow_save(obj: Any, f: Any, **kwargs: Any) -> None:
-        value = float(obj["model"]["bias"][0])
-        if value == 1.0:
+    def slow_fsync(fd: int) -> None:
+        if not started.is_set():  # the first write's file: hold it until released
             started.set()
             release.wait(30)
-        order.append(value)
-        real_save(obj, f, **kwargs)
+        real_fsync(fd)
+
+    def replace(source: str, target: str) -> None:
+        renamed.append(float(torch.load(source, weights_only=True)["model"]["bias"][0]))
+        real_replace(source, target)
 
     writer = checkpoint.BackgroundWriter()
-    with mock.patch.object(torch, "save", slow_save):
+    with mock.patch.object(os, "fsync", slow_fsync), mock.patch.object(os, "replace", replace):
         writer.submit(payload(1.0), path)
         assert started.wait(30) and writer.pending
         second = threading.Thread(target=writer.submit, args=(payload(2.0), path))
         second.start()
         second.join(0.2)
-        assert second.is_alive() and order == []  # waiting for the first write
+        assert second.is_alive() and renamed == []  # the second submit waits for the first write
         release.set()
         second.join(30)
         writer.close()
-    assert order == [1.0, 2.0] and float(checkpoint.load(path)["model"]["bias"][0]) == 2.0
+    assert renamed == [1.0, 2.0] and float(checkpoint.load(path)["model"]["bias"][0]) == 2.0
 
 
 def test_a_failed_write_is_raised_once_at_the_next_call(tmp_path: Path) -> None:
     path = tmp_path / "last.model"
     checkpoint.save(payload(0.0), path)
 
-    def full_disk(obj: Any, f: Any, **kwargs: Any) -> None:
+    def full_disk(fd: int) -> None:  # the file system reports the full disk when the file is synced
         raise OSError(errno.ENOSPC, "No space left on device")
 
     writer = checkpoint.BackgroundWriter()
-    with mock.patch.object(torch, "save", full_disk):
+    with mock.patch.object(os, "fsync", full_disk):
         writer.submit(payload(1.0), path)  # returns: the write fails in the background
         with pytest.raises(checkpoint.CheckpointWriteError, match=r"No space left on device.*previous checkpoint") as e:
             writer.wait()
@@ -90,8 +93,9 @@ def test_a_failed_write_is_raised_once_at_the_next_call(tmp_path: Path) -> None:
     writer.wait()  # reported once
     assert float(checkpoint.load(path)["model"]["bias"][0]) == 0.0  # the previous file is intact
 
-    with mock.patch.object(torch, "save", full_disk):
+    with mock.patch.object(os, "fsync", full_disk):
         writer.submit(payload(1.0), path)
+        writer._join()  # type: ignore[attr-defined]  # the write has failed
     with pytest.raises(checkpoint.CheckpointWriteError):
         writer.submit(payload(2.0), path)  # the previous write's error; this one was started all the same
     writer.close()

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import get_worker_info
 
 __all__ = ["ItemSeeds", "SeededItems", "item_seed"]
 
@@ -84,19 +85,32 @@ class ItemSeeds:
     @contextmanager
     def drawing(self, index: object) -> Iterator[None]:
         """In the body, torch's CPU generator, Python `random` and NumPy's global generator draw from
-        the item's own seed; their previous states are back afterwards."""
+        the item's own seed.
+
+        In the main process their previous states are back afterwards (training draws from them). A
+        loader process keeps drawing from the item's streams (its `collate_fn` then draws the same
+        numbers for a batch whichever process loads it), which saves restoring three states an item.
+        """
         seed = item_seed(self.seed, int(self._shared), index)
+        if get_worker_info() is not None:
+            _seed_all(seed)
+            yield
+            return
         torch_state = torch.get_rng_state()
         python_state = random.getstate()
-        restore_numpy = _seed_numpy(seed)
-        torch.default_generator.manual_seed(seed)
-        random.seed(seed)
+        numpy = sys.modules.get("numpy")
+        swaps = _swaps_numpy(numpy)
+        numpy_state = None if numpy is None else numpy.random.get_bit_generator() if swaps else numpy.random.get_state()
+        _seed_all(seed, numpy_apart=swaps)
         try:
             yield
         finally:
             torch.set_rng_state(torch_state)
             random.setstate(python_state)
-            restore_numpy()
+            if swaps:
+                numpy.random.set_bit_generator(numpy_state)
+            elif numpy is not None:
+                numpy.random.set_state(numpy_state)
 
 
 class SeededItems(TorchDataset[T]):
@@ -131,32 +145,31 @@ class SeededItems(TorchDataset[T]):
         return len(self.dataset)  # type: ignore[arg-type]
 
 
-def _seed_numpy(seed: int) -> Any:
-    """Seed NumPy's global generator for one item when NumPy is imported; returns what puts it back."""
+def _swaps_numpy(numpy: Any) -> bool:
+    """Whether NumPy is imported and can swap its global generator (1.25 and later: far cheaper than its state)."""
+    return numpy is not None and hasattr(numpy.random, "set_bit_generator")
+
+
+def _seed_all(seed: int, *, numpy_apart: bool = False) -> None:
+    """Seed torch's CPU generator, Python `random` and NumPy's global generator (when imported) with `seed`.
+
+    With `numpy_apart`, NumPy draws from a generator of its own, seeded as `numpy.random.seed` seeds,
+    that replaces the global one until the caller puts that back.
+    """
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
     numpy = sys.modules.get("numpy")
     if numpy is None:
-        return _nothing
+        return
     legacy_seed = seed & 0xFFFFFFFF  # `numpy.random.seed` takes 32 bits
-    if hasattr(numpy.random, "set_bit_generator"):  # NumPy 1.25 and later: swap generators, far cheaper than states
-        previous = numpy.random.get_bit_generator()
-        item = _item_numpy_state(numpy)
-        item.seed(legacy_seed)
-        numpy.random.set_bit_generator(item._bit_generator)
-        return lambda: numpy.random.set_bit_generator(previous)
-    state = numpy.random.get_state()
-    numpy.random.seed(legacy_seed)
-    return lambda: numpy.random.set_state(state)
-
-
-def _nothing() -> None:
-    return None
+    if not numpy_apart:
+        numpy.random.seed(legacy_seed)
+        return
+    if not _numpy_items:
+        _numpy_items.append(numpy.random.RandomState())
+    _numpy_items[0].seed(legacy_seed)
+    numpy.random.set_bit_generator(_numpy_items[0]._bit_generator)
 
 
 _numpy_items: list[Any] = []
-
-
-def _item_numpy_state(numpy: Any) -> Any:
-    """The `RandomState` items draw from (reseeded for each item as `numpy.random.seed` would), made once."""
-    if not _numpy_items:
-        _numpy_items.append(numpy.random.RandomState())
-    return _numpy_items[0]
+"""The `RandomState` whose generator items of the main process draw from (made once)."""

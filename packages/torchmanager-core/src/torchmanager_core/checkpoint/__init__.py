@@ -19,7 +19,7 @@ import pickle
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any, cast
 
 import torch
@@ -118,7 +118,7 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
             `path` is intact and no temporary file is left.
     """
     record, path, folder = _prepare(payload, path)
-    _write(record, path, folder)
+    _write(path, folder, lambda file: torch.save(record, cast(IO[bytes], file)))  # torch.save needs `write`, `flush`
 
 
 def _prepare(payload: dict[str, Any], path: str | os.PathLike[str]) -> tuple[dict[str, Any], str, str]:
@@ -142,8 +142,8 @@ def _prepare(payload: dict[str, Any], path: str | os.PathLike[str]) -> tuple[dic
     return record, path, folder
 
 
-def _write(record: dict[str, Any], path: str, folder: str) -> None:
-    """Write `record` to a temporary file in `folder`, fsync it, and rename it to `path` (see `save`)."""
+def _write(path: str, folder: str, dump: Callable[[_Writer], object]) -> None:
+    """Let `dump` write the checkpoint to a temporary file in `folder`, fsync it, and rename it to `path` (see `save`)."""
     started = time.time()
     try:
         fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
@@ -158,7 +158,7 @@ def _write(record: dict[str, Any], path: str, folder: str) -> None:
             if hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), _new_file_mode())
             writer = _Writer(file)
-            torch.save(record, cast(IO[bytes], writer))  # torch.save needs only `write` (and `flush`)
+            dump(writer)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_path, path)
@@ -186,7 +186,7 @@ class _Writer:
         self.file = file
         self.error: OSError | None = None
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         try:
             return self.file.write(data)
         except OSError as error:

@@ -8,6 +8,7 @@ What goes into the payload, and when to save, are the loop's business.
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import threading
@@ -26,11 +27,12 @@ class BackgroundWriter:
     """Writes checkpoints with `checkpoint.save`'s guarantees, one at a time, in a background thread.
 
     `submit(payload, path)` checks the payload and the folder (raising at once, as `save` would),
-    copies every tensor to host memory (so training may change the originals as soon as it returns),
-    waits for the previous write and starts this one. An error of a write reaches the caller at the
-    next `submit`, `wait` or `close`. A process that exits waits for the write in progress (its
-    thread is not a daemon) and logs an error that nobody read; a kill during a write leaves the
-    previous file at `path` intact, as with `save`.
+    serializes it to host memory (tensors on a device are copied there: training may change the
+    originals as soon as it returns), waits for the previous write and starts this one. The thread
+    only writes those bytes, syncs and renames: system calls, which leave Python's lock to training.
+    An error of a write reaches the caller at the next `submit`, `wait` or `close`. A process that
+    exits waits for the write in progress (its thread is not a daemon) and logs an error that nobody
+    read; a kill during a write leaves the previous file at `path` intact, as with `save`.
 
     Use it as a context manager, or call `close()` when done.
     """
@@ -55,11 +57,12 @@ class BackgroundWriter:
         from . import _prepare
 
         record, target, folder = _prepare(payload, path)
-        snapshot, copied = _host_copy(record, {}), _copies_done()
+        snapshot = io.BytesIO()
+        torch.save(record, snapshot)
         self._join()
         previous, self._error = self._error, None
         self._thread = threading.Thread(
-            target=self._run, args=(snapshot, target, folder, copied), name="torchmanager-checkpoint", daemon=False
+            target=self._run, args=(snapshot, target, folder), name="torchmanager-checkpoint", daemon=False
         )
         self._thread.start()
         if previous is not None:
@@ -91,13 +94,11 @@ class BackgroundWriter:
             self._thread.join()
             self._thread = None
 
-    def _run(self, record: dict[str, Any], path: str, folder: str, copied: torch.cuda.Event | None) -> None:
+    def _run(self, snapshot: io.BytesIO, path: str, folder: str) -> None:
         from . import _write
 
         try:
-            if copied is not None:
-                copied.synchronize()  # the copies from the device are in host memory
-            _write(record, path, folder)
+            _write(path, folder, lambda file: file.write(snapshot.getbuffer()))
         except BaseException as error:
             self._error = error
 
@@ -105,43 +106,6 @@ class BackgroundWriter:
         error, self._error = self._error, None
         if error is not None:
             _logger.error("A checkpoint written in the background failed and nobody waited for it: %s", error)
-
-
-def _host_copy(value: Any, memo: dict[int, Any]) -> Any:
-    """`value` with every tensor copied to host memory (a tensor seen twice is copied once, and stays shared)."""
-    if isinstance(value, torch.Tensor):
-        if id(value) not in memo:
-            memo[id(value)] = _tensor_copy(value)
-        return memo[id(value)]
-    if isinstance(value, dict):
-        return type(value)({key: _host_copy(item, memo) for key, item in value.items()})  # OrderedDict, Counter too
-    if isinstance(value, (list, tuple, set)):
-        return type(value)(_host_copy(item, memo) for item in value)
-    if isinstance(value, bytearray):
-        return bytearray(value)
-    return value  # immutable: numbers, str, bytes, None, torch.Size/dtype/device
-
-
-def _tensor_copy(tensor: torch.Tensor) -> torch.Tensor:
-    data = tensor.detach()
-    if data.device.type == "cuda":
-        copy = torch.empty_like(data, device="cpu", pin_memory=True).copy_(data, non_blocking=True)
-    elif data.device.type == "cpu":
-        copy = data.clone()
-    else:
-        copy = data.to("cpu")
-    if isinstance(tensor, torch.nn.Parameter):
-        return torch.nn.Parameter(copy, requires_grad=tensor.requires_grad)
-    return copy
-
-
-def _copies_done() -> torch.cuda.Event | None:
-    """An event the writer waits on before reading copies made without blocking from a CUDA device."""
-    if not torch.cuda.is_available() or not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
-        return None
-    event = torch.cuda.Event()  # type: ignore[no-untyped-call]
-    event.record()
-    return event
 
 
 @atexit.register
