@@ -18,7 +18,6 @@ import argparse
 import copy
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,14 +25,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from bench_loops import WORKLOADS, seeded_start
+from bench_timing import interleaved_medians, machine_facts
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_loops import WORKLOADS, seeded_start  # noqa: E402
-from bench_timing import interleaved_medians, machine_facts  # noqa: E402
-
-from torchmanager_core import checkpoint  # noqa: E402
-from torchmanager_core.data_position import resume_iterator, samples_done, set_epoch  # noqa: E402
-from torchmanager_data import Dataset  # noqa: E402
+from torchmanager_core import checkpoint
+from torchmanager_core.data_position import resume_iterator, samples_done, set_epoch
+from torchmanager_data import Dataset
 
 
 class SlowItems(Dataset[Any]):
@@ -74,10 +71,14 @@ def first_batch_seconds(workers: int, batches_done: int, how: str) -> float:
 def resume_rows(rounds: int) -> list[str]:
     lines = ["resume: seconds to the first new batch (1000 items of 2 ms, batches of 10)"]
     for workers in (0, 2):
-        contenders: dict[str, Callable[[], object]] = {"fresh start": lambda: first_batch_seconds(workers, 0, "replay")}
+        contenders: dict[str, Callable[[], object]] = {
+            "fresh start": lambda workers=workers: first_batch_seconds(workers, 0, "replay")
+        }
         for share, done in (("5%", 5), ("95%", 95)):
             for how in ("replay", "resume"):
-                contenders[f"{how} at {share}"] = lambda done=done, how=how: first_batch_seconds(workers, done, how)
+                contenders[f"{how} at {share}"] = lambda workers=workers, done=done, how=how: first_batch_seconds(
+                    workers, done, how
+                )
         times = interleaved_medians(contenders, rounds, warmup=0)
         fresh = times["fresh start"]
         cells = ", ".join(f"{name} {seconds:.3f} s ({seconds / fresh:.1f}x)" for name, seconds in times.items())

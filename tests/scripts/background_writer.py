@@ -20,7 +20,6 @@ import threading
 from typing import Any
 from unittest import mock
 
-import torch
 from checkpoint_writer import _pause, _say, _stopping_at, payload  # beside this script
 
 from torchmanager_core import checkpoint
