@@ -98,7 +98,7 @@ class ItemSeeds:
             return
         torch_state = torch.get_rng_state()
         python_state = random.getstate()
-        numpy = sys.modules.get("numpy")
+        numpy: Any = sys.modules.get("numpy")
         swaps = _swaps_numpy(numpy)
         numpy_state = None if numpy is None else numpy.random.get_bit_generator() if swaps else numpy.random.get_state()
         _seed_all(seed, numpy_apart=swaps)
