@@ -45,6 +45,21 @@ def test_loader_processes_are_started_once_and_serve_every_epoch() -> None:
     assert len(pids(fresh) | pids(fresh)) == 4  # new processes every epoch
 
 
+def test_every_epoch_takes_the_same_numbers_from_the_generator_with_or_without_living_processes() -> None:
+    """A new iterator draws its processes' base seed before the order; reused processes must not shift the orders."""
+
+    def orders(**options: object) -> list[list[int]]:
+        dataset = Pids(4, shuffle=True, generator=torch.Generator().manual_seed(3), **options)  # type: ignore[arg-type]
+        return [[int(i) for x, _ in dataset for i in x[:, 0]] for _ in range(3)]
+
+    reference_loader = torch.utils.data.DataLoader(
+        range(12), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3)
+    )
+    reference = [[int(i) for batch in reference_loader for i in batch] for _ in range(3)]
+    assert orders(num_workers=2) == reference
+    assert orders(num_workers=2, persistent_workers=False) == reference
+
+
 def test_the_loading_options_reach_the_loader() -> None:
     loader = Pids(3, num_workers=2, timeout=7, multiprocessing_context="spawn").loader
     assert loader.persistent_workers and loader.timeout == 7 and loader.multiprocessing_context is not None
