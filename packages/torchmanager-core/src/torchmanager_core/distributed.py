@@ -322,24 +322,24 @@ def _shard_loader(loader: DataLoader[Any], world: int, rank: int) -> DataLoader[
     return rebuilt_loader(loader, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last)
 
 
-def rebuilt_loader(loader: DataLoader[Any], **order: Any) -> DataLoader[Any]:
+def rebuilt_loader(loader: DataLoader[Any], **options: Any) -> DataLoader[Any]:
     """A `DataLoader` over `loader`'s data set with its loading options (workers, collate, pinning,
-    generator, ...) and the given order options (`sampler`, `batch_sampler`, `batch_size`, `drop_last`)."""
+    generator, ...) and the given order options (`sampler`, `batch_sampler`, `batch_size`, `drop_last`);
+    a loading option given here replaces the loader's."""
+    kept: dict[str, Any] = {
+        "num_workers": loader.num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "timeout": loader.timeout,
+        "worker_init_fn": loader.worker_init_fn,
+        "multiprocessing_context": loader.multiprocessing_context,
+        "generator": loader.generator,
+        "prefetch_factor": loader.prefetch_factor if loader.num_workers else None,
+        "persistent_workers": loader.persistent_workers,
+    }
     if hasattr(loader, "in_order"):  # torch 2.6 and later: whether workers' batches keep their order
-        order.setdefault("in_order", loader.in_order)
-    return DataLoader(
-        loader.dataset,
-        **order,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        timeout=loader.timeout,
-        worker_init_fn=loader.worker_init_fn,
-        multiprocessing_context=loader.multiprocessing_context,
-        generator=loader.generator,
-        prefetch_factor=loader.prefetch_factor if loader.num_workers else None,
-        persistent_workers=loader.persistent_workers,
-    )
+        kept["in_order"] = loader.in_order
+    return DataLoader(loader.dataset, **{**kept, **options})
 
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN} if dist.is_available() else {}

@@ -8,8 +8,10 @@ import torch
 
 __all__ = [
     "CPU",
+    "DEFAULT_TIMEOUT",
     "check_batch_size",
     "check_num_workers",
+    "check_timeout",
     "check_world",
     "default_num_workers",
     "pin_memory_for",
@@ -18,6 +20,10 @@ __all__ = [
 
 CPU = torch.device("cpu")
 """The default device of the loading options."""
+
+DEFAULT_TIMEOUT = 600.0
+"""Seconds a batch may take to come from the loader processes: a stuck worker ends the run with an error long
+before a process group's 30-minute collective timeout, and no real batch takes this long."""
 
 MAX_DEFAULT_WORKERS = 8
 """Ceiling of the default worker count: more processes rarely load faster and each holds a copy of the data."""
@@ -85,3 +91,13 @@ def check_world(world_size: int, rank: int) -> None:
         raise ValueError(f"`world_size` must be a positive int. Received: world_size={world_size}")
     if not 0 <= rank < world_size:
         raise ValueError(f"`rank` must be an int in [0, world_size). Received: rank={rank}, world_size={world_size}")
+
+
+def check_timeout(timeout: object) -> float:
+    """Returns `timeout` (seconds a batch may take to come from loader processes) if it is a number > 0."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(
+            f"`timeout` must be a number of seconds > 0 (a batch waited for longer ends the run with an error). "
+            f"Received: timeout={timeout!r}"
+        )
+    return float(timeout)

@@ -3,7 +3,8 @@
 Who owns what: this module owns the dataset/loader pairing (length, batching, the cached
 `DataLoader`, unpacking a batch into input and target); `distributed` injects a
 `DistributedSampler`, `preprocessed` adds transforms, `batching` wraps plain torch datasets,
-`tensors` is the in-memory dataset that `Dataset.from_tensor_slices` makes.
+`tensors` is the in-memory dataset that `Dataset.from_tensor_slices` makes, `item_seeds` gives
+each item its own random seed.
 """
 
 from __future__ import annotations
@@ -11,14 +12,25 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as _TorchDataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ._options import CPU, check_batch_size, check_num_workers, check_world, pin_memory_for, to_device
+from ._options import (
+    CPU,
+    DEFAULT_TIMEOUT,
+    check_batch_size,
+    check_num_workers,
+    check_timeout,
+    check_world,
+    pin_memory_for,
+    to_device,
+)
+from .errors import LoaderTimeoutError
+from .item_seeds import SeededItems
 
 if TYPE_CHECKING:
     from .tensors import Slices
@@ -27,8 +39,9 @@ __all__ = ["Dataset"]
 
 T = TypeVar("T")
 
-_LoaderKey = tuple[tuple[int, bool, bool, int, bool], object, object]
-"""(batch size, drop_last, shuffle, num_workers, pin_memory), sampler, generator."""
+_LoaderKey = tuple[tuple[Any, ...], object, object]
+"""(batch size, drop_last, shuffle, num_workers, pin_memory, persistent_workers, timeout, multiprocessing
+context), sampler, generator."""
 
 
 class Dataset(_TorchDataset[T], abc.ABC):
@@ -41,6 +54,11 @@ class Dataset(_TorchDataset[T], abc.ABC):
     Under `torchrun`, `shard(world_size, rank)` gives it a `DistributedSampler`, and
     `set_epoch(epoch)` before each epoch reshuffles the shards.
 
+    Each item's random draws (torch on the CPU, Python `random`, NumPy) come from a seed made of
+    (`seed`, epoch, index), so augmentations are the same whatever the number of loader processes
+    or training processes, and after a resume. Loader processes are started once and live across
+    epochs (`persistent_workers`): forking new ones every epoch from a process with threads can hang.
+
     Args:
         batch_size: Items per batch, a positive int.
         device: Where the batches will be used; batches are pinned for a CUDA device.
@@ -50,14 +68,31 @@ class Dataset(_TorchDataset[T], abc.ABC):
             it decides the order, so `shuffle` must then be False.
         shuffle: Reshuffle the items every epoch.
         generator: Optional `torch.Generator` driving the shuffle, for a reproducible order.
+        seed: The seed of per-item randomness; None takes `generator.initial_seed()`, or without a
+            generator `torch.initial_seed()` (what `torch.manual_seed` set), when the data set is
+            made: seed torch before making the data, and every run draws the same items.
+        persistent_workers: Keep the loader processes across epochs (they keep the copy of the
+            data set they started with: pass False if `__getitem__` reads attributes you change
+            between epochs).
+        multiprocessing_context: How loader processes start: None (the platform's default, fork on
+            Linux), "fork", "forkserver" (no fork of this process at all; needs an importable data
+            set class and a `__main__` guard in the script) or "spawn".
+        timeout: Seconds a batch may take to come from the loader processes before
+            `LoaderTimeoutError` ends the wait (a stuck worker would otherwise hang the run).
 
     Raises:
         TypeError/ValueError: On a bad option (the message names it and its value).
     """
 
+    seed_items: ClassVar[bool] = True
+    """Whether the loader draws each item's randomness from (seed, epoch, index): False for data
+    whose `__getitem__` draws no random numbers, to save the few microseconds it costs an item."""
+
     drop_last: bool
     generator: torch.Generator | None
+    multiprocessing_context: str | None
     num_workers: int
+    persistent_workers: bool
     sampler: Sampler[int] | Iterable[int] | None
     shuffle: bool
 
@@ -72,6 +107,10 @@ class Dataset(_TorchDataset[T], abc.ABC):
         sampler: Sampler[int] | Iterable[int] | None = None,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
+        seed: int | None = None,
+        persistent_workers: bool = True,
+        multiprocessing_context: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         super().__init__()
         self.__loader: DataLoader[T] | None = None
@@ -83,6 +122,10 @@ class Dataset(_TorchDataset[T], abc.ABC):
         self.sampler = sampler
         self.shuffle = shuffle
         self.generator = generator
+        self.items = SeededItems(self, seed, generator=generator)
+        self.persistent_workers = persistent_workers
+        self.multiprocessing_context = multiprocessing_context
+        self.timeout = check_timeout(timeout)
         self._check_order_options()
 
     @classmethod
@@ -214,25 +257,34 @@ class Dataset(_TorchDataset[T], abc.ABC):
     def set_epoch(self, epoch: int) -> None:
         """Tells the sampler the epoch, so a `DistributedSampler` reshuffles differently each epoch.
 
-        A no-op for samplers without `set_epoch`; the training loop calls it before every epoch.
+        The items of the next pass draw their randomness as those of `epoch` (without a call, each
+        pass draws the next epoch's). The training loop calls it before every epoch.
         """
         set_epoch = getattr(self.sampler, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)
+        self.items.set_epoch(epoch)
 
     @property
     def loader(self) -> DataLoader[T]:
         """The `DataLoader` iteration uses, rebuilt only when a loading option has changed."""
         pin_memory = pin_memory_for(self.device)
-        key: _LoaderKey = (
-            (self.batch_size, self.drop_last, self.shuffle, self.num_workers, pin_memory),
-            self.sampler,
-            self.generator,
+        workers = self.num_workers > 0
+        options = (
+            self.batch_size,
+            self.drop_last,
+            self.shuffle,
+            self.num_workers,
+            pin_memory,
+            self.persistent_workers and workers,
+            check_timeout(self.timeout) if workers else 0,
+            self.multiprocessing_context if workers else None,
         )
+        key: _LoaderKey = (options, self.sampler, self.generator)
         if self.__loader is None or not _same_key(self.__loader_key, key):
             self._check_order_options()
             self.__loader = DataLoader(
-                self,
+                self.items if self.seed_items else self,
                 batch_size=self.batch_size,
                 shuffle=self.shuffle,
                 sampler=self.sampler,
@@ -240,6 +292,9 @@ class Dataset(_TorchDataset[T], abc.ABC):
                 pin_memory=pin_memory,
                 drop_last=self.drop_last,
                 generator=self.generator,
+                persistent_workers=options[5],
+                timeout=options[6],
+                multiprocessing_context=options[7],
             )
             self.__loader_key = key
         return self.__loader
@@ -250,6 +305,8 @@ class Dataset(_TorchDataset[T], abc.ABC):
         Raises:
             ValueError: When an epoch would have no batch (empty dataset, or fewer items than
                 `batch_size` with `drop_last`): an empty epoch is almost always a bug.
+            LoaderTimeoutError: A batch took more than `timeout` seconds to come from the loader
+                processes.
         """
         if self.batched_len <= 0:
             raise ValueError(
@@ -258,8 +315,25 @@ class Dataset(_TorchDataset[T], abc.ABC):
                 f"unbatched_len={self.unbatched_len}, sampled_len={self.sampled_len}, "
                 f"batch_size={self.batch_size}, drop_last={self.drop_last}"
             )
-        for data in self.loader:
-            yield self.unpack_data(data)
+        self.items.seeds.start_pass()
+        loader = self.loader
+        if loader.persistent_workers and getattr(loader, "_iterator", None) is not None:
+            # a new iterator draws its workers' base seed before the order: draw it too, so that every epoch
+            # takes the same numbers from the generators whether the workers are new or not
+            torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+        try:
+            for data in loader:
+                yield self.unpack_data(data)
+        except RuntimeError as error:
+            if not str(error).startswith("DataLoader timed out"):
+                raise
+            raise LoaderTimeoutError(
+                f"A batch took more than {loader.timeout} s to come from the {loader.num_workers} loader "
+                "process(es): one is stuck (a deadlock after a fork, a read that hangs). Raise `timeout` if "
+                "batches really take this long; under torchrun, `multiprocessing_context='forkserver'` forks no "
+                f"loader from the training process. Received: timeout={loader.timeout}, "
+                f"num_workers={loader.num_workers}"
+            ) from error
 
     def __len__(self) -> int:
         """The unbatched length (`unbatched_len`), as torch's samplers expect."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TransformError"]
+__all__ = ["LoaderTimeoutError", "TransformError"]
 
 
 def _describe(fn: Callable[..., Any]) -> str:
@@ -52,3 +52,7 @@ class TransformError(RuntimeError):
             position=position,
             transform=transform,
         )
+
+
+class LoaderTimeoutError(RuntimeError):
+    """A batch took longer than the data set's `timeout` to come from its loader processes (one is stuck)."""

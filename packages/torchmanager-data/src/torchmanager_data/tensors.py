@@ -33,6 +33,8 @@ class TensorSlices(Dataset[Any]):
     given (NumPy arrays become tensors sharing their memory); an item is a view of their rows.
     """
 
+    seed_items = False  # a row draws no random numbers
+
     def __init__(self, data: Slices, batch_size: int, **options: Any) -> None:
         """`options`: `Dataset`'s loading options, as `Dataset.from_tensor_slices` checked and passed them."""
         self.data = _as_tensors(data, "data")

@@ -1,6 +1,7 @@
 """The checkpoint file format: a dict of state dicts and plain values that loads without running code.
 
-Owns the bytes on disk: `save` writes atomically (temporary file, fsync, `os.replace`), `load` reads
+Owns the bytes on disk: `save` writes atomically (temporary file, fsync, `os.replace`),
+`BackgroundWriter` does the same in a thread from a snapshot taken at once, `load` reads
 with `weights_only=True` unless the caller trusts the file, and `pack_model`/`unpack_model` store a
 model's structure without its weights. What goes into the payload (which state dicts, epoch, RNG
 states) is the managers' business. `upstream` reads files written by upstream torchmanager 1.5.
@@ -18,7 +19,7 @@ import pickle
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any, cast
 
 import torch
@@ -26,6 +27,7 @@ import torch
 from ..__about__ import __version__
 
 __all__ = [
+    "BackgroundWriter",
     "FORMAT",
     "FORMAT_VERSION",
     "CheckpointError",
@@ -115,6 +117,12 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
         CheckpointWriteError: Writing failed (disk full, quota, file size limit); the previous file at
             `path` is intact and no temporary file is left.
     """
+    record, path, folder = _prepare(payload, path)
+    _write(path, folder, lambda file: torch.save(record, cast(IO[bytes], file)))  # torch.save needs `write`, `flush`
+
+
+def _prepare(payload: dict[str, Any], path: str | os.PathLike[str]) -> tuple[dict[str, Any], str, str]:
+    """(the record to write: `payload` with the format markers, the path, its folder), or `save`'s errors."""
     if not isinstance(payload, dict):
         raise TypeError(
             f"`payload` must be a dict of state dicts and plain values. Received: payload={type(payload).__name__}"
@@ -131,6 +139,11 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
             f"(os.makedirs(folder, exist_ok=True)). Received: path={path!r}"
         )
     record = {**payload, "format": FORMAT, "format_version": FORMAT_VERSION, "torchmanager_version": __version__}
+    return record, path, folder
+
+
+def _write(path: str, folder: str, dump: Callable[[_Writer], object]) -> None:
+    """Let `dump` write the checkpoint to a temporary file in `folder`, fsync it, and rename it to `path` (see `save`)."""
     started = time.time()
     try:
         fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
@@ -145,7 +158,7 @@ def save(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
             if hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), _new_file_mode())
             writer = _Writer(file)
-            torch.save(record, cast(IO[bytes], writer))  # torch.save needs only `write` (and `flush`)
+            dump(writer)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp_path, path)
@@ -173,7 +186,7 @@ class _Writer:
         self.file = file
         self.error: OSError | None = None
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         try:
             return self.file.write(data)
         except OSError as error:
@@ -385,3 +398,6 @@ def unpack_model(
     _materialise(model, device)
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+from .background import BackgroundWriter  # noqa: E402  (it writes with `_write` above)
