@@ -440,15 +440,16 @@ DATA_CASES = [
         id="empty-predict",
     ),
     case(
-        lambda env: env.fit(manager(), [(X[:8], Y[:8], Y[:8])]),
+        lambda env: env.fit(manager(), [(X[:8],)]),
         TypeError,
-        r"A batch must be a pair `\(x, y\)` of input and label; override `unpack_data` for other layouts. Received: batch of 3 items",
-        id="batch-of-three",
+        r"A batch must hold an input and a label: a pair `\(x, y\)` \(more items are left out\), or a dict whose "
+        r"first two values are they; override `unpack_data` for other layouts. Received: batch of 1 items",
+        id="batch-of-one",
     ),
     case(
         lambda env: env.fit(manager(), [X[:8]]),
         TypeError,
-        r"A batch must be a pair `\(x, y\)`.* Received: batch of shape \(8, 4\)",
+        r"A batch must hold an input and a label.* Received: batch of shape \(8, 4\)",
         id="batch-without-label",
     ),
     case(

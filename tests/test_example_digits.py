@@ -66,7 +66,7 @@ def test_demo_resumes_its_experiment(tmp_path: Path) -> None:
     resumed = run("--epochs", "4", "--resume_experiment")
     assert resumed.returncode == 0, resumed.stderr
     log = (tmp_path / "experiments" / "again.exp" / "again.log").read_text()
-    assert "resumed at epoch 2" in log and "Epoch 3/4" in log and "Epoch 1/4" not in log
+    assert "resumes at epoch 3" in log and "Epoch 3/4" in log and "Epoch 1/4" not in log  # epochs counted from 1
     assert (
         torch.load(tmp_path / "experiments" / "again.exp" / "checkpoints" / "last.model", weights_only=True)["epoch"]
         == 4

@@ -72,7 +72,6 @@ def test_unprotected_workers_die_of_the_job_s_sigterm() -> None:
     assert not lines[-1].startswith("done")
 
 
-@pytest.mark.xfail(strict=True, reason="needs the loop to apply loader_workers.protect_workers to the data it iterates")
 def test_fit_with_a_loader_process_is_preempted_by_a_sigterm_to_the_whole_job(tmp_path: Path) -> None:
     path = tmp_path / "last.model"
     code, lines, stderr, _ = signalled_run("fit", str(path), usr1=False)

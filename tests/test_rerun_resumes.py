@@ -74,7 +74,7 @@ def test_the_main_job_run_again_after_sigterm_continues_its_run(tmp_path: Path) 
     assert "This run continues the unfinished run in 'experiments/job.exp' from its last checkpoint" in again.stdout
     assert sorted(os.listdir(tmp_path / "experiments")) == ["job.exp"]  # no job-2.exp
     log = (folder / "job.log").read_text()
-    assert f"resumed at epoch {stopped_at}" in log and "Epoch 30/30" in log
+    assert f"resumes at epoch {stopped_at + 1}" in log and "Epoch 30/30" in log  # epochs counted from 1
     assert not (folder / "in-progress").exists()  # finished now
 
     assert reference.wait(timeout=TIMEOUT) == 0, reference.stderr.read() if reference.stderr else ""

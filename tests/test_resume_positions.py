@@ -118,7 +118,6 @@ def test_a_fit_resumed_mid_epoch_with_augmentation_ends_bit_identical(tmp_path: 
         assert torch.equal(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the loop to resume through data_position.resume_iterator")
 def test_a_fit_resumed_mid_epoch_loads_no_item_before_the_position(tmp_path: Path) -> None:
     _, _, data = fit_and_resume(tmp_path, 0)
     assert len(data.loaded) == N - 5 * BATCH  # the rest of epoch 2 only: batches 1 to 5 were not loaded again

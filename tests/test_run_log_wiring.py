@@ -52,7 +52,6 @@ def log_path(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="needs log_run_start and log_batches called at fit's start in the loop")
 def test_the_log_holds_the_run_s_start_environment_options_model_and_batches(log_path: Path) -> None:
     make_manager().fit(make_data(), epochs=2, show_verbose=False)
     text = log_path.read_text()
@@ -71,7 +70,6 @@ def test_the_log_holds_the_run_s_start_environment_options_model_and_batches(log
     )
 
 
-@pytest.mark.xfail(strict=True, reason="needs log_test_result(summary) called by test() (not by validation)")
 def test_the_log_holds_the_test_result(log_path: Path) -> None:
     manager = make_manager()
     manager.fit(make_data(), epochs=1, val_dataset=make_data(), show_verbose=False)
@@ -80,7 +78,6 @@ def test_the_log_holds_the_test_result(log_path: Path) -> None:
     assert log_path.read_text().splitlines().count(f"Test: {written}") == 1  # validation is not a test
 
 
-@pytest.mark.xfail(strict=True, reason="needs CSVLogger to write `epoch + 1` (and `current_epoch + 1` in step rows)")
 def test_the_csv_counts_epochs_from_one_as_the_console_does(tmp_path: Path, log_path: Path) -> None:
     make_manager().fit(make_data(), epochs=2, callbacks_list=[CSVLogger(str(tmp_path / "epochs.csv"))])
     with (tmp_path / "epochs.csv").open() as file:
@@ -89,7 +86,6 @@ def test_the_csv_counts_epochs_from_one_as_the_console_does(tmp_path: Path, log_
     assert epochs == logged == ["1", "2"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs Experiment's start line to say `resumes at epoch {initial_epoch + 1}`")
 def test_a_resumed_experiment_names_the_epoch_it_trains_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     manager = make_manager()
@@ -102,7 +98,6 @@ def test_a_resumed_experiment_names_the_epoch_it_trains_next(tmp_path: Path, mon
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs log_batches called at fit's start in the loop")
 def test_under_torchrun_fit_says_the_per_process_batches_first(tmp_path: Path) -> None:
     done = torchrun(ROOT / "tests" / "scripts" / "batches_probe.py", str(tmp_path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr

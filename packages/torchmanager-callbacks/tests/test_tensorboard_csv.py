@@ -82,7 +82,7 @@ def test_csv_logger_writes_one_row_an_epoch(tmp_path: Any) -> None:
     manager.fit(data, epochs=3, val_dataset=data, callbacks_list=[CSVLogger(str(path), append=True), watch])
     with open(path, newline="") as file:
         rows = list(csv.DictReader(file))
-    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]  # counted from 1, as the log
     for row, summary in zip(rows, summaries):
         assert {key: float(value) for key, value in row.items() if key != "epoch"} == summary
     with pytest.raises(ValueError, match=r"`separator` must be one character. Received: separator=';;'"):
@@ -131,9 +131,9 @@ def test_per_step_points_every_n_optimizer_updates_beside_the_epoch_ones(
     assert [(int(r["step"]), int(r["batch"]), float(r["loss"])) for r in rows] == [
         (step, batch, pytest.approx(loss, rel=1e-5)) for step, batch, loss in expected
     ]
-    assert [int(r["epoch"]) for r in rows] == [0 if step <= -(-7 // window) else 1 for step, _, _ in expected]
+    assert [int(r["epoch"]) for r in rows] == [1 if step <= -(-7 // window) else 2 for step, _, _ in expected]  # counted from 1
     with open(csv_path, newline="") as file:
-        assert [int(row["epoch"]) for row in csv.DictReader(file)] == [0, 1]  # the per-epoch rows are still there
+        assert [int(row["epoch"]) for row in csv.DictReader(file)] == [1, 2]  # the per-epoch rows are still there
     assert scalars(log_dir, "loss", "train")[-1][0] == 2
 
 

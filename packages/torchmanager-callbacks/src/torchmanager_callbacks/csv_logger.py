@@ -24,7 +24,7 @@ _logger = logging.getLogger("torchmanager")
 
 
 class CSVLogger(Callback):
-    """Writes `epoch` (0-based, as the hooks), the training values and the "val_"-prefixed validation values.
+    """Writes `epoch` (counted from 1, as the log's "Epoch 4/10"; the hooks' `epoch` is the 0-based index), the training values and the "val_"-prefixed validation values.
 
     The columns are those of the first row written; a later missing value is left empty, and a new
     key is left out (with one warning). Each row is flushed when written. Only the main process writes.
@@ -96,13 +96,14 @@ class CSVLogger(Callback):
         step = self._steps.due(self.manager)
         if step is not None and is_writer():
             epoch = getattr(self.manager, "current_epoch", None)
+            epoch = epoch + 1 if isinstance(epoch, int) else epoch  # counted from 1, as the log's "Epoch 4/10"
             self._step_rows.write({"step": step, "epoch": epoch, "batch": batch, **scalar_floats(summary)})
 
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
         if is_writer():
-            self._epochs.write({"epoch": epoch, **merge_summaries(summary, val_summary)})
+            self._epochs.write({"epoch": epoch + 1, **merge_summaries(summary, val_summary)})
 
     def on_train_end(self, model: torch.nn.Module) -> None:
         self._epochs.warned = self._step_rows.warned = False

@@ -262,7 +262,7 @@ class Experiment(MultiCallbacks):
                     f"`{self.experiment_dir}` (pass `resume=True` to continue the finished one)"
                 )
             monitors = ", ".join(f"{c.monitor} ({c.monitor_type.name})" for c in self.best_checkpoints) or "none"
-            start = f"resumed at epoch {initial_epoch}" if self.resumed else f"starts at epoch {initial_epoch}"
+            start = f"resumes at epoch {initial_epoch + 1}" if self.resumed else f"starts at epoch {initial_epoch + 1}"
             _logger.info(f"Experiment {self.name}: {start}, folder {self.experiment_dir}, monitors: {monitors}")
             _logger.info(f"Settings: {_settings(self.manager)}")
             if self.configs is not None:

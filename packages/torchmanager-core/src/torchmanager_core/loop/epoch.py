@@ -17,14 +17,16 @@ from typing import Any, TypeAlias
 import torch
 
 from .. import distributed, evaluation_shards
+from ..data_position import resume_iterator, samples_done, set_epoch
 from ..devices import move_to_device
 from ..epoch_values import EpochValues
+from ..loader_workers import protect_workers
 from ..progress import EpochProgress, VerboseType, logger
 from .dispatch import Dispatch
 from .plan import Plan, Step
 from .protocol import ManagerLike
 
-__all__ = ["DataSource", "batches", "batches_in", "evaluate", "set_epoch", "train_epoch"]
+__all__ = ["DataSource", "batches", "batches_in", "evaluate", "train_epoch"]
 
 DataSource: TypeAlias = Iterable[Any]
 """Anything iterable yielding `(x, y)` batches: a torchmanager `Dataset`, a `DataLoader`, a list."""
@@ -41,18 +43,6 @@ def batches_in(dataset: DataSource) -> int | None:
         return len(dataset)  # type: ignore[arg-type]
     except TypeError:
         return None
-
-
-def set_epoch(dataset: DataSource, epoch: int) -> None:
-    """Tell the data (or its sampler) the epoch, so a `DistributedSampler` reshuffles each epoch."""
-    for owner in (dataset, getattr(dataset, "sampler", None), getattr(dataset, "batch_sampler", None)):
-        set_epoch = getattr(owner, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(epoch)
-            return
-    inner = getattr(getattr(dataset, "batch_sampler", None), "sampler", None)  # a DistributedSampler in a batch sampler
-    if callable(getattr(inner, "set_epoch", None)):
-        inner.set_epoch(epoch)  # type: ignore[union-attr]
 
 
 def batches(
@@ -113,16 +103,19 @@ def run_pass(
     when the plan says so (a preemption signal is acted on at an update boundary).
     """
     run, training, values, step = manager._run, spec.training, spec.values, spec.step
+    protect_workers(data)  # its loader processes outlive a SIGTERM sent to the whole job: the run acts on it
     skip, after_skip = run.data_order(data) if training else (0, None)
+    source = _resumed(data, skip) if skip else None
+    if source is not None:
+        skip = 0
     start, end = dispatch.uses(spec.start_hook), dispatch.uses(spec.end_hook)
     index = run.batch if training else 0
     left = run.budget_left if training else None
     budget_end = -1 if left is None else index + left  # the batch index the budget ends before
     done, last = 0, False
     convert = manager._precision.convert_input if manager._precision.converts_input else None
-    for x, y, last in batches(
-        data, unpacker(manager, data), manager._run_device, convert, skip=skip, after_skip=after_skip
-    ):
+    unpack, device = unpacker(manager, data), manager._run_device
+    for x, y, last in batches(source or data, unpack, device, convert, skip=skip, after_skip=after_skip):
         if training:
             run.current_batch, run.last_batch = index, last or index + 1 == budget_end
         if start:
@@ -181,6 +174,15 @@ def train_epoch(
             f"check `drop_last` with a batch size larger than the data). Received: training_dataset={dataset!r}"
         )
     return values.read()
+
+
+def _resumed(data: DataSource, skip: int) -> Any:
+    """The rest of a resumed epoch from its global position, nothing before it loaded; None: replay the skipped."""
+    total = batches_in(data)
+    if total is not None and skip >= total:
+        return iter(())  # saved after the epoch's last batch: nothing is left of it
+    position = samples_done(data, skip)
+    return resume_iterator(data, position) if position is not None else None
 
 
 def _bar_total(steps_in_epoch: int | None, done: int, budget_left: int | None) -> int | None:

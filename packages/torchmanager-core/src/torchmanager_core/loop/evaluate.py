@@ -17,6 +17,7 @@ import torch
 from .. import devices, distributed, evaluation_shards, strategy
 from ..callbacks import Callback, CallbackList
 from ..epoch_values import running
+from ..loader_workers import protect_workers
 from ..modes import evaluating
 from ..progress import EpochProgress
 from ..random import capture_rng_state, restore_rng_state
@@ -103,6 +104,7 @@ def predict(manager: ManagerLike, dataset: DataSource, show_verbose: bool) -> li
     """
     outputs: list[Any] = []
     share = evaluation_shards.split(dataset)
+    protect_workers(share)
     progress = EpochProgress(batches_in(share), "Predict", show_verbose and distributed.is_main_process())
     with evaluation(manager):
         convert = manager._precision.convert_input if manager._precision.converts_input else None
