@@ -131,7 +131,9 @@ def test_per_step_points_every_n_optimizer_updates_beside_the_epoch_ones(
     assert [(int(r["step"]), int(r["batch"]), float(r["loss"])) for r in rows] == [
         (step, batch, pytest.approx(loss, rel=1e-5)) for step, batch, loss in expected
     ]
-    assert [int(r["epoch"]) for r in rows] == [1 if step <= -(-7 // window) else 2 for step, _, _ in expected]  # counted from 1
+    assert [int(r["epoch"]) for r in rows] == [
+        1 if step <= -(-7 // window) else 2 for step, _, _ in expected
+    ]  # counted from 1
     with open(csv_path, newline="") as file:
         assert [int(row["epoch"]) for row in csv.DictReader(file)] == [1, 2]  # the per-epoch rows are still there
     assert scalars(log_dir, "loss", "train")[-1][0] == 2

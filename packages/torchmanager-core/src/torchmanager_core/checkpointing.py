@@ -138,10 +138,11 @@ def payload(
 
 
 def _training_values(manager: ManagerLike) -> dict[str, Any] | None:
-    """The training pass's running values: live during its epoch, kept by the run between two `fit`s."""
-    if manager._passes and manager._passes[0] is manager._training:
-        return manager._training.state_dict()
-    return manager._run.epoch_values
+    """The training pass's running values: live during its epoch, kept by the run between two `fit`s (a mid-epoch
+    stop), else the losses' and metrics' state now (a resume at an epoch's start resets them; it is checked)."""
+    if manager._run.epoch_values is not None and not (manager._passes and manager._passes[0] is manager._training):
+        return manager._run.epoch_values
+    return manager._training.state_dict()
 
 
 def save(manager: ManagerLike, path: str) -> None:

@@ -87,10 +87,8 @@ def _epochs(
     """Train, validate and end each epoch until the run is finished or stopped."""
     run = manager._run
     while not run.finished and not run.stop:
-        summary = _train_epoch(manager, dispatch, data, use_multi_gpus, show_verbose, kwargs)
-        if summary is None:
+        if not _epoch(manager, dispatch, data, val_data, use_multi_gpus, show_verbose, kwargs):
             return
-        _end_epoch(manager, dispatch, summary, _validate(manager, dispatch, val_data))
 
 
 def resume(manager: ManagerLike, path: str | None, initial_epoch: int | None) -> None:
@@ -176,15 +174,18 @@ def _log_start(manager: ManagerLike, data: DataSource, iterations: int | None) -
     log_batches(batch_size_of(data), batches_in(data), processes=processes, accumulate=accumulate, total_epochs=total)
 
 
-def _train_epoch(
+def _epoch(
     manager: ManagerLike,
     dispatch: Dispatch,
     data: DataSource,
+    val_data: DataSource | None,
     use_multi_gpus: bool,
     show_verbose: bool,
     kwargs: Mapping[str, Any],
-) -> dict[str, float] | None:
-    """Train the epoch in progress through `Manager._train`; its summary, or None when it did not end (a stop)."""
+) -> bool:
+    """The epoch in progress: trained through `Manager._train`, validated and ended; False when it did not end (a stop
+    or the budget between two batches, or a stop before its first batch). Its training values stay live until it
+    ended (a checkpoint asked for at its end holds them, and is refused for a non-finite loss)."""
     run = manager._run
     manager._sync_streams()
     manager._last_values = manager._training
@@ -194,7 +195,7 @@ def _train_epoch(
             run.epoch_values = None
         dispatch("on_epoch_start", run.epoch)
         if run.stop:
-            return None  # stopped before the epoch's first batch: it has not started
+            return False  # stopped before the epoch's first batch: it has not started
         summary = manager._train(
             data,
             iterations=run.budget_left,
@@ -206,13 +207,11 @@ def _train_epoch(
         )
         if run.batch > 0 and not run.epoch_complete:  # a stop or the budget between two batches
             run.pause(manager._training.state_dict())
-            log_summary(
-                f"Stopped after batch {run.batch} of epoch {run.epoch + 1}",
-                summary,
-                console=not dispatch.close_progress(summary),
-            )
-            return None
-    return summary
+            shown = dispatch.close_progress(summary)
+            log_summary(f"Stopped after batch {run.batch} of epoch {run.epoch + 1}", summary, console=not shown)
+            return False
+        _end_epoch(manager, dispatch, summary, _validate(manager, dispatch, val_data))
+    return True
 
 
 def _validate(manager: ManagerLike, dispatch: Dispatch, val_data: DataSource | None) -> dict[str, float] | None:
