@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .metric import GLOBAL_MODULE_HOOKS, Metric, at_least_float32, overrides
+from .metric import GLOBAL_MODULE_HOOKS, Metric, at_least_float32
 
 __all__ = [
     "Accuracy",
@@ -173,7 +173,11 @@ def _check_k(k: object) -> int:
 
 
 def top_k_accuracy(input: torch.Tensor, target: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
-    """The fraction of samples whose integer label is among the `k` highest scores on `dim`."""
+    """The fraction of samples (or positions) whose integer label is among the `k` highest scores on `dim`."""
+    return _mean_of(_top_k_hits(input, target, k, dim))
+
+
+def _top_k_hits(input: torch.Tensor, target: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     _check_k(k)
     input, target = _check_tensor(input, "input"), check_class_labels(target)
     d = _check_dim(dim, input.dim())
@@ -185,21 +189,28 @@ def top_k_accuracy(input: torch.Tensor, target: torch.Tensor, k: int, dim: int =
     if k > input.shape[d]:
         raise ValueError(f"`k` must be at most the number of classes ({input.shape[d]}). Received: k={k}")
     top = input.topk(k, dim=d).indices
-    return _mean_of(top.eq(target.unsqueeze(d).long()).any(d))
+    return top.eq(target.unsqueeze(d).long()).any(d)
 
 
 class _HitRate(Metric):
     """A metric whose batch value is the fraction of hits (`hits(input, target)`, a bool tensor): the accuracy family.
 
-    Its state is the count of hits and of samples. `update_state` (what a loop that never reads
-    the batch value calls) adds the batch's hits without making their mean first, unless a
-    subclass replaced `forward`, `update` or `__call__`, or a hook is registered: then it calls the
-    metric, so that the replacement runs (decided once, when the metric is made).
+    Its state is the count of hits and of the elements judged (samples, or tokens and pixels when
+    a sample has several), so the epoch value is the fraction of hits over all the data, however
+    long each batch's samples are, whichever loop runs it: a call (`update`, which returns the batch
+    value) and `update_state` (what a loop that never reads the batch value calls, which skips
+    making it) add the same counts. A subclass replacing `forward` makes the epoch value the
+    sample-weighted mean of its values (see `Metric`); one replacing `update` or `__call__` runs on
+    every batch (`update_state` calls it). Which of these holds is decided once, per class.
     """
 
-    def __init__(self, *, target: str | None = None) -> None:
-        super().__init__(target=target)
-        self._counts_hits = not any(overrides(self, _HitRate, name) for name in ("forward", "update", "__call__"))
+    _own_forward = False  # a subclass replaces `forward`: the epoch value is the mean of its values
+    _counts_directly = True  # `update_state` may count without calling the metric (nothing it calls is replaced)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._own_forward = cls.forward is not _HitRate.forward
+        cls._counts_directly = not any(getattr(cls, name) is not getattr(_HitRate, name) for name in _COUNTING_PATH)
 
     def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Which elements (or samples) of a batch are right, as a bool tensor."""
@@ -208,13 +219,29 @@ class _HitRate(Metric):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return _mean_of(self.hits(input, target))
 
+    def update(self, input: Any, target: Any) -> torch.Tensor:
+        """Add the batch's hits and elements to the counts; its fraction of hits."""
+        if self._own_forward:
+            return super().update(input, target)
+        correct, n = self._count(input, target)
+        return correct / n
+
     def update_state(self, input: Any, target: Any = None) -> None:
-        # `self.hooked` inlined: a property call costs more than these checks, on every batch
-        if not self._counts_hits or self._target is not None or self._hooked or any(GLOBAL_MODULE_HOOKS):
-            self(input, target)
+        if not self._counts_directly or self._target is not None or self._hooked or any(GLOBAL_MODULE_HOOKS):
+            self(input, target)  # the replacement, the key picked or the hooks run as in a call
             return
+        self._count(input, target)
+
+    def _count(self, input: Any, target: Any) -> tuple[torch.Tensor, int]:
+        """The batch's hits and elements judged, added to the state (the one path of `update` and `update_state`)."""
         hits = self.hits(input, target)
-        self.accumulate_sum(hits.sum(dtype=torch.float32), hits.numel())
+        correct, n = hits.count_nonzero(), hits.numel()
+        self.add_batch_sum(correct, n)
+        return correct, n
+
+
+_COUNTING_PATH = ("forward", "update", "__call__")
+"""The methods `update_state` stands in for: a subclass replacing one of them is called instead."""
 
 
 class Accuracy(_HitRate):
@@ -239,7 +266,7 @@ class SparseCategoricalAccuracy(Accuracy):
         self._checked: tuple[Any, ...] | None = None  # the layout of the last batch whose argmax passed the checks
 
     def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        layout = (input.shape, target.shape, input.dtype, target.dtype)
+        layout = (input.shape, target.shape, target.dtype)  # argmax does not care for the scores' dtype
         if layout == self._checked:  # the same layout as the last batch: the same checks, passed
             return input.argmax(self.dim).eq(target)
         hits = _sparse_categorical_hits(input, target, self.dim)
@@ -281,8 +308,8 @@ class BinaryAccuracy(_HitRate):
         return f"threshold={self.threshold}, from_logits={self.from_logits}"
 
 
-class TopKAccuracy(Metric):
-    """Top-k accuracy: the integer label is among the `k` highest scores on `dim`.
+class TopKAccuracy(_HitRate):
+    """Top-k accuracy: the integer label is among the `k` highest scores on `dim`, per sample or position.
 
     Args:
         k: How many of the highest-scoring classes count as a hit (a positive int).
@@ -295,8 +322,8 @@ class TopKAccuracy(Metric):
         self.k = _check_k(k)
         self.dim = check_dim_arg(dim)
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return top_k_accuracy(input, target, self.k, self.dim)
+    def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _top_k_hits(input, target, self.k, self.dim)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, dim={self.dim}"

@@ -12,13 +12,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import torch
-from torch.nn.modules import module as _torch_module
 from torch.utils.hooks import RemovableHandle
 
 from .attributes import assignable, register_unshadowed
+from .call_route import GLOBAL_MODULE_HOOKS, HookHandle, has_own_hooks, run_hooked, set_route
 
 __all__ = [
     "GLOBAL_MODULE_HOOKS",
+    "PENDING_BATCHES",
     "BaseMetric",
     "Metric",
     "MetricFn",
@@ -52,17 +53,14 @@ def batch_size(input: Any, target: Any) -> int:
     return 1
 
 
-# torch's registries of global module hooks (`torch.nn.modules.module.register_module_*_hook`),
-# dicts torch fills and empties in place: read on every call, as `nn.Module.__call__` reads them
-_GLOBAL_FORWARD_PRE = _torch_module._global_forward_pre_hooks
-_GLOBAL_FORWARD = _torch_module._global_forward_hooks
-_GLOBAL_BACKWARD_PRE = _torch_module._global_backward_pre_hooks
-_GLOBAL_BACKWARD = _torch_module._global_backward_hooks
-GLOBAL_MODULE_HOOKS = (_GLOBAL_FORWARD_PRE, _GLOBAL_FORWARD, _GLOBAL_BACKWARD_PRE, _GLOBAL_BACKWARD)
-"""The four registries, for a fast path that checks them all at once (`any(GLOBAL_MODULE_HOOKS)`)."""
+# torch's registries of global module hooks, named here to be read as fast as `nn.Module.__call__` reads them
+_GLOBAL_FORWARD_PRE, _GLOBAL_FORWARD, _GLOBAL_BACKWARD_PRE, _GLOBAL_BACKWARD = GLOBAL_MODULE_HOOKS
 
 _NARROW_FLOATS = frozenset((torch.bfloat16, torch.float16))
 """The autocast dtypes: too narrow to compute or sum a metric in."""
+
+PENDING_BATCHES = 64
+"""Batches whose sums a metric keeps aside before adding them to its state in one go (see `Metric.add_batch_sum`)."""
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -101,9 +99,11 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
 class Metric(torch.nn.Module):
     """A streaming metric: call it on each batch, read `result` at the end of the epoch.
 
-    `metric(input, target)` picks the `target` entry of dict inputs and labels, computes the
-    batch value with `forward` and adds it to the state. By default the state is a
-    sample-weighted running mean (`total`, `count`), so `result` is exact over uneven batches.
+    `metric(input, target)` picks the `target` entry of dict inputs and labels, computes the batch
+    value with `forward` and adds it to the state. By default the state is a sample-weighted
+    running mean (`total`, `count`), so `result` is exact over uneven batches; a metric whose
+    batch value averages something else (elements, tokens, pixels, the labels a loss did not
+    ignore) weighs each batch by that, so its epoch value is the one of all the data at once.
     Metrics whose epoch value is not a mean (confusion matrices, FID) declare their own state
     with `add_state` and override `update` and `compute`. States live on the device of the data
     they accumulate, are reset by `reset()`, saved in `state_dict()` and merged with
@@ -112,15 +112,16 @@ class Metric(torch.nn.Module):
     whatever the dtype of the values.
 
     Extension points: `forward` (the batch value), `update` (how a batch changes the state, the
-    method a call runs) and `compute`. A subclass's `forward` is always the one that counts:
-    where a metric here computes its state without calling `forward` (pooled counts), a
-    subclass replacing `forward` makes it a sample-weighted mean of that `forward`'s values.
-    Hooks registered on the module (`register_forward_hook`, `register_forward_pre_hook`, the
-    backward hooks, and torch's global module hooks) fire around each call's update, as
-    `nn.Module.__call__` fires them around `forward`: pre-hooks see `(input, target)` after
-    the `target` key is picked and may replace them (the state then records the replacement),
-    forward hooks see the batch value and may replace what the call returns (the state has
-    already recorded the batch).
+    method every call runs, whichever loop calls it) and `compute`. A subclass's `forward` is
+    always the one that counts: where a metric here computes its state without calling
+    `forward` (pooled counts), a subclass replacing `forward` makes it a sample-weighted mean of
+    that `forward`'s values. Hooks registered on the module (`register_forward_hook`,
+    `register_forward_pre_hook`, the backward hooks, and torch's global module hooks) fire around
+    each call's update, as `nn.Module.__call__` fires them around `forward`: pre-hooks see
+    `(input, target)` after the `target` key is picked and may replace them (the state then
+    records the replacement), forward hooks see the batch value and may replace what the call
+    returns (the state has already recorded the batch). Whether a call goes through the hooks is
+    decided when a hook is registered on the metric or removed (see `call_route`), not per call.
 
     Args:
         metric_fn: Optional function of `(input, target)` giving the batch value; without it, a
@@ -130,7 +131,7 @@ class Metric(torch.nn.Module):
 
     total: torch.Tensor
     count: torch.Tensor
-    _hooked = False  # set (on the instance) when a hook is registered: calls then run nn.Module.__call__
+    _hooked = False  # the instance's own decision, taken when a hook is registered on it or removed
 
     def __init__(self, metric_fn: MetricFn | None = None, target: str | None = None) -> None:
         super().__init__()
@@ -144,8 +145,10 @@ class Metric(torch.nn.Module):
         self._target = target
         self._reductions: dict[str, Reduction] = {}
         self._defaults: dict[str, torch.Tensor] = {}
-        self._num_updates = 0
+        self._num_updates = 0  # batches added to `total` since the last reset (not those pending)
         self._pending_count = 0  # samples not yet added to `count` (a host int: no kernel per batch)
+        self._pending_sums: list[tuple[torch.Tensor, int | torch.Tensor]] = []  # see `add_batch_sum`
+        self._pending_means: list[tuple[torch.Tensor, torch.Tensor]] = []  # see `add_batch_mean`
         self.add_state("total", torch.zeros(()), "sum")
         self.add_state("count", torch.zeros((), dtype=torch.int64), "sum")  # exact beyond float32's 2**24
 
@@ -187,9 +190,10 @@ class Metric(torch.nn.Module):
         """Update the state with one batch and return the batch value (hooks fire around the update)."""
         if self._target is not None:
             input, target = self._select(input, "model output"), self._select(target, "label")
-        # `_run_update` inlined: attribute reads and calls on a Module cost microseconds, on every batch
+        # `_run_update` inlined (a call on a Module costs microseconds on every batch); `_hooked` was decided when
+        # a hook was registered here, torch's global registries have no such moment (`nn.Module.__call__` reads them)
         if self._hooked or _GLOBAL_FORWARD_PRE or _GLOBAL_FORWARD or _GLOBAL_BACKWARD_PRE or _GLOBAL_BACKWARD:
-            return _update_in_module_call(self, input, target)
+            return run_hooked(self, input, target)
         return self.update(input, target)
 
     @property
@@ -203,8 +207,12 @@ class Metric(torch.nn.Module):
         Subclasses that prepare the batch before the update (the feature metrics) call it too.
         """
         if self._hooked or _GLOBAL_FORWARD_PRE or _GLOBAL_FORWARD or _GLOBAL_BACKWARD_PRE or _GLOBAL_BACKWARD:
-            return _update_in_module_call(self, input, target)
+            return run_hooked(self, input, target)
         return self.update(input, target)  # no hook anywhere: nn.Module.__call__ would only add its cost
+
+    def _decide_route(self) -> None:
+        """Decide how calls reach `update`: inside `nn.Module.__call__` while hooks are registered on this metric."""
+        set_route(self, has_own_hooks(self))
 
     def register_buffer(self, name: str, tensor: torch.Tensor | None, persistent: bool = True) -> None:
         """As `nn.Module.register_buffer`; a name the class computes until assigned (`target`) may be registered."""
@@ -214,32 +222,31 @@ class Metric(torch.nn.Module):
         """As `nn.Module.register_parameter`; a name the class computes until assigned (`target`) may be registered."""
         register_unshadowed(self, name, lambda: super(Metric, self).register_parameter(name, param))
 
-    # The registrations mark the module, so that a call checks one flag rather than four hook dicts.
+    # Registering a hook decides the metric's route; removing it (its handle) decides again.
 
     def register_forward_pre_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
         """As `nn.Module.register_forward_pre_hook`; the hook fires before each call's update."""
-        self.__dict__["_hooked"] = True
-        return super().register_forward_pre_hook(*args, **kwargs)
+        return self._routed(super().register_forward_pre_hook(*args, **kwargs))
 
     def register_forward_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
         """As `nn.Module.register_forward_hook`; the hook sees each call's batch value."""
-        self.__dict__["_hooked"] = True
-        return super().register_forward_hook(*args, **kwargs)
+        return self._routed(super().register_forward_hook(*args, **kwargs))
 
     def register_full_backward_pre_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
         """As `nn.Module.register_full_backward_pre_hook`."""
-        self.__dict__["_hooked"] = True
-        return super().register_full_backward_pre_hook(*args, **kwargs)
+        return self._routed(super().register_full_backward_pre_hook(*args, **kwargs))
 
     def register_full_backward_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
         """As `nn.Module.register_full_backward_hook`."""
-        self.__dict__["_hooked"] = True
-        return super().register_full_backward_hook(*args, **kwargs)
+        return self._routed(super().register_full_backward_hook(*args, **kwargs))
 
     def register_backward_hook(self, *args: Any, **kwargs: Any) -> RemovableHandle:
         """As `nn.Module.register_backward_hook` (deprecated by torch)."""
-        self.__dict__["_hooked"] = True
-        return super().register_backward_hook(*args, **kwargs)
+        return self._routed(super().register_backward_hook(*args, **kwargs))
+
+    def _routed(self, handle: RemovableHandle) -> RemovableHandle:
+        self._decide_route()
+        return HookHandle(handle, self)
 
     def forward(self, input: Any, target: Any) -> torch.Tensor:
         """The batch value, without touching the state. Override it, or pass `metric_fn`."""
@@ -252,14 +259,24 @@ class Metric(torch.nn.Module):
     def update(self, input: Any, target: Any) -> torch.Tensor:
         """Add one batch to the state and return its value (the hook that `__call__` runs)."""
         value = self.forward(input, target)
-        self.accumulate(value, batch_size(input, target))
+        self.accumulate(value, self.denominator(input, target))
         return value
+
+    def denominator(self, input: Any, target: Any) -> int | torch.Tensor:
+        """The batch value's weight in the epoch mean: what `forward`'s mean divides by.
+
+        By default the number of samples (the first dimension of the label, else of the input),
+        right for a value that averages one number per sample; a metric averaging elements
+        (tokens, pixels) overrides it, so the epoch value is the one of all the data at once.
+        """
+        return batch_size(input, target)
 
     def update_state(self, input: Any, target: Any = None) -> None:
         """Add one batch to the state without returning its value (a loop that never reads it calls this).
 
-        By default it calls the metric, so hooks and every override run; a metric whose state is
-        a count (the accuracy family) adds the count directly, one step fewer.
+        It adds exactly what a call adds (the epoch value never depends on which of the two a loop
+        used): by default it calls the metric, so hooks and every override run; a metric whose
+        batch value costs a kernel the state does not need (the accuracy family) skips making it.
         """
         self(input, target)
 
@@ -304,6 +321,27 @@ class Metric(torch.nn.Module):
             self.__dict__["_pending_count"] = self._pending_count + n
         self.__dict__["_num_updates"] = self._num_updates + 1
 
+    def add_batch_sum(self, total: torch.Tensor, n: int | torch.Tensor) -> None:
+        """`accumulate_sum(total, n)` for a 0-dim `total` that keeps no graph, added later without a kernel now.
+
+        The batch's sum waits in a host-side list; every `PENDING_BATCHES` batches, and before
+        anything reads the state (`materialize`), the waiting sums are added in one go: a step
+        pays a list append instead of in-place adds. `total` is a float32/float64 sum or an
+        integer count; `n` a host int or a 0-dim tensor on `total`'s device (as `accumulate_sum`).
+        """
+        pending = self._pending_sums
+        pending.append((total, n))
+        if len(pending) >= PENDING_BATCHES:
+            self.materialize()
+
+    def add_batch_mean(self, value: torch.Tensor, weight: torch.Tensor) -> None:
+        """`accumulate(value, weight)` for a 0-dim float32/float64 mean that keeps no graph and a 0-dim tensor
+        `weight` on its device (a total class weight), added later as `add_batch_sum` is."""
+        pending = self._pending_means
+        pending.append((value, weight))
+        if len(pending) >= PENDING_BATCHES:
+            self.materialize()
+
     def _summable(self, value: torch.Tensor | float) -> torch.Tensor:
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value)
@@ -318,7 +356,7 @@ class Metric(torch.nn.Module):
     def _total_like(self, value: torch.Tensor) -> torch.Tensor:
         """The `total` state, made for `value`'s device and shape (float32 or wider) at the first batch after a reset."""
         # buffers read from `_buffers` and counters set in `__dict__`: Module.__getattr__/__setattr__
-        # cost microseconds a call, and this runs for every metric on every batch
+        # cost microseconds a call
         buffers = self._buffers
         total = buffers["total"]
         if self._num_updates == 0 or total is None:
@@ -333,14 +371,37 @@ class Metric(torch.nn.Module):
         return total
 
     def materialize(self) -> None:
-        """Write the host-side sample counter into the `count` state (done before any read of the state).
+        """Add what waits on the host to the states: the batches kept aside and the sample counter.
 
-        `compute`, `merge_state`, `state_dict` and core's cross-process reduction call it; a subclass
-        reading `self.count` directly calls it first.
+        `compute`, `merge_state`, `state_dict`, moves and core's cross-process reduction call it; a
+        subclass reading `self.total` or `self.count` directly calls it first.
         """
+        sums, means = self._pending_sums, self._pending_means
+        if sums:
+            batches = sums[0][0] if len(sums) == 1 else torch.stack([total for total, _ in sums]).sum(0)
+            self._total_like(batches).add_(batches)
+            counts = [n for _, n in sums if isinstance(n, torch.Tensor)]
+            self.__dict__["_pending_count"] = self._pending_count + sum(
+                n for _, n in sums if not isinstance(n, torch.Tensor)
+            )
+            self.__dict__["_num_updates"] = self._num_updates + len(sums)
+            sums.clear()
+            if counts:
+                self._add_count(torch.stack(counts).sum() if len(counts) > 1 else counts[0])
+        if means:
+            values, weights = torch.stack([value for value, _ in means]), torch.stack([weight for _, weight in means])
+            self._total_like(values[0]).add_((values * weights).sum(0))
+            self.__dict__["_num_updates"] = self._num_updates + len(means)
+            means.clear()
+            self._add_count(weights.sum())
         if self._pending_count:
             self._buffers["count"].add_(self._pending_count)  # type: ignore[union-attr]
             self.__dict__["_pending_count"] = 0
+
+    def _add_count(self, n: torch.Tensor) -> None:
+        count = self._buffers["count"]
+        assert count is not None  # states are never unset
+        count.add_(n if n.dtype is count.dtype or count.is_floating_point() else n.to(count.dtype))
 
     def compute(self) -> torch.Tensor:
         """The epoch value from the state: by default the sample-weighted mean (NaN when empty)."""
@@ -358,6 +419,8 @@ class Metric(torch.nn.Module):
             buffers[name] = default.to(current.device if current is not None else default.device).clone()
         self.__dict__["_num_updates"] = 0
         self.__dict__["_pending_count"] = 0
+        self._pending_sums.clear()
+        self._pending_means.clear()
 
     def merge_state(self, other: Metric) -> None:
         """Fold another instance's state into this one, as if its batches had been seen here."""
@@ -390,6 +453,10 @@ class Metric(torch.nn.Module):
             )
         return value[self._target]
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Metric:
+        self.materialize()  # what waits is on the old device: into the states first, which move
+        return super()._apply(fn, recurse)  # type: ignore[no-any-return, no-untyped-call]
+
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         self.materialize()
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -400,6 +467,8 @@ class Metric(torch.nn.Module):
             saved = state_dict.get(prefix + name)
             if isinstance(saved, torch.Tensor) and saved.shape != getattr(self, name).shape:
                 setattr(self, name, torch.zeros_like(saved, device=getattr(self, name).device))
+        self._pending_sums.clear()
+        self._pending_means.clear()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._num_updates = int(bool(self.count.ne(0).item()))  # whether any batch counted; not the hot path
         self._pending_count = 0
@@ -410,27 +479,6 @@ class Metric(torch.nn.Module):
 
 BaseMetric = Metric
 """Upstream 1.5's name of the abstract base; here the base and `Metric` are one class."""
-
-
-def _update_in_module_call(metric: Metric, input: Any, target: Any) -> torch.Tensor:
-    """`metric.update(input, target)` run by `nn.Module.__call__`, so that every hook fires around it.
-
-    `nn.Module.__call__` runs the hooks around `self.forward`; for this one call, `forward` is an
-    instance attribute running the update. It removes itself first, so the update's own calls to
-    `self.forward` reach the class's `forward`.
-    """
-    update = metric.update
-
-    def run(*args: Any, **kwargs: Any) -> torch.Tensor:
-        metric.__dict__.pop("forward", None)
-        return update(*args, **kwargs)
-
-    metric.__dict__["forward"] = run
-    try:
-        value: torch.Tensor = torch.nn.Module.__call__(metric, input, target)
-    finally:
-        metric.__dict__.pop("forward", None)
-    return value
 
 
 class _FunctionMetric(Metric):

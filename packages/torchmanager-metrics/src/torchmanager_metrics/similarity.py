@@ -9,6 +9,7 @@ base state, so `result` is the mean over all samples.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -411,23 +412,33 @@ class CosineSimilarity(Metric):
         return cosine_similarity(input, target, dim=self.dim, eps=self.eps).mean()
 
 
-class MAE(Metric):
-    """Mean absolute error over all elements and samples (samples of one shape)."""
+class _ElementwiseMean(Metric):
+    """A mean over every element of a batch: each batch weighs by its elements, so the epoch value is the mean
+    over all the data's elements whatever the batches' shapes (a subclass replacing `forward` by its samples)."""
 
     def __init__(self, *, target: str | None = None) -> None:
         super().__init__(target=target)
+        self._plain = type(self).forward in _ELEMENTWISE  # decided when made
+
+    def denominator(self, input: Any, target: Any) -> int | torch.Tensor:
+        return input.numel() if self._plain and isinstance(input, torch.Tensor) else super().denominator(input, target)
+
+
+class MAE(_ElementwiseMean):
+    """Mean absolute error over all elements."""
 
     @torch.no_grad()
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return mae(input, target)
 
 
-class MSE(Metric):
-    """Mean squared error over all elements and samples (samples of one shape)."""
-
-    def __init__(self, *, target: str | None = None) -> None:
-        super().__init__(target=target)
+class MSE(_ElementwiseMean):
+    """Mean squared error over all elements."""
 
     @torch.no_grad()
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return mse(input, target)
+
+
+_ELEMENTWISE = (MAE.forward, MSE.forward)
+"""The `forward`s whose value averages elements: a subclass replacing them is averaged over samples."""
