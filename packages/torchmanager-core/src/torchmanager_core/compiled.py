@@ -4,7 +4,9 @@ Who owns what: a loss or metric with its own streaming state (`reset()` and `res
 torchmetrics') keeps its epoch value itself; for a plain callable (a `torch.nn` loss, a function)
 this module keeps a sample-weighted mean on the device. Either way the managers see one object
 with `reset()`, `epoch_values()` (epoch tensors by summary name) and `owned` (the names it reports),
-and nothing here reads a tensor on the host.
+and nothing here reads a tensor on the host. This module also defines what the running state of
+a loss or metric is (`running_state`), the one definition that parking a pass, a checkpoint and a
+resume use. The arguments are checked in `stream_checks`.
 """
 
 from __future__ import annotations
@@ -16,141 +18,97 @@ import torch
 
 from .errors import LossError, MetricError, describe
 from .protocols import has_state, read_result
-from .tracking import VAL_PREFIX, MeanTracker, count_samples, summable
+from .tracking import MeanTracker, count_samples, summable
 
-__all__ = ["CompiledLoss", "CompiledMetrics", "LossDict", "check_loss_fn", "check_metrics"]
-
-
-def check_loss_fn(loss_fn: object) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
-    """Check the `loss_fn` argument of a manager: None, a callable, or a non-empty dict of callables."""
-    _refuse_a_class(loss_fn, "loss_fn")
-    if loss_fn is None or (callable(loss_fn) and not isinstance(loss_fn, Mapping)):
-        return loss_fn
-    if isinstance(loss_fn, Mapping):
-        if not loss_fn:
-            raise ValueError(
-                "`loss_fn` must not be an empty dict: give at least one loss, or None. Received: loss_fn={}"
-            )
-        for name, fn in loss_fn.items():
-            _refuse_a_class(fn, f"loss_fn[{name!r}]")
-            if not isinstance(name, str) or not callable(fn):
-                raise TypeError(
-                    "`loss_fn` as a dict must map str names to callables `fn(y, label) -> scalar tensor`. "
-                    f"Received: loss_fn[{name!r}]={fn!r}"
-                )
-        return LossDict(loss_fn)
-    raise TypeError(
-        "`loss_fn` must be a loss (a callable `fn(y, label) -> scalar tensor`, such as "
-        f"torchmanager.losses.CrossEntropy()), a dict of them, or None. Received: loss_fn={loss_fn!r}"
-    )
-
-
-class LossDict(dict[str, Callable[..., Any]]):
-    """A dict of named losses that is also their sum: `loss_fn(y, label)` adds the parts (each applies its own
-    `weight` and `target`), as upstream 1.5's `MultiLosses` made of a dict did, so a step of the user's can call it."""
-
-    def __call__(self, y: Any, label: Any) -> torch.Tensor:
-        values = [summable(fn(y, label)) for fn in self.values()]
-        return sum(values[1:], values[0])
-
-
-def check_summary_names(loss_fn: object, metrics: Mapping[str, Any]) -> None:
-    """Raise `ValueError` when two values would report under one name in an epoch's summary.
-
-    Validation reports each value as `val_<name>` (a name starting with `val_` as it is), beside
-    the training values: a metric `acc` beside a metric `val_acc`, a loss part `val` (reported
-    `val_loss`), a metric `ce_loss` beside a loss part `ce`, or a metric `val_loss` beside a
-    `loss_fn` would silently overwrite one another, and a callback monitoring it would read the
-    wrong one. Metrics named `val_*` report only when validating or testing (upstream's convention),
-    so a metric `val_loss` is unambiguous in a manager without `loss_fn`, as `ce_loss` is beside a
-    single loss.
-    """
-    losses: list[tuple[str, str]] = []
-    if loss_fn is not None:
-        losses.append(("loss", "the total loss"))
-    if isinstance(loss_fn, Mapping):
-        losses += [(f"{name}_loss", f"loss `{name}`") for name in loss_fn]
-    named = losses + [(name, f"metric `{name}`") for name in metrics]
-    # training reports every loss, and the metrics not named `val_*` (those run only when validating or testing)
-    claims = losses + [(name, what) for name, what in named[len(losses) :] if not name.startswith(VAL_PREFIX)]
-    claims += [
-        (name if name.startswith(VAL_PREFIX) else VAL_PREFIX + name, f"{what} on validation") for name, what in named
-    ]
-    reported: dict[str, str] = {}
-    for name, what in claims:
-        if name in reported:
-            raise ValueError(
-                f"Two values would be reported as `{name}` in an epoch's summary: {reported[name]} and {what}; rename "
-                f"one (validation prefixes `{VAL_PREFIX}` to every name). "
-                f"Received: losses {sorted(dict(losses))}, metrics {sorted(metrics)}"
-            )
-        reported[name] = what
-
-
-def _refuse_a_class(fn: object, where: str) -> None:
-    """Raise `TypeError` when a loss or metric is given as its class: calling it would build one, not score a batch."""
-    if isinstance(fn, type):
-        raise TypeError(
-            f"`{where}` is the class {fn.__name__}, not an instance: write {fn.__name__}() (with its arguments). "
-            f"Received: {where}={fn!r}"
-        )
-
-
-def check_metrics(metrics: object) -> dict[str, Callable[..., Any]]:
-    """Check the `metrics` argument of a manager: None or a dict of str names to callables.
-
-    As upstream 1.5, a loss (a stateful callable with a float `weight`, such as
-    `torchmanager.losses.CrossEntropy()`) given as a metric reports as `<name>_loss`: under a name
-    ending in `_loss` as it is, under another name with `_loss` appended. Whether a name clashes
-    with the losses' is for `check_summary_names` to say.
-
-    Raises:
-        TypeError: `metrics` is not a dict of str names to callables.
-        ValueError: A metric that is not a loss is named `loss` (the total loss's name), or two
-            metrics would report under one name.
-    """
-    if metrics is None:
-        return {}
-    if not isinstance(metrics, Mapping):
-        raise TypeError(
-            "`metrics` must be a dict of names to metrics, e.g. "
-            f"{{'accuracy': torchmanager.metrics.SparseCategoricalAccuracy()}}. Received: metrics={metrics!r}"
-        )
-    checked: dict[str, Callable[..., Any]] = {}
-    for name, fn in metrics.items():
-        _refuse_a_class(fn, f"metrics[{name!r}]")
-        if not isinstance(name, str) or not callable(fn):
-            raise TypeError(
-                f"`metrics` must map str names to callables `fn(y, label)`. Received: metrics[{name!r}]={fn!r}"
-            )
-        reported = f"{name}_loss" if _is_loss(fn) and not name.endswith("_loss") else name
-        if reported == "loss":
-            raise ValueError(
-                "`loss` names the total of `loss_fn` in a summary; give this metric another name. "
-                f"Received: metrics key {name!r}"
-            )
-        if reported in checked:
-            raise ValueError(
-                f"Two metrics would report as `{reported}`: a loss given as a metric reports as `<name>_loss` "
-                f"(as in torchmanager 1.5); rename one. Received: metrics keys {sorted(metrics)}"
-            )
-        checked[reported] = fn
-    return checked
-
-
-def _is_loss(fn: object) -> bool:
-    """Whether `fn` is a loss object of ours or of upstream's kind: its own state and a float `weight`."""
-    weight = getattr(fn, "weight", None)
-    return has_state(fn) and isinstance(weight, (int, float)) and not isinstance(weight, bool)
+__all__ = ["CompiledLoss", "CompiledMetrics", "load_running_state", "running_state"]
 
 
 def _cloned(value: Any) -> Any:
-    """`value` with every tensor in it (nested in dicts) copied: a state to keep while the original changes."""
+    """`value` with every tensor in it (nested in dicts and lists) copied: a state to keep while the original changes."""
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
     if isinstance(value, Mapping):
         return {key: _cloned(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cloned(item) for item in value]
     return value
+
+
+_BATCH_COUNTERS = ("_num_updates", "_update_count")
+"""The number of batches a metric counted since its reset: ours (`Metric`) and torchmetrics' (`update_count`)."""
+
+
+def running_state(fn: object) -> dict[str, Any]:
+    """What a loss or metric carries from one batch to the next beyond its `state_dict()` (copies).
+
+    The running state of a stream is `fn.state_dict()` and this, for `fn` and each module inside
+    it (by qualified name): a metric of ours gives its own (`Metric.running_state`: its states
+    with the batches still waiting on the host kept apart); any other module, the states it
+    declares (`_defaults`, torchmetrics') that `state_dict()` leaves out (torchmetrics' are not
+    persistent by default; a "cat" state is a list of tensors), its buffers registered as not
+    persistent, and how many batches it counted since its reset. The same definition parks a
+    pass (validation, a `test()` inside `fit`), goes into a checkpoint and resumes one
+    (`load_running_state`). A callable that is not a module keeps nothing here.
+    """
+    if not isinstance(fn, torch.nn.Module):
+        return {}
+    state: dict[str, Any] = {}
+    for prefix, module in fn.named_modules():
+        own = getattr(module, "running_state", None)
+        if callable(own) and callable(getattr(module, "load_running_state", None)):
+            state[prefix] = {"own": own()}
+            continue
+        saved = module.state_dict(keep_vars=True) if _declared_states(module) else {}
+        states = {name: _cloned(getattr(module, name)) for name in _declared_states(module) if name not in saved}
+        for name in module._non_persistent_buffers_set:
+            if module._buffers.get(name) is not None and name not in states:
+                states[name] = _cloned(module._buffers[name])
+        counters = {
+            name: module.__dict__[name] for name in _BATCH_COUNTERS if isinstance(module.__dict__.get(name), int)
+        }
+        if states or counters:
+            state[prefix] = {"states": states, "counters": counters}
+    return state
+
+
+def load_running_state(fn: object, state: Mapping[str, Any]) -> None:
+    """Put back what `running_state` took (after `fn.load_state_dict` of its state dict); unknown modules are skipped."""
+    if not isinstance(fn, torch.nn.Module):
+        return
+    modules = dict(fn.named_modules())
+    for prefix, module_state in state.items():
+        module = modules.get(prefix)
+        if module is None:
+            continue
+        if "own" in module_state:
+            module.load_running_state(module_state["own"])
+            continue
+        for name, value in module_state["states"].items():
+            current = getattr(module, name, None)
+            device = current.device if isinstance(current, torch.Tensor) else _device_of(module)
+            moved = [item.to(device) for item in value] if isinstance(value, list) else value.to(device)
+            if name in module._buffers:
+                module._buffers[name] = moved
+            else:
+                setattr(module, name, moved)
+        for name, count in module_state["counters"].items():
+            module.__dict__[name] = int(count)
+        if "_computed" in module.__dict__:
+            module.__dict__["_computed"] = None  # torchmetrics' cached result is of another state
+
+
+def _declared_states(module: torch.nn.Module) -> list[str]:
+    defaults = getattr(module, "_defaults", None)
+    return [name for name in defaults if isinstance(name, str)] if isinstance(defaults, Mapping) else []
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    """Where a module's states live: its first tensor state's device (the CPU without one)."""
+    for name in _declared_states(module):
+        value = getattr(module, name, None)
+        if isinstance(value, torch.Tensor):
+            return value.device
+    return next((buffer.device for buffer in module.buffers()), torch.device("cpu"))
 
 
 class _Streams:
@@ -178,19 +136,25 @@ class _Streams:
         return self.fns.keys() == fns.keys() and all(self.fns[key] is fns[key] for key in fns)
 
     def state_dict(self) -> dict[str, Any]:
-        """The running state: each module's state dict, the tracked means and the call count (copies)."""
+        """The running state (copies): each module's state dict and the rest of its running state (see
+        `running_state`), the tracked means and the call count."""
+        modules = {name: fn for name, fn in self.fns.items() if isinstance(fn, torch.nn.Module)}
+        fns = {name: _cloned(fn.state_dict()) for name, fn in modules.items()}  # first: it adds what waits
         return {
-            "fns": {name: _cloned(fn.state_dict()) for name, fn in self.fns.items() if isinstance(fn, torch.nn.Module)},
+            "fns": fns,
+            "running": {name: running_state(fn) for name, fn in modules.items()},
             "tracker": _cloned(self.tracker.state_dict()),
             "calls": self.calls,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from `state_dict()` (states of callables this object does not have are skipped)."""
+        running = state.get("running", {})  # a checkpoint of format 2 before it has none
         for name, fn_state in state.get("fns", {}).items():
             fn = self.fns.get(name)
             if isinstance(fn, torch.nn.Module):
                 fn.load_state_dict(fn_state)
+                load_running_state(fn, running.get(name, {}))
         self.tracker.load_state_dict(state.get("tracker", {"totals": {}, "counts": {}}))
         self.calls = int(state.get("calls", 0))
 
@@ -225,6 +189,8 @@ class CompiledLoss(_Streams):
         self.is_dict = isinstance(loss_fn, Mapping)
         super().__init__(loss_fn if isinstance(loss_fn, Mapping) else {"loss": loss_fn})
         self.owned = ["loss", *(f"{name}_loss" for name in self.fns)] if self.is_dict else ["loss"]
+        self.keep_last = False  # set once a custom step's values are believed: they are compared with `last`
+        self.last: torch.Tensor | None = None  # with `keep_last`, the total of the last call, without its graph
 
     def __call__(self, y: Any, label: Any) -> torch.Tensor:
         """The total loss of a batch (a scalar with its graph); updates every part's epoch value."""
@@ -238,12 +204,17 @@ class CompiledLoss(_Streams):
                     f"Loss `{name}` failed on model output {describe(y)} and label {describe(label)}: {error} "
                     "Check that the model output and the label fit this loss (shapes, dtypes, `target` keys)."
                 ) from error
-            if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            if not isinstance(value, torch.Tensor):
                 raise LossError(
-                    f"Loss `{name}` must return a scalar tensor (reduce it, e.g. with `.mean()`). Received: {got}"
+                    f"Loss `{name}` must return a scalar tensor (reduce it, e.g. with `.mean()`). "
+                    f"Received: {type(value).__name__}"
                 )
-            if value.dim():
+            if value.dim():  # a 0-dim value, the common case, is checked by this one call
+                if value.numel() != 1:
+                    raise LossError(
+                        f"Loss `{name}` must return a scalar tensor (reduce it, e.g. with `.mean()`). "
+                        f"Received: shape {tuple(value.shape)}"
+                    )
                 value = value.reshape(())
             if not self.stateful[name]:
                 self.tracker.update(name, value, n)
@@ -252,6 +223,8 @@ class CompiledLoss(_Streams):
         if self.is_dict and not self.all_stateful:
             self.tracker.update("loss", total, n)
         self.calls += 1
+        if self.keep_last:
+            self.last = total.detach()
         return total
 
     @property
@@ -301,6 +274,15 @@ class CompiledMetrics(_Streams, Mapping[str, Callable[..., Any]]):
         self.counting = {
             name: self.stateful[name] and callable(getattr(fn, "update_state", None)) for name, fn in self.fns.items()
         }
+        self._direct = {training: self._direct_counting(training) for training in (True, False)}
+
+    def _direct_counting(self, training: bool) -> list[tuple[str, Callable[[Any, Any], None]]] | None:
+        """Each metric's `update_state`, when every metric of the pass counts a batch itself and keeps no graph in
+        its state (ours: `keeps_no_graph`), so outputs that require grad need no `no_grad` (decided once)."""
+        names = self.owned(training)
+        if not all(self.counting[name] and getattr(self.fns[name], "keeps_no_graph", False) is True for name in names):
+            return None
+        return [(name, self.fns[name].update_state) for name in names]  # type: ignore[attr-defined]
 
     def owned(self, training: bool) -> list[str]:
         """The summary names these metrics report in training or in testing."""
@@ -316,13 +298,31 @@ class CompiledMetrics(_Streams, Mapping[str, Callable[..., Any]]):
     def update_state(self, y: Any, label: Any, *, training: bool) -> None:
         """Update each metric with a batch without making its batch value (for a step whose values nobody reads).
 
-        A metric with its own `update_state` (ours) counts directly; any other is called as usual.
+        A metric with its own `update_state` (ours) counts directly, adding what a call adds; any
+        other is called as usual.
         """
-        if isinstance(y, torch.Tensor) and not y.requires_grad:
-            self._update(y, label, training, False)
-        else:
-            with torch.no_grad():
+        direct = self._direct[training]
+        if direct is None:
+            if isinstance(y, torch.Tensor) and not y.requires_grad:
                 self._update(y, label, training, False)
+            else:
+                with torch.no_grad():
+                    self._update(y, label, training, False)
+            return
+        for name, count in direct:
+            try:
+                count(y, label)
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as error:
+                raise self._failure(name, y, label, error) from error
+        self.calls += 1
+
+    @staticmethod
+    def _failure(name: str, y: Any, label: Any, error: Exception) -> MetricError:
+        return MetricError(
+            name,
+            f"Metric `{name}` failed on model output {describe(y)} and label {describe(label)}: {error} "
+            "Check that the model output and the label fit this metric.",
+        )
 
     def _update(self, y: Any, label: Any, training: bool, wanted: bool) -> dict[str, torch.Tensor]:
         """Update each metric with a batch; its batch values, when `wanted` (the body of `__call__` and `update_state`)."""
@@ -336,11 +336,7 @@ class CompiledMetrics(_Streams, Mapping[str, Callable[..., Any]]):
                     continue
                 value = fn(y, label)
             except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as error:
-                raise MetricError(
-                    name,
-                    f"Metric `{name}` failed on model output {describe(y)} and label {describe(label)}: {error} "
-                    "Check that the model output and the label fit this metric.",
-                ) from error
+                raise self._failure(name, y, label, error) from error
             value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
             if not self.stateful[name]:
                 self.tracker.update(name, value, n)

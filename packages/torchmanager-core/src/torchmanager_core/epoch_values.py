@@ -22,6 +22,8 @@ from .tracking import MeanTracker, count_samples, to_floats
 
 __all__ = ["EpochValues", "running"]
 
+_TOTAL = frozenset({"loss"})
+
 _warned_non_scalar: set[str] = set()
 
 
@@ -39,7 +41,10 @@ class EpochValues:
     metrics themselves (exact epoch values, e.g. an IoU over the whole epoch); any other value is
     averaged over the pass, weighted by batch size. With `believe_steps=True` (a custom step), the
     loss values a step returns are the epoch's values instead of what the loss objects saw: a step
-    calling `forward` twice reports what it returned.
+    calling `forward` twice reports what it returned. A step that returns, on every batch, the very
+    loss its one `forward` made (a copy of the default step) reports the loss objects' values, as
+    the default step does: the epoch value does not depend on which step ran (a cross entropy
+    over tokens weighs each batch by the tokens it did not ignore, not by its samples).
 
     Args:
         owner: The manager whose `compiled_losses` and `compiled_metrics` this pass reads.
@@ -49,10 +54,24 @@ class EpochValues:
     def __init__(self, owner: HasStreams, *, training: bool) -> None:
         self.owner = owner
         self.training = training
-        self.believe_steps = False
+        self._believe_steps = False
         self.extras = MeanTracker()
         self._owned: set[str] | None = None  # summary names the losses and metrics report, found at the first record
         self._believed: frozenset[str] = frozenset()
+        self._losses_own = True  # every believed loss value so far was the one the loss objects made
+        self._loss_calls = 0  # the losses' calls when the last step was recorded
+
+    @property
+    def believe_steps(self) -> bool:
+        """Whether the loss values a step returns are the epoch's (a custom step; set by the loop once per pass)."""
+        return self._believe_steps
+
+    @believe_steps.setter
+    def believe_steps(self, believe: bool) -> None:
+        self._believe_steps = believe
+        losses = self.owner.compiled_losses
+        if believe and losses is not None:
+            losses.keep_last = True  # so that a step's loss can be recognised as the one the losses made
 
     def reset(self) -> None:
         """Forget every batch: the losses', metrics' and extra values'."""
@@ -63,6 +82,7 @@ class EpochValues:
         self.extras.reset()
         self._owned = None
         self._believed = frozenset()
+        self._losses_own, self._loss_calls = True, 0
 
     def record(self, summary: Mapping[str, Any], x: Any, y: Any) -> None:
         """Add a step's summary: values the losses and metrics do not keep are averaged, weighted by the batch size."""
@@ -78,6 +98,23 @@ class EpochValues:
             if name not in self._owned:
                 n = n or count_samples(x, y)
                 self.extras.update(name, value, n)
+        if self._believed and self._losses_own:
+            self._losses_own = self._made_by_losses(summary)
+
+    def _made_by_losses(self, summary: Mapping[str, Any]) -> bool:
+        """Whether the step called the losses once and returned as "loss" the very total they made (no other loss name)."""
+        losses = self.owner.compiled_losses
+        assert losses is not None  # a believed name is a loss name
+        calls, self._loss_calls = self._loss_calls, losses.calls
+        value, last = summary["loss"] if "loss" in summary else None, losses.last
+        return (
+            self._believed == _TOTAL
+            and losses.calls == calls + 1
+            and isinstance(value, torch.Tensor)
+            and last is not None
+            and value.data_ptr() == last.data_ptr()  # `loss.detach()` shares the storage of the loss made
+            and value.dtype is last.dtype
+        )
 
     def _find_owned(self, summary: Mapping[str, Any]) -> set[str]:
         """The names read from the losses and metrics in this pass (decided once, at its first step)."""
@@ -98,7 +135,8 @@ class EpochValues:
         values: dict[str, torch.Tensor] = {}
         if losses is not None and losses.calls:
             for name, value in losses.epoch_values().items():
-                values[name] = extras.pop(name) if name in self._believed else value
+                believed = extras.pop(name) if name in self._believed else value
+                values[name] = value if self._losses_own else believed
         values.update(metrics.epoch_values(self.training))
         values.update(extras)
         return values
@@ -128,12 +166,14 @@ class EpochValues:
         self.extras.all_reduce()
 
     def state_dict(self) -> dict[str, Any]:
-        """The running state of the pass (copies): losses, metrics and extra values."""
+        """The running state of the pass (copies): losses, metrics and extra values, and whether the believed loss
+        values so far were the losses' own."""
         losses = self.owner.compiled_losses
         return {
             "losses": losses.state_dict() if losses is not None else None,
             "metrics": self.owner.compiled_metrics.state_dict(),
             "extras": {key: dict(value) for key, value in self.extras.state_dict().items()},
+            "losses_own": self._losses_own,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -144,6 +184,8 @@ class EpochValues:
         self.owner.compiled_metrics.load_state_dict(state.get("metrics", {}))
         self.extras.load_state_dict(state.get("extras", {"totals": {}, "counts": {}}))
         self._owned = None
+        self._losses_own = bool(state.get("losses_own", True))
+        self._loss_calls = losses.calls if losses is not None else 0
 
 
 @contextlib.contextmanager

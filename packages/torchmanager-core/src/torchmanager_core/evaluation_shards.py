@@ -221,4 +221,6 @@ def _blank(own: Any, spec: Any, device: torch.device, path: tuple[Any, ...]) -> 
         return {key: _blank(mine.get(key), item, device, (*path, key)) for key, item in spec.items()}
     if isinstance(spec, (int, float)) and not isinstance(spec, bool) and path not in _KEPT:
         return type(spec)(0)
+    if isinstance(spec, list):  # values waiting to be summed, a "cat" state: this rank's own (none)
+        return own if isinstance(own, list) else []
     return spec

@@ -16,7 +16,7 @@ import torch
 
 from .callbacks import Callback
 from .checkpointing import CheckpointMembers
-from .compiled import CompiledLoss, CompiledMetrics, check_loss_fn, check_metrics, check_summary_names
+from .compiled import CompiledLoss, CompiledMetrics
 from .devices import move_optimizer_state
 from .epoch_values import EpochValues
 from .errors import ModelError, describe
@@ -30,6 +30,7 @@ from .options import Option
 from .precision import check_precision, select_precision
 from .progress import ShowVerbose, VerboseType, wants_progress
 from .strategy import Devices, Strategy, StrategyOption, check_strategy, placed, unwrap
+from .stream_checks import check_loss_fn, check_metrics, check_summary_names
 from .upstream_members import UpstreamMembers
 
 __all__ = ["DataSource", "Devices", "Manager"]
@@ -261,7 +262,7 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
             _trainable(loss)  # raises
         self.backward(loss)  # type: ignore[arg-type]
         self.optimize()
-        self.compiled_metrics.update_state(y.data if isinstance(y, torch.Tensor) else y, y_train, training=True)
+        self.compiled_metrics.update_state(y, y_train, training=True)  # they know whether `y`'s graph matters
         return {}
 
     @default

@@ -15,7 +15,7 @@ import torch
 
 from .distributed import all_reduce_sum, is_distributed
 
-__all__ = ["VAL_PREFIX", "MeanTracker", "count_samples", "merge_summaries", "summable", "to_floats"]
+__all__ = ["PENDING_BATCHES", "VAL_PREFIX", "MeanTracker", "count_samples", "merge_summaries", "summable", "to_floats"]
 
 VAL_PREFIX = "val_"
 """What names a validation value in a merged summary: `val_loss` is the validation `loss`."""
@@ -67,50 +67,81 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
+PENDING_BATCHES = 64
+"""Batches a tracked value keeps aside before they are added to its running sum in one go (see `MeanTracker`)."""
+
+
 class MeanTracker:
     """Sample-weighted running means of named values, kept as tensors on the values' device.
 
-    `update` never waits for the device: it adds `value * n` to a device tensor and `n` to a
-    host int. Sums are float32 or wider whatever the values' dtype (a bfloat16 sum stops
-    growing at 256, a float16 one overflows past 65504); counts are exact ints. `means()`
-    returns tensors; turn them into floats with `to_floats`.
+    `update` never waits for the device, and launches no kernel: the batch's value waits in a
+    host-side list, and every `PENDING_BATCHES` batches of a name its waiting values are added to
+    its sum in one go, grouped by batch size (`sum(values) * n`, with no host-to-device copy of the
+    sizes). Reads (`means`) see the waiting values without adding them, and `state_dict` keeps
+    them apart, so reading, parking a pass or a checkpoint never changes the order of the sums.
+    Sums are float32 or wider whatever the values' dtype (a bfloat16 sum stops growing at 256, a
+    float16 one overflows past 65504); counts are exact ints. `means()` returns tensors; turn them
+    into floats with `to_floats`.
     """
 
     def __init__(self) -> None:
         self._totals: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
+        self._pending: dict[str, list[list[Any]]] = {}  # per name, `[value, n]` of each batch not yet summed
 
     def __contains__(self, name: object) -> bool:
-        return name in self._totals
+        return name in self._totals or name in self._pending
 
     def reset(self) -> None:
         """Forget every value."""
         self._totals.clear()
         self._counts.clear()
+        self._pending.clear()
 
     def update(self, name: str, value: torch.Tensor | float, n: int = 1) -> None:
-        """Add the batch mean `value` of `n` samples to the running mean of `name`."""
-        value = summable(value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(float(value)))
-        if name in self._totals:
-            self._totals[name] += value * n
-            self._counts[name] += n
-        else:
-            self._totals[name] = value * n  # a new tensor: the caller's value is never aliased
-            self._counts[name] = n
+        """Add the batch mean `value` of `n` samples to the running mean of `name` (a tensor's graph is not kept)."""
+        if isinstance(value, torch.Tensor) and value.requires_grad:
+            value = value.detach()
+        pending = self._pending.get(name)
+        if pending is None:
+            pending = self._pending[name] = []
+        pending.append([value, n])
+        if len(pending) >= PENDING_BATCHES:
+            self._totals[name], self._counts[name] = self._summed(name)
+            del self._pending[name]
+
+    def _summed(self, name: str) -> tuple[torch.Tensor, int]:
+        """The sum and count of `name` with its waiting values added: those of each batch size summed, times it."""
+        by_size: dict[int, list[torch.Tensor]] = {}
+        pending = self._pending.get(name, [])
+        for value, n in pending:
+            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(float(value))
+            by_size.setdefault(n, []).append(summable(tensor))
+        total = self._totals.get(name)
+        for n, values in by_size.items():
+            part = (values[0] if len(values) == 1 else torch.stack(values).sum(0)) * n  # a new tensor
+            total = part if total is None else total.to(part.device) + part  # a restored sum may be on the CPU
+        assert total is not None  # a name has a sum or waiting values
+        return total, self._counts.get(name, 0) + sum(n for _, n in pending)
 
     def state_dict(self) -> dict[str, Any]:
-        """The running sums and counts, for a checkpoint (tensors and ints only)."""
-        return {"totals": dict(self._totals), "counts": dict(self._counts)}
+        """The running sums, counts and waiting values, for a checkpoint (tensors, ints and lists only)."""
+        pending = {name: [list(item) for item in items] for name, items in self._pending.items()}
+        return {"totals": dict(self._totals), "counts": dict(self._counts), "pending": pending}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from `state_dict()`'s sums and counts."""
+        """Continue from `state_dict()`'s sums, counts and waiting values."""
         self._totals = {name: summable(total).clone() for name, total in state["totals"].items()}
         self._counts = {name: int(count) for name, count in state["counts"].items()}
+        self._pending = {name: [list(item) for item in items] for name, items in state.get("pending", {}).items()}
 
     def all_reduce(self) -> None:
         """Sum the running sums and counts over all processes (in place; call it once, before reading)."""
         if not is_distributed():
             return
+        for name in list(self._pending):
+            self._totals[name], self._counts[name] = self._summed(name)
+            del self._pending[name]
         for name in sorted(self._totals):
             all_reduce_sum(self._totals[name])
             # int64: a float32 count is exact only up to 2**24
@@ -120,8 +151,12 @@ class MeanTracker:
             self._counts[name] = int(count.item())
 
     def means(self) -> dict[str, torch.Tensor]:
-        """Each name's sample-weighted mean since the last `reset()`, as a tensor."""
-        return {name: total / self._counts[name] for name, total in self._totals.items()}
+        """Each name's sample-weighted mean since the last `reset()`, as a tensor (the waiting values included)."""
+        means = {}
+        for name in [*self._totals, *(name for name in self._pending if name not in self._totals)]:
+            total, count = self._summed(name) if name in self._pending else (self._totals[name], self._counts[name])
+            means[name] = total / count
+        return means
 
 
 def to_floats(summary: Mapping[str, torch.Tensor | float]) -> dict[str, float]:

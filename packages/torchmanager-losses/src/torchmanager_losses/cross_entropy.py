@@ -149,14 +149,13 @@ class CrossEntropy(Loss):
             or input.dtype is not torch.float32
             or not isinstance(target, torch.Tensor)
             or target.dtype is not torch.int64
-            or target.dim() != input.dim() - 1
-            or target.shape[0] != input.shape[0]
+            or not self._plain
             or module.label_smoothing != 0
             or module.reduction != "mean"
-            or not self._plain
         ):
             return self._update_any(input, target)
         # F.cross_entropy's two kernels and its mean, whose backward is F.cross_entropy's, with the total weight
+        # (the kernel checks the shapes as F.cross_entropy does)
         value: torch.Tensor
         total_weight: torch.Tensor
         value, total_weight = nll(
@@ -164,7 +163,7 @@ class CrossEntropy(Loss):
         )
         if self._weight != 1:
             value = torch.mul(value, self._weight)
-        self.accumulate(value, total_weight)  # a batch all ignored is NaN here, as torch's loss
+        self.add_batch_mean(value.data, total_weight)  # a batch all ignored is NaN here, as torch's loss
         return value
 
     def _update_any(self, input: Any, target: Any) -> torch.Tensor:
@@ -177,7 +176,7 @@ class CrossEntropy(Loss):
             return super().update(input, target)  # what is not a tensor gets torch's own error from `forward`
         total, denominator = self.sum_and_denominator(input, target)
         value = self.weigh(total / denominator)
-        self.accumulate_sum(total if self._weight == 1 else total.detach() * self._weight, denominator)
+        self.add_batch_sum(total.detach() if self._weight == 1 else total.detach() * self._weight, denominator)
         return value
 
     def sum_and_denominator(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:

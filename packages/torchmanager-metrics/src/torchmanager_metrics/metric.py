@@ -16,6 +16,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .attributes import assignable, register_unshadowed
 from .call_route import GLOBAL_MODULE_HOOKS, HookHandle, has_own_hooks, run_hooked, set_route
+from .waiting import PENDING_BATCHES, Waiting
 
 __all__ = [
     "GLOBAL_MODULE_HOOKS",
@@ -58,9 +59,6 @@ _GLOBAL_FORWARD_PRE, _GLOBAL_FORWARD, _GLOBAL_BACKWARD_PRE, _GLOBAL_BACKWARD = G
 
 _NARROW_FLOATS = frozenset((torch.bfloat16, torch.float16))
 """The autocast dtypes: too narrow to compute or sum a metric in."""
-
-PENDING_BATCHES = 64
-"""Batches whose sums a metric keeps aside before adding them to its state in one go (see `Metric.add_batch_sum`)."""
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -133,6 +131,17 @@ class Metric(torch.nn.Module):
     count: torch.Tensor
     _hooked = False  # the instance's own decision, taken when a hook is registered on it or removed
 
+    keeps_no_graph = True
+    """Whether the state never keeps a tensor's graph (values are added detached), so a loop may update it
+    with outputs that require grad and no `torch.no_grad()`. Decided per class: a class defined outside
+    torchmanager that replaces how a batch is added (`update`, `update_state`, `__call__`) is not trusted with it."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ours = cls.__module__.split(".")[0] in ("torchmanager_metrics", "torchmanager_losses")
+        if not ours and "keeps_no_graph" not in cls.__dict__ and any(name in cls.__dict__ for name in _ADDING):
+            cls.keeps_no_graph = False
+
     def __init__(self, metric_fn: MetricFn | None = None, target: str | None = None) -> None:
         super().__init__()
         if metric_fn is not None and not callable(metric_fn):
@@ -145,10 +154,8 @@ class Metric(torch.nn.Module):
         self._target = target
         self._reductions: dict[str, Reduction] = {}
         self._defaults: dict[str, torch.Tensor] = {}
-        self._num_updates = 0  # batches added to `total` since the last reset (not those pending)
-        self._pending_count = 0  # samples not yet added to `count` (a host int: no kernel per batch)
-        self._pending_sums: list[tuple[torch.Tensor, int | torch.Tensor]] = []  # see `add_batch_sum`
-        self._pending_means: list[tuple[torch.Tensor, torch.Tensor]] = []  # see `add_batch_mean`
+        self._num_updates = 0  # batches added to `total` since the last reset (not those waiting)
+        self._waiting = Waiting()  # batches counted and not yet added to `total` and `count`
         self.add_state("total", torch.zeros(()), "sum")
         self.add_state("count", torch.zeros((), dtype=torch.int64), "sum")  # exact beyond float32's 2**24
 
@@ -298,7 +305,7 @@ class Metric(torch.nn.Module):
             return
         value = self._summable(value)
         self._total_like(value).add_(value, alpha=n)
-        self.__dict__["_pending_count"] = self._pending_count + n
+        self._waiting.samples += n
         self.__dict__["_num_updates"] = self._num_updates + 1
 
     def accumulate_sum(self, total: torch.Tensor, n: int | torch.Tensor) -> None:
@@ -318,28 +325,28 @@ class Metric(torch.nn.Module):
         if isinstance(n, torch.Tensor):
             self._buffers["count"].add_(n)  # type: ignore[union-attr]
         else:
-            self.__dict__["_pending_count"] = self._pending_count + n
+            self._waiting.samples += n
         self.__dict__["_num_updates"] = self._num_updates + 1
 
     def add_batch_sum(self, total: torch.Tensor, n: int | torch.Tensor) -> None:
         """`accumulate_sum(total, n)` for a 0-dim `total` that keeps no graph, added later without a kernel now.
 
-        The batch's sum waits in a host-side list; every `PENDING_BATCHES` batches, and before
-        anything reads the state (`materialize`), the waiting sums are added in one go: a step
-        pays a list append instead of in-place adds. `total` is a float32/float64 sum or an
-        integer count; `n` a host int or a 0-dim tensor on `total`'s device (as `accumulate_sum`).
+        The batch's sum waits in a host-side list (see `waiting`); every `PENDING_BATCHES` batches
+        since the last reset they are added in one go: a step pays a list append instead of
+        in-place adds. Reads see them at once. `total` is a float32/float64 sum or an integer
+        count; `n` a host int or a 0-dim tensor on `total`'s device (as `accumulate_sum`).
         """
-        pending = self._pending_sums
-        pending.append((total, n))
-        if len(pending) >= PENDING_BATCHES:
+        sums = self._waiting.sums
+        sums.append((total, n))
+        if len(sums) >= PENDING_BATCHES:
             self.materialize()
 
     def add_batch_mean(self, value: torch.Tensor, weight: torch.Tensor) -> None:
         """`accumulate(value, weight)` for a 0-dim float32/float64 mean that keeps no graph and a 0-dim tensor
         `weight` on its device (a total class weight), added later as `add_batch_sum` is."""
-        pending = self._pending_means
-        pending.append((value, weight))
-        if len(pending) >= PENDING_BATCHES:
+        means = self._waiting.means
+        means.append((value, weight))
+        if len(means) >= PENDING_BATCHES:
             self.materialize()
 
     def _summable(self, value: torch.Tensor | float) -> torch.Tensor:
@@ -371,45 +378,74 @@ class Metric(torch.nn.Module):
         return total
 
     def materialize(self) -> None:
-        """Add what waits on the host to the states: the batches kept aside and the sample counter.
+        """Add what waits on the host to the states (see `waiting`): the batches kept aside and the samples counted.
 
-        `compute`, `merge_state`, `state_dict`, moves and core's cross-process reduction call it; a
-        subclass reading `self.total` or `self.count` directly calls it first.
+        Every `PENDING_BATCHES` batches, and before the state is merged, moved or reduced across
+        processes. A subclass reading `self.total` or `self.count` directly calls it first (or reads
+        `_current()`, which leaves the waiting batches where they are).
         """
-        sums, means = self._pending_sums, self._pending_means
-        if sums:
-            batches = sums[0][0] if len(sums) == 1 else torch.stack([total for total, _ in sums]).sum(0)
-            self._total_like(batches).add_(batches)
-            counts = [n for _, n in sums if isinstance(n, torch.Tensor)]
-            self.__dict__["_pending_count"] = self._pending_count + sum(
-                n for _, n in sums if not isinstance(n, torch.Tensor)
-            )
-            self.__dict__["_num_updates"] = self._num_updates + len(sums)
-            sums.clear()
-            if counts:
-                self._add_count(torch.stack(counts).sum() if len(counts) > 1 else counts[0])
-        if means:
-            values, weights = torch.stack([value for value, _ in means]), torch.stack([weight for _, weight in means])
-            self._total_like(values[0]).add_((values * weights).sum(0))
-            self.__dict__["_num_updates"] = self._num_updates + len(means)
-            means.clear()
-            self._add_count(weights.sum())
-        if self._pending_count:
-            self._buffers["count"].add_(self._pending_count)  # type: ignore[union-attr]
-            self.__dict__["_pending_count"] = 0
+        waiting = self._waiting
+        if not waiting:
+            return
+        total, count, samples = waiting.totals()
+        if total is not None:
+            self._total_like(total).add_(total)
+            self.__dict__["_num_updates"] = self._num_updates + waiting.batches
+        state = self._buffers["count"]
+        assert state is not None  # states are never unset
+        if count is not None:
+            state.add_(count if count.dtype is state.dtype or state.is_floating_point() else count.to(state.dtype))
+        if samples:
+            state.add_(samples)
+        waiting.clear()
 
-    def _add_count(self, n: torch.Tensor) -> None:
-        count = self._buffers["count"]
-        assert count is not None  # states are never unset
-        count.add_(n if n.dtype is count.dtype or count.is_floating_point() else n.to(count.dtype))
+    def _current(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`total` and `count` with what waits added, as `materialize` would add it, without changing the state."""
+        total, count = self._buffers["total"], self._buffers["count"]
+        assert total is not None and count is not None  # states are never unset
+        if not self._waiting:
+            return total, count
+        add_total, add_count, samples = self._waiting.totals()
+        if add_total is not None:
+            if self._num_updates == 0:  # `materialize` would make the states for these values first
+                dtype = add_total.dtype if add_total.dtype is torch.float64 else torch.float32
+                total = torch.zeros(add_total.shape, dtype=dtype, device=add_total.device)
+                count = torch.zeros((), dtype=count.dtype, device=add_total.device)
+            total = total + add_total
+        if add_count is not None:
+            count = count + (
+                add_count if add_count.dtype is count.dtype or count.is_floating_point() else add_count.to(count.dtype)
+            )
+        return total, count + samples if samples else count
 
     def compute(self) -> torch.Tensor:
         """The epoch value from the state: by default the sample-weighted mean (NaN when empty)."""
-        self.materialize()
-        total, count = self._buffers["total"], self._buffers["count"]
-        assert total is not None and count is not None  # states are never unset
+        total, count = self._current()
         mean = total / count
         return mean if mean.dtype is total.dtype else mean.to(total.dtype)  # a float64 count keeps the value's dtype
+
+    def running_state(self) -> dict[str, Any]:
+        """The states as they are and the batches waiting (copies), which `state_dict()` shows added together.
+
+        Parking a pass, a checkpoint and a resume keep them apart (core's `compiled.running_state`),
+        so the waiting batches are added at the same batch as in a run that was never interrupted.
+        """
+        total, count = self._buffers["total"], self._buffers["count"]
+        assert total is not None and count is not None  # states are never unset
+        return {
+            "total": total.clone(),
+            "count": count.clone(),
+            "waiting": self._waiting.state(),
+            "num_updates": self._num_updates,
+        }
+
+    def load_running_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from `running_state()` (after `load_state_dict`, which it refines), on this metric's device."""
+        device = self._buffers["count"].device  # type: ignore[union-attr]
+        self._buffers["total"] = state["total"].to(device)
+        self._buffers["count"] = state["count"].to(device)
+        self._waiting.load(state["waiting"], device)
+        self.__dict__["_num_updates"] = int(state["num_updates"])
 
     def reset(self) -> None:
         """Forget every batch: each state goes back to its default, on its current device."""
@@ -418,9 +454,7 @@ class Metric(torch.nn.Module):
             current = buffers[name]
             buffers[name] = default.to(current.device if current is not None else default.device).clone()
         self.__dict__["_num_updates"] = 0
-        self.__dict__["_pending_count"] = 0
-        self._pending_sums.clear()
-        self._pending_means.clear()
+        self._waiting.clear()
 
     def merge_state(self, other: Metric) -> None:
         """Fold another instance's state into this one, as if its batches had been seen here."""
@@ -458,8 +492,9 @@ class Metric(torch.nn.Module):
         return super()._apply(fn, recurse)  # type: ignore[no-any-return, no-untyped-call]
 
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
-        self.materialize()
         super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._waiting:  # the state with the waiting batches added; the state itself stays as it is
+            destination[prefix + "total"], destination[prefix + "count"] = self._current()
 
     def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # a saved mean state has the shape of its values: adopt it before copying
@@ -467,15 +502,16 @@ class Metric(torch.nn.Module):
             saved = state_dict.get(prefix + name)
             if isinstance(saved, torch.Tensor) and saved.shape != getattr(self, name).shape:
                 setattr(self, name, torch.zeros_like(saved, device=getattr(self, name).device))
-        self._pending_sums.clear()
-        self._pending_means.clear()
+        self._waiting.clear()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._num_updates = int(bool(self.count.ne(0).item()))  # whether any batch counted; not the hot path
-        self._pending_count = 0
 
     def extra_repr(self) -> str:
         return f"target={self._target!r}" if self._target is not None else ""
 
+
+_ADDING = ("update", "update_state", "__call__")
+"""The methods by which a batch is added to a metric's state."""
 
 BaseMetric = Metric
 """Upstream 1.5's name of the abstract base; here the base and `Metric` are one class."""
