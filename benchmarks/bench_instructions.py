@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import gc
 import logging
 import os
@@ -150,7 +151,9 @@ def _child(key: str, contender: str, steps: int, epochs: Sequence[int]) -> None:
     torch.set_num_threads(1)
     logging.getLogger("torchmanager").setLevel(logging.WARNING)
     initial, batches = seeded_start(WORKLOADS[key], steps)
-    fit: Callable[..., object] = raw_fit if contender == "raw" else ours_fit
+    fit: Callable[..., object] = (
+        raw_fit if contender == "raw" else functools.partial(ours_fit, copied_step=WORKLOADS[key].copied_step)
+    )
     fit(copy.deepcopy(initial), batches, 1)
     for count in epochs:
         fit(copy.deepcopy(initial), batches, count, measure=lambda count=count: _counted(_label(contender, count)))

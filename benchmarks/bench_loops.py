@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 import torchmanager
 
-__all__ = ["WORKLOADS", "Batches", "Workload", "make_batches", "ours_fit", "raw_fit", "seeded_start"]
+__all__ = ["WORKLOADS", "Batches", "CopiedStep", "Workload", "make_batches", "ours_fit", "raw_fit", "seeded_start"]
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 CallbackFactory = Callable[[torchmanager.Manager], Sequence[torchmanager.callbacks.Callback]]
@@ -27,12 +28,14 @@ LEARNING_RATE = 0.01
 
 @dataclass(frozen=True)
 class Workload:
-    """A model to train, the shape of one input sample and the batch size."""
+    """A model to train, the shape of one input sample, the batch size, and whether ours runs a copied step."""
 
     name: str
     make_model: Callable[[], torch.nn.Module]
     input_shape: tuple[int, ...]
     batch_size: int = BATCH_SIZE
+    copied_step: bool = False
+    """Ours trains with `CopiedStep`, whose `train_step` is a copy of the default one (a custom step)."""
 
 
 def _mlp(hidden: int = 256) -> torch.nn.Module:
@@ -56,8 +59,23 @@ WORKLOADS = {
     "A": Workload("A: MLP 64-256-10", _mlp, (64,)),
     "B": Workload("B: CNN 1-32-64", _cnn, (1, 8, 8)),
     "S": Workload("S: MLP 64-64-10, batch 32", lambda: _mlp(64), (64,), 32),
+    "P": Workload("P: S, train_step copied from the default", lambda: _mlp(64), (64,), 32, copied_step=True),
 }
-"""A is dominated by per-step overhead, B by compute; S is the smallest step (issue 15's instruction counts)."""
+"""A is dominated by per-step overhead, B by compute; S is the smallest step (issue 15's instruction counts); P is
+S through a subclass whose `train_step` is a copy of the default one (a custom step: the loop runs it as it is)."""
+
+
+class CopiedStep(torchmanager.Manager):  # type: ignore[type-arg]
+    """A manager whose `train_step` is the default one copied, as a user starts writing their own."""
+
+    def train_step(self, x_train: Any, y_train: Any) -> dict[str, Any]:
+        y, loss = self.forward(x_train, y_train)
+        assert loss is not None
+        self.backward(loss)
+        self.optimize()
+        summary: dict[str, Any] = {"loss": loss.detach()}
+        summary.update(self.eval(y.detach(), y_train, training=True))
+        return summary
 
 
 def make_batches(shape: tuple[int, ...], steps: int, batch_size: int = BATCH_SIZE) -> Batches:
@@ -131,6 +149,7 @@ def ours_fit(
     precision: str = "32",
     callbacks: CallbackFactory | None = None,
     measure: Measure = nullcontext,
+    copied_step: bool = False,
 ) -> torchmanager.Manager:
     """The same training through `Manager.fit`; returns the manager (for checks after the run).
 
@@ -141,10 +160,11 @@ def ours_fit(
         precision: The manager's `precision`.
         callbacks: Makes the callbacks to attach, given the manager.
         measure: Entered around `fit` (not the manager's construction): e.g. to count its instructions.
+        copied_step: Train with `CopiedStep` (a `train_step` copied from the default one).
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
     metrics = {"accuracy": torchmanager.metrics.SparseCategoricalAccuracy()}
-    manager = torchmanager.Manager(
+    manager = (CopiedStep if copied_step else torchmanager.Manager)(
         model, optimizer, loss_fn=torchmanager.losses.CrossEntropy(), metrics=metrics, precision=precision
     )
     callbacks_list = list(callbacks(manager)) if callbacks is not None else None

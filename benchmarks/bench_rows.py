@@ -72,10 +72,11 @@ def plain_row(key: str) -> Callable[[Settings], RowResult]:
     def row(s: Settings) -> RowResult:
         steps = s.steps_b if key == "B" else s.steps
         initial, batches = seeded_start(WORKLOADS[key], steps)
+        copied = WORKLOADS[key].copied_step
         times = interleaved_medians(
             {
                 "raw": lambda: raw_fit(copy.deepcopy(initial), batches, s.epochs),
-                "ours": lambda: ours_fit(copy.deepcopy(initial), batches, s.epochs),
+                "ours": lambda: ours_fit(copy.deepcopy(initial), batches, s.epochs, copied_step=copied),
             },
             s.rounds,
             s.warmup,
@@ -254,6 +255,7 @@ ROWS: dict[str, Callable[[Settings], RowResult]] = {
     "A": plain_row("A"),
     "B": plain_row("B"),
     "S": plain_row("S"),
+    "P": plain_row("P"),
     "callbacks": callbacks_row,
     "bf16": bf16_row,
     "ckpt-steps": step_checkpoint_row,

@@ -9,6 +9,7 @@ per step). Rows (pick them with --rows):
   A           a 64-256-10 MLP, batch 128: per-step overhead dominates
   B           a small CNN: compute dominates (its steps cost ~30x more: a quarter as many by default)
   S           a 64-64-10 MLP, batch 32: the smallest step (issue 15's workload)
+  P           S through a subclass whose `train_step` is a copy of the default one (a custom step)
   callbacks   A with a per-epoch LastCheckpoint and a TensorBoard (the raw loop saves nothing)
   bf16        A with precision="bf16" against the raw loop under torch.autocast("cpu", bfloat16)
   ckpt-steps  A with LastCheckpoint(save_every_n_steps=N) (the raw loop saves nothing)
@@ -18,11 +19,11 @@ per step). Rows (pick them with --rows):
 The epoch summary lines of the "torchmanager" logger are silenced so the table stays readable.
 Timings depend on what else the machine runs: the load average is printed before and after.
 
-With --instructions, a second table counts the instructions per training step of the rows A, B
-and S under callgrind (valgrind must be installed; see `bench_instructions`): the same runs
+With --instructions, a second table counts the instructions per training step of the rows A, B,
+S and P under callgrind (valgrind must be installed; see `bench_instructions`): the same runs
 (`--steps` batches per epoch) for 1 and 2 epochs (`--instr-epochs`), per step = the difference
-over the extra steps, which does not move with the machine's load. Without --rows it measures S
-and A, and the wall-time table above it shows the same two rows. `profile_step.py` attributes
+over the extra steps, which does not move with the machine's load. Without --rows it measures S,
+A and P, and the wall-time table above it shows the same three rows. `profile_step.py` attributes
 ours' per-step instructions to the functions that spend them.
 
 Usage: hatch run bench [--rows A B ...] [--rounds 9] [--epochs 2] [--steps 200] [--steps-b 50] [--ckpt-every 50]
@@ -44,7 +45,7 @@ from bench_rows import ROWS, RowResult, Settings
 from bench_timing import import_time, load_line, machine_facts
 
 ALL_ROWS = [*ROWS, "import"]
-INSTRUCTION_ROWS = ["S", "A"]
+INSTRUCTION_ROWS = ["S", "A", "P"]
 """The rows `--instructions` measures when `--rows` is not given."""
 LABEL_WIDTH = 42
 
@@ -62,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=(__doc__ or "").splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--rows", nargs="+", choices=ALL_ROWS, help="rows to run (default: all; with --instructions: S A)"
+        "--rows", nargs="+", choices=ALL_ROWS, help="rows to run (default: all; with --instructions: S A P)"
     )
     parser.add_argument("--rounds", type=_positive, default=9, help="timed rounds per row")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before them")
@@ -74,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ckpt-every", type=_positive, default=50, help="N of the ckpt-steps row")
     parser.add_argument("--import-runs", type=_positive, default=5, help="fresh processes per import timing")
     parser.add_argument(
-        "--instructions", action="store_true", help="also count instructions per step under callgrind (rows A, B, S)"
+        "--instructions", action="store_true", help="also count instructions per step under callgrind (rows A, B, S, P)"
     )
     parser.add_argument(
         "--instr-epochs",

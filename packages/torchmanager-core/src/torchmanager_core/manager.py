@@ -180,6 +180,7 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
 
     # -- extension points ----------------------------------------------------------------------
 
+    @default
     def unpack_data(self, data: Any) -> tuple[Any, Any]:
         """Split one batch into `(input, label)`: a pair's items, a longer tuple's first two, a dict's first two values."""
         if isinstance(data, (tuple, list)) and len(data) >= 2:  # upstream took the first two of longer batches

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from torchmanager_metrics.metric import at_least_float32, overrides
+from torchmanager_metrics.waiting import PENDING_BATCHES
 
 from .loss import Loss, averaged_elements, check_non_negative
 
@@ -141,7 +142,7 @@ class CrossEntropy(Loss):
         mean: evaluated (logits without gradient) it adds nothing; trained on, its loss and
         gradient are torch's NaN. Other reductions count samples.
         """
-        module = cast(torch.nn.CrossEntropyLoss, self._modules["_metric_fn"])
+        module: torch.nn.CrossEntropyLoss = self._modules["_metric_fn"]  # type: ignore[assignment]
         nll = _NLL_SUM_AND_WEIGHT.get(input.dim()) if isinstance(input, torch.Tensor) else None
         if (  # a training step's common case, checked without a call: float32 logits, int64 indices, torch's mean
             nll is None
@@ -163,7 +164,10 @@ class CrossEntropy(Loss):
         )
         if self._weight != 1:
             value = torch.mul(value, self._weight)
-        self.add_batch_mean(value.data, total_weight)  # a batch all ignored is NaN here, as torch's loss
+        means = self._waiting.means  # `add_batch_mean` inlined; a batch all ignored is NaN here, as torch's loss
+        means.append((value.data, total_weight))
+        if len(means) >= PENDING_BATCHES:
+            self.materialize()
         return value
 
     def _update_any(self, input: Any, target: Any) -> torch.Tensor:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .metric import GLOBAL_MODULE_HOOKS, Metric, at_least_float32
+from .waiting import HELD_ELEMENTS, PENDING_BATCHES
 
 __all__ = [
     "Accuracy",
@@ -206,11 +207,13 @@ class _HitRate(Metric):
 
     _own_forward = False  # a subclass replaces `forward`: the epoch value is the mean of its values
     _counts_directly = True  # `update_state` may count without calling the metric (nothing it calls is replaced)
+    _holds_masks = True  # its `hits` are ours: fresh masks, which may wait to be counted with the others
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._own_forward = cls.forward is not _HitRate.forward
         cls._counts_directly = not any(getattr(cls, name) is not getattr(_HitRate, name) for name in _COUNTING_PATH)
+        cls._holds_masks = cls.hits.__module__ == __name__  # another `hits` may return a tensor that changes later
 
     def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Which elements (or samples) of a batch are right, as a bool tensor."""
@@ -223,21 +226,25 @@ class _HitRate(Metric):
         """Add the batch's hits and elements to the counts; its fraction of hits."""
         if self._own_forward:
             return super().update(input, target)
-        correct, n = self._count(input, target)
+        hits = self.hits(input, target)
+        correct, n = hits.count_nonzero(), hits.numel()
+        self.add_batch_sum(correct, n)
         return correct / n
 
     def update_state(self, input: Any, target: Any = None) -> None:
         if not self._counts_directly or self._target is not None or self._hooked or any(GLOBAL_MODULE_HOOKS):
             self(input, target)  # the replacement, the key picked or the hooks run as in a call
             return
-        self._count(input, target)
-
-    def _count(self, input: Any, target: Any) -> tuple[torch.Tensor, int]:
-        """The batch's hits and elements judged, added to the state (the one path of `update` and `update_state`)."""
         hits = self.hits(input, target)
-        correct, n = hits.count_nonzero(), hits.numel()
-        self.add_batch_sum(correct, n)
-        return correct, n
+        n = hits.numel()
+        if n > HELD_ELEMENTS or not self._holds_masks:  # counted now, as in `update`
+            self.add_batch_sum(hits.count_nonzero(), n)
+            return
+        waiting = self._waiting  # the mask waits, its hits counted with the others' (the same counts as `update`'s)
+        waiting.hits.append(hits)
+        waiting.samples += n
+        if len(waiting.hits) >= PENDING_BATCHES:
+            self.materialize()
 
 
 _COUNTING_PATH = ("forward", "update", "__call__")
@@ -266,8 +273,8 @@ class SparseCategoricalAccuracy(Accuracy):
         self._checked: tuple[Any, ...] | None = None  # the layout of the last batch whose argmax passed the checks
 
     def hits(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        layout = (input.shape, target.shape, target.dtype)  # argmax does not care for the scores' dtype
-        if layout == self._checked:  # the same layout as the last batch: the same checks, passed
+        layout = (input.shape, target.shape)  # argmax does not care for the scores' dtype, nor `eq` for the labels'
+        if layout == self._checked:  # the same shapes as the last batch: the same checks, passed
             return input.argmax(self.dim).eq(target)
         hits = _sparse_categorical_hits(input, target, self.dim)
         scores = input.dim() == target.dim() + 1 and input.shape[self.dim] > 1 and not target.is_floating_point()

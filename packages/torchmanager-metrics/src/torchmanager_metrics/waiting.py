@@ -14,10 +14,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["PENDING_BATCHES", "Waiting"]
+__all__ = ["HELD_ELEMENTS", "PENDING_BATCHES", "Waiting"]
 
 PENDING_BATCHES = 64
 """Batches whose sums a metric keeps aside before adding them to its state in one go."""
+
+HELD_ELEMENTS = 2**16
+"""The largest boolean mask (of hits) a metric keeps as it is, to count it with the others when they are added;
+a larger one is counted at once (so what waits stays under `PENDING_BATCHES` x this many bytes)."""
 
 Count = int | torch.Tensor
 
@@ -29,23 +33,26 @@ class Waiting:
         sums: `(sum, n)` per batch: a 0-dim sum (a float, or an integer count of hits) over `n`
             samples (a host int, or a 0-dim tensor on the sum's device).
         means: `(mean, weight)` per batch: a 0-dim float mean and its 0-dim tensor weight.
+        hits: Boolean masks whose `True` elements add 1 each to the sum (their elements are
+            counted in `samples` already): counted all at once, one kernel instead of one a batch.
         samples: Samples counted on the host, not yet in `count`.
     """
 
-    __slots__ = ("means", "samples", "sums")
+    __slots__ = ("hits", "means", "samples", "sums")
 
     def __init__(self) -> None:
         self.sums: list[tuple[torch.Tensor, Count]] = []
         self.means: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.hits: list[torch.Tensor] = []
         self.samples = 0
 
     def __bool__(self) -> bool:
-        return bool(self.sums or self.means or self.samples)
+        return bool(self.sums or self.means or self.hits or self.samples)
 
     @property
     def batches(self) -> int:
         """The batches waiting."""
-        return len(self.sums) + len(self.means)
+        return len(self.sums) + len(self.means) + len(self.hits)
 
     def totals(self) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
         """What waits, summed: to add to `total` (or None), to add to `count` as a tensor (or None), and as an int."""
@@ -59,6 +66,11 @@ class Waiting:
             samples += sum(n for _, n in sums if not isinstance(n, torch.Tensor))
             if on_device:
                 count = on_device[0] if len(on_device) == 1 else torch.stack(on_device).sum()
+        if self.hits:
+            hits = (
+                self.hits[0] if len(self.hits) == 1 else torch.cat([mask.reshape(-1) for mask in self.hits])
+            ).count_nonzero()
+            total = hits if total is None else total + hits
         if self.means:
             values = torch.stack([value for value, _ in self.means])
             weights = torch.stack([weight for _, weight in self.means])
@@ -71,6 +83,7 @@ class Waiting:
         """Forget what waits (it was added, or the state was reset or replaced)."""
         self.sums.clear()
         self.means.clear()
+        self.hits.clear()
         self.samples = 0
 
     def state(self) -> dict[str, Any]:
@@ -78,6 +91,7 @@ class Waiting:
         return {
             "sums": [[value.clone(), n.clone() if isinstance(n, torch.Tensor) else n] for value, n in self.sums],
             "means": [[value.clone(), weight.clone()] for value, weight in self.means],
+            "hits": [mask.clone() for mask in self.hits],
             "samples": self.samples,
         }
 
@@ -87,4 +101,5 @@ class Waiting:
             (value.to(device), n.to(device) if isinstance(n, torch.Tensor) else int(n)) for value, n in state["sums"]
         ]
         self.means = [(value.to(device), weight.to(device)) for value, weight in state["means"]]
+        self.hits = [mask.to(device) for mask in state.get("hits", [])]
         self.samples = int(state["samples"])

@@ -23,7 +23,7 @@ from ..epoch_values import EpochValues
 from ..loader_workers import protect_workers
 from ..progress import EpochProgress, VerboseType, logger
 from .dispatch import Dispatch
-from .plan import Plan, Step
+from .plan import Plan, Step, is_default
 from .protocol import ManagerLike
 
 __all__ = ["DataSource", "batches", "batches_in", "evaluate", "train_epoch"]
@@ -53,6 +53,7 @@ def batches(
     *,
     skip: int = 0,
     after_skip: Callable[[], None] | None = None,
+    pairs: bool = False,
 ) -> Iterator[tuple[Any, Any, bool]]:
     """Yield `(x, y, is_last)` for each batch of `dataset` on `device` (non-blocking), `x` through `convert` if given.
 
@@ -60,6 +61,7 @@ def batches(
         skip: Batches to draw and drop first (those a resumed epoch already trained on).
         after_skip: Called once the skipped batches and the first batch to yield were drawn (a
             resume puts the generators back as they were when its checkpoint was written).
+        pairs: `unpack` is the default one, which takes a pair's items as they are (done here, without a call).
     """
     iterator = iter(dataset)
     for _ in range(skip):
@@ -70,9 +72,12 @@ def batches(
         after_skip()
     while pending is not _END:
         following = next(iterator, _END)
-        x, y = unpack(pending)
-        x = move_to_device(x, device)
-        yield (x if convert is None else convert(x)), move_to_device(y, device), following is _END
+        x, y = pending if pairs and pending.__class__ is tuple and len(pending) == 2 else unpack(pending)
+        if x.__class__ is not torch.Tensor or x.device != device:  # a tensor already there: nothing to move
+            x = move_to_device(x, device)
+        if y.__class__ is not torch.Tensor or y.device != device:
+            y = move_to_device(y, device)
+        yield (x if convert is None else convert(x)), y, following is _END
         pending = following
 
 
@@ -115,7 +120,8 @@ def run_pass(
     done, last = 0, False
     convert = manager._precision.convert_input if manager._precision.converts_input else None
     unpack, device = unpacker(manager, data), manager._run_device
-    for x, y, last in batches(source or data, unpack, device, convert, skip=skip, after_skip=after_skip):
+    pairs = unpack == manager.unpack_data and is_default(manager, "unpack_data")  # decided once per pass
+    for x, y, last in batches(source or data, unpack, device, convert, skip=skip, after_skip=after_skip, pairs=pairs):
         if training:
             run.current_batch, run.last_batch = index, last or index + 1 == budget_end
         if start:
