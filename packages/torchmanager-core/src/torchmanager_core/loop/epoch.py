@@ -130,9 +130,15 @@ def run_pass(
             dispatch(spec.end_hook, index - 1, summary=summary)
         if progress.enabled:
             progress.step(values.tensors)
-        if training and (plan.agree_each_step or run.signal is not None):
+        if not training:
+            continue
+        if plan.agree_each_step:  # torchrun: the processes stop at the same batch, agreed in the background
+            if dispatch.agree_after_batch(at_update=run.window_done(plan.accumulate)) or run.last_batch:
+                break
+            continue
+        if run.signal is not None:
             dispatch.agree(at_update=run.window_done(plan.accumulate))
-        if training and (run.stop or run.last_batch):
+        if run.stop or run.last_batch:
             break
     else:
         last = True  # the data ran out (a resume may have skipped all that was left)

@@ -113,6 +113,7 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
         finally:
             if counting is not None:
                 counting.remove()
+            dispatch.settle()  # no reduction is left running when the run ends
             dispatch.close_progress()
             if manager._strategy is not None:
                 manager._strategy.broadcast_buffers(
