@@ -257,11 +257,12 @@ def test_one_rank_stopping_at_an_epoch_end_stops_them_all(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("mode", "steps"), [("stop-flag", 4 + 2), ("stop-raise", 4 + 3)])
+@pytest.mark.parametrize(("mode", "steps"), [("stop-flag", 4 + 3), ("stop-raise", 4 + 4)])
 def test_one_rank_stopping_mid_epoch_stops_them_all_after_the_same_batch(tmp_path: Path, mode: str, steps: int) -> None:
     """Rank 0 sets the stop flag after batch 1 of epoch 2 (or rank 1 raises StopTraining after batch 2):
-    both ranks stop after that batch (4 batches a rank and epoch) with the same weights and exit cleanly,
-    instead of one waiting in a collective the other never joins."""
+    both ranks stop after the next batch (4 batches a rank and epoch; the processes agree in the background,
+    so no step waits on a collective) with the same weights and exit cleanly, instead of one waiting in a
+    collective the other never joins. ("stop-raise" stops at the epoch's last batch: the epoch ends.)"""
     done = torchrun(SCRIPTS / "ddp_fail.py", str(tmp_path), mode, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(p.read_text() for p in tmp_path.glob("rank*-finished")) == [str(steps)] * 2

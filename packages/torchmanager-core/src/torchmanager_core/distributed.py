@@ -43,6 +43,7 @@ __all__ = [
     "local_device",
     "max_over_processes",
     "on_main_process",
+    "start_max_over_processes",
     "rebuilt_loader",
     "reduce_states",
     "shard",
@@ -118,6 +119,24 @@ def max_over_processes(values: Sequence[int]) -> list[int]:
     tensor = torch.tensor(list(values), dtype=torch.int64)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group())
     return [int(value) for value in tensor.tolist()]
+
+
+def start_max_over_processes(values: Sequence[int]) -> Callable[[], list[int]]:
+    """Start `max_over_processes(values)` without waiting for it; the function returned waits for it and reads it.
+
+    Every process must start it at the same point; reading it later (a batch later) lets the reduction run
+    while the process goes on. In a single process the values are read back as they are.
+    """
+    if not is_distributed():
+        return lambda: list(values)
+    tensor = torch.tensor(list(values), dtype=torch.int64)
+    work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group(), async_op=True)
+
+    def read() -> list[int]:
+        work.wait()
+        return [int(value) for value in tensor.tolist()]
+
+    return read
 
 
 def any_process(flag: bool) -> bool:

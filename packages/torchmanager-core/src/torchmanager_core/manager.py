@@ -9,7 +9,7 @@ torchmanager 1.5's extra members are in `upstream_members`, its class names in `
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -23,10 +23,12 @@ from .errors import ModelError, describe
 from .loop import checks, evaluate, update
 from .loop.epoch import DataSource, train_epoch
 from .loop.fit import fit as run_fit
+from .loop.options import FitOptions
 from .loop.plan import default
 from .loop.run import CheckpointErrorPolicy, NonFinitePolicy, Run, RunPosition
 from .model_summary import model_summary
 from .options import Option
+from .parts import LossesAndMetrics
 from .precision import check_precision, select_precision
 from .progress import ShowVerbose, VerboseType, wants_progress
 from .strategy import Devices, Strategy, StrategyOption, check_strategy, placed, unwrap
@@ -39,7 +41,7 @@ M = TypeVar("M", bound="Manager[Any]")
 PathLike = str | os.PathLike[str]
 
 
-class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
+class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     """A model with its optimizer, losses and metrics, and the loops that train, test and predict with it.
 
     `Manager(model, optimizer, loss_fn=CrossEntropy(), metrics={"accuracy": SparseCategoricalAccuracy()}).fit(data,
@@ -119,30 +121,6 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     def raw_model(self) -> Module:
         """The model without its DataParallel/DDP/torch.compile wrapper: what `fit` returns and checkpoints hold."""
         return unwrap(self.model)  # type: ignore[return-value]
-
-    @property
-    def loss_fn(self) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
-        """The loss or dict of losses; set it to change them (checked as in the constructor)."""
-        return self._loss_fn
-
-    @loss_fn.setter
-    def loss_fn(self, loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None) -> None:
-        checked = check_loss_fn(loss_fn)
-        check_summary_names(checked, self._metric_fns)
-        self._loss_fn = checked
-        self.compiled_losses = CompiledLoss(self._loss_fn) if self._loss_fn is not None else None
-
-    @property
-    def metric_fns(self) -> dict[str, Callable[..., Any]]:
-        """The metrics by name; set it, or change the dict, to change them (checked when a pass starts)."""
-        return self._metric_fns
-
-    @metric_fns.setter
-    def metric_fns(self, metrics: Mapping[str, Callable[..., Any]] | None) -> None:
-        checked = check_metrics(metrics)
-        check_summary_names(self._loss_fn, checked)
-        self._metric_fns = checked
-        self.compiled_metrics = CompiledMetrics(self._metric_fns)
 
     @property
     def device(self) -> torch.device:
@@ -331,6 +309,9 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         resume_from: PathLike | None = None,
         on_nonfinite_loss: NonFinitePolicy = "raise",
         on_checkpoint_error: CheckpointErrorPolicy = "raise",
+        limit_train_batches: int | None = None,
+        limit_val_batches: int | None = None,
+        fast_dev_run: bool | int = False,
         **kwargs: Any,
     ) -> Any:
         """Train the model and return it (unwrapped), or `(model, summary)` with `return_summary=True`.
@@ -350,6 +331,10 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
             on_nonfinite_loss: "raise" `NonFiniteLossError` on a NaN/infinite epoch loss, or "stop" cleanly.
             on_checkpoint_error: "raise" a failed write's `CheckpointError` (on every process), or
                 "continue" training with the error logged; the previous file is kept either way.
+            limit_train_batches, limit_val_batches: Train (validate) at most this many batches an epoch
+                (each process's share under torchrun); an epoch ends at its limit (Lightning's options).
+            fast_dev_run: Try `n` batches (True: 1) of training and validation in one epoch, writing no
+                checkpoint: a quick check that every part runs (the weights do move).
             **kwargs: Passed on to `_train` (a subclass's own, as upstream allowed).
         Returns:
             The trained raw model; `summary` is the last epoch's, validation values prefixed "val_".
@@ -364,21 +349,21 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         the current batch (batch hooks: the epoch goes on at a later `fit`), before the epoch's first
         batch (`on_epoch_start`), or after the current epoch (validation and epoch-end hooks).
         """
-        summary = run_fit(
-            self,
-            training_dataset,
+        options = FitOptions(
             epochs,
-            val_dataset,
-            callbacks_list,
-            iterations=iterations,
-            initial_epoch=initial_epoch,
-            resume_from=os.fspath(resume_from) if resume_from is not None else None,
-            places=(device, devices, use_multi_gpus),
-            show_verbose=wants_progress(show_verbose),
-            on_nonfinite_loss=on_nonfinite_loss,
-            on_checkpoint_error=on_checkpoint_error,
-            train_kwargs=kwargs,
+            iterations,
+            initial_epoch,
+            os.fspath(resume_from) if resume_from is not None else None,
+            (device, devices, use_multi_gpus),
+            wants_progress(show_verbose),
+            on_nonfinite_loss,
+            on_checkpoint_error,
+            limit_train_batches,
+            limit_val_batches,
+            checks.dev_run_batches(fast_dev_run),
+            kwargs,
         )
+        summary = run_fit(self, training_dataset, val_dataset, callbacks_list, options)
         model = self.raw_model
         return (model, summary) if return_summary else model
 
@@ -435,24 +420,6 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         """The context of a `test` or `predict`: the manager placed by its strategy (see `strategy.placed`)."""
         options = (self._strategy_option, self._precision, self._compile)
         return placed(self, *options, device, devices, use_multi_gpus, empty_cache=empty_cache)
-
-    def _stream_objects(self) -> Iterator[Any]:
-        """Every loss and metric."""
-        if self.compiled_losses is not None:
-            yield from self.compiled_losses.fns.values()
-        yield from self.compiled_metrics.fns.values()
-
-    def _stream_modules(self) -> Iterator[torch.nn.Module]:
-        """The losses and metrics that are modules (moved with the model, put in eval mode with it)."""
-        return (fn for fn in self._stream_objects() if isinstance(fn, torch.nn.Module))
-
-    def _sync_streams(self) -> None:
-        """Follow changes made to the `metric_fns` or `loss_fn` dicts in place (once per pass, never per step)."""
-        if not self.compiled_metrics.holds(self._metric_fns):
-            self.metric_fns = dict(self._metric_fns)
-        if isinstance(self._loss_fn, dict) and self.compiled_losses is not None:
-            if not self.compiled_losses.holds(self._loss_fn):
-                self.loss_fn = dict(self._loss_fn)
 
 
 def _trainable(loss: torch.Tensor | None) -> torch.Tensor:

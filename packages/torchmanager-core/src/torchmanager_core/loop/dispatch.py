@@ -48,6 +48,7 @@ class Dispatch:
         self.eta: RunEta | None = None
         self._payload = payload
         self._savable = savable or (lambda path: True)
+        self._agreement: Callable[[], list[int]] | None = None  # a stop reduction running in the background
 
     def uses(self, hook: str) -> bool:
         """Whether a callback overrides `hook` (the loop skips the hooks nobody uses)."""
@@ -132,11 +133,46 @@ class Dispatch:
         """
         run = self.run
         assert run is not None
+        self.settle()
         signum = run.signal if at_update and run.signal is not None else 0
         stop, signum = distributed.max_over_processes([int(run.stop), signum])
         run.stop = bool(stop or signum)
         if signum:
             self.preempt(signum)
+
+    def agree_after_batch(self, at_update: bool) -> bool:
+        """Whether every process stops after this batch, under torchrun, without waiting on a collective.
+
+        The processes' stop flags and signals of the previous batch were reduced in the background since;
+        that result decides now (a stop asked for between two batches ends every process one batch
+        later, at the same batch; a signal is acted on at the first optimizer-update boundary after every
+        process knows of it), and this batch's flags start their own reduction.
+        """
+        run = self.run
+        assert run is not None
+        pending, self._agreement = self._agreement, None
+        if pending is not None:
+            stop, signum = pending()
+            if signum:
+                run.signal = run.signal or signum  # every process carries it until the boundary
+                if at_update:
+                    run.stop = True
+                    self.preempt(signum)
+            if stop:
+                run.stop = True
+                return True
+        self._agreement = distributed.start_max_over_processes([int(run.stop), run.signal or 0])
+        return False
+
+    def settle(self) -> None:
+        """Wait for a reduction `agree_after_batch` started (its result is for the batch it was started at)."""
+        pending, self._agreement = self._agreement, None
+        if pending is not None:
+            stop, signum = pending()
+            run = self.run
+            assert run is not None
+            run.stop = run.stop or bool(stop)
+            run.signal = run.signal or signum or None
 
     def preempt(self, signum: int) -> None:
         """Save the run where every process stopped for signal `signum`, log where in one line, and end it."""

@@ -10,6 +10,7 @@ the body of `Manager._train`; `evaluate` the body of `test` and of validation.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -26,7 +27,7 @@ from .dispatch import Dispatch
 from .plan import Plan, Step
 from .protocol import ManagerLike
 
-__all__ = ["DataSource", "batches", "batches_in", "evaluate", "train_epoch"]
+__all__ = ["DataSource", "Limited", "batches", "batches_in", "evaluate", "limited", "train_epoch"]
 
 DataSource: TypeAlias = Iterable[Any]
 """Anything iterable yielding `(x, y)` batches: a torchmanager `Dataset`, a `DataLoader`, a list."""
@@ -68,12 +69,63 @@ def batches(
     pending = next(iterator, _END)
     if after_skip is not None:
         after_skip()
+    arrays: bool | None = None  # whether the batches hold NumPy arrays (looked at once, at the first batch)
     while pending is not _END:
         following = next(iterator, _END)
         x, y = unpack(pending)
+        if arrays is None:
+            arrays = _numpy(x) or _numpy(y)
+        if arrays:
+            x, y = _tensor(x), _tensor(y)
         x = move_to_device(x, device)
         yield (x if convert is None else convert(x)), move_to_device(y, device), following is _END
         pending = following
+
+
+def _numpy(value: Any) -> bool:
+    return type(value).__module__ == "numpy" or (
+        isinstance(value, (tuple, list)) and any(type(item).__module__ == "numpy" for item in value)
+    )
+
+
+def _tensor(value: Any) -> Any:
+    """A NumPy array as a tensor, as Keras takes them: floating point in torch's default dtype (float32), not
+    NumPy's float64, so that it fits the model's weights."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_tensor(item) for item in value)
+    if type(value).__module__ != "numpy":
+        return value
+    tensor = torch.as_tensor(value)
+    return tensor.to(torch.get_default_dtype()) if tensor.is_floating_point() else tensor
+
+
+class Limited:
+    """The first `n` batches of `data` at each pass (Lightning's `limit_train_batches`); its other attributes (sampler,
+    generator, `set_epoch`, ...) are `data`'s, so its random state and epochs are the data's."""
+
+    def __init__(self, data: DataSource, n: int) -> None:
+        self.data, self.n = data, n
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.data), self.n)
+
+    def __len__(self) -> int:
+        total = batches_in(self.data)
+        return self.n if total is None else min(total, self.n)
+
+    @property
+    def batched_len(self) -> int:
+        return len(self)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("data", "n") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.data, name)
+
+
+def limited(data: DataSource, n: int | None) -> DataSource:
+    """`data`, or its first `n` batches at each pass."""
+    return data if n is None else Limited(data, n)
 
 
 def unpacker(manager: ManagerLike, dataset: DataSource) -> Callable[[Any], tuple[Any, Any]]:
@@ -130,9 +182,15 @@ def run_pass(
             dispatch(spec.end_hook, index - 1, summary=summary)
         if progress.enabled:
             progress.step(values.tensors)
-        if training and (plan.agree_each_step or run.signal is not None):
+        if not training:
+            continue
+        if plan.agree_each_step:  # torchrun: the processes stop at the same batch, agreed in the background
+            if dispatch.agree_after_batch(at_update=run.window_done(plan.accumulate)) or run.last_batch:
+                break
+            continue
+        if run.signal is not None:
             dispatch.agree(at_update=run.window_done(plan.accumulate))
-        if training and (run.stop or run.last_batch):
+        if run.stop or run.last_batch:
             break
     else:
         last = True  # the data ran out (a resume may have skipped all that was left)

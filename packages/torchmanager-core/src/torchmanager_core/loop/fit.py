@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -24,8 +24,9 @@ from ..run_log import batch_size_of, log_batches, log_run_start
 from ..tracking import merge_summaries
 from . import checks
 from .dispatch import Dispatch
-from .epoch import DataSource, batches_in
+from .epoch import DataSource, batches_in, limited
 from .evaluate import test, with_manager
+from .options import FitOptions
 from .plan import plan_fit
 from .protocol import ManagerLike
 
@@ -35,41 +36,36 @@ __all__ = ["fit", "learning_rates"]
 def fit(
     manager: ManagerLike,
     data: DataSource,
-    epochs: int | None,
     val_data: DataSource | None,
     callbacks_list: Sequence[Callback] | None,
-    *,
-    iterations: int | None,
-    initial_epoch: int | None,
-    resume_from: str | None,
-    places: tuple[Any, Any, bool],
-    show_verbose: bool,
-    on_nonfinite_loss: Any,
-    on_checkpoint_error: Any,
-    train_kwargs: Mapping[str, Any],
+    options: FitOptions,
 ) -> dict[str, float]:
     """Train `manager`'s model (see `Manager.fit` for the arguments); the last epoch's merged summary, or {}."""
-    total = checks.check_fit(
-        manager, data, val_data, epochs, iterations, initial_epoch, on_nonfinite_loss, on_checkpoint_error
-    )
-    checks.check_train_kwargs(manager, train_kwargs)
+    total = checks.check_fit(manager, data, val_data, options)
+    checks.check_train_kwargs(manager, options.train_kwargs)
     run, callbacks = manager._run, with_manager(callbacks_list, manager)
-    resume(manager, resume_from if resume_from is not None else callbacks.resume_checkpoint(), initial_epoch)
-    run.start(total, iterations, on_nonfinite_loss, on_checkpoint_error)
+    resume(manager, options.resume_from or callbacks.resume_checkpoint(), options.initial_epoch)
+    dev_run = options.fast_dev_run > 0
+    run.start(
+        run.epoch + 1 if dev_run else total, options.iterations, options.on_nonfinite_loss, options.on_checkpoint_error
+    )
     structure = _packed_once()
-    dispatch = Dispatch(callbacks, run, lambda: checkpointing.payload(manager, callbacks, structure), _savable(manager))
+    payload = lambda: checkpointing.payload(manager, callbacks, structure)  # noqa: E731
+    dispatch = Dispatch(callbacks, run, payload, _savable(manager, dev_run))
     resumed = run.take_resumed_callbacks()
     if resumed is not None:
         dispatch("on_load_checkpoint", resumed)  # every callback of the list, whichever checkpoint resumed the run
     if run.finished:
-        logger.warning(_nothing_to_train(run.epoch, run.total_epochs, iterations))
-    placing = strategy.placed(manager, manager._strategy_option, manager._precision, manager._compile, *places)
+        logger.warning(_nothing_to_train(run.epoch, run.total_epochs, options.iterations))
+    placing = strategy.placed(manager, manager._strategy_option, manager._precision, manager._compile, *options.places)
     with placing, _fitting(manager, dispatch):
-        data, val_data = _prepare(manager, dispatch, data, val_data, iterations)
+        data, val_data = _prepare(manager, dispatch, data, val_data, options)
         try:
             dispatch("on_train_start", run.epoch)
-            _log_start(manager, data, iterations)  # after on_train_start: an Experiment opens its log file there
-            _epochs(manager, dispatch, data, val_data, places[2], show_verbose, train_kwargs)
+            _log_start(
+                manager, data, options.iterations
+            )  # after on_train_start: an Experiment opens its log file there
+            _epochs(manager, dispatch, data, val_data, options)
         except StopTraining as stop:  # raised by a step or a `_train` of the user's (hooks set the stop flag)
             logger.info(str(stop.args[0]) if stop.args else "Training stopped.")
     return run.history[-1] if run.history else {}
@@ -80,14 +76,12 @@ def _epochs(
     dispatch: Dispatch,
     data: DataSource,
     val_data: DataSource | None,
-    use_multi_gpus: bool,
-    show_verbose: bool,
-    kwargs: Mapping[str, Any],
+    options: FitOptions,
 ) -> None:
     """Train, validate and end each epoch until the run is finished or stopped."""
     run = manager._run
     while not run.finished and not run.stop:
-        if not _epoch(manager, dispatch, data, val_data, use_multi_gpus, show_verbose, kwargs):
+        if not _epoch(manager, dispatch, data, val_data, options):
             return
 
 
@@ -113,6 +107,7 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
         finally:
             if counting is not None:
                 counting.remove()
+            dispatch.settle()  # no reduction is left running when the run ends
             dispatch.close_progress()
             if manager._strategy is not None:
                 manager._strategy.broadcast_buffers(
@@ -140,13 +135,20 @@ def _count_updates(optimizer: torch.optim.Optimizer, run: Any) -> Any:
 
 
 def _prepare(
-    manager: ManagerLike, dispatch: Dispatch, data: DataSource, val_data: DataSource | None, iterations: int | None
+    manager: ManagerLike, dispatch: Dispatch, data: DataSource, val_data: DataSource | None, options: FitOptions
 ) -> tuple[DataSource, DataSource | None]:
-    """The data as this process reads it (its share under torchrun), the generators as the run left them."""
-    run = manager._run
-    data = distributed.shard(data)
+    """The data as this process reads it (its share under torchrun, limited as asked), the generators as the run
+    left them."""
+    run, iterations = manager._run, options.iterations
+    data = limited(distributed.shard(data), options.limit_train_batches or options.fast_dev_run or None)
     run.attach(data)
-    val_data = evaluation_shards.split(val_data) if val_data is not None else None
+    if val_data is not None:
+        val_data = limited(evaluation_shards.split(val_data), options.limit_val_batches or options.fast_dev_run or None)
+    if options.fast_dev_run:
+        logger.info(
+            f"fast_dev_run: trying {options.fast_dev_run} batch(es) of training and validation in one epoch; "
+            "no checkpoint is written."
+        )
     per_epoch = batches_in(data)
     if iterations is not None:  # counted in this process's batches (its share under torchrun)
         run.total_epochs = math.ceil(iterations / (per_epoch or 1))
@@ -179,9 +181,7 @@ def _epoch(
     dispatch: Dispatch,
     data: DataSource,
     val_data: DataSource | None,
-    use_multi_gpus: bool,
-    show_verbose: bool,
-    kwargs: Mapping[str, Any],
+    options: FitOptions,
 ) -> bool:
     """The epoch in progress: trained through `Manager._train`, validated and ended; False when it did not end (a stop
     or the budget between two batches, or a stop before its first batch). Its training values stay live until it
@@ -200,10 +200,10 @@ def _epoch(
             data,
             iterations=run.budget_left,
             device=manager._run_device,
-            use_multi_gpus=use_multi_gpus,
+            use_multi_gpus=options.places[2],
             callbacks_list=dispatch.callbacks,
-            show_verbose=show_verbose,
-            **kwargs,
+            show_verbose=options.show_verbose,
+            **options.train_kwargs,
         )
         if run.batch > 0 and not run.epoch_complete:  # a stop or the budget between two batches
             run.pause(manager._training.state_dict())
@@ -264,10 +264,13 @@ def _packed_once() -> Any:
     return structure
 
 
-def _savable(manager: ManagerLike) -> Any:
-    """Whether a checkpoint may be written now: a non-finite training loss is never saved over a good checkpoint."""
+def _savable(manager: ManagerLike, dev_run: bool) -> Any:
+    """Whether a checkpoint may be written now: a non-finite training loss is never saved over a good checkpoint,
+    and a `fast_dev_run` saves nothing."""
 
     def savable(path: str) -> bool:
+        if dev_run:
+            return False
         run = manager._run
         if not manager._passes or manager._passes[0] is not manager._training:
             return True
