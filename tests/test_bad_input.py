@@ -258,7 +258,7 @@ FIT_ARGUMENTS = [
     case(
         lambda env: env.fit(manager(), DATA, show_verbos=True),
         TypeError,
-        r"`fit` got keyword arguments it does not take: show_verbos. Check the spelling .* Received: show_verbos=True",
+        r"`fit` got keyword arguments it does not take: show_verbos. Did you mean `show_verbose`\? Received: show_verbos=True",
         id="a-misspelt-fit-argument",
     ),
     *(
