@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .. import checkpointing, distributed, evaluation_shards, preemption, strategy
+from .. import checkpointing, distributed, evaluation_shards, preemption, strategy, training_shards
 from ..callbacks import Callback
 from ..epoch_values import running
 from ..errors import StopTraining
@@ -144,7 +144,7 @@ def _prepare(
 ) -> tuple[DataSource, DataSource | None]:
     """The data as this process reads it (its share under torchrun), the generators as the run left them."""
     run = manager._run
-    data = distributed.shard(data)
+    data = training_shards.shard(data)
     run.attach(data)
     val_data = evaluation_shards.split(val_data) if val_data is not None else None
     per_epoch = batches_in(data)
