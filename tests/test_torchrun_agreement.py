@@ -11,7 +11,6 @@ split or share data as each rank would, with the rank and world size patched in 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -157,7 +156,7 @@ def test_a_loader_the_user_sharded_is_kept_told_the_epoch_and_evaluated_once_a_s
     """Their shuffled `DistributedSampler(seed=3)`, as the sampler, in torch's `BatchSampler` or in a batch sampler
     of their own: each rank trains on the share torch documents for the epoch (`randperm` seeded by seed + epoch,
     items `rank::world`), so the epoch was told; validation counts each of the 12 samples once."""
-    world, (x, y), (x_val, y_val) = launch["world"], launch["inputs"]["train"], launch["inputs"]["val"]
+    world, (x, _), (x_val, y_val) = launch["world"], launch["inputs"]["train"], launch["inputs"]["val"]
     seen = [rank["user"][kind]["seen"] for rank in launch["ranks"]]
     steps = script.TRAIN_SIZE // world // script.BATCH
     for rank, batches in enumerate(seen):
@@ -186,7 +185,7 @@ def test_a_stream_that_shards_itself_trains_in_step_and_evaluates_every_sample(l
     """11 chunks of 4 on 2 processes are 6 and 5 (on 3: 4, 4, 3): every rank trains as many steps as the shortest
     share, on its own chunks, told the epoch; validation, `test` and `predict` take every chunk once."""
     world, ranks = launch["world"], launch["ranks"]
-    (x, y), (x_val, y_val) = launch["inputs"]["stream_train"], launch["inputs"]["stream_val"]
+    (x, _), (x_val, y_val) = launch["inputs"]["stream_train"], launch["inputs"]["stream_val"]
     steps = min(len(script.stream_chunks(script.STREAM_CHUNKS, 0, r, world)) for r in range(world))
     seen = [rank["stream"]["seen"] for rank in ranks]
     for rank, batches in enumerate(seen):
