@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch.utils.data import (
-    BatchSampler,
     DataLoader,
     DistributedSampler,
     IterableDataset,
