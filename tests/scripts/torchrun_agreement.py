@@ -214,20 +214,15 @@ def recording(model: torch.nn.Module, **options: Any) -> Recording:
     )
 
 
-class Keep(torchmanager.callbacks.Callback):
-    """Keeps each epoch's summary, validation values prefixed `val_`."""
+def keep_epochs() -> tuple[list[dict[str, float]], Any]:
+    """A list of each epoch's summary (validation values prefixed `val_`), and the callback filling it."""
+    epochs: list[dict[str, float]] = []
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.epochs: list[dict[str, float]] = []
+    @torchmanager.callbacks.on_epoch_end
+    def keep(epoch: int, summary: Mapping[str, float]) -> None:
+        epochs.append(dict(summary))
 
-    def on_epoch_end(
-        self,
-        epoch: int,
-        summary: Mapping[str, float] = {},
-        val_summary: Mapping[str, float] | None = None,
-    ) -> None:
-        self.epochs.append({**summary, **{f"val_{k}": v for k, v in (val_summary or {}).items()}})
+    return epochs, keep
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -244,14 +239,14 @@ def reductions(result: dict[str, Any]) -> None:
         x, y = make_data(n, 10 + n)
         result["test"][n, batch] = manager.test([(x[i : i + batch], y[i : i + batch]) for i in range(0, n, batch)])
     x, y = make_data(3, 13)  # validation of one batch: only rank 0 has it
-    trained, keep = make_model(), Keep()
+    trained, (epochs, keep) = make_model(), keep_epochs()
     torchmanager.Manager(
         trained,
         torch.optim.SGD(trained.parameters(), lr=LR),
         loss_fn=torchmanager.losses.CrossEntropy(),
         metrics=reduction_metrics(),
     ).fit([make_data(4, 1)], epochs=2, val_dataset=[(x, y)], callbacks_list=[keep])
-    result["validation"] = {"epochs": keep.epochs, "weights": weights(trained)}
+    result["validation"] = {"epochs": epochs, "weights": weights(trained)}
 
 
 def frozen(result: dict[str, Any]) -> None:
@@ -268,9 +263,9 @@ def user_samplers(
     for kind in ("sampler", "batch_sampler", "own_batch_sampler"):
         model = make_model()
         manager = recording(model)
-        keep = Keep()
+        epochs, keep = keep_epochs()
         manager.fit(user_loader(kind, *train), epochs=2, val_dataset=user_loader(kind, *val), callbacks_list=[keep])
-        result["user"][kind] = {"seen": manager.seen, "epochs": keep.epochs, "weights": weights(model)}
+        result["user"][kind] = {"seen": manager.seen, "epochs": epochs, "weights": weights(model)}
 
 
 def streams(
@@ -278,7 +273,7 @@ def streams(
 ) -> None:
     model = make_model()
     manager = recording(model)
-    stream, keep = Stream(*train), Keep()
+    stream, (epochs, keep) = Stream(*train), keep_epochs()
     manager.fit(
         DataLoader(stream, batch_size=CHUNK, num_workers=2),
         epochs=2,
@@ -289,7 +284,7 @@ def streams(
     tested = manager.test(DataLoader(Stream(*val), batch_size=CHUNK, num_workers=2))
     result["stream"] = {
         "seen": manager.seen,
-        "epochs": keep.epochs,
+        "epochs": epochs,
         "weights": weights(model),
         "told": stream.told,
         "predict": predicted,
@@ -307,10 +302,10 @@ def loader_processes(
 ) -> None:
     model = make_model()
     val_loader = DataLoader(TensorDataset(*val), batch_size=2, num_workers=2, worker_init_fn=note_worker)
-    keep, manager = Keep(), recording(model)
+    (epochs, keep), manager = keep_epochs(), recording(model)
     manager.fit([train], epochs=3, val_dataset=val_loader, callbacks_list=[keep])
     tests = [manager.test(val_loader) for _ in range(2)]
-    result["workers"] = {"epochs": keep.epochs, "tests": tests, "weights": weights(model)}
+    result["workers"] = {"epochs": epochs, "tests": tests, "weights": weights(model)}
 
 
 class RunConfigs(Configs):
