@@ -4,7 +4,7 @@ Four launches (each torchrun start costs seconds): `tests/scripts/ddp_train.py` 
 small models (a shuffled torchmanager `Dataset` with validation, an `Experiment` and a `test`; a
 `DataLoader(shuffle=True)`; a list of batches; gradient accumulation), `tests/scripts/ddp_fail.py`
 fails or gets stuck on rank 1, and the digits example runs unchanged. The last tests call
-`distributed.shard` in this process as each rank of two would, for loaders it cannot shard as is.
+`training_shards.shard` in this process as each rank of two would, for loaders it cannot shard as is.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch.utils.data import (
 )
 
 from tests.workspace import ROOT
-from torchmanager_core import distributed
+from torchmanager_core import distributed, training_shards
 
 SCRIPTS = ROOT / "tests" / "scripts"
 BATCH, EPOCHS, LR, MOMENTUM = 8, 3, 0.1, 0.9  # those of ddp_train.py
@@ -321,12 +321,12 @@ def test_digits_example_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
 
 
 def _shard_as_each_rank(make_loader: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
-    """The batches `distributed.shard` gives each rank of 2 (the rank and world size patched in, as torchrun sets them)."""
+    """The batches `training_shards.shard` gives each rank of 2 (the rank and world size patched in, as torchrun sets them)."""
     shards = []
     for rank in (0, 1):
         monkeypatch.setattr(distributed, "get_world_size", lambda: 2)
         monkeypatch.setattr(distributed, "get_rank", lambda rank=rank: rank)
-        shards.append(list(distributed.shard(make_loader())))
+        shards.append(list(training_shards.shard(make_loader())))
     return shards
 
 

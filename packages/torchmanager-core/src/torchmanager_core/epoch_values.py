@@ -50,6 +50,7 @@ class EpochValues:
         self.owner = owner
         self.training = training
         self.believe_steps = False
+        self.counted = True  # False on a rank whose evaluation share had no batch (`evaluation_shards.join`)
         self.extras = MeanTracker()
         self._owned: set[str] | None = None  # summary names the losses and metrics report, found at the first record
         self._believed: frozenset[str] = frozenset()
@@ -61,6 +62,7 @@ class EpochValues:
             losses.reset()
         metrics.reset()
         self.extras.reset()
+        self.counted = True
         self._owned = None
         self._believed = frozenset()
 
@@ -123,7 +125,7 @@ class EpochValues:
         streams = ([losses] if losses is not None else []) + [metrics]
         for stream in streams:
             for module in stream.modules():
-                distributed.reduce_states(module)
+                distributed.reduce_states(module, counted=self.counted)
             stream.tracker.all_reduce()
         self.extras.all_reduce()
 
@@ -143,6 +145,7 @@ class EpochValues:
             losses.load_state_dict(state["losses"])
         self.owner.compiled_metrics.load_state_dict(state.get("metrics", {}))
         self.extras.load_state_dict(state.get("extras", {"totals": {}, "counts": {}}))
+        self.counted = True
         self._owned = None
 
 

@@ -185,6 +185,8 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
     def _model_and_loss(self, input: Any, target: Any) -> tuple[Any, torch.Tensor | None]:
         try:
             y = self.model(input)
+        except ModelError:
+            raise  # a strategy's own, saying what is wrong (DDP's gradient errors)
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
             raise ModelError(
                 f"The model failed on an input of {describe(input)}: {error} Check that the data's input fits the "

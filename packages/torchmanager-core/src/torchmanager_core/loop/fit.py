@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .. import checkpointing, distributed, evaluation_shards, preemption, strategy
+from .. import checkpointing, distributed, evaluation_shards, preemption, strategy, training_shards
 from ..callbacks import Callback
 from ..epoch_values import running
 from ..errors import StopTraining
@@ -140,7 +140,7 @@ def _prepare(
     """The data as this process reads it (its share under torchrun, limited as asked), the generators as the run
     left them."""
     run, iterations = manager._run, options.iterations
-    data = limited(distributed.shard(data), options.limit_train_batches or options.fast_dev_run or None)
+    data = limited(training_shards.shard(data), options.limit_train_batches or options.fast_dev_run or None)
     run.attach(data)
     if val_data is not None:
         val_data = limited(evaluation_shards.split(val_data), options.limit_val_batches or options.fast_dev_run or None)

@@ -2,12 +2,14 @@
 
 The only module that names DDP. Evaluation runs the raw model (after rank 0's buffers are given to
 every process): DDP's forward may start collectives that a process with fewer evaluation batches
-would never join. Inside an accumulation window, backward runs under `no_sync`.
+would never join. Inside an accumulation window, backward runs under `no_sync`. DDP's errors about
+the model's gradients name the strategy's option that fixes them (`ModelError`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed
+from ..errors import ModelError
 from .base import Strategy, register_wrapper, unwrap
 
 __all__ = ["DDP"]
@@ -49,7 +52,7 @@ class DDP(Strategy):
         if not any(p.requires_grad for p in model.parameters()):
             return model  # every parameter frozen (testing a trained model): DDP refuses such a module
         ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids, **self.options)
+        return _Explained(model, device_ids=ids, **self.options)
 
     @contextlib.contextmanager
     def evaluating(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
@@ -67,6 +70,55 @@ class DDP(Strategy):
 
     def broadcast_buffers(self, model: torch.nn.Module) -> None:
         distributed.broadcast_buffers(unwrap(model))
+
+
+class _Explained(DistributedDataParallel):
+    """DDP whose errors about the model's gradients say which option of `strategy=DDP(...)` fixes them."""
+
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        try:
+            return super().forward(*inputs, **kwargs)  # type: ignore[no-untyped-call]  # untyped in torch
+        except RuntimeError as error:
+            explained = _explain(error, self)
+            if explained is None:
+                raise
+            raise explained from error
+
+
+_UNUSED = "Expected to have finished reduction in the prior iteration"
+_STATIC_CHANGED = "not compatible with static_graph set to True"
+_READY_TWICE = "Expected to mark a variable ready only once"
+_INDICES = re.compile(r"Parameter indices which did not receive grad for rank \d+: ([\d ]+)")
+
+
+def _explain(error: RuntimeError, model: DistributedDataParallel) -> ModelError | None:
+    """A `ModelError` saying what DDP's `error` means and which strategy option fixes it; None for other errors."""
+    text = str(error)
+    if _UNUSED in text and _STATIC_CHANGED in text:
+        what, fix = "a parameter that got a gradient in one step got none in the next", "static_graph=False"
+    elif _UNUSED in text:
+        what, fix = "a parameter of the model got no gradient in the last step", "find_unused_parameters=True"
+    elif _READY_TWICE in text:
+        what, fix = (
+            "a parameter's gradient was made twice in one step (a part of the model ran twice)",
+            "static_graph=True",
+        )
+    else:
+        return None
+    found = _INDICES.search(text)
+    trainable = [name for name, parameter in model.module.named_parameters() if parameter.requires_grad]
+    names = [trainable[int(i)] for i in found.group(1).split() if int(i) < len(trainable)] if found else []
+    received = f"parameters without a gradient: {names}" if names else f"strategy=DDP({_options(model)})"
+    return ModelError(
+        f"Under torchrun (DistributedDataParallel), {what}, and DDP averages every parameter's gradient at each "
+        f"step: give the manager `strategy=torchmanager_core.strategy.DDP({fix})` (DDP's own option), or freeze "
+        f"what should not train (`requires_grad_(False)`). Received: {received}"
+    )
+
+
+def _options(model: DistributedDataParallel) -> str:
+    """The DDP options `model` runs with that these errors are about."""
+    return f"find_unused_parameters={model.find_unused_parameters}, static_graph={model.static_graph}"
 
 
 def _find_ddp(model: torch.nn.Module) -> DistributedDataParallel | None:
