@@ -29,7 +29,8 @@ from .model_summary import model_summary
 from .options import Option
 from .precision import check_precision, select_precision
 from .progress import ShowVerbose, VerboseType, wants_progress
-from .strategy import Devices, Strategy, StrategyOption, check_strategy, placed, unwrap
+from .strategy import Devices, OptimizerLike, Strategy, StrategyOption, check_strategy, placed, shards_model, unwrap
+from .strategy.base import build_optimizer
 from .upstream_members import UpstreamMembers
 
 __all__ = ["DataSource", "Devices", "Manager"]
@@ -47,7 +48,9 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     types `model` and `raw_model`.
 
     Args:
-        optimizer: Needed only by `fit`.
+        optimizer: Needed only by `fit`: an optimizer, or a function of the parameters building one
+            (`lambda params: torch.optim.AdamW(params, lr=1e-3)`), called with the parameters of the
+            model as the run places it (FSDP2's shards; at once when the model is not to be sharded).
         loss_fn: A loss (`fn(y, label) -> scalar tensor`, ours or `torch.nn`), a dict of named losses
             summed (ours apply their `weight` and `target`), or None.
         metrics: A dict of named metrics (ours, torchmetrics', or `fn(y, label)` functions).
@@ -57,7 +60,9 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
             loss divided by its window's size, a shorter last window's too).
         clip_grad_norm, clip_grad_value: Clip the gradients' total L2 norm, or each element, before each update.
         strategy: "auto" (DDP under torchrun, else DataParallel with `use_multi_gpus`, else one
-            device), "single", "dp", "ddp", or a strategy such as `strategy.DDP(find_unused_parameters=True)`.
+            device; FSDP2 for a model sharded with `fully_shard`), "single", "dp", "ddp", "fsdp" (FSDP2,
+            under torchrun), or a strategy such as `strategy.DDP(find_unused_parameters=True)` or
+            `strategy.fsdp.FSDP2Strategy(units=(Block,))`.
     Raises:
         TypeError: A model, optimizer, loss or metric of the wrong kind.
         ValueError: An unknown `precision` or `strategy`, an empty loss dict, clashing summary names,
@@ -70,12 +75,12 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     """The model being run; wrapped by the run's strategy (DataParallel, DDP, torch.compile) while a run needs it."""
 
     optimizer: torch.optim.Optimizer | None
-    """The optimizer `fit` steps."""
+    """The optimizer `fit` steps (None until a run builds it, when a factory waits for the model's shards)."""
 
     def __init__(
         self,
         model: Module,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: OptimizerLike | None = None,
         loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None = None,
         metrics: Mapping[str, Callable[..., Any]] | None = None,
         *,
@@ -88,7 +93,8 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     ) -> None:
         checks.check_model_and_optimizer(model, optimizer)
         self.model = model
-        self.optimizer = optimizer
+        self._strategy_option = check_strategy(strategy)
+        self.optimizer, self._optimizer_factory = _optimizer_or_factory(model, optimizer, self._strategy_option)
         self._loss_fn = check_loss_fn(loss_fn)
         self._metric_fns = check_metrics(metrics)
         check_summary_names(self._loss_fn, self._metric_fns)
@@ -100,7 +106,6 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
                 f"`compile` must be a bool or a dict of torch.compile keyword arguments. Received: compile={compile!r}"
             )
         self._compile = compile
-        self._strategy_option = check_strategy(strategy)
         self._strategy: Strategy | None = None  # the strategy of the run in progress
         self.accumulate_grad_batches = accumulate_grad_batches
         self.clip_grad_norm = clip_grad_norm
@@ -331,6 +336,7 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         resume_from: PathLike | None = None,
         on_nonfinite_loss: NonFinitePolicy = "raise",
         on_checkpoint_error: CheckpointErrorPolicy = "raise",
+        allow_divergence: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Train the model and return it (unwrapped), or `(model, summary)` with `return_summary=True`.
@@ -350,6 +356,8 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
             on_nonfinite_loss: "raise" `NonFiniteLossError` on a NaN/infinite epoch loss, or "stop" cleanly.
             on_checkpoint_error: "raise" a failed write's `CheckpointError` (on every process), or
                 "continue" training with the error logged; the previous file is kept either way.
+            allow_divergence: Resume a checkpoint written by another number of processes even where the
+                run cannot continue as it was (per-process random draws: see `checkpoint.reshard`).
             **kwargs: Passed on to `_train` (a subclass's own, as upstream allowed).
         Returns:
             The trained raw model; `summary` is the last epoch's, validation values prefixed "val_".
@@ -378,6 +386,7 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
             on_nonfinite_loss=on_nonfinite_loss,
             on_checkpoint_error=on_checkpoint_error,
             train_kwargs=kwargs,
+            allow_divergence=allow_divergence,
         )
         model = self.raw_model
         return (model, summary) if return_summary else model
@@ -453,6 +462,18 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         if isinstance(self._loss_fn, dict) and self.compiled_losses is not None:
             if not self.compiled_losses.holds(self._loss_fn):
                 self.loss_fn = dict(self._loss_fn)
+
+
+def _optimizer_or_factory(
+    model: torch.nn.Module, optimizer: OptimizerLike | None, strategy: StrategyOption
+) -> tuple[torch.optim.Optimizer | None, Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer] | None]:
+    """(the optimizer, the factory still to call): a factory is called now, with the model's parameters, unless
+    the run will shard the model (then with the shards, when the run places it)."""
+    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer, None
+    if shards_model(strategy, unwrap(model)):
+        return None, optimizer
+    return build_optimizer(model, optimizer), None
 
 
 def _trainable(loss: torch.Tensor | None) -> torch.Tensor:

@@ -32,6 +32,8 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "CheckpointWriteError",
+    "SHARDED_COMPLETE",
+    "exists",
     "list_checkpoints",
     "load",
     "pack_model",
@@ -48,6 +50,15 @@ FORMAT_VERSION: int = 2
 _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.Size, torch.dtype, torch.device)
 _CONTAINER_TYPES = (list, tuple, set, dict, collections.OrderedDict, collections.Counter)
 _ALLOWED = "tensors, numbers, str, bytes, None, torch.Size/dtype/device and lists, tuples, sets or dicts of those"
+
+
+SHARDED_COMPLETE: str = "complete.pt"
+"""The file in a sharded checkpoint's folder naming its complete version (`sharded`)."""
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """Whether a checkpoint is at `path`: a file, or a sharded checkpoint's folder with a complete version."""
+    return os.path.isfile(path) or os.path.isfile(os.path.join(os.fspath(path), SHARDED_COMPLETE))
 
 
 class CheckpointError(ValueError):

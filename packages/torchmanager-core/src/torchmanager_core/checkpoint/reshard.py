@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_new_world", "random_layers", "rank_random_state"]
+from .. import distributed
+
+__all__ = ["check_new_world", "continue_layout", "own_values", "random_layers", "rank_random_state"]
 
 
 def random_layers(model: torch.nn.Module) -> list[str]:
@@ -123,3 +125,56 @@ def rank_random_state(random_states: Sequence[Mapping[str, Any]], rank: int) -> 
     if random_states and _identical(random_states):
         return random_states[0]
     return None
+
+
+def own_values(ranks: Sequence[Mapping[str, Any]], rank: int, keys: Sequence[str]) -> dict[str, Any]:
+    """The values of `keys` process `rank` resumes with from each writing process's own values `ranks`.
+
+    Its own when it wrote some. A process the checkpoint had no counterpart for takes the random
+    states every writing process had alike (else none: it keeps the generators its script seeded)
+    and no running values or gradients: its share of the epoch's values starts empty.
+    """
+    if rank < len(ranks):
+        return {key: ranks[rank].get(key) for key in keys}
+    randoms = [own.get("rng") or {} for own in ranks]
+    alike = _identical([state.get("generators", state) for state in randoms])
+    return {key: (ranks[0].get(key) if key in ("rng", "epoch_rng") and alike else None) for key in keys}
+
+
+def continue_layout(
+    layout: Mapping[str, Any],
+    batch: int,
+    batch_size: int | None,
+    accumulate: int,
+    model: torch.nn.Module,
+    allow_divergence: bool = False,
+) -> int:
+    """The batches done in the epoch, in this run's batches, for a run resumed from a checkpoint laid out as `layout`
+    (`world_size`, `random_states`, `samples_done`: the global position, `samples_per_update`; `checkpointing`
+    writes them), whose position was `batch` of its own batches.
+
+    Raises:
+        ValueError: The run would not be the same run on this number of processes (`check_new_world`), unless
+            `allow_divergence`; or the global position is unknown (data without indices) or falls inside a batch.
+    """
+    saved, world = int(layout["world_size"]), distributed.get_world_size()
+    per_update = world * batch_size * accumulate if batch_size is not None else None
+    check_new_world(
+        saved,
+        world,
+        random_states=layout["random_states"],
+        samples_per_update=(layout["samples_per_update"], per_update),
+        model=model,
+        allow_divergence=allow_divergence,
+    )
+    if saved == world or batch == 0:
+        return batch
+    position = layout["samples_done"]
+    if position is None or batch_size is None or position % (batch_size * world):
+        raise ValueError(
+            f"A checkpoint written by {saved} processes inside an epoch resumes on {world} at its global sample, "
+            f"which this data cannot give in whole batches of {batch_size} per process (a data set with indices, a "
+            f"DataLoader or a torchmanager Dataset, whose {world} x batch size divides the position); resume on "
+            f"{saved} processes, or from an epoch's end. Received: samples_done={position}, batch_size={batch_size}"
+        )
+    return int(position // (batch_size * world))

@@ -38,11 +38,16 @@ def check_model_and_optimizer(model: object, optimizer: object) -> None:
                 f"Received: model={model!r}"
             )
         raise TypeError(f"`model` must be a torch.nn.Module. Received: model={type(model).__name__}")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+        return
+    if isinstance(optimizer, type) or not callable(optimizer):
         made = ""
         if isinstance(optimizer, type):
             made = f", built over the model's parameters: {optimizer.__name__}(model.parameters(), lr=...)"
-        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer{made} or None. Received: optimizer={optimizer!r}")
+        raise TypeError(
+            f"`optimizer` must be a torch.optim.Optimizer{made}, a function of the parameters returning one "
+            f"(`lambda params: torch.optim.AdamW(params, lr=1e-3)`), or None. Received: optimizer={optimizer!r}"
+        )
 
 
 def positive_int(value: object, name: str) -> int:
@@ -74,7 +79,8 @@ def check_fit(
     Raises:
         ValueError: A bad count, policy or data set, or no optimizer or loss for the default step.
     """
-    if manager.optimizer is None:
+    waiting = getattr(manager, "_optimizer_factory", None) is not None  # built over the shards when placed
+    if manager.optimizer is None and not waiting:
         raise ValueError(
             f"`fit` needs an optimizer: pass one to {type(manager).__name__}(model, optimizer, ...). Received: optimizer=None"
         )
@@ -102,7 +108,8 @@ def check_fit(
             raise ValueError(
                 f"`val_dataset` {_why_no_batches(val_dataset)} (or pass None). Received: val_dataset={val_dataset!r}"
             )
-    check_optimizer_params(manager)
+    if not waiting:
+        check_optimizer_params(manager)
     if iterations is not None and steps is None:
         raise ValueError(
             "`iterations` needs a data set whose number of batches is known (`len`); give `epochs` instead."

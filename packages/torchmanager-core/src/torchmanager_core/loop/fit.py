@@ -47,6 +47,7 @@ def fit(
     on_nonfinite_loss: Any,
     on_checkpoint_error: Any,
     train_kwargs: Mapping[str, Any],
+    allow_divergence: bool = False,
 ) -> dict[str, float]:
     """Train `manager`'s model (see `Manager.fit` for the arguments); the last epoch's merged summary, or {}."""
     total = checks.check_fit(
@@ -57,7 +58,9 @@ def fit(
     resume(manager, resume_from if resume_from is not None else callbacks.resume_checkpoint(), initial_epoch)
     run.start(total, iterations, on_nonfinite_loss, on_checkpoint_error)
     structure = _packed_once()
-    dispatch = Dispatch(callbacks, run, lambda: checkpointing.payload(manager, callbacks, structure), _savable(manager))
+    dispatch = Dispatch(
+        callbacks, run, lambda: checkpointing.snapshot(manager, callbacks, structure), _savable(manager)
+    )
     resumed = run.take_resumed_callbacks()
     if resumed is not None:
         dispatch("on_load_checkpoint", resumed)  # every callback of the list, whichever checkpoint resumed the run
@@ -65,13 +68,16 @@ def fit(
         logger.warning(_nothing_to_train(run.epoch, run.total_epochs, iterations))
     placing = strategy.placed(manager, manager._strategy_option, manager._precision, manager._compile, *places)
     with placing, _fitting(manager, dispatch):
+        checkpointing.load_pending_shards(manager)  # a sharded checkpoint's shards, into the placed model
         data, val_data = _prepare(manager, dispatch, data, val_data, iterations)
+        checkpointing.check_layout(manager, data, allow_divergence)  # resumed on another number of processes?
         try:
             dispatch("on_train_start", run.epoch)
             _log_start(manager, data, iterations)  # after on_train_start: an Experiment opens its log file there
             _epochs(manager, dispatch, data, val_data, places[2], show_verbose, train_kwargs)
         except StopTraining as stop:  # raised by a step or a `_train` of the user's (hooks set the stop flag)
             logger.info(str(stop.args[0]) if stop.args else "Training stopped.")
+        dispatch.flush()  # saves a stop inside an accumulation window left waiting for the window's end
     return run.history[-1] if run.history else {}
 
 
@@ -94,7 +100,7 @@ def _epochs(
 def resume(manager: ManagerLike, path: str | None, initial_epoch: int | None) -> None:
     """Continue from the checkpoint at `path`, or start at `initial_epoch`; else go on from where the run is."""
     if path is not None:
-        checkpointing.restore(manager, checkpointing.read(path), str(path))
+        checkpointing.resume(manager, str(path))
     elif initial_epoch is not None:
         manager._run.start_at(initial_epoch)
 
@@ -107,7 +113,7 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
     with preemption.deferred_signals(run) as deferred:
         counting = _count_updates(optimizer, run)
         manager._plan = plan_fit(manager, dispatch.callbacks, deferred, updates_hooked=counting is not None)
-        manager._dispatch = dispatch
+        manager._dispatch, dispatch.accumulate = dispatch, manager._plan.accumulate
         try:
             yield
         finally:
@@ -120,6 +126,7 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
                 )  # every process returns rank 0's BatchNorm statistics
             run.active, manager._plan = False, None
             try:
+                dispatch.close_writes()  # the last background write is done before `on_train_end` reads files
                 dispatch("on_train_end", manager.raw_model)
             finally:
                 manager._dispatch = None

@@ -10,6 +10,7 @@ process in step (`strategy.lockstep`). The loop never names FSDP: it calls the `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -72,6 +73,7 @@ class FSDP2Strategy(Strategy):
 
     sharded = True
     lockstep_evaluation = True
+    applies_precision = True
 
     def __init__(
         self,
@@ -100,11 +102,15 @@ class FSDP2Strategy(Strategy):
         self.mixed_precision(precision)
         self._precision = PRECISIONS[precision]
 
+    def use_precision(self, precision: str) -> None:
+        """Take the manager's `precision=` (its name decides the policy; see `mixed_precision`)."""
+        self.precision = precision
+
     def mixed_precision(self, precision: str) -> MixedPrecisionPolicy:
         """The `MixedPrecisionPolicy` FSDP2 applies for `precision`.
 
         "32": none. "bf16-mixed": parameters gathered and computed in bfloat16, float32 shards and
-        gradient reduction. "bf16-true": parameters stored in bfloat16 (`setup` casts the model),
+        gradient reduction (`setup` has the root give its output in float32, for the loss, as autocast does). "bf16-true": parameters stored in bfloat16 (`setup` casts the model),
         gradients reduced in float32. "16-mixed": as bf16-mixed with float16; the precision's
         `torch.amp.GradScaler` works as it is (DTensor's unscale agrees over every process on a skip).
 
@@ -200,6 +206,8 @@ class FSDP2Strategy(Strategy):
             )
         for module in reversed(units):  # every descendant before its ancestors
             fully_shard(module, mesh=mesh, reshard_after_forward=self.reshard_after_forward, mp_policy=policy)
+        if policy.param_dtype is not None:  # the model's output in float32, as autocast gives it to the loss
+            policy = dataclasses.replace(policy, output_dtype=torch.float32)
         fully_shard(model, mesh=mesh, mp_policy=policy)
 
     def _is_unit(self, module: torch.nn.Module) -> bool:

@@ -1,0 +1,57 @@
+"""State dicts under the plain module's keys, whatever wraps the model or its submodules.
+
+Who owns what: `base.unwrap` sees through wrappers at the model's top; this module drops the
+wrappers' own key segments anywhere inside it (`block._orig_mod.weight` of a submodule the user
+compiled, `encoder.module.weight` of one wrapped in DataParallel or DDP), so that a checkpoint of a
+wrapped model loads into the plain one and back. Checkpoints (`checkpointing`) and the strategies'
+state dicts use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .base import inner_name
+
+__all__ = ["load_plain_state_dict", "plain_keys", "plain_state_dict"]
+
+
+def plain_keys(model: torch.nn.Module) -> dict[str, str]:
+    """Each key of `model.state_dict()` mapped to the plain module's key (the same key when nothing wraps)."""
+    return {key: _plain(model, key) for key in model.state_dict(keep_vars=True)}
+
+
+def _plain(model: torch.nn.Module, key: str) -> str:
+    module: torch.nn.Module | None = model
+    kept = []
+    for part in key.split("."):
+        inner = inner_name(module) if module is not None else None
+        if inner is not None and part == inner:
+            module = getattr(module, inner)
+            continue
+        kept.append(part)
+        module = module._modules.get(part) if module is not None else None
+    return ".".join(kept)
+
+
+def plain_state_dict(model: torch.nn.Module) -> dict[str, Any]:
+    """`model.state_dict()` under the plain module's keys (tensors shared with the model, as `state_dict` gives)."""
+    state = model.state_dict()
+    names = plain_keys(model)
+    return {names.get(key, key): value for key, value in state.items()}
+
+
+def load_plain_state_dict(model: torch.nn.Module, state: Mapping[str, Any], *, strict: bool = True) -> Any:
+    """Load a state dict under the plain module's keys (or under `model`'s own) into `model`, wrapped or not.
+
+    Returns:
+        `load_state_dict`'s result (missing and unexpected keys, in `model`'s own keys).
+    Raises:
+        RuntimeError: As `load_state_dict` with `strict`, for keys or shapes that do not fit.
+    """
+    names = plain_keys(model)
+    wrapped = {plain: key for key, plain in names.items()}
+    return model.load_state_dict({wrapped.get(key, key): value for key, value in state.items()}, strict=strict)
