@@ -97,7 +97,7 @@ class _Saving(Callback):
         super().__init__()
         _refuse_upstream_options(type(self).__name__, upstream_options or {})
         self.manager = _check_manager(manager)
-        self._ckpt_path = check_output_path(ckpt_path, "ckpt_path", core_checkpoint.CheckpointError)
+        self._ckpt_path = check_output_path(ckpt_path, "ckpt_path", core_checkpoint.CheckpointError, checkpoint=True)
         self.show_verbose = show_verbose
 
     @property
@@ -107,9 +107,12 @@ class _Saving(Callback):
 
     @ckpt_path.setter
     def ckpt_path(self, path: str) -> None:
-        self._ckpt_path = check_output_path(path, "ckpt_path", core_checkpoint.CheckpointError)
+        self._ckpt_path = check_output_path(path, "ckpt_path", core_checkpoint.CheckpointError, checkpoint=True)
 
-    def _save(self, path: str | None = None, background: bool = False) -> None:
+    background: bool = False
+    """Whether saves are written in the background (`LastCheckpoint(background=True)`)."""
+
+    def _save(self, path: str | None = None) -> None:
         # every process asks: the manager writes on the main process and synchronises the others
         if self.manager is None:
             raise TypeError(
@@ -117,7 +120,7 @@ class _Saving(Callback):
                 f"callbacks_list=[...])`. Received: manager=None"
             )
         path = self._ckpt_path if path is None else path
-        if background:
+        if self.background:
             self.manager.save_checkpoint(path, background=True)  # a Manager takes it
         else:
             self.manager.save_checkpoint(path)
@@ -195,13 +198,13 @@ class LastCheckpoint(_Saving):
             return
         if step % self.save_every_n_steps == 0 and step != self._saved_step and step > 0:
             self._saved_step = step
-            self._save(background=self.background)
+            self._save()
 
     def on_epoch_end(
         self, epoch: int, summary: Mapping[str, float] = {}, val_summary: Mapping[str, float] | None = None
     ) -> None:
         if (epoch + 1) % self.freq == 0:
-            self._save(background=self.background)
+            self._save()
 
 
 Checkpoint = LastCheckpoint

@@ -37,7 +37,7 @@ from .loop.protocol import ManagerLike
 from .rebuild import construct, plain_compile_option, rebuild_model, rebuild_optimizer
 from .run_log import batch_size_of
 from .strategy import is_fully_sharded, load_plain_state_dict, plain_state_dict
-from .strategy.plain_keys import plain_keys
+from .strategy.plain_keys import load_plain_gradients, plain_gradients
 
 __all__ = [
     "OWN_KEYS",
@@ -166,12 +166,15 @@ def snapshot(
         **_layout(manager),
         "callbacks": {},
     }
+    values = _training_values(manager)
     own = {
         "rng": position["rng"],
         "epoch_rng": position["epoch_rng"],
-        "values": _training_values(manager),
+        "values": values,
         "gradients": _open_window_gradients(manager),
     }
+    if distributed.is_distributed() and values is not None:  # for a resume on another number of processes
+        shared["whole_values"] = manager._training.whole_state_dict(values)
     tensors = None
     if is_fully_sharded(model):
         if strategy is None or not strategy.sharded:
@@ -211,13 +214,7 @@ def _open_window_gradients(manager: ManagerLike) -> dict[str, torch.Tensor]:
     accumulate, run = manager.accumulate_grad_batches, manager._run
     if accumulate == 1 or run.batch % accumulate == 0:
         return {}
-    return {name: p.grad.detach().clone() for name, p in _plain_parameters(manager.raw_model) if p.grad is not None}
-
-
-def _plain_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
-    """The model's parameters under the plain module's keys."""
-    names = plain_keys(model)
-    return [(names.get(name, name), parameter) for name, parameter in model.named_parameters()]
+    return plain_gradients(manager.raw_model)
 
 
 def _training_values(manager: ManagerLike) -> dict[str, Any] | None:
@@ -331,8 +328,9 @@ def load_pending_shards(manager: ManagerLike) -> None:
             f"model: pass `strategy='fsdp'` to the manager and launch with torchrun. Received: strategy={strategy!r}"
         )
     tensors = {"model": strategy.model_state_dict(manager.model)}
-    if optimizer is not None:
-        tensors["optimizer"] = strategy.optimizer_state_dict(manager.model, optimizer)
+    if optimizer is not None:  # laid out as saved: with a state, or hyperparameters alone
+        stepped = sharded.holds(folder, "optimizer.state.")
+        tensors["optimizer"] = strategy.optimizer_state_dict(manager.model, optimizer, stepped=stepped)
     sharded.load_tensors(folder, tensors)
     strategy.load_model_state_dict(manager.model, tensors["model"])
     if optimizer is not None:
@@ -348,13 +346,14 @@ def restore(manager: ManagerLike, data: Mapping[str, Any], source: str) -> None:
     model, optimizer, run = manager.raw_model, manager.optimizer, manager._run
     ranks = list(data.get("ranks") or [])
     if ranks:
-        data = {**data, **reshard.own_values(ranks, distributed.get_rank(), OWN_KEYS)}
+        own = reshard.own_values(ranks, distributed.get_rank(), distributed.get_world_size(), data.get("whole_values"))
+        data = {**data, **own}
     check(data, model, optimizer, manager._training, source)
     if "model" in data:  # a sharded checkpoint's tensors are loaded once the run is placed
         load_plain_state_dict(model, data["model"])
     if optimizer is not None and data.get("optimizer") is not None:
         optimizer.load_state_dict(data["optimizer"])
-    _load_gradients(model, data.get("gradients") or {})
+    load_plain_gradients(model, data.get("gradients") or {})
     run.load_state_dict(data)
     values = data.get("values")
     if values is not None:
@@ -368,13 +367,6 @@ def restore(manager: ManagerLike, data: Mapping[str, Any], source: str) -> None:
         "samples_done": data.get("samples_done"),
         "samples_per_update": data.get("samples_per_update"),
     }
-
-
-def _load_gradients(model: torch.nn.Module, gradients: Mapping[str, torch.Tensor]) -> None:
-    """Give the parameters the gradients an accumulation window had summed when the checkpoint was written."""
-    for name, parameter in _plain_parameters(model) if gradients else []:
-        if name in gradients:
-            parameter.grad = gradients[name].to(parameter.device, parameter.dtype).clone()
 
 
 def check_layout(manager: ManagerLike, data: Any, allow_divergence: bool = False) -> None:

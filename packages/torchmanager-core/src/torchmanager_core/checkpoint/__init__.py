@@ -16,6 +16,7 @@ import glob
 import io
 import os
 import pickle
+import re
 import tempfile
 import time
 import zipfile
@@ -34,6 +35,7 @@ __all__ = [
     "CheckpointWriteError",
     "SHARDED_COMPLETE",
     "exists",
+    "is_sharded_folder",
     "list_checkpoints",
     "load",
     "pack_model",
@@ -59,6 +61,13 @@ SHARDED_COMPLETE: str = "complete.pt"
 def exists(path: str | os.PathLike[str]) -> bool:
     """Whether a checkpoint is at `path`: a file, or a sharded checkpoint's folder with a complete version."""
     return os.path.isfile(path) or os.path.isfile(os.path.join(os.fspath(path), SHARDED_COMPLETE))
+
+
+def is_sharded_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a folder a sharded checkpoint was written into (complete, or its first save interrupted)."""
+    if not os.path.isdir(path):
+        return False
+    return any(name == SHARDED_COMPLETE or re.fullmatch(r"v\d{6,}-[0-9a-f]{8}", name) for name in os.listdir(path))
 
 
 class CheckpointError(ValueError):

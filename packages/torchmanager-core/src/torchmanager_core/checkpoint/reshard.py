@@ -105,7 +105,7 @@ def check_new_world(
     if drawing:
         shown = ", ".join(f"`{name}`" for name in drawing[:3]) + (", ..." if len(drawing) > 3 else "")
         reasons.append(
-            f"the model draws random numbers in training ({shown}), and on {world} processes the draws fall on "
+            f"the model draws random numbers in training ({shown}), and on {world} process{'es' if world != 1 else ''} the draws fall on "
             "other samples"
         )
     if reasons:
@@ -127,18 +127,28 @@ def rank_random_state(random_states: Sequence[Mapping[str, Any]], rank: int) -> 
     return None
 
 
-def own_values(ranks: Sequence[Mapping[str, Any]], rank: int, keys: Sequence[str]) -> dict[str, Any]:
-    """The values of `keys` process `rank` resumes with from each writing process's own values `ranks`.
+def own_values(
+    ranks: Sequence[Mapping[str, Any]], rank: int, world: int, whole_values: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The values process `rank` of `world` resumes with (`checkpointing.OWN_KEYS`), from each writing process's
+    own values `ranks` and the running values of all of them together, `whole_values`.
 
-    Its own when it wrote some. A process the checkpoint had no counterpart for takes the random
-    states every writing process had alike (else none: it keeps the generators its script seeded)
-    and no running values or gradients: its share of the epoch's values starts empty.
+    On as many processes, each takes its own. On another number, the running values of the epoch go
+    to process 0 whole (the others start empty: the epoch's values come out as one process's), no
+    accumulation gradients carry over, and random states are taken as `rank_random_state` says.
     """
-    if rank < len(ranks):
-        return {key: ranks[rank].get(key) for key in keys}
+    if world == len(ranks):
+        own = ranks[rank]
+        return {key: own.get(key) for key in ("rng", "epoch_rng", "values", "gradients")}
     randoms = [own.get("rng") or {} for own in ranks]
-    alike = _identical([state.get("generators", state) for state in randoms])
-    return {key: (ranks[0].get(key) if key in ("rng", "epoch_rng") and alike else None) for key in keys}
+    state = rank_random_state([random.get("generators", random) for random in randoms], rank)
+    take = ranks[rank] if rank < len(ranks) else (ranks[0] if state is not None else {})
+    return {
+        "rng": take.get("rng"),
+        "epoch_rng": take.get("epoch_rng"),
+        "values": whole_values if rank == 0 else None,
+        "gradients": None,
+    }
 
 
 def continue_layout(

@@ -55,6 +55,7 @@ __all__ = [
     "Loaded",
     "ShardedCheckpointer",
     "is_sharded_checkpoint",
+    "holds",
     "load_sharded",
     "load_tensors",
     "read_plain",
@@ -373,6 +374,13 @@ def read_plain(path: str | os.PathLike[str]) -> Loaded:
     run = _plain(load(os.path.join(target, "run.pt")))
     ranks = [_plain(load(os.path.join(target, f"rank{rank}.pt"))) for rank in range(world)]
     return Loaded(run, ranks, target)
+
+
+def holds(version: str | os.PathLike[str], prefix: str) -> bool:
+    """Whether the version folder `version` holds a tensor or value whose key starts with `prefix` (nested keys
+    joined by dots: "optimizer.state." for an optimizer's state)."""
+    metadata = SafeReader(os.fspath(version)).read_metadata()
+    return any(key.startswith(prefix) for key in metadata.state_dict_metadata)
 
 
 def load_tensors(version: str | os.PathLike[str], tensors: dict[str, Any]) -> None:

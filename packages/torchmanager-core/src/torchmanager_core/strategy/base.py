@@ -120,8 +120,11 @@ class Strategy(abc.ABC):
 
         load_plain_state_dict(unwrap(model), state)
 
-    def optimizer_state_dict(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """The optimizer's state as a checkpoint keeps it (full, or this rank's shards when `sharded`)."""
+    def optimizer_state_dict(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, stepped: bool | None = None
+    ) -> dict[str, Any]:
+        """The optimizer's state as a checkpoint keeps it (full, or this rank's shards when `sharded`); `stepped`:
+        the layout to load a saved state into, with (True) or without (False) a state (a sharded checkpoint's)."""
         return optimizer.state_dict()
 
     def load_optimizer_state_dict(

@@ -242,14 +242,34 @@ class FSDP2Strategy(Strategy):
     def load_model_state_dict(self, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
         set_model_state_dict(unwrap(model), dict(state))
 
-    def optimizer_state_dict(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """This process's shards of the optimizer's state, keyed by parameter names (not indices)."""
-        return get_optimizer_state_dict(unwrap(model), optimizer)
+    def optimizer_state_dict(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, stepped: bool | None = None
+    ) -> dict[str, Any]:
+        """This process's shards of the optimizer's state, keyed by parameter names (not indices).
+
+        An optimizer that has no state yet (it never stepped, or keeps none: plain SGD) gives its
+        hyperparameters alone: DCP would lay its state out with a step of its own (at learning rate 0,
+        which would count as an update, and give Adam one step more). `stepped=True` asks for the
+        layout of a stepped optimizer's state (to load one into it: made without counting a step).
+        """
+        if not (optimizer.state if stepped is None else stepped):
+            return {
+                "param_groups": [
+                    {key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups
+                ]
+            }
+        with _uncounted(optimizer):
+            return get_optimizer_state_dict(unwrap(model), optimizer)
 
     def load_optimizer_state_dict(
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
     ) -> None:
-        set_optimizer_state_dict(unwrap(model), optimizer, dict(state))
+        if "state" not in state:  # hyperparameters alone (see `optimizer_state_dict`)
+            for group, saved in zip(optimizer.param_groups, state["param_groups"]):
+                group.update((key, value) for key, value in saved.items() if key != "params")
+            return
+        with _uncounted(optimizer):
+            set_optimizer_state_dict(unwrap(model), optimizer, dict(state))
 
     def prepare_optimizer(self, model: torch.nn.Module, optimizer: OptimizerLike) -> torch.optim.Optimizer:
         """The optimizer over the sharded parameters.
@@ -332,6 +352,18 @@ def _take_rank0_weights(model: torch.nn.Module) -> None:
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             dist.broadcast(tensor.data, src=0)
+
+
+@contextlib.contextmanager
+def _uncounted(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """No step hook of `optimizer` sees the steps in the body (DCP's own step laying out the optimizer's state)."""
+    hooks: dict[Any, Any] = getattr(optimizer, "_optimizer_step_post_hooks", {})
+    kept = dict(hooks)
+    hooks.clear()
+    try:
+        yield
+    finally:
+        hooks.update(kept)
 
 
 @contextlib.contextmanager

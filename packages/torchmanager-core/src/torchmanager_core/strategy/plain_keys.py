@@ -16,7 +16,7 @@ import torch
 
 from .base import inner_name
 
-__all__ = ["load_plain_state_dict", "plain_keys", "plain_state_dict"]
+__all__ = ["load_plain_gradients", "load_plain_state_dict", "plain_gradients", "plain_keys", "plain_state_dict"]
 
 
 def plain_keys(model: torch.nn.Module) -> dict[str, str]:
@@ -55,3 +55,22 @@ def load_plain_state_dict(model: torch.nn.Module, state: Mapping[str, Any], *, s
     names = plain_keys(model)
     wrapped = {plain: key for key, plain in names.items()}
     return model.load_state_dict({wrapped.get(key, key): value for key, value in state.items()}, strict=strict)
+
+
+def plain_gradients(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters' gradients (copies) under the plain module's keys; parameters without one are left out."""
+    names = plain_keys(model)
+    return {
+        names.get(name, name): parameter.grad.detach().clone()
+        for name, parameter in model.named_parameters()
+        if parameter.grad is not None
+    }
+
+
+def load_plain_gradients(model: torch.nn.Module, gradients: Mapping[str, torch.Tensor]) -> None:
+    """Give `model`'s parameters the gradients `plain_gradients` took (each on its parameter's device and dtype)."""
+    names = plain_keys(model)
+    for name, parameter in model.named_parameters():
+        saved = gradients.get(names.get(name, name))
+        if saved is not None:
+            parameter.grad = saved.to(parameter.device, parameter.dtype).clone()
