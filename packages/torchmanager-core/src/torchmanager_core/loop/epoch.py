@@ -123,12 +123,18 @@ def run_pass(
     done, last = 0, False
     convert = manager._precision.convert_input if manager._precision.converts_input else None
     unpack, device = unpacker(manager, data), manager._run_device
+    strategy = manager._strategy
+    sync = strategy.gradient_sync if training and plan.accumulate > 1 and strategy is not None else None
     for x, y, last in batches(source or data, unpack, device, convert, skip=skip, after_skip=after_skip):
         if training:
             run.current_batch, run.last_batch = index, last or index + 1 == budget_end
         if start:
             dispatch(spec.start_hook, index)
-        summary = step(x, y)
+        if sync is None:
+            summary = step(x, y)
+        else:  # DDP decides in the forward whether a backward reduces: the whole step is inside the context
+            with sync(manager.model, run.window_end(plan.accumulate)):
+                summary = step(x, y)
         if summary or not isinstance(summary, dict):  # the counting step returns {}: its metrics counted already
             values.record(summary, x, y)
         index, done = index + 1, done + 1

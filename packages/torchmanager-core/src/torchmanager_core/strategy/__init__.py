@@ -160,9 +160,9 @@ def placed(
     """Run the body with the manager placed by its strategy; afterwards its raw model is back on the CPU.
 
     Inside a run already placed (a `test()` called from a callback during `fit`), the body runs
-    where that run is. A model the user compiled (`torch.compile(model)`) trains compiled: as it
-    is when the strategy does not wrap it, else the strategy's wrapper is compiled with the user's
-    settings; afterwards `manager.model` is the user's compiled module again. A sharding strategy
+    where that run is. A model the user compiled (`torch.compile(model)`) trains compiled: the
+    strategy places and wraps the compiled module (DDP around it: its forward is the compiled one, its
+    gradient sync DDP's), and afterwards `manager.model` is the user's compiled module again. A sharding strategy
     (FSDP2) takes the model where it is (the meta device too) and leaves it sharded on its device.
 
     Raises:
@@ -180,7 +180,10 @@ def placed(
         manager.to(main)
     strategy.use_precision(precision.name)
     precision.setup(raw, main, autocast=not strategy.applies_precision)
-    model = _compiled_as_given(given, raw, strategy.setup(raw, main))
+    compiled = given if inner_name(given) == "_orig_mod" else None  # the user's `torch.compile(model)`
+    model = strategy.setup(raw if compiled is None else compiled, main)
+    if compiled is not None and model is raw:
+        model = compiled  # sharded in place (FSDP2): the compiled module runs the sharded model
     if compile is not False:
         model = torch.compile(model, **({} if compile is True else dict(compile)))  # type: ignore[assignment]
     manager.model, manager._strategy = model, strategy
@@ -196,15 +199,6 @@ def placed(
             manager.to(devices.CPU)
         if empty_cache:
             devices.empty_cache()
-
-
-def _compiled_as_given(given: torch.nn.Module, raw: torch.nn.Module, model: torch.nn.Module) -> torch.nn.Module:
-    """The module to train: the user's `torch.compile` wrapper kept (or put around the strategy's wrapper)."""
-    if inner_name(given) != "_orig_mod":
-        return model  # not compiled at the top by the user
-    if model is raw and given._orig_mod is raw:
-        return given  # the strategy did not wrap the model: the user's compiled module as it is
-    return type(given)(model, given.dynamo_ctx)  # compiled again, with the user's settings
 
 
 def _prepare_optimizer(manager: Placeable, strategy: Strategy, model: torch.nn.Module) -> None:

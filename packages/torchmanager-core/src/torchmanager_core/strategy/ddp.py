@@ -1,7 +1,7 @@
 """DistributedDataParallel: one process per device under torchrun, gradients averaged at each update.
 
 The only module that names DDP. Evaluation runs the raw model (after rank 0's buffers are given to
-every process; a model compiled around DDP is evaluated uncompiled): DDP's forward may start
+every process; a compiled model's compiled module): DDP's forward may start
 collectives that a process with fewer evaluation batches would never join. Inside an accumulation
 window, backward runs under `no_sync` (found under a `torch.compile` wrapper too).
 """
