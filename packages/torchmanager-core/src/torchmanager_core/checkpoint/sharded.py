@@ -343,9 +343,9 @@ def load_sharded(path: str | os.PathLike[str], tensors: dict[str, Any]) -> Loade
         FileNotFoundError: No checkpoint at `path`.
         CheckpointError: No version is complete, the files hold Python objects, or are corrupt.
     """
-    loaded = read_plain(path)
-    load_tensors(loaded.folder, tensors)
-    return loaded
+    target, world = _complete_version(path)
+    load_tensors(target, tensors)
+    return _read_values(target, world)
 
 
 def read_plain(path: str | os.PathLike[str]) -> Loaded:
@@ -356,6 +356,11 @@ def read_plain(path: str | os.PathLike[str]) -> Loaded:
         FileNotFoundError: No checkpoint at `path`.
         CheckpointError: No version is complete, or its files are corrupt.
     """
+    return _read_values(*_complete_version(path))
+
+
+def _complete_version(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """(the folder of the complete version at `path`, the number of processes that wrote it)."""
     folder = os.fspath(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(
@@ -370,7 +375,10 @@ def read_plain(path: str | os.PathLike[str]) -> Loaded:
     version, world = marker.get("version"), marker.get("world_size")
     if not isinstance(version, str) or type(world) is not int or os.sep in version:
         raise CheckpointError(f"`{os.path.join(folder, COMPLETE)}` is corrupt. Received: marker={marker!r}")
-    target = os.path.join(folder, version)
+    return os.path.join(folder, version), world
+
+
+def _read_values(target: str, world: int) -> Loaded:
     run = _plain(load(os.path.join(target, "run.pt")))
     ranks = [_plain(load(os.path.join(target, f"rank{rank}.pt"))) for rank in range(world)]
     return Loaded(run, ranks, target)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .. import distributed
-from . import CheckpointError, save
+from . import CheckpointError
 from .background import BackgroundWriter
 
 __all__ = ["RunWrites", "Snapshot", "on_host"]
@@ -99,6 +99,8 @@ class RunWrites:
         return self._background
 
     def _write_now(self, payload: dict[str, Any], path: str) -> None:
+        from . import save  # looked up now: `checkpoint.save` is the one seam every file goes through
+
         try:
             if self._background is not None:
                 self._background.wait()  # the previous file first: writes land in the order asked
