@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.scripts.fsdp_common import Net, data
+from tests.scripts.fsdp_common import Block, Net, data  # Block: the example's too
 from tests.test_torchrun import SCRIPTS, torchrun
 from tests.workspace import ROOT
 from torchmanager_core import checkpoint
@@ -210,21 +210,10 @@ def test_the_readme_example_trains_resumably_and_writes_whole_weights(tmp_path: 
     assert read_plain(folder / "checkpoints" / "last.model").run["epoch"] == 4
     torch.manual_seed(0)
     x = torch.randn(512, 16)
-    plain = torch.nn.Sequential(torch.nn.Linear(16, 64), *(ExampleBlock(64) for _ in range(4)), torch.nn.Linear(64, 4))
+    plain = torch.nn.Sequential(torch.nn.Linear(16, 64), *(Block(64) for _ in range(4)), torch.nn.Linear(64, 4))
     plain.load_state_dict(whole(folder / "model.pt"))
     with torch.no_grad():
         accuracy = (plain(x[448:]).argmax(1) == x[448:, :4].argmax(1)).float().mean().item()
     assert accuracy > 0.8  # measured 0.95
     shown = re.search(r"`examples/fsdp.py`, which .*?\n```py\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
     assert shown is not None and shown.group(1) in example.read_text()
-
-
-class ExampleBlock(torch.nn.Module):
-    """`examples/fsdp.py`'s block (the example is a script: importing it would run it)."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.linear = torch.nn.Linear(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + torch.relu(self.linear(x))

@@ -148,6 +148,20 @@ def test_user_compiled_model_trains_compiled_and_checkpoints_under_plain_keys(tm
     assert same(saved["model"], eager.state_dict())
 
 
+def test_compile_option_compiles_the_raw_model_before_the_strategy_wraps_it() -> None:
+    """`compile={"backend": ...}` runs every training batch through the compiled graph, and gives the plain model back."""
+    calls = [0]
+    model = net()
+    manager = Manager(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.3),
+        torch.nn.CrossEntropyLoss(),
+        compile={"backend": counting_backend(calls)},
+    )
+    manager.fit(batches(), epochs=1, show_verbose=False)
+    assert calls[0] == 8 and manager.model is model
+
+
 def net_state(compiled: torch.nn.Module) -> dict[str, torch.Tensor]:
     return compiled._orig_mod.state_dict()  # type: ignore[union-attr, operator, no-any-return]
 

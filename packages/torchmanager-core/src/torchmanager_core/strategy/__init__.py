@@ -162,7 +162,8 @@ def placed(
     Inside a run already placed (a `test()` called from a callback during `fit`), the body runs
     where that run is. A model the user compiled (`torch.compile(model)`) trains compiled: the
     strategy places and wraps the compiled module (DDP around it: its forward is the compiled one, its
-    gradient sync DDP's), and afterwards `manager.model` is the user's compiled module again. A sharding strategy
+    gradient sync DDP's), and afterwards `manager.model` is the user's compiled module again; the
+    `compile=` option compiles the raw model the same way (DDP's own forward does not compile). A sharding strategy
     (FSDP2) takes the model where it is (the meta device too) and leaves it sharded on its device.
 
     Raises:
@@ -181,11 +182,11 @@ def placed(
     strategy.use_precision(precision.name)
     precision.setup(raw, main, autocast=not strategy.applies_precision)
     compiled = given if inner_name(given) == "_orig_mod" else None  # the user's `torch.compile(model)`
+    if compiled is None and compile is not False:  # the `compile=` option: compiled as the user would
+        compiled = torch.compile(raw, **({} if compile is True else dict(compile)))  # type: ignore[assignment]
     model = strategy.setup(raw if compiled is None else compiled, main)
     if compiled is not None and model is raw:
         model = compiled  # sharded in place (FSDP2): the compiled module runs the sharded model
-    if compile is not False:
-        model = torch.compile(model, **({} if compile is True else dict(compile)))  # type: ignore[assignment]
     manager.model, manager._strategy = model, strategy
     _prepare_optimizer(manager, strategy, model)
     try:
