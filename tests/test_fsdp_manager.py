@@ -102,6 +102,21 @@ def test_asynchronous_sharded_saves_of_last_checkpoint_hold_the_last_updates_wei
     assert largest_difference(whole(trained["out"] / "bf16.pt"), tensors["model"]) == 0.0
     versions = [path for path in (trained["out"] / "bf16.ckpt").iterdir() if path.is_dir()]
     assert versions == [Path(loaded.folder)]  # each complete save removed the one before
+    after = {"model": Net().state_dict()}
+    assert load_sharded(trained["out"] / "after.ckpt", after).run["global_step"] == 9  # saved after `fit`
+    assert largest_difference(tensors["model"], after["model"]) == 0.0
+
+
+def test_test_after_a_bf16_fit_runs_on_the_model_fit_sharded(trained: dict[str, Any]) -> None:
+    """The model stays sharded after `fit`; a later `test` takes it as it is (with its bf16-mixed policy): the loss of
+    a plain model with the whole weights, computed as the policy computes it, in bfloat16."""
+    model = Net()
+    model.load_state_dict(whole(trained["out"] / "bf16.pt"))
+    x, y = data()
+    with torch.no_grad():
+        expected = F.cross_entropy(bf16_forward(model, x[:20]), y[:20]).item()
+    for record in trained["ranks"]:
+        assert record["bf16_test"]["loss"] == pytest.approx(expected, rel=1e-3)
 
 
 def test_meta_model_trains_and_validates_like_one_process(trained: dict[str, Any]) -> None:

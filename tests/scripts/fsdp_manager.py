@@ -9,7 +9,8 @@ batches of 12 / W per process, so that update t of epoch e trains samples [12t, 
 `train` (W = 2): every case shares the launch:
 - `bf16`: FSDP2Strategy(units=Block), bf16-mixed, accumulation over 2 batches, Adam from a factory, 3
   epochs, a `LastCheckpoint(background=True)` every update (asynchronous sharded saves). Whole weights
-  `bf16.pt`, the checkpoint folder `bf16.ckpt`.
+  `bf16.pt`, the checkpoint folder `bf16.ckpt`; then `test` on 5 batches and a checkpoint `after.ckpt`
+  saved outside `fit`.
 - `fp32`: a model built on the meta device, strategy="fsdp", accumulation 2, clipping at 0.5, validation on
   5 batches of 4 (shares 3 and 2) each epoch, 3 epochs, a sharded checkpoint `two.ckpt` asked for at
   update 2 (mid-epoch 0); then `test` on the 5 batches and on 2 (a share each), `predict` on the 5.
@@ -114,6 +115,9 @@ def train(out: Path, record: dict[str, Any]) -> None:
     last = LastCheckpoint(manager, str(out / "bf16.ckpt"), save_every_n_steps=1, background=True)
     manager.fit(loader(dataset), epochs=EPOCHS, callbacks_list=[last], show_verbose=False)
     save_full_state_dict(manager.model, out / "bf16.pt")
+    x, y = data()
+    record["bf16_test"] = manager.test(evaluation(x, y), show_verbose=False)  # the model sharded by `fit`, as it is
+    manager.save_checkpoint(out / "after.ckpt")  # outside a run: every process its shards
     record["bf16_units"] = [name for name, module in manager.model.named_modules() if is_fully_sharded(module)]
     record["bf16_history"] = list(manager.history)
 

@@ -37,7 +37,7 @@ from .loop.protocol import ManagerLike
 from .rebuild import construct, plain_compile_option, rebuild_model, rebuild_optimizer
 from .run_log import batch_size_of
 from .strategy import is_fully_sharded, load_plain_state_dict, plain_state_dict
-from .strategy.plain_keys import load_plain_gradients, plain_gradients
+from .strategy.plain_keys import load_plain_gradients, plain_gradients, state_mismatch
 
 __all__ = [
     "OWN_KEYS",
@@ -69,13 +69,11 @@ class CheckpointMembers:
     def save_checkpoint(self: ManagerLike, path: PathLike, *, background: bool = False) -> None:
         """Write a checkpoint of the manager and its run atomically (a crash leaves any previous file intact).
 
-        The main process writes a single file (every process's own values in it); a sharded model
-        (FSDP2) is written as a folder, each process its shards. Every process learns whether it
-        could. Called from a hook during `fit`, it is a request: the loop writes it once every
-        callback has had the hook (at the end of an accumulation window, inside one), so the
-        checkpoint holds every callback's state of one moment. `background=True` (during `fit`):
-        the state is copied to host memory at once and written by a thread while training goes on;
-        the next save, and the end of `fit`, wait for it.
+        The main process writes a single file (every process's own values in it), or every process
+        its shards of a sharded model (FSDP2: a folder); all learn whether it could. From a hook of
+        `fit` it is a request, written once every callback had the hook (inside an accumulation
+        window: at its end). `background=True` (during `fit`): the state is copied to host memory at
+        once and a thread writes it; the next save and the end of `fit` wait for it.
 
         Raises:
             CheckpointError: The file could not be written (outside `fit`, or with `on_checkpoint_error="raise"`).
@@ -93,9 +91,14 @@ class CheckpointMembers:
             FileNotFoundError: No file at `path`.
             CheckpointError: The file is not a checkpoint of ours, is corrupt, or holds another model.
         """
-        payload = read(path, map_location=map_location, trusted=trusted)
-        restore(self, payload, os.fspath(path))
-        return payload
+        if not sharded.is_sharded_checkpoint(path):
+            payload = read(path, map_location=map_location, trusted=trusted)
+            restore(self, payload, os.fspath(path))
+            return payload
+        resume(self, os.fspath(path))  # a sharded model's: its shards load now, or when `fit` shards it
+        if is_fully_sharded(self.raw_model):
+            load_pending_shards(self)
+        return dict(sharded.read_plain(path).run)
 
     @classmethod
     def from_checkpoint(
@@ -177,11 +180,7 @@ def snapshot(
         shared["whole_values"] = manager._training.whole_state_dict(values)
     tensors = None
     if is_fully_sharded(model):
-        if strategy is None or not strategy.sharded:
-            raise checkpoint.CheckpointError(
-                "A model sharded with `fully_shard` is saved by its run's strategy (every process writes its shards): "
-                "save it during `fit`, or from a callback. Received: save_checkpoint() outside a run"
-            )
+        strategy = strategy if strategy is not None and strategy.sharded else _sharding_strategy()
         tensors = {"model": strategy.model_state_dict(manager.model)}
         if optimizer is not None:
             tensors["optimizer"] = strategy.optimizer_state_dict(manager.model, optimizer)
@@ -192,6 +191,13 @@ def snapshot(
     if callbacks is not None:
         callbacks.on_save_checkpoint(shared)
     return Snapshot(shared, own, tensors)
+
+
+def _sharding_strategy() -> Any:
+    """FSDP2's strategy, for a sharded model outside a run (its state dicts need no run)."""
+    from .strategy.fsdp import FSDP2Strategy
+
+    return FSDP2Strategy()
 
 
 def _layout(manager: ManagerLike) -> dict[str, Any]:
@@ -322,6 +328,8 @@ def load_pending_shards(manager: ManagerLike) -> None:
     folder, run.pending_shards = run.pending_shards, None
     if folder is None:
         return
+    if strategy is None and is_fully_sharded(manager.raw_model):  # loaded outside a run, into a sharded model
+        strategy = _sharding_strategy()
     if strategy is None or not strategy.sharded:
         raise checkpoint.CheckpointError(
             f"`{folder}` is a sharded checkpoint (a folder), which a run resumes with the strategy that shards the "
@@ -394,7 +402,7 @@ def check(
     source: str,
 ) -> None:
     """Raise `CheckpointError` if the payload does not fit the model, the optimizer, the losses or the metrics."""
-    problems = _state_mismatch(plain_state_dict(model), data["model"]) if "model" in data else ""
+    problems = state_mismatch(plain_state_dict(model), data["model"]) if "model" in data else ""
     if problems:
         raise checkpoint.CheckpointError(
             f"`{source}` holds the weights of a different model ({problems}); load it into the model architecture "
@@ -423,23 +431,6 @@ def check(
         owner.compiled_metrics.check_state_dict(saved_values.get("metrics", {}), "metric", source)
     except ValueError as error:
         raise checkpoint.CheckpointError(str(error)) from error
-
-
-def _state_mismatch(current: Mapping[str, Any], saved: Mapping[str, Any]) -> str:
-    """What differs between two model state dicts (missing and unexpected keys, shapes), or ''."""
-    problems = []
-    missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
-    if missing:
-        problems.append(f"missing key(s) {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    if unexpected:
-        problems.append(f"unexpected key(s) {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-    for key in sorted(current.keys() & saved.keys()):
-        mine, theirs = current[key], saved[key]
-        if isinstance(mine, torch.Tensor) and isinstance(theirs, torch.Tensor) and mine.shape != theirs.shape:
-            problems.append(
-                f"size mismatch for {key}: {tuple(theirs.shape)} in the checkpoint, {tuple(mine.shape)} in the model"
-            )
-    return "; ".join(problems)
 
 
 def _qualified_name(optimizer: torch.optim.Optimizer | None) -> str | None:

@@ -29,8 +29,16 @@ from .model_summary import model_summary
 from .options import Option
 from .precision import check_precision, select_precision
 from .progress import ShowVerbose, VerboseType, wants_progress
-from .strategy import Devices, OptimizerLike, Strategy, StrategyOption, check_strategy, placed, shards_model, unwrap
-from .strategy.base import build_optimizer
+from .strategy import (
+    Devices,
+    OptimizerLike,
+    Strategy,
+    StrategyOption,
+    check_strategy,
+    optimizer_or_factory,
+    placed,
+    unwrap,
+)
 from .upstream_members import UpstreamMembers
 
 __all__ = ["DataSource", "Devices", "Manager"]
@@ -94,7 +102,7 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         checks.check_model_and_optimizer(model, optimizer)
         self.model = model
         self._strategy_option = check_strategy(strategy)
-        self.optimizer, self._optimizer_factory = _optimizer_or_factory(model, optimizer, self._strategy_option)
+        self.optimizer, self._optimizer_factory = optimizer_or_factory(model, optimizer, self._strategy_option)
         self._loss_fn = check_loss_fn(loss_fn)
         self._metric_fns = check_metrics(metrics)
         check_summary_names(self._loss_fn, self._metric_fns)
@@ -462,18 +470,6 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         if isinstance(self._loss_fn, dict) and self.compiled_losses is not None:
             if not self.compiled_losses.holds(self._loss_fn):
                 self.loss_fn = dict(self._loss_fn)
-
-
-def _optimizer_or_factory(
-    model: torch.nn.Module, optimizer: OptimizerLike | None, strategy: StrategyOption
-) -> tuple[torch.optim.Optimizer | None, Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer] | None]:
-    """(the optimizer, the factory still to call): a factory is called now, with the model's parameters, unless
-    the run will shard the model (then with the shards, when the run places it)."""
-    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer, None
-    if shards_model(strategy, unwrap(model)):
-        return None, optimizer
-    return build_optimizer(model, optimizer), None
 
 
 def _trainable(loss: torch.Tensor | None) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 
 from .. import devices, distributed
 from ..precision import Precision
-from .base import OptimizerLike, Strategy, inner_name, register_wrapper, unwrap
+from .base import OptimizerLike, Strategy, build_optimizer, inner_name, register_wrapper, unwrap
 from .data_parallel import DataParallel
 from .ddp import DDP
 from .plain_keys import load_plain_state_dict, plain_state_dict
@@ -38,6 +38,7 @@ __all__ = [
     "check_strategy",
     "evaluated",
     "is_fully_sharded",
+    "optimizer_or_factory",
     "load_plain_state_dict",
     "placed",
     "plain_state_dict",
@@ -94,6 +95,19 @@ def check_strategy(option: object) -> StrategyOption:
             f"`strategy` must be one of {list(_NAMES)} or a Strategy object. Received: strategy={option!r}"
         )
     return option
+
+
+def optimizer_or_factory(
+    model: torch.nn.Module, optimizer: OptimizerLike | None, strategy: StrategyOption
+) -> tuple[torch.optim.Optimizer | None, Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer] | None]:
+    """(the optimizer, the factory still to call) of a manager given `optimizer` and `strategy=`: a factory is
+    called now, with the model's parameters, unless the run will shard the model (then with the shards, when
+    `placed` places it)."""
+    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer, None
+    if shards_model(strategy, unwrap(model)):
+        return None, optimizer
+    return build_optimizer(model, optimizer), None
 
 
 def select(

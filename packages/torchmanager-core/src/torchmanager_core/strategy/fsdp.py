@@ -47,6 +47,10 @@ PRECISIONS: dict[str, str] = {
 """Accepted precision names (Lightning's spellings too) and the mode each means under FSDP2."""
 
 
+_SHARDED_WITH = "_torchmanager_sharded_with"
+"""The attribute naming the precision a model was sharded with by this strategy."""
+
+
 def is_fully_sharded(model: torch.nn.Module) -> bool:
     """Whether `model` (under any DDP or `torch.compile` wrapper) was sharded with `fully_shard` at its root."""
     return isinstance(unwrap(model), FSDPModule)
@@ -167,13 +171,15 @@ class FSDP2Strategy(Strategy):
             model.to(device)
             _take_rank0_weights(model)
         self._shard(model, device)
+        setattr(model, _SHARDED_WITH, self.precision)  # a later run (a `test` after `fit`) takes it as it is
         if on_meta:
             model.to_empty(device=device)
             initialise_shards(model, device, self.init_weights)
         return model
 
     def _check_user_sharded(self, model: torch.nn.Module, device: torch.device) -> None:
-        if self.precision != "32":
+        sharded_with = getattr(model, _SHARDED_WITH, None)  # sharded by an earlier run: its policy is the precision's
+        if self.precision != "32" and sharded_with != self.precision:
             raise ValueError(
                 "The model was sharded with `fully_shard` before it was given, so its mixed precision is the "
                 "`mp_policy` given to `fully_shard`; pass precision='32' (or give the model unsharded). "

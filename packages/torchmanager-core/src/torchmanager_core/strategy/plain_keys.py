@@ -16,7 +16,14 @@ import torch
 
 from .base import inner_name
 
-__all__ = ["load_plain_gradients", "load_plain_state_dict", "plain_gradients", "plain_keys", "plain_state_dict"]
+__all__ = [
+    "load_plain_gradients",
+    "load_plain_state_dict",
+    "plain_gradients",
+    "plain_keys",
+    "plain_state_dict",
+    "state_mismatch",
+]
 
 
 def plain_keys(model: torch.nn.Module) -> dict[str, str]:
@@ -74,3 +81,20 @@ def load_plain_gradients(model: torch.nn.Module, gradients: Mapping[str, torch.T
         saved = gradients.get(names.get(name, name))
         if saved is not None:
             parameter.grad = saved.to(parameter.device, parameter.dtype).clone()
+
+
+def state_mismatch(current: Mapping[str, Any], saved: Mapping[str, Any]) -> str:
+    """What differs between two model state dicts (missing and unexpected keys, shapes), or ''."""
+    problems = []
+    missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
+    if missing:
+        problems.append(f"missing key(s) {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"unexpected key(s) {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    for key in sorted(current.keys() & saved.keys()):
+        mine, theirs = current[key], saved[key]
+        if isinstance(mine, torch.Tensor) and isinstance(theirs, torch.Tensor) and mine.shape != theirs.shape:
+            problems.append(
+                f"size mismatch for {key}: {tuple(theirs.shape)} in the checkpoint, {tuple(mine.shape)} in the model"
+            )
+    return "; ".join(problems)
