@@ -243,3 +243,17 @@ def test_optimizer_factory_is_called_with_the_models_parameters() -> None:
     assert same(given.state_dict(), model.state_dict())
     with pytest.raises(TypeError, match=r"`optimizer` must be a torch.optim.Optimizer or a function of the model's "):
         Manager(net(), lambda params: "not an optimizer", torch.nn.CrossEntropyLoss())
+
+
+def test_single_file_checkpoint_is_refused_into_a_run_that_will_shard(tmp_path: Path) -> None:
+    """A single file's optimizer state (by parameter index, unsharded) cannot go into an optimizer FSDP2's shards will
+    be built for: refused with the way forward, before anything is loaded."""
+    model = net()
+    Manager(model, torch.optim.Adam(model.parameters()), torch.nn.CrossEntropyLoss()).save_checkpoint(
+        tmp_path / "a.model"
+    )
+    sharding = Manager(net(3), lambda params: torch.optim.Adam(params), torch.nn.CrossEntropyLoss(), strategy="fsdp")
+    assert sharding.optimizer is None  # the factory waits for the shards
+    with pytest.raises(checkpoint.CheckpointError, match=r"is a single-file checkpoint, and this manager's optimizer"):
+        sharding.load_checkpoint(tmp_path / "a.model")
+    assert not torch.equal(sharding.raw_model[0].weight, model[0].weight)

@@ -357,6 +357,12 @@ def restore(manager: ManagerLike, data: Mapping[str, Any], source: str) -> None:
         own = reshard.own_values(ranks, distributed.get_rank(), distributed.get_world_size(), data.get("whole_values"))
         data = {**data, **own}
     check(data, model, optimizer, manager._training, source)
+    if optimizer is None and manager._optimizer_factory is not None and data.get("optimizer") is not None:
+        raise checkpoint.CheckpointError(
+            f"`{source}` is a single-file checkpoint, and this manager's optimizer is built over FSDP2's shards, which "
+            "its optimizer state cannot be loaded into; resume it with the strategy that wrote it, or resume an FSDP2 "
+            f"run from its sharded checkpoint (a folder). Received: path={source!r}"
+        )
     if "model" in data:  # a sharded checkpoint's tensors are loaded once the run is placed
         load_plain_state_dict(model, data["model"])
     if optimizer is not None and data.get("optimizer") is not None:
