@@ -175,7 +175,8 @@ MANAGER = [
         lambda env: Manager(Net(), torch.optim.SGD),
         TypeError,
         r"`optimizer` must be a torch.optim.Optimizer, built over the model's parameters: "
-        r"SGD\(model.parameters\(\), lr=...\) or None",
+        r"SGD\(model.parameters\(\), lr=...\), a function of the parameters returning one \(`lambda params: "
+        r"torch.optim.AdamW\(params, lr=1e-3\)`\), or None",
         id="optimizer-a-class",
     ),
     case(
@@ -193,7 +194,8 @@ MANAGER = [
     case(
         lambda env: Manager(Net(), "adam"),
         TypeError,
-        r"`optimizer` must be a torch.optim.Optimizer or None. Received: optimizer='adam'",
+        r"`optimizer` must be a torch.optim.Optimizer, a function of the parameters returning one \(`lambda params: "
+        r"torch.optim.AdamW\(params, lr=1e-3\)`\), or None. Received: optimizer='adam'",
         id="optimizer-a-str",
     ),
     case(

@@ -138,6 +138,20 @@ class EpochValues:
             "extras": {key: dict(value) for key, value in self.extras.state_dict().items()},
         }
 
+    def whole_state_dict(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The running state `state` (this process's) combined over all processes (a collective; `state` itself in
+        one process): what one process would hold had it run every process's batches. The pass's own state is
+        left as it was."""
+        if not distributed.is_distributed():
+            return dict(state)
+        mine = self.state_dict()
+        try:
+            self.load_state_dict(state)
+            self._reduce()
+            return self.state_dict()
+        finally:
+            self.load_state_dict(mine)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from `state_dict()`."""
         losses = self.owner.compiled_losses

@@ -31,7 +31,16 @@ from .options import Option
 from .parts import LossesAndMetrics
 from .precision import check_precision, select_precision
 from .progress import ShowVerbose, VerboseType, wants_progress
-from .strategy import Devices, Strategy, StrategyOption, check_strategy, placed, unwrap
+from .strategy import (
+    Devices,
+    OptimizerLike,
+    Strategy,
+    StrategyOption,
+    check_strategy,
+    optimizer_or_factory,
+    placed,
+    unwrap,
+)
 from .upstream_members import UpstreamMembers
 
 __all__ = ["DataSource", "Devices", "Manager"]
@@ -49,7 +58,9 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
     types `model` and `raw_model`.
 
     Args:
-        optimizer: Needed only by `fit`.
+        optimizer: Needed only by `fit`: an optimizer, or a function of the parameters building one
+            (`lambda params: torch.optim.AdamW(params, lr=1e-3)`), called with the parameters of the
+            model as the run places it (FSDP2's shards; at once when the model is not to be sharded).
         loss_fn: A loss (`fn(y, label) -> scalar tensor`, ours or `torch.nn`), a dict of named losses
             summed (ours apply their `weight` and `target`), or None.
         metrics: A dict of named metrics (ours, torchmetrics', or `fn(y, label)` functions).
@@ -59,7 +70,9 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
             loss divided by its window's size, a shorter last window's too).
         clip_grad_norm, clip_grad_value: Clip the gradients' total L2 norm, or each element, before each update.
         strategy: "auto" (DDP under torchrun, else DataParallel with `use_multi_gpus`, else one
-            device), "single", "dp", "ddp", or a strategy such as `strategy.DDP(find_unused_parameters=True)`.
+            device; FSDP2 for a model sharded with `fully_shard`), "single", "dp", "ddp", "fsdp" (FSDP2,
+            under torchrun), or a strategy such as `strategy.DDP(find_unused_parameters=True)` or
+            `strategy.fsdp.FSDP2Strategy(units=(Block,))`.
     Raises:
         TypeError: A model, optimizer, loss or metric of the wrong kind.
         ValueError: An unknown `precision` or `strategy`, an empty loss dict, clashing summary names,
@@ -72,12 +85,12 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
     """The model being run; wrapped by the run's strategy (DataParallel, DDP, torch.compile) while a run needs it."""
 
     optimizer: torch.optim.Optimizer | None
-    """The optimizer `fit` steps."""
+    """The optimizer `fit` steps (None until a run builds it, when a factory waits for the model's shards)."""
 
     def __init__(
         self,
         model: Module,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: OptimizerLike | None = None,
         loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None = None,
         metrics: Mapping[str, Callable[..., Any]] | None = None,
         *,
@@ -90,7 +103,8 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
     ) -> None:
         checks.check_model_and_optimizer(model, optimizer)
         self.model = model
-        self.optimizer = optimizer
+        self._strategy_option = check_strategy(strategy)
+        self.optimizer, self._optimizer_factory = optimizer_or_factory(model, optimizer, self._strategy_option)
         self._loss_fn = check_loss_fn(loss_fn)
         self._metric_fns = check_metrics(metrics)
         check_summary_names(self._loss_fn, self._metric_fns)
@@ -102,7 +116,6 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
                 f"`compile` must be a bool or a dict of torch.compile keyword arguments. Received: compile={compile!r}"
             )
         self._compile = compile
-        self._strategy_option = check_strategy(strategy)
         self._strategy: Strategy | None = None  # the strategy of the run in progress
         self.accumulate_grad_batches = accumulate_grad_batches
         self.clip_grad_norm = clip_grad_norm
@@ -314,6 +327,7 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
         limit_train_batches: int | None = None,
         limit_val_batches: int | None = None,
         fast_dev_run: bool | int = False,
+        allow_divergence: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Train the model and return it (unwrapped), or `(model, summary)` with `return_summary=True`.
@@ -337,6 +351,8 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
                 (each process's share under torchrun); an epoch ends at its limit (Lightning's options).
             fast_dev_run: Try `n` batches (True: 1) of training and validation in one epoch, writing no
                 checkpoint: a quick check that every part runs (the weights do move).
+            allow_divergence: Resume a checkpoint written by another number of processes even where the
+                run cannot continue as it was (per-process random draws: see `checkpoint.reshard`).
             **kwargs: Passed on to `_train` (a subclass's own, as upstream allowed).
         Returns:
             The trained raw model; `summary` is the last epoch's, validation values prefixed "val_".
@@ -364,6 +380,7 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
             limit_val_batches,
             checks.dev_run_batches(fast_dev_run),
             kwargs,
+            allow_divergence,
         )
         summary = run_fit(self, training_dataset, val_dataset, callbacks_list, options)
         model = self.raw_model

@@ -7,7 +7,7 @@ A folder `<root>/<name>.exp` is in one of three states:
   (its in-progress mark but no `checkpoints/last.model`): a run may use it;
 - unfinished: its run is in progress or was stopped (SIGTERM, a crash, a kill): the `Experiment`
   wrote the mark `in-progress` when training started and training did not end normally since,
-  and `checkpoints/last.model` holds where it stopped;
+  and `checkpoints/last.model` holds where it stopped (a file, or a sharded checkpoint's folder);
 - taken: a finished run (the mark was removed when `fit` returned), or files of something else.
 
 A re-run with `resume="auto"` (`Experiment`'s default, and `Configs` without flags) continues the
@@ -33,7 +33,7 @@ import socket
 from collections.abc import Iterator
 from typing import Literal, NamedTuple
 
-from .. import distributed
+from .. import checkpoint, distributed
 
 __all__ = [
     "IN_PROGRESS",
@@ -72,7 +72,7 @@ def folder_state(folder: str) -> State:
     mark = os.path.join(folder, IN_PROGRESS)
     if not os.path.isfile(mark) or _still_running(mark):
         return "taken"
-    return "unfinished" if os.path.isfile(last_checkpoint(folder)) else "free"
+    return "unfinished" if checkpoint.exists(last_checkpoint(folder)) else "free"
 
 
 def choose_experiment_folder(folder: str, resume: Resume = "auto") -> FolderChoice:
@@ -97,7 +97,7 @@ def choose_experiment_folder(folder: str, resume: Resume = "auto") -> FolderChoi
 def _choose(folder: str, resume: Resume) -> FolderChoice:
     """`choose_experiment_folder` as one process sees the disk."""
     if resume is True:
-        return FolderChoice(folder, os.path.isfile(last_checkpoint(folder)))
+        return FolderChoice(folder, checkpoint.exists(last_checkpoint(folder)))
     usable = ("free", "unfinished") if resume == "auto" else ("free",)
     for candidate in _numbered(folder):
         state = folder_state(candidate)

@@ -61,11 +61,16 @@ def check_model_and_optimizer(model: object, optimizer: object) -> None:
                 f"Received: model={model!r}"
             )
         raise TypeError(f"`model` must be a torch.nn.Module. Received: model={type(model).__name__}")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+        return
+    if isinstance(optimizer, type) or not callable(optimizer):
         made = ""
         if isinstance(optimizer, type):
             made = f", built over the model's parameters: {optimizer.__name__}(model.parameters(), lr=...)"
-        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer{made} or None. Received: optimizer={optimizer!r}")
+        raise TypeError(
+            f"`optimizer` must be a torch.optim.Optimizer{made}, a function of the parameters returning one "
+            f"(`lambda params: torch.optim.AdamW(params, lr=1e-3)`), or None. Received: optimizer={optimizer!r}"
+        )
 
 
 def positive_int(value: object, name: str) -> int:
@@ -109,7 +114,8 @@ def check_fit(manager: ManagerLike, dataset: DataSource, val_dataset: DataSource
     for name in ("limit_train_batches", "limit_val_batches"):
         if getattr(options, name) is not None:
             positive_int(getattr(options, name), name)
-    if manager.optimizer is None:
+    waiting = getattr(manager, "_optimizer_factory", None) is not None  # built over the shards when placed
+    if manager.optimizer is None and not waiting:
         raise ValueError(
             f"`fit` needs an optimizer: pass one to {type(manager).__name__}(model, optimizer, ...). Received: optimizer=None"
         )
@@ -137,7 +143,8 @@ def check_fit(manager: ManagerLike, dataset: DataSource, val_dataset: DataSource
             raise ValueError(
                 f"`val_dataset` {_why_no_batches(val_dataset)} (or pass None). Received: val_dataset={val_dataset!r}"
             )
-    check_optimizer_params(manager)
+    if not waiting:
+        check_optimizer_params(manager)
     if iterations is not None and steps is None:
         raise ValueError(
             "`iterations` needs a data set whose number of batches is known (`len`); give `epochs` instead."

@@ -23,11 +23,12 @@ from ..devices import move_to_device
 from ..epoch_values import EpochValues
 from ..loader_workers import protect_workers
 from ..progress import EpochProgress, VerboseType, logger
+from ..strategy.lockstep import lockstep
 from .dispatch import Dispatch
 from .plan import Plan, Step
 from .protocol import ManagerLike
 
-__all__ = ["DataSource", "Limited", "batches", "batches_in", "evaluate", "limited", "train_epoch"]
+__all__ = ["DataSource", "Limited", "batches", "batches_in", "evaluate", "limited", "stand_in", "train_epoch"]
 
 DataSource: TypeAlias = Iterable[Any]
 """Anything iterable yielding `(x, y)` batches: a torchmanager `Dataset`, a `DataLoader`, a list."""
@@ -136,13 +137,18 @@ def unpacker(manager: ManagerLike, dataset: DataSource) -> Callable[[Any], tuple
 
 @dataclass(frozen=True)
 class _Pass:
-    """What differs between a training pass and an evaluation pass."""
+    """What differs between a training pass and an evaluation pass.
+
+    `stand_in`: a forward on a batch whose output is discarded, for a pass every process runs in
+    lockstep (a sharded model's evaluation: `strategy.lockstep`), else None.
+    """
 
     training: bool
     step: Step
     values: EpochValues
     start_hook: str
     end_hook: str
+    stand_in: Callable[[Any], object] | None = None
 
 
 def run_pass(
@@ -160,6 +166,8 @@ def run_pass(
     source = _resumed(data, skip) if skip else None
     if source is not None:
         skip = 0
+    if spec.stand_in is not None:  # each round: every process a forward, on a batch of its own or a stand-in
+        source = lockstep(data, spec.stand_in)
     start, end = dispatch.uses(spec.start_hook), dispatch.uses(spec.end_hook)
     index = run.batch if training else 0
     left = run.budget_left if training else None
@@ -167,12 +175,18 @@ def run_pass(
     done, last = 0, False
     convert = manager._precision.convert_input if manager._precision.converts_input else None
     unpack, device = unpacker(manager, data), manager._run_device
+    strategy = manager._strategy
+    sync = strategy.gradient_sync if training and plan.accumulate > 1 and strategy is not None else None
     for x, y, last in batches(source or data, unpack, device, convert, skip=skip, after_skip=after_skip):
         if training:
             run.current_batch, run.last_batch = index, last or index + 1 == budget_end
         if start:
             dispatch(spec.start_hook, index)
-        summary = step(x, y)
+        if sync is None:
+            summary = step(x, y)
+        else:  # DDP decides in the forward whether a backward reduces: the whole step is inside the context
+            with sync(manager.model, run.window_end(plan.accumulate)):
+                summary = step(x, y)
         if summary or not isinstance(summary, dict):  # the counting step returns {}: its metrics counted already
             values.record(summary, x, y)
         index, done = index + 1, done + 1
@@ -180,6 +194,8 @@ def run_pass(
             run.batch = index
         if end:
             dispatch(spec.end_hook, index - 1, summary=summary)
+        elif training and run.checkpoint_requests:  # asked for before the batch, inside its window
+            dispatch.write_requested()
         if progress.enabled:
             progress.step(values.tensors)
         if not training:
@@ -234,6 +250,25 @@ def train_epoch(
     return values.read()
 
 
+def stand_in(
+    manager: ManagerLike, share: DataSource, unpack: Callable[[Any], tuple[Any, Any]] | None = None
+) -> Callable[[Any], object] | None:
+    """The forward a process whose evaluation share ran out runs for each round another process still runs, when
+    the run's strategy evaluates in lockstep (FSDP2 gathers weights in each forward); else None."""
+    strategy = manager._strategy
+    if strategy is None or not strategy.lockstep_evaluation:
+        return None
+    split = unpack or unpacker(manager, share)
+    device = manager._run_device
+    convert = manager._precision.convert_input if manager._precision.converts_input else None
+
+    def forward(batch: Any) -> object:
+        x = move_to_device(split(batch)[0], device)
+        return manager.forward(x if convert is None else convert(x))
+
+    return forward
+
+
 def _resumed(data: DataSource, skip: int) -> Any:
     """The rest of a resumed epoch from its global position, nothing before it loaded; None: replay the skipped."""
     total = batches_in(data)
@@ -265,7 +300,7 @@ def evaluate(
     values = manager._evaluation
     values.believe_steps = plan.believe_test_steps
     progress = EpochProgress(batches_in(share), description, show_verbose and distributed.is_main_process())
-    spec = _Pass(False, plan.test_step, values, "on_test_batch_start", "on_test_batch_end")
+    spec = _Pass(False, plan.test_step, values, "on_test_batch_start", "on_test_batch_end", stand_in(manager, share))
     done = run_pass(manager, plan, dispatch, share, spec, progress)
     if not evaluation_shards.join(values, done > 0, manager._run_device):
         progress.close()

@@ -21,9 +21,10 @@ from ..loader_workers import protect_workers
 from ..modes import evaluating
 from ..progress import EpochProgress
 from ..run_log import log_test_result
+from ..strategy.lockstep import lockstep
 from ..tracking import VAL_PREFIX
 from .dispatch import Dispatch
-from .epoch import DataSource, batches, batches_in, evaluate
+from .epoch import DataSource, batches, batches_in, evaluate, stand_in
 from .plan import plan_evaluation
 from .protocol import ManagerLike
 from .run import RandomSnapshot
@@ -110,7 +111,9 @@ def predict(manager: ManagerLike, dataset: DataSource, show_verbose: bool) -> li
     progress = EpochProgress(batches_in(share), "Predict", show_verbose and distributed.is_main_process())
     with evaluation(manager, dataset):
         convert = manager._precision.convert_input if manager._precision.converts_input else None
-        for x, _, _ in batches(share, _input_only, manager._run_device, convert):
+        forward = stand_in(manager, share, _input_only)
+        source = lockstep(share, forward) if forward is not None else share  # a sharded model: in step
+        for x, _, _ in batches(source, _input_only, manager._run_device, convert):
             y, _ = manager.forward(x)
             outputs.append(devices.move_to_device(y.detach() if isinstance(y, torch.Tensor) else y, devices.CPU))
             progress.step(dict)  # no values to show: just advance

@@ -50,7 +50,7 @@ def fit(
         run.epoch + 1 if dev_run else total, options.iterations, options.on_nonfinite_loss, options.on_checkpoint_error
     )
     structure = _packed_once()
-    payload = lambda: checkpointing.payload(manager, callbacks, structure)  # noqa: E731
+    payload = lambda: checkpointing.snapshot(manager, callbacks, structure)  # noqa: E731
     dispatch = Dispatch(callbacks, run, payload, _savable(manager, dev_run))
     resumed = run.take_resumed_callbacks()
     if resumed is not None:
@@ -59,7 +59,9 @@ def fit(
         logger.warning(_nothing_to_train(run.epoch, run.total_epochs, options.iterations))
     placing = strategy.placed(manager, manager._strategy_option, manager._precision, manager._compile, *options.places)
     with placing, _fitting(manager, dispatch):
+        checkpointing.load_pending_shards(manager)  # a sharded checkpoint's shards, into the placed model
         data, val_data = _prepare(manager, dispatch, data, val_data, options)
+        checkpointing.check_layout(manager, data, options.allow_divergence)  # resumed on another number of processes?
         try:
             dispatch("on_train_start", run.epoch)
             _log_start(
@@ -68,6 +70,7 @@ def fit(
             _epochs(manager, dispatch, data, val_data, options)
         except StopTraining as stop:  # raised by a step or a `_train` of the user's (hooks set the stop flag)
             logger.info(str(stop.args[0]) if stop.args else "Training stopped.")
+        dispatch.flush()  # saves a stop inside an accumulation window left waiting for the window's end
     return run.history[-1] if run.history else {}
 
 
@@ -88,7 +91,7 @@ def _epochs(
 def resume(manager: ManagerLike, path: str | None, initial_epoch: int | None) -> None:
     """Continue from the checkpoint at `path`, or start at `initial_epoch`; else go on from where the run is."""
     if path is not None:
-        checkpointing.restore(manager, checkpointing.read(path), str(path))
+        checkpointing.resume(manager, str(path))
     elif initial_epoch is not None:
         manager._run.start_at(initial_epoch)
 
@@ -101,7 +104,7 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
     with preemption.deferred_signals(run) as deferred:
         counting = _count_updates(optimizer, run)
         manager._plan = plan_fit(manager, dispatch.callbacks, deferred, updates_hooked=counting is not None)
-        manager._dispatch = dispatch
+        manager._dispatch, dispatch.accumulate = dispatch, manager._plan.accumulate
         try:
             yield
         finally:
@@ -115,6 +118,7 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
                 )  # every process returns rank 0's BatchNorm statistics
             run.active, manager._plan = False, None
             try:
+                dispatch.close_writes()  # the last background write is done before `on_train_end` reads files
                 dispatch("on_train_end", manager.raw_model)
             finally:
                 manager._dispatch = None

@@ -18,6 +18,7 @@ class FitOptions:
         limit_train_batches: Train at most this many batches an epoch (the epoch ends there), or None.
         limit_val_batches: Validate on at most this many batches (each process's share), or None.
         fast_dev_run: Batches of one epoch's training and validation to try, nothing saved; 0 for a real run.
+        allow_divergence: Resume on another number of processes where the run cannot continue bit-identical.
         train_kwargs: Passed on to `Manager._train` (a subclass's own).
     """
 
@@ -33,3 +34,4 @@ class FitOptions:
     limit_val_batches: int | None = None
     fast_dev_run: int = 0
     train_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    allow_divergence: bool = False

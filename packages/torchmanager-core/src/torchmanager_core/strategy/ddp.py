@@ -1,9 +1,10 @@
 """DistributedDataParallel: one process per device under torchrun, gradients averaged at each update.
 
 The only module that names DDP. Evaluation runs the raw model (after rank 0's buffers are given to
-every process): DDP's forward may start collectives that a process with fewer evaluation batches
-would never join. Inside an accumulation window, backward runs under `no_sync`. DDP's errors about
-the model's gradients name the strategy's option that fixes them (`ModelError`).
+every process; a compiled model's compiled module): DDP's forward may start collectives that a
+process with fewer evaluation batches would never join. Inside an accumulation window, backward runs
+under `no_sync` (found under a `torch.compile` wrapper too). DDP's errors about the model's gradients
+name the strategy's option that fixes them (`ModelError`).
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ class DDP(Strategy):
 
     @contextlib.contextmanager
     def evaluating(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-        if isinstance(model, DistributedDataParallel):
-            distributed.broadcast_buffers(model.module)
-            yield model.module
+        wrapped = _find_ddp(model)  # under a `torch.compile` wrapper too: its forward would run DDP's
+        if wrapped is not None:
+            distributed.broadcast_buffers(wrapped.module)
+            yield wrapped.module
         else:
             yield model
 
