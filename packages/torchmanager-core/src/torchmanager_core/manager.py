@@ -27,6 +27,7 @@ from .loop.options import FitOptions
 from .loop.plan import default
 from .loop.run import CheckpointErrorPolicy, NonFinitePolicy, Run, RunPosition
 from .model_summary import model_summary
+from .optimizers import Optimizers
 from .options import Option
 from .parts import LossesAndMetrics
 from .precision import check_precision, select_precision
@@ -51,23 +52,20 @@ PathLike = str | os.PathLike[str]
 
 
 class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
-    """A model with its optimizer, losses and metrics, and the loops that train, test and predict with it.
-
-    `Manager(model, optimizer, loss_fn=CrossEntropy(), metrics={"accuracy": SparseCategoricalAccuracy()}).fit(data,
-    epochs=10)`. Override a step (`train_step`, `test_step`) to change one iteration. `Manager[MyModel]`
-    types `model` and `raw_model`.
+    """A model with its optimizer, losses and metrics, and the loops that train, test and predict with it: override
+    a step (`train_step`, `test_step`) to change one iteration; `Manager[MyModel]` types `model` and `raw_model`.
 
     Args:
-        optimizer: Needed only by `fit`: an optimizer, or a function of the parameters building one
-            (`lambda params: torch.optim.AdamW(params, lr=1e-3)`), called with the parameters of the
-            model as the run places it (FSDP2's shards; at once when the model is not to be sharded).
+        optimizer: Needed only by `fit`: an optimizer; a dict of them by name (a GAN's, with a
+            `ModuleDict` model: `manager.optimizer["gen"]`; see `Optimizers`); or a function of the
+            parameters building one (`lambda params: AdamW(params, lr=1e-3)`), called with the parameters
+            as the run places them (FSDP2's shards; at once when the model is not to be sharded).
         loss_fn: A loss (`fn(y, label) -> scalar tensor`, ours or `torch.nn`), a dict of named losses
             summed (ours apply their `weight` and `target`), or None.
         metrics: A dict of named metrics (ours, torchmetrics', or `fn(y, label)` functions).
         precision: "32", "bf16-mixed", "16-mixed" (float16 autocast, gradients scaled) or "bf16-true".
         compile: Run the model through `torch.compile` (True, or a dict of its keyword arguments).
-        accumulate_grad_batches: Sum the gradients of this many batches before each update (each
-            loss divided by its window's size, a shorter last window's too).
+        accumulate_grad_batches: Sum the gradients of this many batches before each update (each loss / its window's size).
         clip_grad_norm, clip_grad_value: Clip the gradients' total L2 norm, or each element, before each update.
         strategy: "auto" (DDP under torchrun, else DataParallel with `use_multi_gpus`, else one
             device; FSDP2 for a model sharded with `fully_shard`), "single", "dp", "ddp", "fsdp" (FSDP2,
@@ -90,7 +88,7 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
     def __init__(
         self,
         model: Module,
-        optimizer: OptimizerLike | None = None,
+        optimizer: OptimizerLike | Mapping[str, torch.optim.Optimizer] | None = None,
         loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None = None,
         metrics: Mapping[str, Callable[..., Any]] | None = None,
         *,
@@ -101,6 +99,7 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
         clip_grad_value: float | None = None,
         strategy: StrategyOption = "auto",
     ) -> None:
+        optimizer = Optimizers(optimizer) if isinstance(optimizer, Mapping) else optimizer  # several, by name
         checks.check_model_and_optimizer(model, optimizer)
         self.model = model
         self._strategy_option = check_strategy(strategy)

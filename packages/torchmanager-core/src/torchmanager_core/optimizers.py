@@ -39,7 +39,9 @@ class Optimizers(torch.optim.Optimizer, Mapping[str, torch.optim.Optimizer]):
                     f"Received: optimizer[{name!r}]={type(optimizer).__name__}"
                 )
         self.members = dict(optimizers)
-        groups = [{"params": list(group["params"])} for optimizer in self.members.values() for group in optimizer.param_groups]
+        groups = [
+            {"params": list(group["params"])} for optimizer in self.members.values() for group in optimizer.param_groups
+        ]
         super().__init__(groups, {})  # torch checks that no parameter is in two of them (the groups are read from
         self._ready = True  # the members from now on: a member's `load_state_dict` replaces its group dicts)
 
@@ -48,7 +50,7 @@ class Optimizers(torch.optim.Optimizer, Mapping[str, torch.optim.Optimizer]):
     def __getitem__(self, name: str) -> torch.optim.Optimizer:
         return self.members[name]
 
-    def __iter__(self) -> Iterator[str]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[str]:
         return iter(self.members)
 
     def __len__(self) -> int:
@@ -61,7 +63,7 @@ class Optimizers(torch.optim.Optimizer, Mapping[str, torch.optim.Optimizer]):
 
     # -- as one optimizer ---------------------------------------------------------------------------
 
-    @property  # type: ignore[override]
+    @property
     def param_groups(self) -> list[dict[str, Any]]:
         """Every member's parameter groups, as the member holds them now (changing one changes the member's)."""
         if not self.__dict__.get("_ready"):
@@ -81,7 +83,7 @@ class Optimizers(torch.optim.Optimizer, Mapping[str, torch.optim.Optimizer]):
     def state(self, value: Any) -> None:
         pass  # `Optimizer.__init__` sets it; the members keep theirs
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Step every member (a step of the user's usually steps one at a time: `optimizer["gen"].step()`)."""
         loss = None
         for optimizer in self.members.values():
@@ -93,8 +95,11 @@ class Optimizers(torch.optim.Optimizer, Mapping[str, torch.optim.Optimizer]):
             optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
-        """Every member's state dict, by name."""
-        return {"optimizers": {name: optimizer.state_dict() for name, optimizer in self.members.items()}}
+        """Every member's state dict, by name (under "optimizers"; "param_groups" lists every group's size, as a
+        torch optimizer's state dict does, so that a checkpoint check reads it alike)."""
+        states = {name: optimizer.state_dict() for name, optimizer in self.members.items()}
+        groups = [{"params": group["params"]} for state in states.values() for group in state["param_groups"]]
+        return {"optimizers": states, "state": {}, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Load `state_dict()`'s layout (each member its own).

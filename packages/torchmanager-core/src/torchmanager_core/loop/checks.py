@@ -68,7 +68,8 @@ def check_model_and_optimizer(model: object, optimizer: object) -> None:
         if isinstance(optimizer, type):
             made = f", built over the model's parameters: {optimizer.__name__}(model.parameters(), lr=...)"
         raise TypeError(
-            f"`optimizer` must be a torch.optim.Optimizer{made}, a function of the parameters returning one "
+            f"`optimizer` must be a torch.optim.Optimizer{made}, a dict of them by name (several models, as a GAN's "
+            "generator and discriminator), a function of the parameters returning one "
             f"(`lambda params: torch.optim.AdamW(params, lr=1e-3)`), or None. Received: optimizer={optimizer!r}"
         )
 

@@ -19,6 +19,7 @@ from .. import checkpointing, distributed, evaluation_shards, preemption, strate
 from ..callbacks import Callback
 from ..epoch_values import running
 from ..errors import StopTraining
+from ..optimizers import Optimizers
 from ..progress import RunEta, log_summary, logger
 from ..run_log import batch_size_of, log_batches, log_run_start
 from ..tracking import merge_summaries
@@ -125,17 +126,41 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
 
 
 def _count_updates(optimizer: torch.optim.Optimizer, run: Any) -> Any:
-    """Count each optimizer update the optimizer really applies (a step the grad scaler skips calls no step): a hook
-    on it, or on the optimizer a wrapper holds as `.optimizer` (an EMA wrapper that never ran `Optimizer.__init__`);
-    None when neither has hooks."""
+    """Count each optimizer update really applied (a step the grad scaler skips calls no step), once a batch (or
+    accumulation window) however many optimizers of an `Optimizers` stepped in it: hooks on the optimizer or its
+    members, or on the optimizer a wrapper holds as `.optimizer` (an EMA wrapper that never ran
+    `Optimizer.__init__`); None when none has hooks."""
+    counted: list[tuple[int, int]] = []
 
     def count(*_: Any) -> None:
-        run.global_step += 1
+        at = (run.epoch, run.current_batch)
+        if not counted or counted[-1] != at:  # one round of updates a batch
+            counted[:] = [at]
+            run.global_step += 1
 
+    members = list(optimizer.members.values()) if isinstance(optimizer, Optimizers) else [optimizer]
+    hooked = [_hookable(member) for member in members]
+    if any(candidate is None for candidate in hooked):
+        return None  # no hook somewhere: the plan has `optimize` count each step it calls
+    return _Handles([candidate.register_step_post_hook(count) for candidate in hooked])
+
+
+def _hookable(optimizer: Any) -> Any:
     for candidate in (optimizer, getattr(optimizer, "optimizer", None)):
         if isinstance(getattr(candidate, "_optimizer_step_post_hooks", None), dict):
-            return candidate.register_step_post_hook(count)  # type: ignore[union-attr]
-    return None  # no hook anywhere: the plan has `optimize` count each step it calls
+            return candidate
+    return None
+
+
+class _Handles:
+    """Hook handles removed together."""
+
+    def __init__(self, handles: list[Any]) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def _prepare(
@@ -248,7 +273,10 @@ def _end_epoch(
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """The learning rate of each parameter group: `lr`, or `lr_0`, `lr_1`, ... for several groups."""
+    """The learning rate of each parameter group: `lr`, or `lr_0`, `lr_1`, ... for several groups; `lr_<name>` for
+    each optimizer of an `Optimizers`."""
+    if isinstance(optimizer, Optimizers):
+        return optimizer.learning_rates()
     rates = [float(group["lr"]) for group in optimizer.param_groups if "lr" in group]
     if len(rates) == 1:
         return {"lr": rates[0]}

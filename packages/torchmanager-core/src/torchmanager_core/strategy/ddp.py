@@ -5,6 +5,10 @@ every process; a compiled model's compiled module): DDP's forward may start coll
 process with fewer evaluation batches would never join. Inside an accumulation window, backward runs
 under `no_sync` (found under a `torch.compile` wrapper too). DDP's errors about the model's gradients
 name the strategy's option that fixes them (`ModelError`).
+
+A model that is a `ModuleDict` (several models trained together, a GAN's generator and discriminator)
+has each of its models wrapped apart (`Wrapped`): a step of the user's reaches one as
+`manager.model["gen"]`, and its gradients are averaged when that model's backward runs.
 """
 
 from __future__ import annotations
@@ -21,9 +25,29 @@ from .. import distributed
 from ..errors import ModelError
 from .base import Strategy, register_wrapper, unwrap
 
-__all__ = ["DDP"]
+__all__ = ["DDP", "Wrapped"]
 
 register_wrapper(DistributedDataParallel)
+
+
+class Wrapped(torch.nn.ModuleDict):
+    """A `ModuleDict` model's models, each wrapped in DDP (those with trainable parameters), by the same names.
+
+    Attributes:
+        module: The user's `ModuleDict` (what checkpoints and `raw_model` see).
+    """
+
+    module: torch.nn.ModuleDict
+
+    def __init__(self, model: torch.nn.ModuleDict, wrap: Any) -> None:
+        super().__init__({name: wrap(child) for name, child in model.items()})
+        self.__dict__["module"] = model  # not a submodule: its parameters are the wrapped models'
+
+    def wrapped(self) -> list[DistributedDataParallel]:
+        return [child for child in self.values() if isinstance(child, DistributedDataParallel)]
+
+
+register_wrapper(Wrapped)
 
 
 class DDP(Strategy):
@@ -53,10 +77,20 @@ class DDP(Strategy):
         if not any(p.requires_grad for p in model.parameters()):
             return model  # every parameter frozen (testing a trained model): DDP refuses such a module
         ids = [device.index] if device.type == "cuda" else None
-        return _Explained(model, device_ids=ids, **self.options)
+
+        def wrap(module: torch.nn.Module) -> torch.nn.Module:
+            if not any(p.requires_grad for p in module.parameters()):
+                return module
+            return _Explained(module, device_ids=ids, **self.options)
+
+        return Wrapped(model, wrap) if type(model) is torch.nn.ModuleDict else wrap(model)
 
     @contextlib.contextmanager
     def evaluating(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        if isinstance(model, Wrapped):
+            distributed.broadcast_buffers(model.module)
+            yield model.module
+            return
         wrapped = _find_ddp(model)  # under a `torch.compile` wrapper too: its forward would run DDP's
         if wrapped is not None:
             distributed.broadcast_buffers(wrapped.module)
@@ -65,10 +99,14 @@ class DDP(Strategy):
             yield model
 
     def gradient_sync(self, model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
-        wrapped = _find_ddp(model)
-        if sync or wrapped is None:
+        wrapped = model.wrapped() if isinstance(model, Wrapped) else [_find_ddp(model)]
+        if sync or not any(wrapped):
             return contextlib.nullcontext()
-        return wrapped.no_sync()
+        stack = contextlib.ExitStack()
+        for ddp in wrapped:
+            if ddp is not None:
+                stack.enter_context(ddp.no_sync())
+        return stack
 
     def broadcast_buffers(self, model: torch.nn.Module) -> None:
         distributed.broadcast_buffers(unwrap(model))
