@@ -66,7 +66,8 @@ def test_checkpoint_asked_inside_an_accumulation_window_is_written_at_its_end(ra
 
 @pytest.mark.slow
 def test_stop_inside_an_accumulation_window_saves_each_processs_gradients(ranks: list[dict[str, Any]]) -> None:
-    """StopTraining after batch index 4 with the same request: the file is written where the run stopped, with
+    """StopTraining with the same request after batch index 3 (effective after batch 4, under torchrun one batch later):
+    the file is written where the run stopped, with
     each process's gradients of the open window (different under DDP's no_sync); resumed, the run ends at the
     uninterrupted run's weights, bit for bit."""
     grads = [record["stopped"]["saved"]["ranks"][rank]["gradients"] for rank, record in enumerate(ranks)]

@@ -6,7 +6,7 @@ Every case shares the launch; each resumes, in the same processes, a checkpoint 
 into a new manager whose model has other weights, and records both runs' ends in `OUT/rank{RANK}.pt`:
 - `seeds`: per-process seeds and dropout, an accuracy metric; a checkpoint asked for at update 3 (mid-epoch).
 - `window`: accumulation over 3 batches, per-process seeds and dropout; a checkpoint asked for after batch
-  index 4 (inside the window of batches 3..5: written at its end); and a run stopped there (StopTraining with
+  index 4 (inside the window of batches 3..5: written at its end); and a run stopped in it (StopTraining with
   the same request: written where it stopped, with each process's gradients of the open window).
 - `compiled`: `Manager(torch.compile(model, backend=counting))` with accumulation over 2 batches; the compiled
   graph's calls and DDP's gradient reductions (a communication hook) are counted; a checkpoint's keys.
@@ -103,7 +103,9 @@ def main() -> None:
     pair(out, "window", window, SaveAt(out / "window.model", batch=4), record)
     stopped = window(0)
     torch.manual_seed(10 + dist.get_rank())
-    stopped.fit(loader(), epochs=2, callbacks_list=[SaveAt(out / "stopped.model", batch=4, stop=True)])
+    # asked for after batch index 3: under torchrun a stop takes effect after the next batch (the processes agree
+    # in the background), so the run stops after batch 4, inside the window of batches 3..5
+    stopped.fit(loader(), epochs=2, callbacks_list=[SaveAt(out / "stopped.model", batch=3, stop=True)])
     resumed = window(1)
     torch.manual_seed(99)
     resumed.fit(loader(), epochs=2, resume_from=str(out / "stopped.model"))
