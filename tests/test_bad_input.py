@@ -175,7 +175,8 @@ MANAGER = [
         lambda env: Manager(Net(), torch.optim.SGD),
         TypeError,
         r"`optimizer` must be a torch.optim.Optimizer, built over the model's parameters: "
-        r"SGD\(model.parameters\(\), lr=...\), a function of the parameters returning one \(`lambda params: "
+        r"SGD\(model.parameters\(\), lr=...\), a dict of them by name \(several models, as a GAN's generator and "
+        r"discriminator\), a function of the parameters returning one \(`lambda params: "
         r"torch.optim.AdamW\(params, lr=1e-3\)`\), or None",
         id="optimizer-a-class",
     ),
@@ -194,7 +195,8 @@ MANAGER = [
     case(
         lambda env: Manager(Net(), "adam"),
         TypeError,
-        r"`optimizer` must be a torch.optim.Optimizer, a function of the parameters returning one \(`lambda params: "
+        r"`optimizer` must be a torch.optim.Optimizer, a dict of them by name \(several models, as a GAN's generator "
+        r"and discriminator\), a function of the parameters returning one \(`lambda params: "
         r"torch.optim.AdamW\(params, lr=1e-3\)`\), or None. Received: optimizer='adam'",
         id="optimizer-a-str",
     ),
