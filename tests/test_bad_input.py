@@ -175,7 +175,9 @@ MANAGER = [
         lambda env: Manager(Net(), torch.optim.SGD),
         TypeError,
         r"`optimizer` must be a torch.optim.Optimizer, built over the model's parameters: "
-        r"SGD\(model.parameters\(\), lr=...\) or None",
+        r"SGD\(model.parameters\(\), lr=...\), a dict of them by name \(several models, as a GAN's generator and "
+        r"discriminator\), a function of the parameters returning one \(`lambda params: "
+        r"torch.optim.AdamW\(params, lr=1e-3\)`\), or None",
         id="optimizer-a-class",
     ),
     case(
@@ -193,7 +195,9 @@ MANAGER = [
     case(
         lambda env: Manager(Net(), "adam"),
         TypeError,
-        r"`optimizer` must be a torch.optim.Optimizer or None. Received: optimizer='adam'",
+        r"`optimizer` must be a torch.optim.Optimizer, a dict of them by name \(several models, as a GAN's generator "
+        r"and discriminator\), a function of the parameters returning one \(`lambda params: "
+        r"torch.optim.AdamW\(params, lr=1e-3\)`\), or None. Received: optimizer='adam'",
         id="optimizer-a-str",
     ),
     case(
@@ -258,7 +262,7 @@ FIT_ARGUMENTS = [
     case(
         lambda env: env.fit(manager(), DATA, show_verbos=True),
         TypeError,
-        r"`fit` got keyword arguments it does not take: show_verbos. Check the spelling .* Received: show_verbos=True",
+        r"`fit` got keyword arguments it does not take: show_verbos. Did you mean `show_verbose`\? Received: show_verbos=True",
         id="a-misspelt-fit-argument",
     ),
     *(

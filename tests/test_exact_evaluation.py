@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch.utils.data import (
-    BatchSampler,
     DataLoader,
     DistributedSampler,
     IterableDataset,
@@ -28,7 +27,7 @@ from torch.utils.data import (
 
 from tests.scripts import ddp_exact
 from tests.test_torchrun import SCRIPTS, torchrun
-from torchmanager_core import distributed, evaluation_shards
+from torchmanager_core import distributed, evaluation_shards, training_shards
 
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["2 processes", "3 processes"])
@@ -231,10 +230,10 @@ def test_a_distributed_sampler_or_a_training_share_stands_for_the_whole_data_set
         return DataLoader(PAIRS, batch_size=3, sampler=sampler)
 
     def sharded_for_training() -> Any:
-        return distributed.shard(ddp_exact.TensorSet(X, Y, 3))
+        return training_shards.shard(ddp_exact.TensorSet(X, Y, 3))
 
     def dealt_for_training() -> Any:
-        return distributed.shard([(X[i : i + 3], Y[i : i + 3]) for i in range(0, 11, 3)])
+        return training_shards.shard([(X[i : i + 3], Y[i : i + 3]) for i in range(0, 11, 3)])
 
     for make in (users_loader, sharded_for_training, dealt_for_training):
         assert _same_batches(evaluation_shards.interleave(_as_each_rank(world, make, monkeypatch)), single)
@@ -261,7 +260,7 @@ def test_training_shares_of_a_list_are_padded_with_its_first_batches(monkeypatch
         shares = []
         for rank in range(world):
             monkeypatch.setattr(distributed, "get_rank", lambda rank=rank: rank)
-            shares.append(distributed.shard(batches))
+            shares.append(training_shards.shard(batches))
         assert shares == expected
         assert all(share.whole is batches for share in shares)  # type: ignore[attr-defined]
 
@@ -277,15 +276,15 @@ def test_what_cannot_be_split_is_refused_in_the_house_format(monkeypatch: pytest
     with pytest.raises(TypeError, match=r"this iterable cannot be split.*Received: dataset=generator"):
         _as_each_rank(2, lambda: ((X[i : i + 2], Y[i : i + 2]) for i in range(0, 11, 2)), monkeypatch)
 
-    class OwnBatches(BatchSampler):
-        pass
+    class OwnShare(torch.utils.data.Sampler[int]):  # a distributed sampler of the user's, its whole order unknown
+        def __init__(self) -> None:
+            self.num_replicas, self.rank = 2, distributed.get_rank()
 
-    def over_a_share() -> DataLoader[Any]:
-        share = DistributedSampler(PAIRS, num_replicas=2, rank=distributed.get_rank())
-        return DataLoader(PAIRS, batch_sampler=OwnBatches(share, 2, drop_last=False))
+        def __iter__(self) -> Any:
+            return iter(range(self.rank, 11, 2))
 
-    with pytest.raises(TypeError, match=r"draws from one process's share.*Received: batch_sampler=OwnBatches"):
-        _as_each_rank(2, over_a_share, monkeypatch)
+    with pytest.raises(TypeError, match=r"draws one process's share.*Received: sampler=OwnShare"):
+        _as_each_rank(2, lambda: DataLoader(PAIRS, batch_size=2, sampler=OwnShare()), monkeypatch)
 
 
 def test_a_single_process_evaluates_its_data_as_it_is() -> None:

@@ -16,6 +16,7 @@ import torchmanager
 import torchmanager.configs
 from tests.test_callbacks_seed_readme import PytorchModel, make_data, make_manager, scalars
 from torchmanager.callbacks import Experiment, LambdaCallback, MonitorType
+from torchmanager_core.run_log import format_value
 
 
 def files_under(folder: str) -> list[str]:
@@ -47,7 +48,7 @@ def test_readme_experiment_as_written(tmp_path: Any, monkeypatch: pytest.MonkeyP
     assert data_files and all(os.path.basename(f).startswith("events.out.tfevents") for f in data_files)
     log = open(os.path.join("experiments", "test.exp", "test.log")).read()
     for epoch, summary in enumerate(summaries):
-        line = f"Epoch {epoch + 1}/2: " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items())
+        line = f"Epoch {epoch + 1}/2: " + ", ".join(f"{k}={format_value(v)}" for k, v in summary.items())
         assert line in log
     assert "Settings: model=PytorchModel (15 parameters), optimizer=SGD (lr=0.5)" in log
     assert re.search(r"INFO Experiment test: training ended$", log.strip())

@@ -31,6 +31,7 @@ from core_testkit import batches, blobs
 import torchmanager
 from torchmanager.callbacks import Callback, Experiment, LastCheckpoint
 from torchmanager_core import checkpoint
+from torchmanager_core.configs.experiment_folder import mark_in_progress
 from torchmanager_core.errors import Preempted
 
 EPOCHS, BATCHES, SIZE = 3, 10, 4
@@ -357,11 +358,14 @@ def test_on_checkpoint_error_takes_raise_or_continue() -> None:
 
 
 def test_auto_resume_starts_in_the_named_folder_when_it_has_no_checkpoint_yet(tmp_path: Path) -> None:
-    """A run killed before its first checkpoint left only its log: a restart with resume='auto' must start
-    in that folder (where its next restart looks), while resume=False keeps it and numbers a new one."""
+    """A run killed before its first checkpoint left its log and its in-progress mark: a restart with
+    resume='auto' must start in that folder (where its next restart looks); it saved nothing, so
+    resume=False starts there too. (A folder of files without the mark is another run's: see test_experiment_folder.)"""
     folder = tmp_path / "run.exp"
     folder.mkdir()
     (folder / "run.log").write_text("a start killed before its first checkpoint\n")
+    mark_in_progress(str(folder))  # as `Experiment` writes it when training starts
     auto = Experiment("run", None, resume="auto", root=str(tmp_path))
     assert not auto.resumed and auto.experiment_dir == str(folder)
-    assert Experiment("run", None, resume=False, root=str(tmp_path)).experiment_dir == str(tmp_path / "run-2.exp")
+    # a start that saved nothing is free: resume=False starts there too (nothing of that run could continue)
+    assert Experiment("run", None, resume=False, root=str(tmp_path)).experiment_dir == str(folder)

@@ -4,7 +4,7 @@ Four launches (each torchrun start costs seconds): `tests/scripts/ddp_train.py` 
 small models (a shuffled torchmanager `Dataset` with validation, an `Experiment` and a `test`; a
 `DataLoader(shuffle=True)`; a list of batches; gradient accumulation), `tests/scripts/ddp_fail.py`
 fails or gets stuck on rank 1, and the digits example runs unchanged. The last tests call
-`distributed.shard` in this process as each rank of two would, for loaders it cannot shard as is.
+`training_shards.shard` in this process as each rank of two would, for loaders it cannot shard as is.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch.utils.data import (
 )
 
 from tests.workspace import ROOT
-from torchmanager_core import distributed
+from torchmanager_core import distributed, training_shards
 
 SCRIPTS = ROOT / "tests" / "scripts"
 BATCH, EPOCHS, LR, MOMENTUM = 8, 3, 0.1, 0.9  # those of ddp_train.py
@@ -257,11 +257,12 @@ def test_one_rank_stopping_at_an_epoch_end_stops_them_all(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("mode", "steps"), [("stop-flag", 4 + 2), ("stop-raise", 4 + 3)])
+@pytest.mark.parametrize(("mode", "steps"), [("stop-flag", 4 + 3), ("stop-raise", 4 + 4)])
 def test_one_rank_stopping_mid_epoch_stops_them_all_after_the_same_batch(tmp_path: Path, mode: str, steps: int) -> None:
     """Rank 0 sets the stop flag after batch 1 of epoch 2 (or rank 1 raises StopTraining after batch 2):
-    both ranks stop after that batch (4 batches a rank and epoch) with the same weights and exit cleanly,
-    instead of one waiting in a collective the other never joins."""
+    both ranks stop after the next batch (4 batches a rank and epoch; the processes agree in the background,
+    so no step waits on a collective) with the same weights and exit cleanly, instead of one waiting in a
+    collective the other never joins. ("stop-raise" stops at the epoch's last batch: the epoch ends.)"""
     done = torchrun(SCRIPTS / "ddp_fail.py", str(tmp_path), mode, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert sorted(p.read_text() for p in tmp_path.glob("rank*-finished")) == [str(steps)] * 2
@@ -320,12 +321,12 @@ def test_digits_example_runs_unchanged_under_torchrun(tmp_path: Path) -> None:
 
 
 def _shard_as_each_rank(make_loader: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
-    """The batches `distributed.shard` gives each rank of 2 (the rank and world size patched in, as torchrun sets them)."""
+    """The batches `training_shards.shard` gives each rank of 2 (the rank and world size patched in, as torchrun sets them)."""
     shards = []
     for rank in (0, 1):
         monkeypatch.setattr(distributed, "get_world_size", lambda: 2)
         monkeypatch.setattr(distributed, "get_rank", lambda rank=rank: rank)
-        shards.append(list(distributed.shard(make_loader())))
+        shards.append(list(training_shards.shard(make_loader())))
     return shards
 
 

@@ -23,7 +23,7 @@ import torch
 import torchmanager
 import torchmanager_core
 from tests.workspace import ROOT
-from torchmanager_core.protocols import Frequency, MonitorType
+from torchmanager_core.protocols import Frequency
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +173,10 @@ def test_manager_names_of_the_readme_and_of_upstream_are_one_class() -> None:
                 ("manager", inspect.Parameter.empty),
                 ("ckpt_path", inspect.Parameter.empty),
                 ("load_best", False),
-                ("monitor_type", MonitorType.MAX),
+                (
+                    "monitor_type",
+                    None,
+                ),  # inferred from the name: upstream's MAX for a metric, MIN for a loss (issue 23)
             ],
         ),
         (
@@ -182,7 +185,7 @@ def test_manager_names_of_the_readme_and_of_upstream_are_one_class() -> None:
         ),
         (
             torchmanager.callbacks.EarlyStop.__init__,
-            [("monitor", inspect.Parameter.empty), ("monitor_type", MonitorType.MAX), ("steps", 10)],
+            [("monitor", inspect.Parameter.empty), ("monitor_type", None), ("steps", 10)],  # None: from the name
         ),
         (
             torchmanager.callbacks.TensorBoard.__init__,

@@ -73,7 +73,7 @@ def main() -> None:
     def save(step: int) -> None:
         tensors = {
             "model": strategy.model_state_dict(model),
-            "optimizer": strategy.optimizer_state_dict(model, optimizer),
+            "optimizer": strategy.optimizer_state_dict(model, optimizer, stepped=True),  # a stepped state's layout
         }
         saver.save(out / "ckpt", tensors, run={"global_step": step}, rank={"rank": distributed.get_rank()})
 

@@ -44,7 +44,7 @@ def resume(out: Path, name: str, record: dict[str, Any]) -> torch.nn.Module:
         optimizer = strategy.prepare_optimizer(model, lambda params: torch.optim.Adam(params, lr=0.01))
         tensors = {
             "model": strategy.model_state_dict(model),
-            "optimizer": strategy.optimizer_state_dict(model, optimizer),
+            "optimizer": strategy.optimizer_state_dict(model, optimizer, stepped=True),  # a stepped state's layout
         }
     loaded = load_sharded(out / f"{name}.ckpt", tensors)
     set_state_dict(model, optimizer, model_state_dict=tensors["model"], optim_state_dict=tensors["optimizer"])

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from torchmanager_core import checkpoint as core_checkpoint
 from torchmanager_core.distributed import is_main_process
 
 __all__ = ["check_output_path", "configs_dict", "is_writer"]
@@ -16,20 +17,23 @@ def is_writer() -> bool:
     return is_main_process() and os.environ.get("RANK", "0") == "0"
 
 
-def check_output_path(path: str | os.PathLike[str], name: str, error: type[Exception] = ValueError) -> str:
+def check_output_path(
+    path: str | os.PathLike[str], name: str, error: type[Exception] = ValueError, *, checkpoint: bool = False
+) -> str:
     """Create the folder of the file `path` if needed and check that it is writable (on the writing process only).
 
     Args:
         path: The file a callback will write.
         name: The argument name, for the message.
         error: The exception type to raise.
+        checkpoint: `path` is a checkpoint's: it may be the folder of a sharded one (FSDP2's).
     Returns:
         `path` as a normalised str.
     Raises:
-        error: `path` is a folder, or its folder cannot be created or written.
+        error: `path` is a folder (but a sharded checkpoint's), or its folder cannot be created or written.
     """
     path = os.path.normpath(os.fspath(path))
-    if os.path.isdir(path):
+    if os.path.isdir(path) and not (checkpoint and core_checkpoint.is_sharded_folder(path)):
         raise error(f"`{name}` must be the path of a file, not of a folder. Received: {name}={path!r}")
     if not is_writer():
         return path  # the other processes of a torchrun launch never write: they create nothing

@@ -97,7 +97,7 @@ class _Saving(Callback):
         super().__init__()
         _refuse_upstream_options(type(self).__name__, upstream_options or {})
         self.manager = _check_manager(manager)
-        self._ckpt_path = check_output_path(ckpt_path, "ckpt_path", core_checkpoint.CheckpointError)
+        self._ckpt_path = check_output_path(ckpt_path, "ckpt_path", core_checkpoint.CheckpointError, checkpoint=True)
         self.show_verbose = show_verbose
 
     @property
@@ -107,7 +107,10 @@ class _Saving(Callback):
 
     @ckpt_path.setter
     def ckpt_path(self, path: str) -> None:
-        self._ckpt_path = check_output_path(path, "ckpt_path", core_checkpoint.CheckpointError)
+        self._ckpt_path = check_output_path(path, "ckpt_path", core_checkpoint.CheckpointError, checkpoint=True)
+
+    background: bool = False
+    """Whether saves are written in the background (`LastCheckpoint(background=True)`)."""
 
     def _save(self, path: str | None = None) -> None:
         # every process asks: the manager writes on the main process and synchronises the others
@@ -117,7 +120,10 @@ class _Saving(Callback):
                 f"callbacks_list=[...])`. Received: manager=None"
             )
         path = self._ckpt_path if path is None else path
-        self.manager.save_checkpoint(path)
+        if self.background:
+            self.manager.save_checkpoint(path, background=True)  # a Manager takes it
+        else:
+            self.manager.save_checkpoint(path)
         if self.show_verbose and is_writer():
             _logger.info(f"Checkpoint to {path}")
 
@@ -131,13 +137,20 @@ class LastCheckpoint(_Saving):
     step checkpoint never splits an accumulation window and resumes exactly. Without
     `save_every_n_steps` it is not called per batch, and it never reads the batch values.
     When the run is preempted (SIGTERM, SIGUSR1 during `fit`), `fit` saves it to `ckpt_path` too
-    (`preemption_checkpoints`), after the optimizer update in progress.
+    (`preemption_checkpoints`), after the optimizer update in progress, and waits for the write.
+    A model sharded with FSDP2 is saved as a folder at `ckpt_path`, each process its shards.
+
+    With `background=True` a save takes its snapshot at the step (the state copied to host memory)
+    and a thread writes it while training goes on; the next save, a preemption and the end of `fit`
+    wait for it, and a failed write is reported there under `fit`'s `on_checkpoint_error`. The file
+    is as atomic as a synchronous one: a kill during the write leaves the previous checkpoint.
 
     Args:
         manager: The manager whose `save_checkpoint` writes the file (None: the one whose `fit` runs it).
         ckpt_path: The checkpoint file; its folder is created if needed.
         freq: Save every `freq` epochs.
         save_every_n_steps: Also save after every this many optimizer steps (counted over the whole run).
+        background: Write each save in the background (see above); a sharded model's with DCP's asynchronous save.
         show_verbose: Log each save at INFO.
         **upstream_options: Refused with the way forward: upstream 1.5's `optimizer`, `loss_fn`,
             `metrics`, `last_epoch` and `save_weights_only` (the manager holds all of it).
@@ -156,10 +169,14 @@ class LastCheckpoint(_Saving):
         freq: int = 1,
         *,
         save_every_n_steps: int | None = None,
+        background: bool = False,
         show_verbose: bool = False,
         **upstream_options: Any,
     ) -> None:
         super().__init__(manager, ckpt_path, show_verbose, upstream_options)
+        if not isinstance(background, bool):
+            raise TypeError(f"`background` must be True or False. Received: background={background!r}")
+        self.background = background
         self.freq = _check_positive(freq, "freq")
         self.save_every_n_steps = (
             None if save_every_n_steps is None else _check_positive(save_every_n_steps, "save_every_n_steps")

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import torch
 
+from torchmanager_core import checkpoint as core_checkpoint
 from torchmanager_core.configs.experiment_folder import (
     choose_experiment_folder,
     last_checkpoint,
@@ -189,7 +190,7 @@ class Experiment(MultiCallbacks):
         if resume not in (True, False, "auto"):
             raise ValueError(f"`resume` must be True, False or 'auto'. Received: resume={resume!r}")
         folder, self.name = _experiment_folder(experiment, os.fspath(root))
-        if resume is True and not os.path.isfile(last_checkpoint(folder)):
+        if resume is True and not core_checkpoint.exists(last_checkpoint(folder)):
             raise FileNotFoundError(
                 f"Experiment `{folder}` cannot be resumed: it has no `checkpoints/last.model`; pass `resume='auto'` to "
                 f"start it when there is nothing to resume, or choose another name. Received: experiment={experiment!r}, resume=True"

@@ -38,7 +38,8 @@ hook, or `manager.stop_training = True`, ends training cleanly on every process 
   or a checkpoint starts it);
 - from `on_batch_start` or `on_batch_end`: after that batch (the epoch is neither validated nor
   ended: a later `fit` or a checkpoint goes on from the next batch; after the epoch's last batch
-  the epoch ends as usual);
+  the epoch ends as usual); under torchrun after the next batch, on every process at the same one
+  (the processes agree in the background: no step waits on a collective);
 - from `on_validation_start`, `on_validation_end` or `on_epoch_end`: after the current epoch, which
   is validated and ended (history, `on_epoch_end`, its checkpoints) first.
 """

@@ -8,24 +8,39 @@ checked before anything is loaded. With `loop/run.py` it is the only place a res
 
 Payload (format 2): "model", "model_structure", "optimizer", "optimizer_class", "values" (the pass's
 losses, metrics and extra values), "options", "epoch", "step", "global_step", "trained_batches",
-"epoch_rng", "rng", "history", "grad_scaler", "callbacks". Format 1 files load too (`read`).
+"epoch_rng", "rng", "history", "grad_scaler", "callbacks", and the layout of the run that wrote it:
+"world_size", "samples_done" (the global position in the epoch's order), "samples_per_update". The
+run's state is defined per process: "rng", "epoch_rng", "values" and "gradients" (an accumulation
+window's gradients summed so far, when written inside one) are each process's own (`OWN_KEYS`):
+at the top the main process's, and under torchrun every process's under "ranks", each restored
+into its own process (`checkpoint.reshard` says which a process takes on another number of them).
+A sharded model (FSDP2) is written as a folder (`checkpoint.sharded`), with the same values and the
+model's and optimizer's shards; a sharded resume reads the values first and the shards once the run
+is placed (`load_pending_shards`). Format 1 files load too (`read`).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import torch
 
 from . import checkpoint, distributed
 from .callbacks import CallbackList
+from .checkpoint import reshard, sharded
+from .checkpoint.writes import RunWrites, Snapshot, single_file
+from .data_position import samples_done
 from .epoch_values import EpochValues
 from .loop.protocol import ManagerLike
+from .rebuild import construct, plain_compile_option, rebuild_model, rebuild_optimizer
+from .run_log import batch_size_of
+from .strategy import is_fully_sharded, load_plain_state_dict, plain_state_dict
+from .strategy.plain_keys import load_plain_gradients, plain_gradients, state_mismatch
 
 __all__ = [
+    "OWN_KEYS",
     "CheckpointMembers",
     "construct",
     "options",
@@ -36,7 +51,12 @@ __all__ = [
     "rebuild_model",
     "rebuild_optimizer",
     "restore",
+    "resume",
+    "snapshot",
 ]
+
+OWN_KEYS = ("rng", "epoch_rng", "values", "gradients")
+"""The payload's values that are each process's own (see the module docstring)."""
 
 T = TypeVar("T")
 M = TypeVar("M", bound="CheckpointMembers")
@@ -46,17 +66,19 @@ PathLike = str | os.PathLike[str]
 class CheckpointMembers:
     """A manager's checkpoint methods (the manager inherits them; the payload is this module's)."""
 
-    def save_checkpoint(self: ManagerLike, path: PathLike) -> None:
+    def save_checkpoint(self: ManagerLike, path: PathLike, *, background: bool = False) -> None:
         """Write a checkpoint of the manager and its run atomically (a crash leaves any previous file intact).
 
-        Only the main process writes; every process learns whether it could. Called from a hook
-        during `fit`, it is a request: the loop writes the file once every callback has had the hook,
-        so the checkpoint holds every callback's state of one moment.
+        The main process writes a single file (every process's own values in it), or every process
+        its shards of a sharded model (FSDP2: a folder); all learn whether it could. From a hook of
+        `fit` it is a request, written once every callback had the hook (inside an accumulation
+        window: at its end). `background=True` (during `fit`): the state is copied to host memory at
+        once and a thread writes it; the next save and the end of `fit` wait for it.
 
         Raises:
             CheckpointError: The file could not be written (outside `fit`, or with `on_checkpoint_error="raise"`).
         """
-        save(self, os.fspath(path))
+        save(self, os.fspath(path), background)
 
     def load_checkpoint(
         self: ManagerLike, path: PathLike, *, map_location: Any = None, trusted: bool = False
@@ -69,9 +91,14 @@ class CheckpointMembers:
             FileNotFoundError: No file at `path`.
             CheckpointError: The file is not a checkpoint of ours, is corrupt, or holds another model.
         """
-        payload = read(path, map_location=map_location, trusted=trusted)
-        restore(self, payload, os.fspath(path))
-        return payload
+        if not sharded.is_sharded_checkpoint(path):
+            payload = read(path, map_location=map_location, trusted=trusted)
+            restore(self, payload, os.fspath(path))
+            return payload
+        resume(self, os.fspath(path))  # a sharded model's: its shards load now, or when `fit` shards it
+        if is_fully_sharded(self.raw_model):
+            load_pending_shards(self)
+        return dict(sharded.read_plain(path).run)
 
     @classmethod
     def from_checkpoint(
@@ -113,28 +140,87 @@ def payload(
     callbacks: CallbackList | None = None,
     structure: Callable[[torch.nn.Module], torch.Tensor | None] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint content of `manager` and its run, as state dicts and plain values.
+    """The checkpoint content of `manager` and its run in this process, as state dicts and plain values
+    (a single file's layout; see `snapshot` for what each process holds)."""
+    taken = snapshot(manager, callbacks, structure)
+    return single_file(taken, [taken.own])
+
+
+def snapshot(
+    manager: ManagerLike,
+    callbacks: CallbackList | None = None,
+    structure: Callable[[torch.nn.Module], torch.Tensor | None] | None = None,
+) -> Snapshot:
+    """The checkpoint content of `manager` and its run now: what every process holds alike, this process's own
+    values, and a sharded model's state dicts (`checkpoint.writes.Snapshot`).
 
     Args:
         manager: The manager.
         callbacks: The run's callbacks, each adding its state (`on_save_checkpoint`).
         structure: Packs the model's structure (default `pack_structure`; `fit` packs it once).
     """
-    model, optimizer = manager.raw_model, manager.optimizer
-    data: dict[str, Any] = {
-        "model": model.state_dict(),
-        "model_structure": (structure or pack_structure)(model),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+    model, optimizer, strategy, run = manager.raw_model, manager.optimizer, manager._strategy, manager._run
+    position = run.state_dict()
+    shared: dict[str, Any] = {
         "optimizer_class": _qualified_name(optimizer),
-        "values": _training_values(manager),
         "options": options(manager),
-        **manager._run.state_dict(),
+        **{key: value for key, value in position.items() if key not in OWN_KEYS},
         "grad_scaler": manager._precision.state_dict(),
+        **_layout(manager),
         "callbacks": {},
     }
+    values = _training_values(manager)
+    own = {
+        "rng": position["rng"],
+        "epoch_rng": position["epoch_rng"],
+        "values": values,
+        "gradients": _open_window_gradients(manager),
+    }
+    if distributed.is_distributed() and values is not None:  # for a resume on another number of processes
+        shared["whole_values"] = manager._training.whole_state_dict(values)
+    tensors = None
+    if is_fully_sharded(model):
+        strategy = strategy if strategy is not None and strategy.sharded else _sharding_strategy()
+        tensors = {"model": strategy.model_state_dict(manager.model)}
+        if optimizer is not None:
+            tensors["optimizer"] = strategy.optimizer_state_dict(manager.model, optimizer)
+    else:
+        shared["model"] = plain_state_dict(model)
+        shared["model_structure"] = (structure or pack_structure)(model)
+        shared["optimizer"] = optimizer.state_dict() if optimizer is not None else None
     if callbacks is not None:
-        callbacks.on_save_checkpoint(data)
-    return data
+        callbacks.on_save_checkpoint(shared)
+    return Snapshot(shared, own, tensors)
+
+
+def _sharding_strategy() -> Any:
+    """FSDP2's strategy, for a sharded model outside a run (its state dicts need no run)."""
+    from .strategy.fsdp import FSDP2Strategy
+
+    return FSDP2Strategy()
+
+
+def _layout(manager: ManagerLike) -> dict[str, Any]:
+    """How the run is laid out over processes: their number, the global position and the samples of an update."""
+    run, world = manager._run, distributed.get_world_size()
+    batch = batch_size_of(run.data)
+    return {
+        "world_size": world,
+        "samples_done": samples_done(run.data, run.batch) if isinstance(run.data, Iterable) else None,
+        "samples_per_update": world * batch * manager.accumulate_grad_batches if batch is not None else None,
+    }
+
+
+def _open_window_gradients(manager: ManagerLike) -> dict[str, torch.Tensor]:
+    """The gradients summed so far in an accumulation window the run stopped inside (none at a window's end).
+
+    `fit` defers its saves to a window's end; a save inside one (a stop between two batches of a
+    window, a save after such a `fit`) keeps them, so the resumed window sums the same gradients.
+    """
+    accumulate, run = manager.accumulate_grad_batches, manager._run
+    if accumulate == 1 or run.batch % accumulate == 0:
+        return {}
+    return plain_gradients(manager.raw_model)
 
 
 def _training_values(manager: ManagerLike) -> dict[str, Any] | None:
@@ -145,21 +231,24 @@ def _training_values(manager: ManagerLike) -> dict[str, Any] | None:
     return manager._training.state_dict()
 
 
-def save(manager: ManagerLike, path: str) -> None:
+def save(manager: ManagerLike, path: str, background: bool = False) -> None:
     """`manager.save_checkpoint(path)`: inside a hook of a `fit` a request (written after it), during a `fit` a
-    write under its policies, else a write of the manager's state now (the main process writes, every process
-    learns whether it could).
+    write under its policies, else a write of the manager's state now (the main process writes a single file,
+    every process its shards of a sharded model; every process learns whether it could).
 
     Raises:
         CheckpointError: The write failed (on every process alike: none is left waiting for the others).
     """
     dispatch = manager._dispatch
     if dispatch is not None:
-        if not dispatch.request(path):
-            dispatch.write(path)
+        if not dispatch.request(path, background):
+            dispatch.write(path, background)
         return
-    data = payload(manager)
-    error = distributed.on_main_process(lambda: checkpoint.save(data, path))
+    writes = RunWrites()
+    try:
+        error = writes.write(snapshot(manager), path)
+    finally:
+        writes.close()
     if error is not None:
         raise error
 
@@ -212,24 +301,103 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def resume(manager: ManagerLike, path: str) -> None:
+    """Continue `manager`'s run from the checkpoint at `path`: a single file (`restore`), or a sharded checkpoint's
+    folder, whose values are restored now and shards once the run is placed (`load_pending_shards`).
+
+    Raises:
+        FileNotFoundError: Nothing at `path`.
+        CheckpointError: The checkpoint does not fit the manager (nothing was loaded), or is not one.
+    """
+    if not sharded.is_sharded_checkpoint(path):
+        restore(manager, read(path), path)
+        return
+    loaded = sharded.read_plain(path)
+    restore(manager, {**loaded.run, **loaded.ranks[0], "ranks": loaded.ranks}, path)
+    manager._run.pending_shards = loaded.folder
+
+
+def load_pending_shards(manager: ManagerLike) -> None:
+    """Load the model's and optimizer's shards of the sharded checkpoint being resumed (a collective), once the run
+    is placed and its optimizer built.
+
+    Raises:
+        CheckpointError: The run does not shard its model, or the shards do not fit it.
+    """
+    run, strategy, optimizer = manager._run, manager._strategy, manager.optimizer
+    folder, run.pending_shards = run.pending_shards, None
+    if folder is None:
+        return
+    if strategy is None and is_fully_sharded(manager.raw_model):  # loaded outside a run, into a sharded model
+        strategy = _sharding_strategy()
+    if strategy is None or not strategy.sharded:
+        raise checkpoint.CheckpointError(
+            f"`{folder}` is a sharded checkpoint (a folder), which a run resumes with the strategy that shards the "
+            f"model: pass `strategy='fsdp'` to the manager and launch with torchrun. Received: strategy={strategy!r}"
+        )
+    tensors = {"model": strategy.model_state_dict(manager.model)}
+    if optimizer is not None:  # laid out as saved: with a state, or hyperparameters alone
+        stepped = sharded.holds(folder, "optimizer.state.")
+        tensors["optimizer"] = strategy.optimizer_state_dict(manager.model, optimizer, stepped=stepped)
+    sharded.load_tensors(folder, tensors)
+    strategy.load_model_state_dict(manager.model, tensors["model"])
+    if optimizer is not None:
+        strategy.load_optimizer_state_dict(manager.model, optimizer, tensors["optimizer"])
+
+
 def restore(manager: ManagerLike, data: Mapping[str, Any], source: str) -> None:
-    """Put a payload back into `manager` and its run, after checking all of it.
+    """Put a payload back into `manager` and its run, after checking all of it; each process takes its own values.
 
     Raises:
         CheckpointError: The payload does not fit the model, optimizer, losses or metrics; nothing was loaded.
     """
-    model, optimizer = manager.raw_model, manager.optimizer
+    model, optimizer, run = manager.raw_model, manager.optimizer, manager._run
+    ranks = list(data.get("ranks") or [])
+    if ranks:
+        own = reshard.own_values(ranks, distributed.get_rank(), distributed.get_world_size(), data.get("whole_values"))
+        data = {**data, **own}
     check(data, model, optimizer, manager._training, source)
-    model.load_state_dict(data["model"])
+    if optimizer is None and manager._optimizer_factory is not None and data.get("optimizer") is not None:
+        raise checkpoint.CheckpointError(
+            f"`{source}` is a single-file checkpoint, and this manager's optimizer is built over FSDP2's shards, which "
+            "its optimizer state cannot be loaded into; resume it with the strategy that wrote it, or resume an FSDP2 "
+            f"run from its sharded checkpoint (a folder). Received: path={source!r}"
+        )
+    if "model" in data:  # a sharded checkpoint's tensors are loaded once the run is placed
+        load_plain_state_dict(model, data["model"])
     if optimizer is not None and data.get("optimizer") is not None:
         optimizer.load_state_dict(data["optimizer"])
-    run = manager._run
+    load_plain_gradients(model, data.get("gradients") or {})
     run.load_state_dict(data)
     values = data.get("values")
     if values is not None:
         manager._training.load_state_dict(values)  # readable from the losses and metrics at once
     run.epoch_values = dict(values) if values is not None and run.batch > 0 else None  # kept for the epoch's rest
     manager._precision.load_state_dict(data.get("grad_scaler"))
+    randoms = [own["rng"] for own in ranks or [data] if own.get("rng") is not None]
+    run.saved_layout = {
+        "world_size": int(data.get("world_size") or 1),
+        "random_states": [rng.get("generators", rng) for rng in randoms],  # format 1 kept them alone
+        "samples_done": data.get("samples_done"),
+        "samples_per_update": data.get("samples_per_update"),
+    }
+
+
+def check_layout(manager: ManagerLike, data: Any, allow_divergence: bool = False) -> None:
+    """Check that the run resumed from a checkpoint may go on over this run's processes; on another number of them,
+    move its position to the global sample where the checkpoint's processes stopped (`reshard.continue_layout`).
+
+    Called once the training data is known (its batch size gives the position in batches).
+
+    Raises:
+        ValueError: As `reshard.continue_layout`.
+    """
+    run = manager._run
+    layout, run.saved_layout = run.saved_layout, None
+    if layout is not None:
+        accumulate, model = manager.accumulate_grad_batches, manager.raw_model
+        batch = reshard.continue_layout(layout, run.batch, batch_size_of(data), accumulate, model, allow_divergence)
+        run.batch = run.skip = batch
 
 
 def check(
@@ -240,7 +408,7 @@ def check(
     source: str,
 ) -> None:
     """Raise `CheckpointError` if the payload does not fit the model, the optimizer, the losses or the metrics."""
-    problems = _state_mismatch(model.state_dict(), data["model"])
+    problems = state_mismatch(plain_state_dict(model), data["model"]) if "model" in data else ""
     if problems:
         raise checkpoint.CheckpointError(
             f"`{source}` holds the weights of a different model ({problems}); load it into the model architecture "
@@ -269,103 +437,6 @@ def check(
         owner.compiled_metrics.check_state_dict(saved_values.get("metrics", {}), "metric", source)
     except ValueError as error:
         raise checkpoint.CheckpointError(str(error)) from error
-
-
-def rebuild_model(data: Mapping[str, Any], path: PathLike, trusted: bool, map_location: Any) -> torch.nn.Module:
-    """The model object rebuilt from the payload's structure (runs code from the file: only when trusted).
-
-    Raises:
-        CheckpointError: Not trusted, or the file holds no structure.
-    """
-    structure = data.get("model_structure")
-    if structure is None:
-        raise checkpoint.CheckpointError(
-            f"`{os.fspath(path)}` does not hold the model's structure (weights only), so the model cannot be rebuilt "
-            "from it: pass `model=` (a model of the saved architecture), with `loss_fn=` and `metrics=` to test or "
-            "train (the file keeps their running states, not the objects). Received: model=None"
-        )
-    if not trusted:
-        raise checkpoint.CheckpointError(
-            f"Loading `{os.fspath(path)}` without `model=` would run code from the file to rebuild the model: pass "
-            "`model=` (a model of the saved architecture, then only weights are read), or `trusted=True` for a file "
-            "you trust; give `loss_fn=` and `metrics=` too to test or train (the file keeps their running states, not "
-            f"the objects). Received: model=None, trusted={trusted}"
-        )
-    return checkpoint.unpack_model(structure, data["model"], map_location=map_location)
-
-
-def rebuild_optimizer(data: Mapping[str, Any], model: torch.nn.Module) -> torch.optim.Optimizer | None:
-    """A `torch.optim` optimizer of the saved class over `model`'s parameters (None for other classes,
-    several parameter groups, or no saved optimizer)."""
-    name, state = data.get("optimizer_class"), data.get("optimizer")
-    if not name or state is None or not name.startswith("torch.optim."):
-        return None
-    optimizer_class = getattr(torch.optim, name.rsplit(".", 1)[-1], None)
-    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
-        return None
-    groups = state["param_groups"]
-    if len(groups) != 1:
-        return None  # several parameter groups: only the user knows which parameters go where
-    accepted = inspect.signature(optimizer_class).parameters
-    settings = {key: value for key, value in groups[0].items() if key in accepted and key != "params"}
-    return optimizer_class(model.parameters(), **settings)
-
-
-def construct(
-    cls: type[T],
-    data: Mapping[str, Any],
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None,
-    loss_fn: Any,
-    metrics: Any,
-    kwargs: Mapping[str, Any],
-) -> T:
-    """A manager of class `cls` for a checkpoint: its parts, the saved options, and a subclass's own arguments.
-
-    The model, optimizer, losses and metrics go by keyword when the constructor names them so (a
-    subclass may put its own arguments first); the saved options the constructor does not take are
-    set afterwards, so `from_checkpoint` keeps precision, accumulation and clipping.
-    """
-    parameters = inspect.signature(cls).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    parts = {"model": model, "optimizer": optimizer, "loss_fn": loss_fn, "metrics": metrics}
-    saved = {key: value for key, value in (data.get("options") or {}).items() if key not in kwargs}
-    given = {key: value for key, value in saved.items() if takes_any or key in parameters}
-    if all(name in parameters for name in parts):
-        manager = cls(**parts, **given, **kwargs)
-    else:
-        manager = cls(model, optimizer, loss_fn, metrics, **given, **kwargs)  # type: ignore[call-arg]
-    for name, value in saved.items():  # the saved options the constructor did not take
-        if name not in given:
-            setattr(manager, "_compile" if name == "compile" else name, value)
-    return manager
-
-
-def plain_compile_option(option: bool | Mapping[str, Any]) -> bool | dict[str, Any]:
-    """The `compile` option as a checkpoint can keep it (a dict of plain values; True when it held objects)."""
-    if isinstance(option, bool):
-        return option
-    plain = (str, int, float, bool, type(None))
-    if all(isinstance(key, str) and isinstance(value, plain) for key, value in option.items()):
-        return dict(option)
-    return True
-
-
-def _state_mismatch(current: Mapping[str, Any], saved: Mapping[str, Any]) -> str:
-    """What differs between two model state dicts (missing and unexpected keys, shapes), or ''."""
-    problems = []
-    missing, unexpected = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
-    if missing:
-        problems.append(f"missing key(s) {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    if unexpected:
-        problems.append(f"unexpected key(s) {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-    for key in sorted(current.keys() & saved.keys()):
-        mine, theirs = current[key], saved[key]
-        if isinstance(mine, torch.Tensor) and isinstance(theirs, torch.Tensor) and mine.shape != theirs.shape:
-            problems.append(
-                f"size mismatch for {key}: {tuple(theirs.shape)} in the checkpoint, {tuple(mine.shape)} in the model"
-            )
-    return "; ".join(problems)
 
 
 def _qualified_name(optimizer: torch.optim.Optimizer | None) -> str | None:

@@ -1,10 +1,11 @@
-"""The distributed runtime: `torchrun` detection, the process group, sharding and state reduction.
+"""The distributed runtime: `torchrun` detection, the process group, collectives and state reduction.
 
 Who owns what: this module answers "am I rank 0?", starts the default process group when the
-script was launched by `torchrun` (gloo on CPU, nccl on CUDA), shards the training data across
-ranks and sums metric states over them; the managers decide when. Evaluation data is split
-differently, each sample once (`evaluation_shards`). Without a process group every function
-behaves as a single process would.
+script was launched by `torchrun` (gloo on CPU, nccl on CUDA), makes the collectives the loop and
+the callbacks agree through, and combines metric states over the ranks; the managers decide when.
+Training data is shared out by `training_shards`, evaluation data by `evaluation_shards` (each
+sample once). Without a process group every function behaves as a
+single process would.
 """
 
 from __future__ import annotations
@@ -13,19 +14,17 @@ import atexit
 import datetime
 import hashlib
 import logging
-import math
 import os
 import pickle
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 
 __all__ = [
     "TIMEOUT_ENV",
-    "ListShare",
     "agree_on",
     "all_flags",
     "all_reduce_sum",
@@ -43,9 +42,9 @@ __all__ = [
     "local_device",
     "max_over_processes",
     "on_main_process",
+    "start_max_over_processes",
     "rebuilt_loader",
     "reduce_states",
-    "shard",
 ]
 
 TIMEOUT_ENV = "TORCHMANAGER_DIST_TIMEOUT"
@@ -120,6 +119,24 @@ def max_over_processes(values: Sequence[int]) -> list[int]:
     return [int(value) for value in tensor.tolist()]
 
 
+def start_max_over_processes(values: Sequence[int]) -> Callable[[], list[int]]:
+    """Start `max_over_processes(values)` without waiting for it; the function returned waits for it and reads it.
+
+    Every process must start it at the same point; reading it later (a batch later) lets the reduction run
+    while the process goes on. In a single process the values are read back as they are.
+    """
+    if not is_distributed():
+        return lambda: list(values)
+    tensor = torch.tensor(list(values), dtype=torch.int64)
+    work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group(), async_op=True)
+
+    def read() -> list[int]:
+        work.wait()
+        return [int(value) for value in tensor.tolist()]
+
+    return read
+
+
 def any_process(flag: bool) -> bool:
     """Whether `flag` is true in any process (one host-side collective; `flag` itself in a single process)."""
     return bool(max_over_processes([int(flag)])[0])
@@ -160,7 +177,7 @@ def from_main_process(value: Any) -> Any:
     if not is_distributed():
         return value
     holder = [value]
-    dist.broadcast_object_list(holder, src=0)
+    dist.broadcast_object_list(holder, src=0, group=_flag_group())  # through the host, also under nccl
     return holder[0]
 
 
@@ -239,89 +256,6 @@ def _destroy() -> None:
         dist.destroy_process_group()
 
 
-def shard(dataset: Iterable[Any]) -> Iterable[Any]:
-    """This rank's share of the training data `dataset`, as long as every other rank's.
-
-    DDP averages the gradients at every step, so every rank must step as many times: a
-    torchmanager `Dataset` or a `DataLoader` gets a `DistributedSampler`, which pads the shares
-    by repeating the first few items (with `drop_last` it drops the tail instead), and a list of
-    batches is dealt out batch by batch, its first batches dealt again when the count does not
-    divide (`ListShare`). Validation, `test` and `predict` split their data with
-    `evaluation_shards.split` instead, each sample once.
-
-    Raises:
-        TypeError: The data set is an iterable that cannot be split (give a DataLoader instead).
-    """
-    world, rank = get_world_size(), get_rank()
-    if world == 1:
-        return dataset
-    if callable(getattr(dataset, "shard", None)):
-        dataset.shard(world, rank)  # type: ignore[attr-defined]
-        return dataset
-    if isinstance(dataset, DataLoader):
-        return _shard_loader(dataset, world, rank)
-    if isinstance(dataset, (list, tuple)):
-        return ListShare(dataset, world, rank)
-    raise TypeError(
-        "Under torchrun each process needs its share of the data, and this iterable cannot be split; give a "
-        f"torchmanager Dataset, a DataLoader or a list of batches. Received: dataset={type(dataset).__name__}"
-    )
-
-
-class ListShare(list[Any]):
-    """One rank's training share of a list of batches: batches `rank`, `rank + world`, ...
-
-    When the number of batches does not divide by `world`, the first batches are dealt again, so
-    every rank gets `ceil(len(whole) / world)` batches (as `DistributedSampler` pads its shares).
-
-    Attributes:
-        whole: The list the share was dealt from (evaluation splits it again, without padding).
-    """
-
-    def __init__(self, whole: Sequence[Any], world: int, rank: int) -> None:
-        total = math.ceil(len(whole) / world) * world
-        super().__init__(whole[i % len(whole)] for i in range(rank, total, world))
-        self.whole = whole
-
-
-def _shard_loader(loader: DataLoader[Any], world: int, rank: int) -> DataLoader[Any]:
-    """A copy of `loader` whose `DistributedSampler` gives this rank its share, with every other option kept."""
-    if isinstance(loader.sampler, DistributedSampler):
-        return loader
-    refusal = (
-        "Under torchrun each process needs its share of the data, and {what}: give the DataLoader a "
-        "`DistributedSampler` yourself (combining it with your sampling), or a torchmanager Dataset. Received: {received}"
-    )
-    if isinstance(loader.dataset, IterableDataset):
-        raise TypeError(
-            refusal.format(
-                what="an IterableDataset cannot be split by index", received=f"dataset={type(loader.dataset).__name__}"
-            )
-        )
-    if loader.batch_size is None:
-        raise TypeError(
-            refusal.format(
-                what="a custom `batch_sampler` cannot be split safely",
-                received=f"batch_sampler={type(loader.batch_sampler).__name__}",
-            )
-        )
-    if not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
-        raise TypeError(
-            refusal.format(
-                what="replacing this loader's own sampler would drop its order",
-                received=f"sampler={type(loader.sampler).__name__}",
-            )
-        )
-    sampler: DistributedSampler[Any] = DistributedSampler(
-        loader.dataset,
-        num_replicas=world,
-        rank=rank,
-        shuffle=isinstance(loader.sampler, RandomSampler),
-        drop_last=loader.drop_last,
-    )
-    return rebuilt_loader(loader, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last)
-
-
 def rebuilt_loader(loader: DataLoader[Any], **options: Any) -> DataLoader[Any]:
     """A `DataLoader` over `loader`'s data set with its loading options (workers, collate, pinning,
     generator, ...) and the given order options (`sampler`, `batch_sampler`, `batch_size`, `drop_last`);
@@ -345,14 +279,27 @@ def rebuilt_loader(loader: DataLoader[Any], **options: Any) -> DataLoader[Any]:
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN} if dist.is_available() else {}
 
 
-def reduce_states(module: torch.nn.Module) -> None:
-    """Combine a metric's declared states (its `reductions`: sum, max, min or cat) over all ranks, in place.
+def reduce_states(module: torch.nn.Module, *, counted: bool = True) -> None:
+    """Combine a metric's declared states over all ranks, in place, by their `reductions`.
 
-    The metrics inside it (the parts of a `MultiLosses`, a wrapped metric) are combined too. After
-    it every rank holds the states of the whole data set; call it once, just before reading.
+    The metrics inside `module` (the parts of a `MultiLosses`, a wrapped metric) are combined too.
+    After it every rank holds the states of the whole data set; call it once, just before reading,
+    on every rank. The reductions: "sum", "max" and "min" over the ranks; "cat" concatenates the
+    ranks' states along dim 0 in rank order; "mean" averages them over the ranks that counted.
+
+    Args:
+        module: A metric (or a module holding metrics) whose submodules may declare `reductions`,
+            a mapping of state names to one of the reductions above.
+        counted: False on a rank that counted no batch (its share of an evaluation was empty): it
+            takes part in every collective but adds nothing, whatever its states hold (0 to a sum,
+            the lowest value to a max and the highest to a min, no rows to a "cat", and it is left
+            out of a "mean"); its states must have the other ranks' shapes (`evaluation_shards.join`).
+    Raises:
+        ValueError: A reduction that is none of the above.
     """
     if not is_distributed():
         return
+    contributors: int | None = None  # ranks that counted, known once a "mean" state needs it
     for submodule in module.modules():
         materialize = getattr(submodule, "materialize", None)
         if callable(materialize):
@@ -361,11 +308,46 @@ def reduce_states(module: torch.nn.Module) -> None:
         for name, reduction in reductions.items():
             state = getattr(submodule, name)
             if reduction == "cat":
-                gathered: list[Any] = [None] * get_world_size()
-                dist.all_gather_object(gathered, state.cpu())
-                setattr(submodule, name, torch.cat([part.to(state.device) for part in gathered]))
-            else:
+                setattr(submodule, name, _concatenated(state, counted))
+            elif reduction == "mean":
+                contributors = contributors if contributors is not None else sum(all_flags(counted))
+                total = (
+                    state.double() if counted else torch.zeros(state.shape, dtype=torch.float64, device=state.device)
+                )
+                dist.all_reduce(total, op=dist.ReduceOp.SUM)
+                mean = total / max(contributors, 1)
+                setattr(submodule, name, mean.to(state.dtype) if state.is_floating_point() else mean)
+            elif reduction in _OPS:
+                if not counted:
+                    state.fill_(_identity(reduction, state.dtype))
                 dist.all_reduce(state, op=_OPS[reduction])
+            else:
+                raise ValueError(
+                    "A metric state's reduction must be 'sum', 'mean', 'max', 'min' or 'cat'. "
+                    f"Received: {type(submodule).__name__}.reductions[{name!r}]={reduction!r}"
+                )
+
+
+def _concatenated(state: torch.Tensor, counted: bool) -> torch.Tensor:
+    """Every rank's `state` (nothing from a rank that did not count), concatenated along dim 0 in rank order."""
+    mine = state.detach().cpu()
+    if not counted:
+        mine = mine.new_empty((0, *mine.shape[1:]))
+    gathered: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, mine, group=_flag_group())
+    return torch.cat([part.to(state.device) for part in gathered])
+
+
+def _identity(reduction: str, dtype: torch.dtype) -> float | int | bool:
+    """The value a `reduction` ("sum", "max", "min") leaves the others' unchanged with, in `dtype`."""
+    if reduction == "sum":
+        return 0
+    if dtype is torch.bool:
+        return reduction == "min"
+    if dtype.is_floating_point:
+        return float("-inf") if reduction == "max" else float("inf")
+    info = torch.iinfo(dtype)
+    return info.min if reduction == "max" else info.max
 
 
 def all_flags(flag: bool) -> list[bool]:

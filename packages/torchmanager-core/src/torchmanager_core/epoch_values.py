@@ -55,6 +55,7 @@ class EpochValues:
         self.owner = owner
         self.training = training
         self._believe_steps = False
+        self.counted = True  # False on a rank whose evaluation share had no batch (`evaluation_shards.join`)
         self.extras = MeanTracker()
         self._owned: set[str] | None = None  # summary names the losses and metrics report, found at the first record
         self._believed: frozenset[str] = frozenset()
@@ -80,6 +81,7 @@ class EpochValues:
             losses.reset()
         metrics.reset()
         self.extras.reset()
+        self.counted = True
         self._owned = None
         self._believed = frozenset()
         self._losses_own, self._loss_calls = True, 0
@@ -161,7 +163,7 @@ class EpochValues:
         streams = ([losses] if losses is not None else []) + [metrics]
         for stream in streams:
             for module in stream.modules():
-                distributed.reduce_states(module)
+                distributed.reduce_states(module, counted=self.counted)
             stream.tracker.all_reduce()
         self.extras.all_reduce()
 
@@ -176,6 +178,20 @@ class EpochValues:
             "losses_own": self._losses_own,
         }
 
+    def whole_state_dict(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The running state `state` (this process's) combined over all processes (a collective; `state` itself in
+        one process): what one process would hold had it run every process's batches. The pass's own state is
+        left as it was."""
+        if not distributed.is_distributed():
+            return dict(state)
+        mine = self.state_dict()
+        try:
+            self.load_state_dict(state)
+            self._reduce()
+            return self.state_dict()
+        finally:
+            self.load_state_dict(mine)
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from `state_dict()`."""
         losses = self.owner.compiled_losses
@@ -183,6 +199,7 @@ class EpochValues:
             losses.load_state_dict(state["losses"])
         self.owner.compiled_metrics.load_state_dict(state.get("metrics", {}))
         self.extras.load_state_dict(state.get("extras", {"totals": {}, "counts": {}}))
+        self.counted = True
         self._owned = None
         self._losses_own = bool(state.get("losses_own", True))
         self._loss_calls = losses.calls if losses is not None else 0

@@ -1,24 +1,28 @@
 """Validation, `test` and `predict` under torchrun: each sample exactly once, results of the whole data set.
 
-Who owns what: `distributed.shard` deals out the training data padded, so that every rank steps
-as often (DDP needs it); counting a padding duplicate would make evaluation values wrong. This
-module splits the batches one process would make, drawn as one process draws them, into whole
-batches: batch `i` goes to rank `i mod world`, without padding, so shares differ by a batch at
-most and may be empty. Data sharded for training (a `DistributedSampler`, a `ListShare`) is
-evaluated whole. `gather` puts `predict`'s outputs back in the data set's order on every rank, and
-`join` lets a rank without a batch take part in the reductions of the pass's values.
+Who owns what: `training_shards.shard` deals out the training data padded, so that every rank
+steps as often (DDP needs it); counting a padding duplicate would make evaluation values wrong.
+This module splits the batches one process would make, drawn as one process draws them, into
+whole batches: batch `i` goes to rank `i mod world`, without padding, so shares differ by a batch
+at most and may be empty. Data sharded for training (a `DistributedSampler`, a `ListShare`) is
+evaluated whole; data that shards itself (`training_shards.shards_itself`) is evaluated as each
+rank's iterator yields it. A split `DataLoader` is made once per loader and number of processes,
+its loader processes kept across passes. `gather` puts `predict`'s outputs back in the data set's
+order on every rank, and `join` lets a rank without a batch take part in the reductions of the
+pass's values.
 """
 
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, IterableDataset, Sampler, SequentialSampler
 
-from . import distributed
+from . import distributed, training_shards
 
 __all__ = ["Share", "gather", "interleave", "join", "split"]
 
@@ -27,16 +31,38 @@ class Share:
     """One rank's whole batches of an evaluation data set (`split` makes it; iterate it like the data set).
 
     Attributes:
-        batches: The rank's batches, a `DataLoader` or a list.
+        batches: The rank's batches, a `DataLoader` or a list (or the data itself when it shards itself).
         unpack_data: The data set's own unpacking (a torchmanager `Dataset`'s), applied to each
             batch as the data set applies it, or None.
+        dealt: Whether batch `i` of the whole data set is this share's batch `i // world` (`split`
+            dealt it), rather than the data's own share (data that shards itself).
+        redraw_base_seed: Whether each pass takes the base seed a new loader iterator takes from the
+            loader's generator, although the loader processes are kept (the user's loader made new ones).
     """
 
-    def __init__(self, batches: Iterable[Any], unpack_data: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        batches: Iterable[Any],
+        unpack_data: Callable[[Any], Any] | None = None,
+        *,
+        dealt: bool = True,
+        redraw_base_seed: bool = False,
+    ) -> None:
         self.batches = batches
         self.unpack_data = unpack_data
+        self.dealt = dealt
+        self.redraw_base_seed = redraw_base_seed
+
+    @property
+    def loader(self) -> DataLoader[Any] | None:
+        """The `DataLoader` the share is read through, if any (its loader processes are protected)."""
+        return self.batches if isinstance(self.batches, DataLoader) else getattr(self.batches, "loader", None)
 
     def __iter__(self) -> Iterator[Any]:
+        loader = self.batches
+        if self.redraw_base_seed and isinstance(loader, DataLoader) and getattr(loader, "_iterator", None) is not None:
+            # the kept processes need no new seed, but a new iterator takes one: the generator moves on alike
+            torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
         if self.unpack_data is None:
             return iter(self.batches)
         return map(self.unpack_data, self.batches)
@@ -56,64 +82,109 @@ def split(dataset: Iterable[Any]) -> Iterable[Any]:
     loader) keeps every option, and its sampler is iterated as one process would (a shuffled
     order is drawn from the same generator), then dealt out. When the ranks drew different orders
     (their random states differ), rank 0's is used. A `DistributedSampler` stands for the whole
-    data set in its order, and a `ListShare` for the list it was dealt from.
+    data set in its order (also inside a batch sampler), and a `ListShare` for the list it was dealt
+    from. Data that shards itself is evaluated as each rank's iterator yields it. The split loader
+    is made once per loader and number of processes and keeps its loader processes across passes.
 
     Raises:
-        TypeError: An iterable that cannot be split by index (an `IterableDataset`, a generator),
-            or a custom batch sampler over a `DistributedSampler`.
+        TypeError: An iterable that cannot be split by index (an `IterableDataset` that does not shard
+            itself, a generator), or a distributed sampler whose whole order is unknown.
     """
     world, rank = distributed.get_world_size(), distributed.get_rank()
     if world == 1 or isinstance(dataset, Share):
         return dataset
-    if isinstance(dataset, distributed.ListShare):
+    if isinstance(dataset, training_shards.StreamShare):
+        dataset = dataset.dataset
+    if training_shards.shards_itself(dataset):
+        return Share(dataset, dealt=False)
+    if isinstance(dataset, training_shards.ListShare):
         dataset = dataset.whole
     if isinstance(dataset, (list, tuple)):
         return Share(list(dataset[rank::world]))
     if isinstance(dataset, DataLoader):
-        return Share(_split_loader(dataset, rank, world))
+        return _split_loader(dataset, rank, world)
     loader, unpack = getattr(dataset, "loader", None), getattr(dataset, "unpack_data", None)
     if isinstance(loader, DataLoader) and callable(unpack):  # a torchmanager Dataset: batches of its loader
-        return Share(_split_loader(loader, rank, world), unpack)
+        return _split_loader(loader, rank, world, unpack)
     raise TypeError(
         "Under torchrun each process evaluates its share of the batches, and this iterable cannot be split; give a "
-        f"torchmanager Dataset, a DataLoader or a list of batches. Received: dataset={type(dataset).__name__}"
+        "torchmanager Dataset, a DataLoader or a list of batches, or make it yield each process's share and set its "
+        f"`{training_shards.SHARDS_ITSELF} = True`. Received: dataset={type(dataset).__name__}"
     )
 
 
-def _split_loader(loader: DataLoader[Any], rank: int, world: int) -> DataLoader[Any]:
-    """`loader` yielding only the batches dealt to `rank` (its index sampler's items, dealt out)."""
+_split_loaders: weakref.WeakKeyDictionary[DataLoader[Any], tuple[tuple[int, int], DataLoader[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""The split loader made for each loader, with the (rank, world) it was made for: made again only for another."""
+
+
+def _split_loader(loader: DataLoader[Any], rank: int, world: int, unpack: Callable[[Any], Any] | None = None) -> Share:
+    """`loader` yielding only the batches dealt to `rank` (its index sampler's items, dealt out), made once.
+
+    Its loader processes live across passes (`persistent_workers`), so that no pass forks new ones
+    from a process with threads; each pass still takes from the loader's generator what a new
+    iterator of `loader` takes.
+    """
+    made = _split_loaders.get(loader)
+    if made is None or made[0] != (rank, world):
+        made = (rank, world), _dealt_loader(loader, rank, world)
+        _split_loaders[loader] = made
+    kept = made[1].persistent_workers and not loader.persistent_workers
+    return Share(made[1], unpack, redraw_base_seed=kept)
+
+
+def _dealt_loader(loader: DataLoader[Any], rank: int, world: int) -> DataLoader[Any]:
     if isinstance(loader.dataset, IterableDataset):
         raise TypeError(
             "Under torchrun each process evaluates its share of the batches, and an IterableDataset cannot be split by "
-            f"index; give a map-style dataset. Received: dataset={type(loader.dataset).__name__}"
+            "index: make its `__iter__` yield only this process's share (by the rank, and by "
+            "`torch.utils.data.get_worker_info()` in loader processes) and set its "
+            f"`{training_shards.SHARDS_ITSELF} = True`. Received: dataset={type(loader.dataset).__name__}"
         )
+    persistent = loader.num_workers > 0
     if loader.batch_sampler is not None:
         order, known = _whole_order(loader.batch_sampler)
-        return distributed.rebuilt_loader(loader, batch_sampler=_Dealt(order, rank, world, agree=not known))
+        dealt = _Dealt(order, rank, world, agree=not known)
+        return distributed.rebuilt_loader(loader, batch_sampler=dealt, persistent_workers=persistent)
     order, known = _whole_order(loader.sampler)  # no automatic batching: each index is a batch
-    return distributed.rebuilt_loader(loader, batch_size=None, sampler=_Dealt(order, rank, world, agree=not known))
+    dealt = _Dealt(order, rank, world, agree=not known)
+    return distributed.rebuilt_loader(loader, batch_size=None, sampler=dealt, persistent_workers=persistent)
 
 
 def _whole_order(sampler: Iterable[Any]) -> tuple[Iterable[Any], bool]:
     """The sampler of the whole data set behind `sampler`, and whether every rank draws the same order from it.
 
+    A batch sampler over a `DistributedSampler` is iterated as a copy drawing from the whole data set
+    in the sampler's order (torch's `BatchSampler`, or another class keeping the sampler as `sampler`).
+
     Raises:
-        TypeError: A custom batch sampler over a `DistributedSampler` (its whole order is unknown).
+        TypeError: A distributed sampler whose whole order is unknown (not a `DistributedSampler`).
     """
-    if type(sampler) is BatchSampler:
-        inner, known = _whole_order(sampler.sampler)
-        if inner is sampler.sampler:
-            return sampler, known
-        return BatchSampler(inner, sampler.batch_size, sampler.drop_last), known
     if isinstance(sampler, DistributedSampler):
         return _WholeOf(sampler), True  # seeded: every rank draws the same order
-    if isinstance(getattr(sampler, "sampler", None), DistributedSampler):
+    if _distributed_like(sampler):
         raise TypeError(
-            "Under torchrun each process evaluates its share of the batches, and this batch sampler draws from one "
-            "process's share (a DistributedSampler): give the evaluation data without a DistributedSampler. "
-            f"Received: batch_sampler={type(sampler).__name__}"
+            "Under torchrun each process evaluates its share of the batches, and this sampler draws one process's "
+            "share of an order it does not show: give the evaluation data without it, or a DistributedSampler. "
+            f"Received: sampler={type(sampler).__name__}"
         )
-    return sampler, isinstance(sampler, SequentialSampler)
+    inner = getattr(sampler, "sampler", None)
+    if inner is None or not (isinstance(inner, DistributedSampler) or _distributed_like(inner)):
+        if type(sampler) is BatchSampler:
+            return sampler, isinstance(sampler.sampler, SequentialSampler)
+        return sampler, isinstance(sampler, SequentialSampler)
+    whole_inner, _ = _whole_order(inner)
+    if type(sampler) is BatchSampler:
+        return BatchSampler(whole_inner, sampler.batch_size, sampler.drop_last), True
+    whole = copy.copy(sampler)  # the user's batching over the whole order (its own draws, if any, are agreed on)
+    whole.sampler = whole_inner  # type: ignore[attr-defined]
+    return whole, False
+
+
+def _distributed_like(sampler: object) -> bool:
+    """Whether `sampler` draws one process's share: it has a `DistributedSampler`'s `num_replicas` and `rank`."""
+    return isinstance(getattr(sampler, "num_replicas", None), int) and isinstance(getattr(sampler, "rank", None), int)
 
 
 class _WholeOf(Sampler[int]):
@@ -159,14 +230,19 @@ def interleave(shares: Sequence[Sequence[Any]]) -> list[Any]:
 
 
 def gather(outputs: list[Any], dataset: Iterable[Any]) -> list[Any]:
-    """Every rank's outputs for the batches of a `split` data set, in the data set's order, on every rank."""
+    """Every rank's outputs for the batches of a `split` data set, on every rank: in the data set's order, or in
+    rank order (rank 0's first, each in its iterator's order) for data that shards itself."""
     if not isinstance(dataset, Share):
         return outputs
-    return interleave(distributed.gather_objects(outputs))
+    shares = distributed.gather_objects(outputs)
+    return interleave(shares) if dataset.dealt else [output for share in shares for output in share]
 
 
 class PassValues(Protocol):
-    """What `join` reads and fills: the values of a pass (`EpochValues`)."""
+    """What `join` reads and fills: the values of a pass (`EpochValues`); `counted` is False on a rank whose pass
+    had no batch, so that the reductions add nothing of it (`distributed.reduce_states`)."""
+
+    counted: bool
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -189,7 +265,8 @@ def join(values: PassValues, had_batches: bool, device: torch.device) -> bool:
     running sums for the values the others report (nor the shape a mean takes at its first
     batch), so the reductions that read them would not match: it takes their layout (shapes and
     dtypes, no data) from the first rank with a batch, zeros for sums and counts, its losses' and
-    metrics' reset states where they fit.
+    metrics' reset states where they fit, and is marked as having counted nothing (`values.counted`),
+    so that every declared reduction of a metric (a "cat", a "max", a "mean"...) leaves it out.
     """
     flags = distributed.all_flags(had_batches)
     if all(flags) or not any(flags):
@@ -198,6 +275,7 @@ def join(values: PassValues, had_batches: bool, device: torch.device) -> bool:
     layout = distributed.gather_objects(_spec(values.state_dict()) if distributed.get_rank() == source else None)
     if not had_batches:
         values.load_state_dict(_blank(values.state_dict(), layout[source], device, ()))
+        values.counted = False
     return True
 
 

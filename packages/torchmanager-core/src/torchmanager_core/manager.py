@@ -9,7 +9,7 @@ torchmanager 1.5's extra members are in `upstream_members`, its class names in `
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import torch
@@ -23,13 +23,25 @@ from .errors import ModelError, describe
 from .loop import checks, evaluate, update
 from .loop.epoch import DataSource, train_epoch
 from .loop.fit import fit as run_fit
+from .loop.options import FitOptions
 from .loop.plan import default
 from .loop.run import CheckpointErrorPolicy, NonFinitePolicy, Run, RunPosition
 from .model_summary import model_summary
+from .optimizers import Optimizers
 from .options import Option
+from .parts import LossesAndMetrics
 from .precision import check_precision, select_precision
 from .progress import ShowVerbose, VerboseType, wants_progress
-from .strategy import Devices, Strategy, StrategyOption, check_strategy, placed, unwrap
+from .strategy import (
+    Devices,
+    OptimizerLike,
+    Strategy,
+    StrategyOption,
+    check_strategy,
+    optimizer_or_factory,
+    placed,
+    unwrap,
+)
 from .stream_checks import check_loss_fn, check_metrics, check_summary_names
 from .upstream_members import UpstreamMembers
 
@@ -40,25 +52,26 @@ M = TypeVar("M", bound="Manager[Any]")
 PathLike = str | os.PathLike[str]
 
 
-class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
-    """A model with its optimizer, losses and metrics, and the loops that train, test and predict with it.
-
-    `Manager(model, optimizer, loss_fn=CrossEntropy(), metrics={"accuracy": SparseCategoricalAccuracy()}).fit(data,
-    epochs=10)`. Override a step (`train_step`, `test_step`) to change one iteration. `Manager[MyModel]`
-    types `model` and `raw_model`.
+class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
+    """A model with its optimizer, losses and metrics, and the loops that train, test and predict with it: override
+    a step (`train_step`, `test_step`) to change one iteration; `Manager[MyModel]` types `model` and `raw_model`.
 
     Args:
-        optimizer: Needed only by `fit`.
+        optimizer: Needed only by `fit`: an optimizer; a dict of them by name (a GAN's, with a
+            `ModuleDict` model: `manager.optimizer["gen"]`; see `Optimizers`); or a function of the
+            parameters building one (`lambda params: AdamW(params, lr=1e-3)`), called with the parameters
+            as the run places them (FSDP2's shards; at once when the model is not to be sharded).
         loss_fn: A loss (`fn(y, label) -> scalar tensor`, ours or `torch.nn`), a dict of named losses
             summed (ours apply their `weight` and `target`), or None.
         metrics: A dict of named metrics (ours, torchmetrics', or `fn(y, label)` functions).
         precision: "32", "bf16-mixed", "16-mixed" (float16 autocast, gradients scaled) or "bf16-true".
         compile: Run the model through `torch.compile` (True, or a dict of its keyword arguments).
-        accumulate_grad_batches: Sum the gradients of this many batches before each update (each
-            loss divided by its window's size, a shorter last window's too).
+        accumulate_grad_batches: Sum the gradients of this many batches before each update (each loss / its window's size).
         clip_grad_norm, clip_grad_value: Clip the gradients' total L2 norm, or each element, before each update.
         strategy: "auto" (DDP under torchrun, else DataParallel with `use_multi_gpus`, else one
-            device), "single", "dp", "ddp", or a strategy such as `strategy.DDP(find_unused_parameters=True)`.
+            device; FSDP2 for a model sharded with `fully_shard`), "single", "dp", "ddp", "fsdp" (FSDP2,
+            under torchrun), or a strategy such as `strategy.DDP(find_unused_parameters=True)` or
+            `strategy.fsdp.FSDP2Strategy(units=(Block,))`.
     Raises:
         TypeError: A model, optimizer, loss or metric of the wrong kind.
         ValueError: An unknown `precision` or `strategy`, an empty loss dict, clashing summary names,
@@ -71,12 +84,12 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     """The model being run; wrapped by the run's strategy (DataParallel, DDP, torch.compile) while a run needs it."""
 
     optimizer: torch.optim.Optimizer | None
-    """The optimizer `fit` steps."""
+    """The optimizer `fit` steps (None until a run builds it, when a factory waits for the model's shards)."""
 
     def __init__(
         self,
         model: Module,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: OptimizerLike | Mapping[str, torch.optim.Optimizer] | None = None,
         loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None = None,
         metrics: Mapping[str, Callable[..., Any]] | None = None,
         *,
@@ -87,9 +100,11 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         clip_grad_value: float | None = None,
         strategy: StrategyOption = "auto",
     ) -> None:
+        optimizer = Optimizers(optimizer) if isinstance(optimizer, Mapping) else optimizer  # several, by name
         checks.check_model_and_optimizer(model, optimizer)
         self.model = model
-        self.optimizer = optimizer
+        self._strategy_option = check_strategy(strategy)
+        self.optimizer, self._optimizer_factory = optimizer_or_factory(model, optimizer, self._strategy_option)
         self._loss_fn = check_loss_fn(loss_fn)
         self._metric_fns = check_metrics(metrics)
         check_summary_names(self._loss_fn, self._metric_fns)
@@ -101,7 +116,6 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
                 f"`compile` must be a bool or a dict of torch.compile keyword arguments. Received: compile={compile!r}"
             )
         self._compile = compile
-        self._strategy_option = check_strategy(strategy)
         self._strategy: Strategy | None = None  # the strategy of the run in progress
         self.accumulate_grad_batches = accumulate_grad_batches
         self.clip_grad_norm = clip_grad_norm
@@ -120,30 +134,6 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     def raw_model(self) -> Module:
         """The model without its DataParallel/DDP/torch.compile wrapper: what `fit` returns and checkpoints hold."""
         return unwrap(self.model)  # type: ignore[return-value]
-
-    @property
-    def loss_fn(self) -> Callable[..., Any] | dict[str, Callable[..., Any]] | None:
-        """The loss or dict of losses; set it to change them (checked as in the constructor)."""
-        return self._loss_fn
-
-    @loss_fn.setter
-    def loss_fn(self, loss_fn: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None) -> None:
-        checked = check_loss_fn(loss_fn)
-        check_summary_names(checked, self._metric_fns)
-        self._loss_fn = checked
-        self.compiled_losses = CompiledLoss(self._loss_fn) if self._loss_fn is not None else None
-
-    @property
-    def metric_fns(self) -> dict[str, Callable[..., Any]]:
-        """The metrics by name; set it, or change the dict, to change them (checked when a pass starts)."""
-        return self._metric_fns
-
-    @metric_fns.setter
-    def metric_fns(self, metrics: Mapping[str, Callable[..., Any]] | None) -> None:
-        checked = check_metrics(metrics)
-        check_summary_names(self._loss_fn, checked)
-        self._metric_fns = checked
-        self.compiled_metrics = CompiledMetrics(self._metric_fns)
 
     @property
     def device(self) -> torch.device:
@@ -209,6 +199,8 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
     def _model_and_loss(self, input: Any, target: Any) -> tuple[Any, torch.Tensor | None]:
         try:
             y = self.model(input)
+        except ModelError:
+            raise  # a strategy's own, saying what is wrong (DDP's gradient errors)
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
             raise ModelError(
                 f"The model failed on an input of {describe(input)}: {error} Check that the data's input fits the "
@@ -333,6 +325,10 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         resume_from: PathLike | None = None,
         on_nonfinite_loss: NonFinitePolicy = "raise",
         on_checkpoint_error: CheckpointErrorPolicy = "raise",
+        limit_train_batches: int | None = None,
+        limit_val_batches: int | None = None,
+        fast_dev_run: bool | int = False,
+        allow_divergence: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Train the model and return it (unwrapped), or `(model, summary)` with `return_summary=True`.
@@ -352,6 +348,12 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
             on_nonfinite_loss: "raise" `NonFiniteLossError` on a NaN/infinite epoch loss, or "stop" cleanly.
             on_checkpoint_error: "raise" a failed write's `CheckpointError` (on every process), or
                 "continue" training with the error logged; the previous file is kept either way.
+            limit_train_batches, limit_val_batches: Train (validate) at most this many batches an epoch
+                (each process's share under torchrun); an epoch ends at its limit (Lightning's options).
+            fast_dev_run: Try `n` batches (True: 1) of training and validation in one epoch, writing no
+                checkpoint: a quick check that every part runs (the weights do move).
+            allow_divergence: Resume a checkpoint written by another number of processes even where the
+                run cannot continue as it was (per-process random draws: see `checkpoint.reshard`).
             **kwargs: Passed on to `_train` (a subclass's own, as upstream allowed).
         Returns:
             The trained raw model; `summary` is the last epoch's, validation values prefixed "val_".
@@ -366,21 +368,22 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         the current batch (batch hooks: the epoch goes on at a later `fit`), before the epoch's first
         batch (`on_epoch_start`), or after the current epoch (validation and epoch-end hooks).
         """
-        summary = run_fit(
-            self,
-            training_dataset,
+        options = FitOptions(
             epochs,
-            val_dataset,
-            callbacks_list,
-            iterations=iterations,
-            initial_epoch=initial_epoch,
-            resume_from=os.fspath(resume_from) if resume_from is not None else None,
-            places=(device, devices, use_multi_gpus),
-            show_verbose=wants_progress(show_verbose),
-            on_nonfinite_loss=on_nonfinite_loss,
-            on_checkpoint_error=on_checkpoint_error,
-            train_kwargs=kwargs,
+            iterations,
+            initial_epoch,
+            os.fspath(resume_from) if resume_from is not None else None,
+            (device, devices, use_multi_gpus),
+            wants_progress(show_verbose),
+            on_nonfinite_loss,
+            on_checkpoint_error,
+            limit_train_batches,
+            limit_val_batches,
+            checks.dev_run_batches(fast_dev_run),
+            kwargs,
+            allow_divergence,
         )
+        summary = run_fit(self, training_dataset, val_dataset, callbacks_list, options)
         model = self.raw_model
         return (model, summary) if return_summary else model
 
@@ -437,24 +440,6 @@ class Manager(RunPosition, CheckpointMembers, UpstreamMembers, Generic[Module]):
         """The context of a `test` or `predict`: the manager placed by its strategy (see `strategy.placed`)."""
         options = (self._strategy_option, self._precision, self._compile)
         return placed(self, *options, device, devices, use_multi_gpus, empty_cache=empty_cache)
-
-    def _stream_objects(self) -> Iterator[Any]:
-        """Every loss and metric."""
-        if self.compiled_losses is not None:
-            yield from self.compiled_losses.fns.values()
-        yield from self.compiled_metrics.fns.values()
-
-    def _stream_modules(self) -> Iterator[torch.nn.Module]:
-        """The losses and metrics that are modules (moved with the model, put in eval mode with it)."""
-        return (fn for fn in self._stream_objects() if isinstance(fn, torch.nn.Module))
-
-    def _sync_streams(self) -> None:
-        """Follow changes made to the `metric_fns` or `loss_fn` dicts in place (once per pass, never per step)."""
-        if not self.compiled_metrics.holds(self._metric_fns):
-            self.metric_fns = dict(self._metric_fns)
-        if isinstance(self._loss_fn, dict) and self.compiled_losses is not None:
-            if not self.compiled_losses.holds(self._loss_fn):
-                self.loss_fn = dict(self._loss_fn)
 
 
 def _trainable(loss: torch.Tensor | None) -> torch.Tensor:

@@ -45,9 +45,14 @@ class Precision:
     def __init__(self) -> None:
         self.device_type = "cpu"
 
-    def setup(self, model: torch.nn.Module, device: torch.device) -> None:
-        """Prepare a run on `device` with the raw `model` already there."""
+    def setup(self, model: torch.nn.Module, device: torch.device, *, autocast: bool = True) -> None:
+        """Prepare a run on `device` with the raw `model` already there.
+
+        `autocast=False`: the strategy runs the forward in the mode's dtype itself (FSDP2's
+        `MixedPrecisionPolicy`), so no autocast context is entered in this run.
+        """
         self.device_type = device.type
+        self.autocast_dtype = type(self).autocast_dtype if autocast else None
 
     def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         """The context a forward runs in (nothing for float32)."""
@@ -99,8 +104,8 @@ class BF16True(Precision):
     name = "bf16-true"
     converts_input = True
 
-    def setup(self, model: torch.nn.Module, device: torch.device) -> None:
-        super().setup(model, device)
+    def setup(self, model: torch.nn.Module, device: torch.device, *, autocast: bool = True) -> None:
+        super().setup(model, device, autocast=autocast)
         model.to(torch.bfloat16)
 
     def convert_input(self, data: Any) -> Any:
@@ -131,8 +136,8 @@ class FP16Mixed(Precision):
         self._pending: dict[str, Any] | None = None  # a checkpoint's state, until the scaler exists
         self._unscaled = False
 
-    def setup(self, model: torch.nn.Module, device: torch.device) -> None:
-        super().setup(model, device)
+    def setup(self, model: torch.nn.Module, device: torch.device, *, autocast: bool = True) -> None:
+        super().setup(model, device, autocast=autocast)
         if self.scaler is None:  # kept across runs: its scale carries over
             self.scaler = torch.amp.GradScaler(device.type)
             if self._pending is not None:

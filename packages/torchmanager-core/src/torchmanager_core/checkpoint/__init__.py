@@ -16,6 +16,7 @@ import glob
 import io
 import os
 import pickle
+import re
 import tempfile
 import time
 import zipfile
@@ -32,6 +33,9 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "CheckpointWriteError",
+    "SHARDED_COMPLETE",
+    "exists",
+    "is_sharded_folder",
     "list_checkpoints",
     "load",
     "pack_model",
@@ -48,6 +52,22 @@ FORMAT_VERSION: int = 2
 _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.Size, torch.dtype, torch.device)
 _CONTAINER_TYPES = (list, tuple, set, dict, collections.OrderedDict, collections.Counter)
 _ALLOWED = "tensors, numbers, str, bytes, None, torch.Size/dtype/device and lists, tuples, sets or dicts of those"
+
+
+SHARDED_COMPLETE: str = "complete.pt"
+"""The file in a sharded checkpoint's folder naming its complete version (`sharded`)."""
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """Whether a checkpoint is at `path`: a file, or a sharded checkpoint's folder with a complete version."""
+    return os.path.isfile(path) or os.path.isfile(os.path.join(os.fspath(path), SHARDED_COMPLETE))
+
+
+def is_sharded_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a folder a sharded checkpoint was written into (complete, or its first save interrupted)."""
+    if not os.path.isdir(path):
+        return False
+    return any(name == SHARDED_COMPLETE or re.fullmatch(r"v\d{6,}-[0-9a-f]{8}", name) for name in os.listdir(path))
 
 
 class CheckpointError(ValueError):

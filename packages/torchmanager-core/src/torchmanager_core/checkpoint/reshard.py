@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_new_world", "random_layers", "rank_random_state"]
+from .. import distributed
+
+__all__ = ["check_new_world", "continue_layout", "own_values", "random_layers", "rank_random_state"]
 
 
 def random_layers(model: torch.nn.Module) -> list[str]:
@@ -103,7 +105,7 @@ def check_new_world(
     if drawing:
         shown = ", ".join(f"`{name}`" for name in drawing[:3]) + (", ..." if len(drawing) > 3 else "")
         reasons.append(
-            f"the model draws random numbers in training ({shown}), and on {world} processes the draws fall on "
+            f"the model draws random numbers in training ({shown}), and on {world} process{'es' if world != 1 else ''} the draws fall on "
             "other samples"
         )
     if reasons:
@@ -123,3 +125,66 @@ def rank_random_state(random_states: Sequence[Mapping[str, Any]], rank: int) -> 
     if random_states and _identical(random_states):
         return random_states[0]
     return None
+
+
+def own_values(
+    ranks: Sequence[Mapping[str, Any]], rank: int, world: int, whole_values: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The values process `rank` of `world` resumes with (`checkpointing.OWN_KEYS`), from each writing process's
+    own values `ranks` and the running values of all of them together, `whole_values`.
+
+    On as many processes, each takes its own. On another number, the running values of the epoch go
+    to process 0 whole (the others start empty: the epoch's values come out as one process's), no
+    accumulation gradients carry over, and random states are taken as `rank_random_state` says.
+    """
+    if world == len(ranks):
+        own = ranks[rank]
+        return {key: own.get(key) for key in ("rng", "epoch_rng", "values", "gradients")}
+    randoms = [own.get("rng") or {} for own in ranks]
+    state = rank_random_state([random.get("generators", random) for random in randoms], rank)
+    take = ranks[rank] if rank < len(ranks) else (ranks[0] if state is not None else {})
+    return {
+        "rng": take.get("rng"),
+        "epoch_rng": take.get("epoch_rng"),
+        "values": whole_values if rank == 0 else None,
+        "gradients": None,
+    }
+
+
+def continue_layout(
+    layout: Mapping[str, Any],
+    batch: int,
+    batch_size: int | None,
+    accumulate: int,
+    model: torch.nn.Module,
+    allow_divergence: bool = False,
+) -> int:
+    """The batches done in the epoch, in this run's batches, for a run resumed from a checkpoint laid out as `layout`
+    (`world_size`, `random_states`, `samples_done`: the global position, `samples_per_update`; `checkpointing`
+    writes them), whose position was `batch` of its own batches.
+
+    Raises:
+        ValueError: The run would not be the same run on this number of processes (`check_new_world`), unless
+            `allow_divergence`; or the global position is unknown (data without indices) or falls inside a batch.
+    """
+    saved, world = int(layout["world_size"]), distributed.get_world_size()
+    per_update = world * batch_size * accumulate if batch_size is not None else None
+    check_new_world(
+        saved,
+        world,
+        random_states=layout["random_states"],
+        samples_per_update=(layout["samples_per_update"], per_update),
+        model=model,
+        allow_divergence=allow_divergence,
+    )
+    if saved == world or batch == 0:
+        return batch
+    position = layout["samples_done"]
+    if position is None or batch_size is None or position % (batch_size * world):
+        raise ValueError(
+            f"A checkpoint written by {saved} processes inside an epoch resumes on {world} at its global sample, "
+            f"which this data cannot give in whole batches of {batch_size} per process (a data set with indices, a "
+            f"DataLoader or a torchmanager Dataset, whose {world} x batch size divides the position); resume on "
+            f"{saved} processes, or from an epoch's end. Received: samples_done={position}, batch_size={batch_size}"
+        )
+    return int(position // (batch_size * world))

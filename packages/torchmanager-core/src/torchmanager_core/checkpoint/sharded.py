@@ -47,12 +47,22 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.checkpoint.storage import WriteResult
 
 from .. import distributed
-from . import CheckpointError, CheckpointWriteError, _check_loadable, load, save
+from . import SHARDED_COMPLETE, CheckpointError, CheckpointWriteError, _check_loadable, load, save
 from .dcp_reading import SafePlanner, SafeReader
 
-__all__ = ["COMPLETE", "Loaded", "ShardedCheckpointer", "is_sharded_checkpoint", "load_sharded", "save_full_state_dict"]
+__all__ = [
+    "COMPLETE",
+    "Loaded",
+    "ShardedCheckpointer",
+    "is_sharded_checkpoint",
+    "holds",
+    "load_sharded",
+    "load_tensors",
+    "read_plain",
+    "save_full_state_dict",
+]
 
-COMPLETE = "complete.pt"
+COMPLETE = SHARDED_COMPLETE
 """The file in a sharded checkpoint's folder that names its complete version."""
 
 _FORMAT_KEYS = ("format", "format_version", "torchmanager_version")
@@ -333,6 +343,24 @@ def load_sharded(path: str | os.PathLike[str], tensors: dict[str, Any]) -> Loade
         FileNotFoundError: No checkpoint at `path`.
         CheckpointError: No version is complete, the files hold Python objects, or are corrupt.
     """
+    target, world = _complete_version(path)
+    load_tensors(target, tensors)
+    return _read_values(target, world)
+
+
+def read_plain(path: str | os.PathLike[str]) -> Loaded:
+    """The plain values of the complete version at `path` (the run's and each writing process's), tensors left
+    on disk (`load_tensors` reads them, from `Loaded.folder`: the same version). Reads no code; not a collective.
+
+    Raises:
+        FileNotFoundError: No checkpoint at `path`.
+        CheckpointError: No version is complete, or its files are corrupt.
+    """
+    return _read_values(*_complete_version(path))
+
+
+def _complete_version(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """(the folder of the complete version at `path`, the number of processes that wrote it)."""
     folder = os.fspath(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(
@@ -347,7 +375,29 @@ def load_sharded(path: str | os.PathLike[str], tensors: dict[str, Any]) -> Loade
     version, world = marker.get("version"), marker.get("world_size")
     if not isinstance(version, str) or type(world) is not int or os.sep in version:
         raise CheckpointError(f"`{os.path.join(folder, COMPLETE)}` is corrupt. Received: marker={marker!r}")
-    target = os.path.join(folder, version)
+    return os.path.join(folder, version), world
+
+
+def _read_values(target: str, world: int) -> Loaded:
+    run = _plain(load(os.path.join(target, "run.pt")))
+    ranks = [_plain(load(os.path.join(target, f"rank{rank}.pt"))) for rank in range(world)]
+    return Loaded(run, ranks, target)
+
+
+def holds(version: str | os.PathLike[str], prefix: str) -> bool:
+    """Whether the version folder `version` holds a tensor or value whose key starts with `prefix` (nested keys
+    joined by dots: "optimizer.state." for an optimizer's state)."""
+    metadata = SafeReader(os.fspath(version)).read_metadata()
+    return any(key.startswith(prefix) for key in metadata.state_dict_metadata)
+
+
+def load_tensors(version: str | os.PathLike[str], tensors: dict[str, Any]) -> None:
+    """Fill `tensors` in place from the version folder `version` (`Loaded.folder`); a collective (see `load_sharded`).
+
+    Raises:
+        CheckpointError: The files hold Python objects, are corrupt, or do not fit `tensors`.
+    """
+    target = os.fspath(version)
     reader = SafeReader(target)
     reader.read_metadata()  # its refusal as it is (DCP would wrap it)
     _quiet_in_one_process()
@@ -359,13 +409,10 @@ def load_sharded(path: str | os.PathLike[str], tensors: dict[str, Any]) -> Loade
             raise cause from error
         reason = str(cause).split("\n", 1)[0][:300]
         raise CheckpointError(
-            f"Sharded checkpoint `{folder}` cannot be loaded into the given state dicts ({type(cause).__name__}: "
+            f"Sharded checkpoint `{target}` cannot be loaded into the given state dicts ({type(cause).__name__}: "
             f"{reason}); give state dicts of the model and optimizers it was written from, or restore the folder. "
-            f"Received: path={folder!r}"
+            f"Received: path={target!r}"
         ) from error
-    run = _plain(load(os.path.join(target, "run.pt")))
-    ranks = [_plain(load(os.path.join(target, f"rank{rank}.pt"))) for rank in range(world)]
-    return Loaded(run, ranks, target)
 
 
 def _plain(data: dict[str, Any]) -> dict[str, Any]:

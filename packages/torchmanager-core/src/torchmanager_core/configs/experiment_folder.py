@@ -7,7 +7,7 @@ A folder `<root>/<name>.exp` is in one of three states:
   (its in-progress mark but no `checkpoints/last.model`): a run may use it;
 - unfinished: its run is in progress or was stopped (SIGTERM, a crash, a kill): the `Experiment`
   wrote the mark `in-progress` when training started and training did not end normally since,
-  and `checkpoints/last.model` holds where it stopped;
+  and `checkpoints/last.model` holds where it stopped (a file, or a sharded checkpoint's folder);
 - taken: a finished run (the mark was removed when `fit` returned), or files of something else.
 
 A re-run with `resume="auto"` (`Experiment`'s default, and `Configs` without flags) continues the
@@ -16,6 +16,11 @@ same command submitted again after a preemption resumes, and after a finished ru
 beside it. `resume=False` always starts in the first free folder; `resume=True` continues the
 folder as named. A mark naming a live process of this host is a run still training: its folder
 is taken (two jobs of one name never share a folder).
+
+Under torchrun the main process applies the rule and every process takes its choice (one
+collective, the process group started for it), so that they all use one folder and all continue a
+run or none does, whatever each sees on the disk at that moment (a mark one of them wrote, a disk
+shared between nodes).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import os
 import socket
 from collections.abc import Iterator
 from typing import Literal, NamedTuple
+
+from .. import checkpoint, distributed
 
 __all__ = [
     "IN_PROGRESS",
@@ -65,11 +72,14 @@ def folder_state(folder: str) -> State:
     mark = os.path.join(folder, IN_PROGRESS)
     if not os.path.isfile(mark) or _still_running(mark):
         return "taken"
-    return "unfinished" if os.path.isfile(last_checkpoint(folder)) else "free"
+    return "unfinished" if checkpoint.exists(last_checkpoint(folder)) else "free"
 
 
 def choose_experiment_folder(folder: str, resume: Resume = "auto") -> FolderChoice:
     """The folder for a run named `folder` (an `<stem>.exp` path) under `resume` (see the module).
+
+    Under torchrun (the process group is started here if it is not yet) every process gets the main
+    process's choice: every process calls it at the same point, as `Configs` and `Experiment` do.
 
     Args:
         folder: The experiment folder the name gives.
@@ -78,8 +88,16 @@ def choose_experiment_folder(folder: str, resume: Resume = "auto") -> FolderChoi
     Returns:
         The folder and whether the run there is continued.
     """
+    if distributed.init_from_environment() and distributed.is_distributed():
+        mine = _choose(folder, resume) if distributed.is_main_process() else None
+        return FolderChoice(*distributed.from_main_process(mine))
+    return _choose(folder, resume)
+
+
+def _choose(folder: str, resume: Resume) -> FolderChoice:
+    """`choose_experiment_folder` as one process sees the disk."""
     if resume is True:
-        return FolderChoice(folder, os.path.isfile(last_checkpoint(folder)))
+        return FolderChoice(folder, checkpoint.exists(last_checkpoint(folder)))
     usable = ("free", "unfinished") if resume == "auto" else ("free",)
     for candidate in _numbered(folder):
         state = folder_state(candidate)

@@ -5,6 +5,7 @@ Every message says what is wrong, what would be right, then `Received: name=valu
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from .epoch import DataSource, batches_in
+from .options import FitOptions
 from .plan import is_default
 from .protocol import ManagerLike
 
@@ -21,9 +23,30 @@ __all__ = [
     "check_model_and_optimizer",
     "check_optimizer_params",
     "check_train_kwargs",
+    "dev_run_batches",
     "positive_int",
     "positive_or_none",
 ]
+
+FIT_ARGUMENTS = (
+    "epochs",
+    "val_dataset",
+    "callbacks_list",
+    "iterations",
+    "initial_epoch",
+    "return_summary",
+    "device",
+    "devices",
+    "use_multi_gpus",
+    "show_verbose",
+    "resume_from",
+    "on_nonfinite_loss",
+    "on_checkpoint_error",
+    "limit_train_batches",
+    "limit_val_batches",
+    "fast_dev_run",
+)
+"""`fit`'s keyword arguments (a misspelt one gets the closest as a hint)."""
 
 MANAGER_OPTIONS = ("accumulate_grad_batches", "clip_grad_norm", "clip_grad_value", "precision", "compile", "strategy")
 """Options a manager takes when it is made, which Lightning and Keras users may give to `fit`."""
@@ -38,11 +61,17 @@ def check_model_and_optimizer(model: object, optimizer: object) -> None:
                 f"Received: model={model!r}"
             )
         raise TypeError(f"`model` must be a torch.nn.Module. Received: model={type(model).__name__}")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+        return
+    if isinstance(optimizer, type) or not callable(optimizer):
         made = ""
         if isinstance(optimizer, type):
             made = f", built over the model's parameters: {optimizer.__name__}(model.parameters(), lr=...)"
-        raise TypeError(f"`optimizer` must be a torch.optim.Optimizer{made} or None. Received: optimizer={optimizer!r}")
+        raise TypeError(
+            f"`optimizer` must be a torch.optim.Optimizer{made}, a dict of them by name (several models, as a GAN's "
+            "generator and discriminator), a function of the parameters returning one "
+            f"(`lambda params: torch.optim.AdamW(params, lr=1e-3)`), or None. Received: optimizer={optimizer!r}"
+        )
 
 
 def positive_int(value: object, name: str) -> int:
@@ -52,6 +81,21 @@ def positive_int(value: object, name: str) -> int:
     return value
 
 
+def dev_run_batches(fast_dev_run: object) -> int:
+    """`fast_dev_run` as a number of batches: True is 1, False 0, an int itself.
+
+    Raises:
+        ValueError: Neither a bool nor an int >= 0.
+    """
+    if isinstance(fast_dev_run, bool):
+        return int(fast_dev_run)
+    if not isinstance(fast_dev_run, int) or fast_dev_run < 0:
+        raise ValueError(
+            f"`fast_dev_run` must be True, False or a number of batches (an int >= 0). Received: fast_dev_run={fast_dev_run!r}"
+        )
+    return fast_dev_run
+
+
 def positive_or_none(value: object, name: str) -> float | None:
     """`value` if it is a positive number or None, else `ValueError` naming `name`."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
@@ -59,22 +103,20 @@ def positive_or_none(value: object, name: str) -> float | None:
     return value
 
 
-def check_fit(
-    manager: ManagerLike,
-    dataset: DataSource,
-    val_dataset: DataSource | None,
-    epochs: int | None,
-    iterations: int | None,
-    initial_epoch: int | None,
-    on_nonfinite: str,
-    on_checkpoint_error: str,
-) -> int:
+def check_fit(manager: ManagerLike, dataset: DataSource, val_dataset: DataSource | None, options: FitOptions) -> int:
     """Check `fit`'s arguments; return the total number of epochs.
 
     Raises:
         ValueError: A bad count, policy or data set, or no optimizer or loss for the default step.
+        TypeError: Data given as arrays `x, y` apart (Keras's `fit(x, y)`) instead of batches.
     """
-    if manager.optimizer is None:
+    epochs, iterations, initial_epoch = options.epochs, options.iterations, options.initial_epoch
+    _check_keras_arrays(dataset, epochs)
+    for name in ("limit_train_batches", "limit_val_batches"):
+        if getattr(options, name) is not None:
+            positive_int(getattr(options, name), name)
+    waiting = getattr(manager, "_optimizer_factory", None) is not None  # built over the shards when placed
+    if manager.optimizer is None and not waiting:
         raise ValueError(
             f"`fit` needs an optimizer: pass one to {type(manager).__name__}(model, optimizer, ...). Received: optimizer=None"
         )
@@ -83,8 +125,8 @@ def check_fit(
             "`fit` needs a `loss_fn` for the default training step: pass one to the manager, or override "
             "`train_step`. Received: loss_fn=None"
         )
-    _check_choice(on_nonfinite, "on_nonfinite_loss", ("raise", "stop"))
-    _check_choice(on_checkpoint_error, "on_checkpoint_error", ("raise", "continue"))
+    _check_choice(options.on_nonfinite_loss, "on_nonfinite_loss", ("raise", "stop"))
+    _check_choice(options.on_checkpoint_error, "on_checkpoint_error", ("raise", "continue"))
     if (epochs is None) == (iterations is None):
         raise ValueError(
             f"Give exactly one of `epochs` and `iterations`. Received: epochs={epochs!r}, iterations={iterations!r}"
@@ -102,7 +144,8 @@ def check_fit(
             raise ValueError(
                 f"`val_dataset` {_why_no_batches(val_dataset)} (or pass None). Received: val_dataset={val_dataset!r}"
             )
-    check_optimizer_params(manager)
+    if not waiting:
+        check_optimizer_params(manager)
     if iterations is not None and steps is None:
         raise ValueError(
             "`iterations` needs a data set whose number of batches is known (`len`); give `epochs` instead."
@@ -113,6 +156,31 @@ def check_fit(
     ):
         raise ValueError(f"`initial_epoch` must be an int in [0, {total}). Received: initial_epoch={initial_epoch!r}")
     return total
+
+
+def _check_keras_arrays(dataset: object, epochs: object) -> None:
+    """Keras's `fit(x, y)`: the labels land in `epochs`; say how to give the data as batches instead."""
+    if not _is_array(epochs) or isinstance(epochs, int):
+        return
+    raise TypeError(
+        "`fit` takes the training data as batches of `(x, y)`, not the inputs and labels apart (Keras's "
+        "`fit(x, y)`): make batches with `Dataset.from_tensor_slices((x, y), batch_size=32, shuffle=True)` "
+        "(torchmanager.data), or a `DataLoader(TensorDataset(x, y), batch_size=32)`, and pass `epochs=` by name. "
+        f"Received: training_dataset of {_shape(dataset)}, epochs of {_shape(epochs)}"
+    )
+
+
+def _is_array(value: object) -> bool:
+    return (
+        isinstance(value, torch.Tensor)
+        or type(value).__module__ == "numpy"
+        or (isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, (int, float)) for v in value))
+    )
+
+
+def _shape(value: object) -> str:
+    shape = getattr(value, "shape", None)
+    return f"shape {tuple(shape)}" if shape is not None else f"type {type(value).__name__}"
 
 
 def _check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
@@ -148,12 +216,16 @@ def check_train_kwargs(manager: ManagerLike, kwargs: Mapping[str, Any]) -> None:
     if not unknown or not is_default(manager, "_train"):
         return
     options = [name for name in unknown if name in MANAGER_OPTIONS]
-    hint = (
-        f" {', '.join(f'`{name}`' for name in options)} is an option of the manager: "
-        f"{type(manager).__name__}(model, optimizer, ..., {options[0]}=...)."
-        if options
-        else " Check the spelling against `fit`'s arguments."
-    )
+    close = [match for name in unknown for match in difflib.get_close_matches(name, FIT_ARGUMENTS, n=1)]
+    if options:
+        hint = (
+            f" {', '.join(f'`{name}`' for name in options)} is an option of the manager: "
+            f"{type(manager).__name__}(model, optimizer, ..., {options[0]}=...)."
+        )
+    elif close:
+        hint = f" Did you mean {', '.join(f'`{name}`' for name in close)}?"
+    else:
+        hint = " Check the spelling against `fit`'s arguments."
     raise TypeError(
         f"`fit` got keyword arguments it does not take: {', '.join(unknown)}.{hint} "
         f"Received: {', '.join(f'{name}={kwargs[name]!r}' for name in unknown)}"

@@ -4,9 +4,13 @@ Who owns what: a `Dispatch` calls the hooks of a run's callbacks. Every hook goe
 `__call__`: a `save_checkpoint` asked for inside any hook is a request, written once every callback
 has had the hook (so the file holds every callback's state of one moment, and a request made
 before another callback raised is still written); a `StopTraining` from any hook sets the stop
-flag. After a batch or an epoch the processes agree on stopping, and a preemption signal (SIGTERM,
-SIGUSR1, or a first Ctrl-C) saves the run and ends it here. `fit` makes one for the run, `test`
-one for its own callbacks.
+flag. A request made inside an accumulation window is written at the window's end (its update
+done), where the run's state is whole on every strategy: FSDP2 keeps a window's gradients inside
+itself, unsharded, where no checkpoint can take them. The run's writes (`checkpoint.writes`: single
+files, in the background if asked, or shards) belong to the dispatch, which waits for the last one
+when the run ends. After a batch or an epoch the processes agree on stopping, and a preemption
+signal (SIGTERM, SIGUSR1, or a first Ctrl-C) saves the run, waits for the write and ends it here.
+`fit` makes one for the run, `test` one for its own callbacks.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from .. import checkpoint, distributed
 from ..callbacks import CallbackList
+from ..checkpoint.writes import RunWrites, Snapshot
 from ..errors import NonFiniteLossError, Preempted, StopTraining
 from ..progress import EpochProgress, RunEta, add_console, logger
 from .run import Run
@@ -31,23 +36,29 @@ class Dispatch:
     Args:
         callbacks: The run's callbacks.
         run: The training run (None for a `test` outside `fit`: saves and stops then do nothing).
-        payload: Builds a checkpoint's content (a `fit`'s; None outside one).
+        payload: Takes a checkpoint's content now (a `fit`'s; None outside one).
         savable: Whether a checkpoint may be written now (a non-finite loss is never saved).
+    Attributes:
+        accumulate: Batches per accumulation window (the plan's): a request inside a window waits for its end.
     """
 
     def __init__(
         self,
         callbacks: CallbackList,
         run: Run | None = None,
-        payload: Callable[[], dict[str, Any]] | None = None,
+        payload: Callable[[], Snapshot] | None = None,
         savable: Callable[[str], bool] | None = None,
     ) -> None:
         self.callbacks = callbacks
         self.run = run
         self.progress: EpochProgress | None = None
         self.eta: RunEta | None = None
+        self.accumulate = 1
         self._payload = payload
         self._savable = savable or (lambda path: True)
+        self._agreement: Callable[[], list[int]] | None = None  # a stop reduction running in the background
+        self._writes = RunWrites()
+        self._in_background: set[str] = set()  # requested paths to write in the background
 
     def uses(self, hook: str) -> bool:
         """Whether a callback overrides `hook` (the loop skips the hooks nobody uses)."""
@@ -79,29 +90,50 @@ class Dispatch:
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def request(self, path: str) -> bool:
-        """Record a save asked for during a hook (written after it); whether it was recorded."""
+    def request(self, path: str, background: bool = False) -> bool:
+        """Record a save asked for during a hook (written after it, in the background if asked); whether it was."""
         run = self.run
         if run is None or not run.dispatching:
             return False
         if path not in run.checkpoint_requests:
             run.checkpoint_requests.append(path)
+        if background:
+            self._in_background.add(path)
+        else:
+            self._in_background.discard(path)
         return True
 
     def write_requested(self) -> None:
-        """Write the checkpoints asked for during the hook just called."""
+        """Write the checkpoints asked for so far, unless the run is inside an accumulation window (then at its end)."""
+        run = self.run
+        if run is None or not run.checkpoint_requests or self._inside_window(run):
+            return
+        self.flush()
+
+    def flush(self) -> None:
+        """Write every checkpoint asked for and not written yet (a stop inside a window writes them where it is)."""
         run = self.run
         if run is None:
             return
         requests, run.checkpoint_requests = run.checkpoint_requests, []
         for path in requests:
-            self.write(path)
+            background = path in self._in_background
+            self._in_background.discard(path)
+            self.write(path, background)
 
-    def write(self, path: str) -> bool:
-        """Write the run's checkpoint at `path` now (the main process writes, every process learns the outcome).
+    def _inside_window(self, run: Run) -> bool:
+        """Whether the run is between two batches of one accumulation window (its update not done)."""
+        return self.accumulate > 1 and run.batch % self.accumulate != 0 and not run.last_batch
+
+    def write(self, path: str, background: bool = False) -> bool:
+        """Write the run's checkpoint at `path` now (in the background: snapshotted now, written by a thread).
+
+        A single file is written by the main process, a sharded model's checkpoint by every process;
+        every process learns the outcome. A write waits for the previous background write first.
 
         Returns:
-            Whether it was written (False: refused for a non-finite loss, or failed with the "continue" policy).
+            Whether it was written or started (False: refused for a non-finite loss, or failed with the
+            "continue" policy, this write or the previous background one).
         Raises:
             CheckpointError: The write failed (with the "raise" policy), on every process alike.
         """
@@ -109,18 +141,28 @@ class Dispatch:
         assert run is not None and self._payload is not None
         if not self._savable(path):
             return False
-        payload = self._payload()
-        error = distributed.on_main_process(lambda: checkpoint.save(payload, path))
-        if error is not None:
-            if not (run.on_checkpoint_error == "continue" and isinstance(error, checkpoint.CheckpointError)):
-                raise error
-            if distributed.is_main_process():
-                add_console()
-                logger.error(f"Checkpoint not saved, training goes on (on_checkpoint_error='continue'): {error}")
+        if not self._handled(self._writes.write(self._payload(), path, background)):
             return False
         if path not in run.saved_checkpoints:
             run.saved_checkpoints.append(path)
         return True
+
+    def close_writes(self) -> None:
+        """Wait for the run's last background write (the run ends); its error as a write's (`on_checkpoint_error`)."""
+        self._handled(self._writes.close())
+
+    def _handled(self, error: Exception | None) -> bool:
+        """Whether a write went well; its error raised, or logged with the "continue" policy."""
+        if error is None:
+            return True
+        run = self.run
+        assert run is not None
+        if not (run.on_checkpoint_error == "continue" and isinstance(error, checkpoint.CheckpointError)):
+            raise error
+        if distributed.is_main_process():
+            add_console()
+            logger.error(f"Checkpoint not saved, training goes on (on_checkpoint_error='continue'): {error}")
+        return False
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -132,11 +174,46 @@ class Dispatch:
         """
         run = self.run
         assert run is not None
+        self.settle()
         signum = run.signal if at_update and run.signal is not None else 0
         stop, signum = distributed.max_over_processes([int(run.stop), signum])
         run.stop = bool(stop or signum)
         if signum:
             self.preempt(signum)
+
+    def agree_after_batch(self, at_update: bool) -> bool:
+        """Whether every process stops after this batch, under torchrun, without waiting on a collective.
+
+        The processes' stop flags and signals of the previous batch were reduced in the background since;
+        that result decides now (a stop asked for between two batches ends every process one batch
+        later, at the same batch; a signal is acted on at the first optimizer-update boundary after every
+        process knows of it), and this batch's flags start their own reduction.
+        """
+        run = self.run
+        assert run is not None
+        pending, self._agreement = self._agreement, None
+        if pending is not None:
+            stop, signum = pending()
+            if signum:
+                run.signal = run.signal or signum  # every process carries it until the boundary
+                if at_update:
+                    run.stop = True
+                    self.preempt(signum)
+            if stop:
+                run.stop = True
+                return True
+        self._agreement = distributed.start_max_over_processes([int(run.stop), run.signal or 0])
+        return False
+
+    def settle(self) -> None:
+        """Wait for a reduction `agree_after_batch` started (its result is for the batch it was started at)."""
+        pending, self._agreement = self._agreement, None
+        if pending is not None:
+            stop, signum = pending()
+            run = self.run
+            assert run is not None
+            run.stop = run.stop or bool(stop)
+            run.signal = run.signal or signum or None
 
     def preempt(self, signum: int) -> None:
         """Save the run where every process stopped for signal `signum`, log where in one line, and end it."""
@@ -146,6 +223,7 @@ class Dispatch:
         self.close_progress()
         paths = self.callbacks.preemption_checkpoints()
         saved = [path for path in paths if self.write(path)]
+        self.close_writes()  # every write done before the process exits
         interrupted = signum == signal.SIGINT
         ending: BaseException = KeyboardInterrupt() if interrupted else Preempted(signum, saved)
         if distributed.is_main_process():

@@ -10,6 +10,7 @@ the body of `Manager._train`; `evaluate` the body of `test` and of validation.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -22,11 +23,12 @@ from ..devices import move_to_device
 from ..epoch_values import EpochValues
 from ..loader_workers import protect_workers
 from ..progress import EpochProgress, VerboseType, logger
+from ..strategy.lockstep import lockstep
 from .dispatch import Dispatch
 from .plan import Plan, Step, is_default
 from .protocol import ManagerLike
 
-__all__ = ["DataSource", "batches", "batches_in", "evaluate", "train_epoch"]
+__all__ = ["DataSource", "Limited", "batches", "batches_in", "evaluate", "limited", "stand_in", "train_epoch"]
 
 DataSource: TypeAlias = Iterable[Any]
 """Anything iterable yielding `(x, y)` batches: a torchmanager `Dataset`, a `DataLoader`, a list."""
@@ -70,15 +72,66 @@ def batches(
     pending = next(iterator, _END)
     if after_skip is not None:
         after_skip()
+    arrays: bool | None = None  # whether the batches hold NumPy arrays (looked at once, at the first batch)
     while pending is not _END:
         following = next(iterator, _END)
         x, y = pending if pairs and pending.__class__ is tuple and len(pending) == 2 else unpack(pending)
+        if arrays is None:
+            arrays = _numpy(x) or _numpy(y)
+        if arrays:
+            x, y = _tensor(x), _tensor(y)
         if x.__class__ is not torch.Tensor or x.device != device:  # a tensor already there: nothing to move
             x = move_to_device(x, device)
         if y.__class__ is not torch.Tensor or y.device != device:
             y = move_to_device(y, device)
         yield (x if convert is None else convert(x)), y, following is _END
         pending = following
+
+
+def _numpy(value: Any) -> bool:
+    return type(value).__module__ == "numpy" or (
+        isinstance(value, (tuple, list)) and any(type(item).__module__ == "numpy" for item in value)
+    )
+
+
+def _tensor(value: Any) -> Any:
+    """A NumPy array as a tensor, as Keras takes them: floating point in torch's default dtype (float32), not
+    NumPy's float64, so that it fits the model's weights."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_tensor(item) for item in value)
+    if type(value).__module__ != "numpy":
+        return value
+    tensor = torch.as_tensor(value)
+    return tensor.to(torch.get_default_dtype()) if tensor.is_floating_point() else tensor
+
+
+class Limited:
+    """The first `n` batches of `data` at each pass (Lightning's `limit_train_batches`); its other attributes (sampler,
+    generator, `set_epoch`, ...) are `data`'s, so its random state and epochs are the data's."""
+
+    def __init__(self, data: DataSource, n: int) -> None:
+        self.data, self.n = data, n
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.data), self.n)
+
+    def __len__(self) -> int:
+        total = batches_in(self.data)
+        return self.n if total is None else min(total, self.n)
+
+    @property
+    def batched_len(self) -> int:
+        return len(self)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("data", "n") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.data, name)
+
+
+def limited(data: DataSource, n: int | None) -> DataSource:
+    """`data`, or its first `n` batches at each pass."""
+    return data if n is None else Limited(data, n)
 
 
 def unpacker(manager: ManagerLike, dataset: DataSource) -> Callable[[Any], tuple[Any, Any]]:
@@ -89,13 +142,18 @@ def unpacker(manager: ManagerLike, dataset: DataSource) -> Callable[[Any], tuple
 
 @dataclass(frozen=True)
 class _Pass:
-    """What differs between a training pass and an evaluation pass."""
+    """What differs between a training pass and an evaluation pass.
+
+    `stand_in`: a forward on a batch whose output is discarded, for a pass every process runs in
+    lockstep (a sharded model's evaluation: `strategy.lockstep`), else None.
+    """
 
     training: bool
     step: Step
     values: EpochValues
     start_hook: str
     end_hook: str
+    stand_in: Callable[[Any], object] | None = None
 
 
 def run_pass(
@@ -113,6 +171,8 @@ def run_pass(
     source = _resumed(data, skip) if skip else None
     if source is not None:
         skip = 0
+    if spec.stand_in is not None:  # each round: every process a forward, on a batch of its own or a stand-in
+        source = lockstep(data, spec.stand_in)
     start, end = dispatch.uses(spec.start_hook), dispatch.uses(spec.end_hook)
     index = run.batch if training else 0
     left = run.budget_left if training else None
@@ -120,13 +180,19 @@ def run_pass(
     done, last = 0, False
     convert = manager._precision.convert_input if manager._precision.converts_input else None
     unpack, device = unpacker(manager, data), manager._run_device
+    strategy = manager._strategy
+    sync = strategy.gradient_sync if training and plan.accumulate > 1 and strategy is not None else None
     pairs = unpack == manager.unpack_data and is_default(manager, "unpack_data")  # decided once per pass
     for x, y, last in batches(source or data, unpack, device, convert, skip=skip, after_skip=after_skip, pairs=pairs):
         if training:
             run.current_batch, run.last_batch = index, last or index + 1 == budget_end
         if start:
             dispatch(spec.start_hook, index)
-        summary = step(x, y)
+        if sync is None:
+            summary = step(x, y)
+        else:  # DDP decides in the forward whether a backward reduces: the whole step is inside the context
+            with sync(manager.model, run.window_end(plan.accumulate)):
+                summary = step(x, y)
         if summary or not isinstance(summary, dict):  # the counting step returns {}: its metrics counted already
             values.record(summary, x, y)
         index, done = index + 1, done + 1
@@ -134,11 +200,19 @@ def run_pass(
             run.batch = index
         if end:
             dispatch(spec.end_hook, index - 1, summary=summary)
+        elif training and run.checkpoint_requests:  # asked for before the batch, inside its window
+            dispatch.write_requested()
         if progress.enabled:
             progress.step(values.tensors)
-        if training and (plan.agree_each_step or run.signal is not None):
+        if not training:
+            continue
+        if plan.agree_each_step:  # torchrun: the processes stop at the same batch, agreed in the background
+            if dispatch.agree_after_batch(at_update=run.window_done(plan.accumulate)) or run.last_batch:
+                break
+            continue
+        if run.signal is not None:
             dispatch.agree(at_update=run.window_done(plan.accumulate))
-        if training and (run.stop or run.last_batch):
+        if run.stop or run.last_batch:
             break
     else:
         last = True  # the data ran out (a resume may have skipped all that was left)
@@ -182,6 +256,25 @@ def train_epoch(
     return values.read()
 
 
+def stand_in(
+    manager: ManagerLike, share: DataSource, unpack: Callable[[Any], tuple[Any, Any]] | None = None
+) -> Callable[[Any], object] | None:
+    """The forward a process whose evaluation share ran out runs for each round another process still runs, when
+    the run's strategy evaluates in lockstep (FSDP2 gathers weights in each forward); else None."""
+    strategy = manager._strategy
+    if strategy is None or not strategy.lockstep_evaluation:
+        return None
+    split = unpack or unpacker(manager, share)
+    device = manager._run_device
+    convert = manager._precision.convert_input if manager._precision.converts_input else None
+
+    def forward(batch: Any) -> object:
+        x = move_to_device(split(batch)[0], device)
+        return manager.forward(x if convert is None else convert(x))
+
+    return forward
+
+
 def _resumed(data: DataSource, skip: int) -> Any:
     """The rest of a resumed epoch from its global position, nothing before it loaded; None: replay the skipped."""
     total = batches_in(data)
@@ -213,7 +306,7 @@ def evaluate(
     values = manager._evaluation
     values.believe_steps = plan.believe_test_steps
     progress = EpochProgress(batches_in(share), description, show_verbose and distributed.is_main_process())
-    spec = _Pass(False, plan.test_step, values, "on_test_batch_start", "on_test_batch_end")
+    spec = _Pass(False, plan.test_step, values, "on_test_batch_start", "on_test_batch_end", stand_in(manager, share))
     done = run_pass(manager, plan, dispatch, share, spec, progress)
     if not evaluation_shards.join(values, done > 0, manager._run_device):
         progress.close()

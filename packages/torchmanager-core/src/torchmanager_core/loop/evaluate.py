@@ -20,13 +20,14 @@ from ..epoch_values import running
 from ..loader_workers import protect_workers
 from ..modes import evaluating
 from ..progress import EpochProgress
-from ..random import capture_rng_state, restore_rng_state
 from ..run_log import log_test_result
+from ..strategy.lockstep import lockstep
 from ..tracking import VAL_PREFIX
 from .dispatch import Dispatch
-from .epoch import DataSource, batches, batches_in, evaluate
+from .epoch import DataSource, batches, batches_in, evaluate, stand_in
 from .plan import plan_evaluation
 from .protocol import ManagerLike
+from .run import RandomSnapshot
 
 __all__ = ["evaluation", "predict", "test", "with_manager"]
 
@@ -39,13 +40,15 @@ def with_manager(callbacks_list: Sequence[Callback] | None, manager: object) -> 
 
 
 @contextlib.contextmanager
-def evaluation(manager: ManagerLike) -> Iterator[None]:
+def evaluation(manager: ManagerLike, data: object = None) -> Iterator[None]:
     """Evaluate in the body: eval mode for the model, losses and metrics, the strategy's module to evaluate, no grad.
 
-    Inside a `fit`, the random state (torch's, CUDA's, numpy's, Python's) comes back after too: with
-    or without validation, or a `test()` from a callback, training draws the same numbers.
+    Inside a `fit`, every generator the run draws from comes back after too (torch's, CUDA's, numpy's,
+    Python's, and those `data` owns: the training data set may be the one evaluated), by the same
+    definition a checkpoint keeps: with or without validation, or a `test()` from a callback, training
+    draws the same numbers.
     """
-    random_state = capture_rng_state() if manager._run.active else None
+    random_state = RandomSnapshot.take(data) if manager._run.active else None
     plain = [
         fn
         for fn in manager._stream_objects()
@@ -61,7 +64,7 @@ def evaluation(manager: ManagerLike) -> Iterator[None]:
                 if callable(getattr(fn, "train", None)):
                     fn.train()
             if random_state is not None:
-                restore_rng_state(random_state)
+                random_state.restore(data)
 
 
 def test(
@@ -78,7 +81,7 @@ def test(
     dispatch("on_test_start")
     manager._sync_streams()
     manager._last_values = manager._evaluation
-    with running(manager._passes, manager._evaluation), evaluation(manager):
+    with running(manager._passes, manager._evaluation), evaluation(manager, dataset):
         summary = _unprefixed(manager, evaluate(manager, plan, dispatch, dataset, description, show_verbose))
     dispatch("on_test_end", summary)
     if description == "Test":
@@ -106,9 +109,11 @@ def predict(manager: ManagerLike, dataset: DataSource, show_verbose: bool) -> li
     share = evaluation_shards.split(dataset)
     protect_workers(share)
     progress = EpochProgress(batches_in(share), "Predict", show_verbose and distributed.is_main_process())
-    with evaluation(manager):
+    with evaluation(manager, dataset):
         convert = manager._precision.convert_input if manager._precision.converts_input else None
-        for x, _, _ in batches(share, _input_only, manager._run_device, convert):
+        forward = stand_in(manager, share, _input_only)
+        source = lockstep(share, forward) if forward is not None else share  # a sharded model: in step
+        for x, _, _ in batches(source, _input_only, manager._run_device, convert):
             y, _ = manager.forward(x)
             outputs.append(devices.move_to_device(y.detach() if isinstance(y, torch.Tensor) else y, devices.CPU))
             progress.step(dict)  # no values to show: just advance

@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
-from .. import checkpointing, distributed, evaluation_shards, preemption, strategy
+from .. import checkpointing, distributed, evaluation_shards, preemption, strategy, training_shards
 from ..callbacks import Callback
 from ..epoch_values import running
 from ..errors import StopTraining
+from ..optimizers import Optimizers
 from ..progress import RunEta, log_summary, logger
 from ..run_log import batch_size_of, log_batches, log_run_start
 from ..tracking import merge_summaries
 from . import checks
 from .dispatch import Dispatch
-from .epoch import DataSource, batches_in
+from .epoch import DataSource, batches_in, limited
 from .evaluate import test, with_manager
+from .options import FitOptions
 from .plan import plan_fit
 from .protocol import ManagerLike
 
@@ -35,43 +37,41 @@ __all__ = ["fit", "learning_rates"]
 def fit(
     manager: ManagerLike,
     data: DataSource,
-    epochs: int | None,
     val_data: DataSource | None,
     callbacks_list: Sequence[Callback] | None,
-    *,
-    iterations: int | None,
-    initial_epoch: int | None,
-    resume_from: str | None,
-    places: tuple[Any, Any, bool],
-    show_verbose: bool,
-    on_nonfinite_loss: Any,
-    on_checkpoint_error: Any,
-    train_kwargs: Mapping[str, Any],
+    options: FitOptions,
 ) -> dict[str, float]:
     """Train `manager`'s model (see `Manager.fit` for the arguments); the last epoch's merged summary, or {}."""
-    total = checks.check_fit(
-        manager, data, val_data, epochs, iterations, initial_epoch, on_nonfinite_loss, on_checkpoint_error
-    )
-    checks.check_train_kwargs(manager, train_kwargs)
+    total = checks.check_fit(manager, data, val_data, options)
+    checks.check_train_kwargs(manager, options.train_kwargs)
     run, callbacks = manager._run, with_manager(callbacks_list, manager)
-    resume(manager, resume_from if resume_from is not None else callbacks.resume_checkpoint(), initial_epoch)
-    run.start(total, iterations, on_nonfinite_loss, on_checkpoint_error)
+    resume(manager, options.resume_from or callbacks.resume_checkpoint(), options.initial_epoch)
+    dev_run = options.fast_dev_run > 0
+    run.start(
+        run.epoch + 1 if dev_run else total, options.iterations, options.on_nonfinite_loss, options.on_checkpoint_error
+    )
     structure = _packed_once()
-    dispatch = Dispatch(callbacks, run, lambda: checkpointing.payload(manager, callbacks, structure), _savable(manager))
+    payload = lambda: checkpointing.snapshot(manager, callbacks, structure)  # noqa: E731
+    dispatch = Dispatch(callbacks, run, payload, _savable(manager, dev_run))
     resumed = run.take_resumed_callbacks()
     if resumed is not None:
         dispatch("on_load_checkpoint", resumed)  # every callback of the list, whichever checkpoint resumed the run
     if run.finished:
-        logger.warning(_nothing_to_train(run.epoch, run.total_epochs, iterations))
-    placing = strategy.placed(manager, manager._strategy_option, manager._precision, manager._compile, *places)
+        logger.warning(_nothing_to_train(run.epoch, run.total_epochs, options.iterations))
+    placing = strategy.placed(manager, manager._strategy_option, manager._precision, manager._compile, *options.places)
     with placing, _fitting(manager, dispatch):
-        data, val_data = _prepare(manager, dispatch, data, val_data, iterations)
+        checkpointing.load_pending_shards(manager)  # a sharded checkpoint's shards, into the placed model
+        data, val_data = _prepare(manager, dispatch, data, val_data, options)
+        checkpointing.check_layout(manager, data, options.allow_divergence)  # resumed on another number of processes?
         try:
             dispatch("on_train_start", run.epoch)
-            _log_start(manager, data, iterations)  # after on_train_start: an Experiment opens its log file there
-            _epochs(manager, dispatch, data, val_data, places[2], show_verbose, train_kwargs)
+            _log_start(
+                manager, data, options.iterations
+            )  # after on_train_start: an Experiment opens its log file there
+            _epochs(manager, dispatch, data, val_data, options)
         except StopTraining as stop:  # raised by a step or a `_train` of the user's (hooks set the stop flag)
             logger.info(str(stop.args[0]) if stop.args else "Training stopped.")
+        dispatch.flush()  # saves a stop inside an accumulation window left waiting for the window's end
     return run.history[-1] if run.history else {}
 
 
@@ -80,21 +80,19 @@ def _epochs(
     dispatch: Dispatch,
     data: DataSource,
     val_data: DataSource | None,
-    use_multi_gpus: bool,
-    show_verbose: bool,
-    kwargs: Mapping[str, Any],
+    options: FitOptions,
 ) -> None:
     """Train, validate and end each epoch until the run is finished or stopped."""
     run = manager._run
     while not run.finished and not run.stop:
-        if not _epoch(manager, dispatch, data, val_data, use_multi_gpus, show_verbose, kwargs):
+        if not _epoch(manager, dispatch, data, val_data, options):
             return
 
 
 def resume(manager: ManagerLike, path: str | None, initial_epoch: int | None) -> None:
     """Continue from the checkpoint at `path`, or start at `initial_epoch`; else go on from where the run is."""
     if path is not None:
-        checkpointing.restore(manager, checkpointing.read(path), str(path))
+        checkpointing.resume(manager, str(path))
     elif initial_epoch is not None:
         manager._run.start_at(initial_epoch)
 
@@ -107,12 +105,13 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
     with preemption.deferred_signals(run) as deferred:
         counting = _count_updates(optimizer, run)
         manager._plan = plan_fit(manager, dispatch.callbacks, deferred, updates_hooked=counting is not None)
-        manager._dispatch = dispatch
+        manager._dispatch, dispatch.accumulate = dispatch, manager._plan.accumulate
         try:
             yield
         finally:
             if counting is not None:
                 counting.remove()
+            dispatch.settle()  # no reduction is left running when the run ends
             dispatch.close_progress()
             if manager._strategy is not None:
                 manager._strategy.broadcast_buffers(
@@ -120,33 +119,65 @@ def _fitting(manager: ManagerLike, dispatch: Dispatch) -> Iterator[None]:
                 )  # every process returns rank 0's BatchNorm statistics
             run.active, manager._plan = False, None
             try:
+                dispatch.close_writes()  # the last background write is done before `on_train_end` reads files
                 dispatch("on_train_end", manager.raw_model)
             finally:
                 manager._dispatch = None
 
 
 def _count_updates(optimizer: torch.optim.Optimizer, run: Any) -> Any:
-    """Count each optimizer update the optimizer really applies (a step the grad scaler skips calls no step): a hook
-    on it, or on the optimizer a wrapper holds as `.optimizer` (an EMA wrapper that never ran `Optimizer.__init__`);
-    None when neither has hooks."""
+    """Count each optimizer update really applied (a step the grad scaler skips calls no step), once a batch (or
+    accumulation window) however many optimizers of an `Optimizers` stepped in it: hooks on the optimizer or its
+    members, or on the optimizer a wrapper holds as `.optimizer` (an EMA wrapper that never ran
+    `Optimizer.__init__`); None when none has hooks."""
+    counted: list[tuple[int, int]] = []
 
     def count(*_: Any) -> None:
-        run.global_step += 1
+        at = (run.epoch, run.current_batch)
+        if not counted or counted[-1] != at:  # one round of updates a batch
+            counted[:] = [at]
+            run.global_step += 1
 
+    members = list(optimizer.members.values()) if isinstance(optimizer, Optimizers) else [optimizer]
+    hooked = [_hookable(member) for member in members]
+    if any(candidate is None for candidate in hooked):
+        return None  # no hook somewhere: the plan has `optimize` count each step it calls
+    return _Handles([candidate.register_step_post_hook(count) for candidate in hooked])
+
+
+def _hookable(optimizer: Any) -> Any:
     for candidate in (optimizer, getattr(optimizer, "optimizer", None)):
         if isinstance(getattr(candidate, "_optimizer_step_post_hooks", None), dict):
-            return candidate.register_step_post_hook(count)  # type: ignore[union-attr]
-    return None  # no hook anywhere: the plan has `optimize` count each step it calls
+            return candidate
+    return None
+
+
+class _Handles:
+    """Hook handles removed together."""
+
+    def __init__(self, handles: list[Any]) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def _prepare(
-    manager: ManagerLike, dispatch: Dispatch, data: DataSource, val_data: DataSource | None, iterations: int | None
+    manager: ManagerLike, dispatch: Dispatch, data: DataSource, val_data: DataSource | None, options: FitOptions
 ) -> tuple[DataSource, DataSource | None]:
-    """The data as this process reads it (its share under torchrun), the generators as the run left them."""
-    run = manager._run
-    data = distributed.shard(data)
+    """The data as this process reads it (its share under torchrun, limited as asked), the generators as the run
+    left them."""
+    run, iterations = manager._run, options.iterations
+    data = limited(training_shards.shard(data), options.limit_train_batches or options.fast_dev_run or None)
     run.attach(data)
-    val_data = evaluation_shards.split(val_data) if val_data is not None else None
+    if val_data is not None:
+        val_data = limited(evaluation_shards.split(val_data), options.limit_val_batches or options.fast_dev_run or None)
+    if options.fast_dev_run:
+        logger.info(
+            f"fast_dev_run: trying {options.fast_dev_run} batch(es) of training and validation in one epoch; "
+            "no checkpoint is written."
+        )
     per_epoch = batches_in(data)
     if iterations is not None:  # counted in this process's batches (its share under torchrun)
         run.total_epochs = math.ceil(iterations / (per_epoch or 1))
@@ -179,9 +210,7 @@ def _epoch(
     dispatch: Dispatch,
     data: DataSource,
     val_data: DataSource | None,
-    use_multi_gpus: bool,
-    show_verbose: bool,
-    kwargs: Mapping[str, Any],
+    options: FitOptions,
 ) -> bool:
     """The epoch in progress: trained through `Manager._train`, validated and ended; False when it did not end (a stop
     or the budget between two batches, or a stop before its first batch). Its training values stay live until it
@@ -200,10 +229,10 @@ def _epoch(
             data,
             iterations=run.budget_left,
             device=manager._run_device,
-            use_multi_gpus=use_multi_gpus,
+            use_multi_gpus=options.places[2],
             callbacks_list=dispatch.callbacks,
-            show_verbose=show_verbose,
-            **kwargs,
+            show_verbose=options.show_verbose,
+            **options.train_kwargs,
         )
         if run.batch > 0 and not run.epoch_complete:  # a stop or the budget between two batches
             run.pause(manager._training.state_dict())
@@ -244,7 +273,10 @@ def _end_epoch(
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """The learning rate of each parameter group: `lr`, or `lr_0`, `lr_1`, ... for several groups."""
+    """The learning rate of each parameter group: `lr`, or `lr_0`, `lr_1`, ... for several groups; `lr_<name>` for
+    each optimizer of an `Optimizers`."""
+    if isinstance(optimizer, Optimizers):
+        return optimizer.learning_rates()
     rates = [float(group["lr"]) for group in optimizer.param_groups if "lr" in group]
     if len(rates) == 1:
         return {"lr": rates[0]}
@@ -264,10 +296,13 @@ def _packed_once() -> Any:
     return structure
 
 
-def _savable(manager: ManagerLike) -> Any:
-    """Whether a checkpoint may be written now: a non-finite training loss is never saved over a good checkpoint."""
+def _savable(manager: ManagerLike, dev_run: bool) -> Any:
+    """Whether a checkpoint may be written now: a non-finite training loss is never saved over a good checkpoint,
+    and a `fast_dev_run` saves nothing."""
 
     def savable(path: str) -> bool:
+        if dev_run:
+            return False
         run = manager._run
         if not manager._passes or manager._passes[0] is not manager._training:
             return True

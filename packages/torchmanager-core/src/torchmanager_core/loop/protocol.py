@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import torch
@@ -21,6 +21,7 @@ class ManagerLike(Protocol):
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer | None
+    _optimizer_factory: Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer] | None
     compiled_losses: CompiledLoss | None
     compiled_metrics: CompiledMetrics
     accumulate_grad_batches: int

@@ -130,6 +130,10 @@ class Run:
         resumed_callbacks: The callbacks' states of the checkpoint loaded last, until a `fit` gives them out.
         epoch_values: The training pass's running values (losses', metrics', extra values' state) at a
             mid-epoch position between two `fit`s (a stop, a budget, a resume), until the epoch goes on.
+        saved_layout: How the processes of the checkpoint resumed from were laid out (their number and random
+            states, the global position), until `fit` checks it against its own (`checkpointing.check_layout`).
+        pending_shards: The version folder of a sharded checkpoint being resumed, whose shards are loaded
+            once the run is placed (`checkpointing.load_pending_shards`).
         history: Each epoch's merged summary.
     """
 
@@ -157,6 +161,8 @@ class Run:
     saved_checkpoints: list[str] = field(default_factory=list)
     resumed_callbacks: dict[str, Any] | None = None
     epoch_values: dict[str, Any] | None = None
+    saved_layout: dict[str, Any] | None = None
+    pending_shards: str | None = None
     history: History = field(default_factory=History)
 
     def start(
@@ -177,7 +183,7 @@ class Run:
     def start_at(self, epoch: int) -> None:
         """Go to the start of `epoch` (`fit(initial_epoch=...)`), forgetting any resume position."""
         self.epoch, self.batch, self.skip, self.epoch_rng, self.resume_rng = epoch, 0, 0, None, None
-        self.epoch_values = None
+        self.epoch_values, self.saved_layout = None, None
         del self.history[epoch:]
 
     def end_epoch(self) -> None:

@@ -1,25 +1,30 @@
 """Where and how a manager's model runs: a `Strategy` per way (one device, DataParallel, DDP, FSDP2), chosen per run.
 
 Who owns what: each module of this package is one strategy; this one chooses a strategy from the
-manager's `strategy=` option and the run's device arguments, and places a manager for a run
-(`placed`): the model and everything with state moved to the device, the precision and the
-strategy set up, `manager.model` set to the module to train and given back unwrapped on the CPU
-after. It is the only place that sets `manager.model` for a run.
+manager's `strategy=` option, the model (one the user sharded with `fully_shard` runs under FSDP2)
+and the run's device arguments, and places a manager for a run (`placed`): the model and everything
+with state moved to the device, the precision and the strategy set up, the optimizer built (from a
+factory of the parameters) or pointed at the placed parameters, `manager.model` set to the module to
+train (the user's `torch.compile` kept) and given back after (unwrapped on the CPU, or sharded where
+it is). It is the only place that sets `manager.model` for a run. FSDP2 (`fsdp`) is imported only
+when a run uses it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
 import torch
 
 from .. import devices, distributed
 from ..precision import Precision
-from .base import OptimizerLike, Strategy, register_wrapper, unwrap
+from .base import OptimizerLike, Strategy, build_optimizer, inner_name, register_wrapper, unwrap
 from .data_parallel import DataParallel
 from .ddp import DDP
+from .plain_keys import load_plain_state_dict, plain_state_dict
 from .single import SingleDevice
 
 __all__ = [
@@ -32,9 +37,14 @@ __all__ = [
     "StrategyOption",
     "check_strategy",
     "evaluated",
+    "is_fully_sharded",
+    "optimizer_or_factory",
+    "load_plain_state_dict",
     "placed",
+    "plain_state_dict",
     "register_wrapper",
     "select",
+    "shards_model",
     "unwrap",
 ]
 
@@ -42,9 +52,28 @@ Devices: TypeAlias = devices.DeviceLike | Sequence[devices.DeviceLike] | None
 """The `device=`/`devices=` arguments: a device, its name, a CUDA index, or a list of them."""
 
 StrategyOption: TypeAlias = str | Strategy | None
-"""The manager's `strategy=`: "auto" (or None), "single", "dp", "ddp", or a `Strategy` object."""
+"""The manager's `strategy=`: "auto" (or None), "single", "dp", "ddp", "fsdp", or a `Strategy` object."""
 
-_NAMES = ("auto", "single", "dp", "ddp")
+_NAMES = ("auto", "single", "dp", "ddp", "fsdp")
+
+
+def is_fully_sharded(model: torch.nn.Module) -> bool:
+    """Whether `model` (under any DDP or `torch.compile` wrapper) was sharded with `fully_shard` at its root.
+
+    FSDP2 is not imported for it: a model can only be sharded once FSDP2 was.
+    """
+    if "torch.distributed.fsdp" not in sys.modules:
+        return False
+    from .fsdp import is_fully_sharded as sharded
+
+    return sharded(model)
+
+
+def shards_model(option: StrategyOption, model: torch.nn.Module) -> bool:
+    """Whether a run with the `strategy=` option `option` shards `model` when it is placed (FSDP2 on a model
+    not sharded yet): then an optimizer factory waits for the shards."""
+    sharding = option == "fsdp" or (isinstance(option, Strategy) and option.sharded)
+    return sharding and not is_fully_sharded(model)
 
 
 def check_strategy(option: object) -> StrategyOption:
@@ -58,7 +87,7 @@ def check_strategy(option: object) -> StrategyOption:
         return option
     if not isinstance(option, str):
         raise TypeError(
-            "`strategy` must be a name ('auto', 'single', 'dp', 'ddp') or a Strategy object such as "
+            "`strategy` must be a name ('auto', 'single', 'dp', 'ddp', 'fsdp') or a Strategy object such as "
             f"`torchmanager_core.strategy.DDP(find_unused_parameters=True)`. Received: strategy={option!r}"
         )
     if option not in _NAMES:
@@ -68,15 +97,37 @@ def check_strategy(option: object) -> StrategyOption:
     return option
 
 
+def optimizer_or_factory(
+    model: torch.nn.Module, optimizer: OptimizerLike | None, strategy: StrategyOption
+) -> tuple[torch.optim.Optimizer | None, Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer] | None]:
+    """(the optimizer, the factory still to call) of a manager given `optimizer` and `strategy=`: a factory is
+    called now, with the model's parameters, unless the run will shard the model (then with the shards, when
+    `placed` places it)."""
+    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer, None
+    if shards_model(strategy, unwrap(model)):
+        return None, optimizer
+    return build_optimizer(model, optimizer), None
+
+
 def select(
-    option: StrategyOption, device: Devices, devices_: Devices, use_multi_gpus: bool
+    option: StrategyOption,
+    device: Devices,
+    devices_: Devices,
+    use_multi_gpus: bool,
+    model: torch.nn.Module | None = None,
 ) -> tuple[Strategy, torch.device]:
     """The strategy of a run and its main device.
 
     Under torchrun (the process group is started here) each process takes its local device unless
-    `device` names one, and "auto" is DDP; in one process "auto" is DataParallel when
-    `use_multi_gpus` and several CUDA devices are at hand, else one device.
+    `device` names one, and "auto" is FSDP2 for a `model` the user sharded with `fully_shard`, else
+    DDP; in one process "auto" is DataParallel when `use_multi_gpus` and several CUDA devices are at
+    hand, else one device. "fsdp" is FSDP2 (outside torchrun its `setup` says how to launch).
     """
+    if option == "fsdp" or (option in (None, "auto") and model is not None and is_fully_sharded(model)):
+        from .fsdp import FSDP2Strategy
+
+        option = FSDP2Strategy()
     if distributed.init_from_environment():
         main = (
             distributed.local_device() if device is None and devices_ is None else devices.select(device, devices_)[0]
@@ -96,12 +147,16 @@ class Placeable(Protocol):
     """What `placed` moves and sets: a manager."""
 
     model: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None
+    _optimizer_factory: Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer] | None
     _strategy: Strategy | None
 
     @property
     def raw_model(self) -> torch.nn.Module: ...
 
     def to(self, device: torch.device) -> None: ...
+
+    def _stream_objects(self) -> Iterable[Any]: ...
 
 
 @contextlib.contextmanager
@@ -119,30 +174,62 @@ def placed(
     """Run the body with the manager placed by its strategy; afterwards its raw model is back on the CPU.
 
     Inside a run already placed (a `test()` called from a callback during `fit`), the body runs
-    where that run is.
+    where that run is. A model the user compiled (`torch.compile(model)`) trains compiled: the
+    strategy places and wraps the compiled module (DDP around it: its forward is the compiled one, its
+    gradient sync DDP's), and afterwards `manager.model` is the user's compiled module again; the
+    `compile=` option compiles the raw model the same way (DDP's own forward does not compile). A sharding strategy
+    (FSDP2) takes the model where it is (the meta device too) and leaves it sharded on its device.
 
     Raises:
-        ValueError: The model has weights on the meta device, or a device argument is invalid.
+        ValueError: The model has weights on the meta device (but for FSDP2), or a device argument is invalid.
     """
     if manager._strategy is not None:
         yield manager._strategy
         return
-    raw = manager.raw_model
-    _check_not_meta(raw)
-    strategy, main = select(option, device, devices_, use_multi_gpus)
-    manager.to(main)
-    precision.setup(raw, main)
-    model = strategy.setup(raw, main)
-    if compile is not False:
-        model = torch.compile(model, **({} if compile is True else dict(compile)))  # type: ignore[assignment]
+    given, raw = manager.model, manager.raw_model
+    strategy, main = select(option, device, devices_, use_multi_gpus, raw)
+    if strategy.sharded:
+        _move_streams(manager, main)  # the strategy moves (and shards) the model itself
+    else:
+        _check_not_meta(raw)
+        manager.to(main)
+    strategy.use_precision(precision.name)
+    precision.setup(raw, main, autocast=not strategy.applies_precision)
+    compiled = given if inner_name(given) == "_orig_mod" else None  # the user's `torch.compile(model)`
+    if compiled is None and compile is not False:  # the `compile=` option: compiled as the user would
+        compiled = torch.compile(raw, **({} if compile is True else dict(compile)))  # type: ignore[assignment]
+    model = strategy.setup(raw if compiled is None else compiled, main)
+    if compiled is not None and model is raw:
+        model = compiled  # sharded in place (FSDP2): the compiled module runs the sharded model
     manager.model, manager._strategy = model, strategy
+    _prepare_optimizer(manager, strategy, model)
     try:
         yield strategy
     finally:
-        manager.model, manager._strategy = strategy.teardown(model), None
-        manager.to(devices.CPU)
+        placed_model = strategy.teardown(model)
+        manager.model, manager._strategy = (given if unwrap(given) is placed_model else placed_model), None
+        if strategy.sharded:
+            _move_streams(manager, devices.CPU)
+        else:
+            manager.to(devices.CPU)
         if empty_cache:
             devices.empty_cache()
+
+
+def _prepare_optimizer(manager: Placeable, strategy: Strategy, model: torch.nn.Module) -> None:
+    """Build the optimizer from its factory over the placed parameters, or point a given one at them (FSDP2)."""
+    option: OptimizerLike | None = manager.optimizer if manager.optimizer is not None else manager._optimizer_factory
+    if option is None:
+        return
+    manager.optimizer = strategy.prepare_optimizer(model, option)
+    manager._optimizer_factory = None
+
+
+def _move_streams(manager: Placeable, device: torch.device) -> None:
+    """Move the losses and metrics, not the model (a sharding strategy places it; its optimizer state follows it)."""
+    for fn in manager._stream_objects():
+        if isinstance(fn, torch.nn.Module) or callable(getattr(fn, "to", None)):
+            fn.to(device)
 
 
 @contextlib.contextmanager

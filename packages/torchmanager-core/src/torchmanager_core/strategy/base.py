@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 
 import torch
 
-__all__ = ["OptimizerLike", "Strategy", "register_wrapper", "unwrap"]
+__all__ = ["OptimizerLike", "Strategy", "build_optimizer", "inner_name", "register_wrapper", "unwrap"]
 
 OptimizerLike: TypeAlias = torch.optim.Optimizer | Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
 """An optimizer, or a factory building one from the parameters of the model as the strategy placed it."""
@@ -31,15 +31,37 @@ def register_wrapper(wrapper: type[torch.nn.Module]) -> None:
         _WRAPPERS.append(wrapper)
 
 
+def inner_name(module: torch.nn.Module) -> str | None:
+    """The attribute under which the wrapper `module` holds the module it wraps (`module`, `_orig_mod`), or None."""
+    if isinstance(module, tuple(_WRAPPERS)):
+        return "module"
+    if isinstance(getattr(module, "_orig_mod", None), torch.nn.Module):  # torch.compile's wrapper
+        return "_orig_mod"
+    return None
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """`model` without its DataParallel, DDP and `torch.compile` wrappers, however nested."""
-    while True:
-        if isinstance(model, tuple(_WRAPPERS)):
-            model = model.module  # type: ignore[assignment]
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile's wrapper
-            model = model._orig_mod  # type: ignore[assignment]
-        else:
-            return model
+    while (inner := inner_name(model)) is not None:
+        model = getattr(model, inner)
+    return model
+
+
+def build_optimizer(model: torch.nn.Module, optimizer: OptimizerLike) -> torch.optim.Optimizer:
+    """`optimizer` itself, or what the factory `optimizer` builds from `model.parameters()`.
+
+    Raises:
+        TypeError: `optimizer` is neither an optimizer nor a callable returning one.
+    """
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    built = optimizer(model.parameters()) if callable(optimizer) else optimizer
+    if not isinstance(built, torch.optim.Optimizer):
+        raise TypeError(
+            "`optimizer` must be a torch.optim.Optimizer or a function of the model's parameters returning one. "
+            f"Received: optimizer={type(built).__name__}"
+        )
+    return built
 
 
 class Strategy(abc.ABC):
@@ -51,10 +73,13 @@ class Strategy(abc.ABC):
             the main process alone.
         lockstep_evaluation: Whether every process must run a forward for each evaluation batch
             index (a sharded model gathers its parameters in each forward).
+        applies_precision: Whether the strategy runs the forward in the precision's dtype itself
+            (FSDP2's `MixedPrecisionPolicy`), so that no autocast context is entered.
     """
 
     sharded: bool = False
     lockstep_evaluation: bool = False
+    applies_precision: bool = False
 
     def __init__(self) -> None:
         self.device = torch.device("cpu")
@@ -62,6 +87,9 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def setup(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """Move the raw `model` to `device` and return the module the training forward calls."""
+
+    def use_precision(self, precision: str) -> None:  # noqa: B027  (only a strategy applying it needs it)
+        """Take the run's precision name before `setup` (a strategy that `applies_precision` maps it to its policy)."""
 
     def teardown(self, model: torch.nn.Module) -> torch.nn.Module:
         """The raw model of the module `setup` returned (called on every process after a run)."""
@@ -81,15 +109,22 @@ class Strategy(abc.ABC):
         return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
 
     def model_state_dict(self, model: torch.nn.Module) -> dict[str, Any]:
-        """The model's state under the plain module's keys."""
-        return unwrap(model).state_dict()
+        """The model's state under the plain module's keys (a submodule's wrappers left out too)."""
+        from .plain_keys import plain_state_dict
+
+        return plain_state_dict(unwrap(model))
 
     def load_model_state_dict(self, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
         """Load `model_state_dict()`'s layout."""
-        unwrap(model).load_state_dict(state)
+        from .plain_keys import load_plain_state_dict
 
-    def optimizer_state_dict(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """The optimizer's state as a checkpoint keeps it (full, or this rank's shards when `sharded`)."""
+        load_plain_state_dict(unwrap(model), state)
+
+    def optimizer_state_dict(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, stepped: bool | None = None
+    ) -> dict[str, Any]:
+        """The optimizer's state as a checkpoint keeps it (full, or this rank's shards when `sharded`); `stepped`:
+        the layout to load a saved state into, with (True) or without (False) a state (a sharded checkpoint's)."""
         return optimizer.state_dict()
 
     def load_optimizer_state_dict(
@@ -105,15 +140,7 @@ class Strategy(abc.ABC):
         Raises:
             TypeError: `optimizer` is neither an optimizer nor a callable returning one.
         """
-        if isinstance(optimizer, torch.optim.Optimizer):
-            return optimizer
-        built = optimizer(model.parameters()) if callable(optimizer) else optimizer
-        if not isinstance(built, torch.optim.Optimizer):
-            raise TypeError(
-                "`optimizer` must be a torch.optim.Optimizer or a function of the model's parameters returning one. "
-                f"Received: optimizer={type(built).__name__}"
-            )
-        return built
+        return build_optimizer(model, optimizer)
 
     def broadcast_buffers(self, model: torch.nn.Module) -> None:  # noqa: B027  (a no-op unless distributed)
         """Give every process the main process's buffers (nothing in one process)."""

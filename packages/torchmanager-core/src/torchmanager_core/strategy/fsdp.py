@@ -10,6 +10,7 @@ process in step (`strategy.lockstep`). The loop never names FSDP: it calls the `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -46,6 +47,10 @@ PRECISIONS: dict[str, str] = {
 """Accepted precision names (Lightning's spellings too) and the mode each means under FSDP2."""
 
 
+_SHARDED_WITH = "_torchmanager_sharded_with"
+"""The attribute naming the precision a model was sharded with by this strategy."""
+
+
 def is_fully_sharded(model: torch.nn.Module) -> bool:
     """Whether `model` (under any DDP or `torch.compile` wrapper) was sharded with `fully_shard` at its root."""
     return isinstance(unwrap(model), FSDPModule)
@@ -72,6 +77,7 @@ class FSDP2Strategy(Strategy):
 
     sharded = True
     lockstep_evaluation = True
+    applies_precision = True
 
     def __init__(
         self,
@@ -100,11 +106,15 @@ class FSDP2Strategy(Strategy):
         self.mixed_precision(precision)
         self._precision = PRECISIONS[precision]
 
+    def use_precision(self, precision: str) -> None:
+        """Take the manager's `precision=` (its name decides the policy; see `mixed_precision`)."""
+        self.precision = precision
+
     def mixed_precision(self, precision: str) -> MixedPrecisionPolicy:
         """The `MixedPrecisionPolicy` FSDP2 applies for `precision`.
 
         "32": none. "bf16-mixed": parameters gathered and computed in bfloat16, float32 shards and
-        gradient reduction. "bf16-true": parameters stored in bfloat16 (`setup` casts the model),
+        gradient reduction (`setup` has the root give its output in float32, for the loss, as autocast does). "bf16-true": parameters stored in bfloat16 (`setup` casts the model),
         gradients reduced in float32. "16-mixed": as bf16-mixed with float16; the precision's
         `torch.amp.GradScaler` works as it is (DTensor's unscale agrees over every process on a skip).
 
@@ -161,13 +171,15 @@ class FSDP2Strategy(Strategy):
             model.to(device)
             _take_rank0_weights(model)
         self._shard(model, device)
+        setattr(model, _SHARDED_WITH, self.precision)  # a later run (a `test` after `fit`) takes it as it is
         if on_meta:
             model.to_empty(device=device)
             initialise_shards(model, device, self.init_weights)
         return model
 
     def _check_user_sharded(self, model: torch.nn.Module, device: torch.device) -> None:
-        if self.precision != "32":
+        sharded_with = getattr(model, _SHARDED_WITH, None)  # sharded by an earlier run: its policy is the precision's
+        if self.precision != "32" and sharded_with != self.precision:
             raise ValueError(
                 "The model was sharded with `fully_shard` before it was given, so its mixed precision is the "
                 "`mp_policy` given to `fully_shard`; pass precision='32' (or give the model unsharded). "
@@ -200,6 +212,8 @@ class FSDP2Strategy(Strategy):
             )
         for module in reversed(units):  # every descendant before its ancestors
             fully_shard(module, mesh=mesh, reshard_after_forward=self.reshard_after_forward, mp_policy=policy)
+        if policy.param_dtype is not None:  # the model's output in float32, as autocast gives it to the loss
+            policy = dataclasses.replace(policy, output_dtype=torch.float32)
         fully_shard(model, mesh=mesh, mp_policy=policy)
 
     def _is_unit(self, module: torch.nn.Module) -> bool:
@@ -234,14 +248,34 @@ class FSDP2Strategy(Strategy):
     def load_model_state_dict(self, model: torch.nn.Module, state: Mapping[str, Any]) -> None:
         set_model_state_dict(unwrap(model), dict(state))
 
-    def optimizer_state_dict(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """This process's shards of the optimizer's state, keyed by parameter names (not indices)."""
-        return get_optimizer_state_dict(unwrap(model), optimizer)
+    def optimizer_state_dict(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, stepped: bool | None = None
+    ) -> dict[str, Any]:
+        """This process's shards of the optimizer's state, keyed by parameter names (not indices).
+
+        An optimizer that has no state yet (it never stepped, or keeps none: plain SGD) gives its
+        hyperparameters alone: DCP would lay its state out with a step of its own (at learning rate 0,
+        which would count as an update, and give Adam one step more). `stepped=True` asks for the
+        layout of a stepped optimizer's state (to load one into it: made without counting a step).
+        """
+        if not (optimizer.state if stepped is None else stepped):
+            return {
+                "param_groups": [
+                    {key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups
+                ]
+            }
+        with _uncounted(optimizer):
+            return get_optimizer_state_dict(unwrap(model), optimizer)
 
     def load_optimizer_state_dict(
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
     ) -> None:
-        set_optimizer_state_dict(unwrap(model), optimizer, dict(state))
+        if "state" not in state:  # hyperparameters alone (see `optimizer_state_dict`)
+            for group, saved in zip(optimizer.param_groups, state["param_groups"]):
+                group.update((key, value) for key, value in saved.items() if key != "params")
+            return
+        with _uncounted(optimizer):
+            set_optimizer_state_dict(unwrap(model), optimizer, dict(state))
 
     def prepare_optimizer(self, model: torch.nn.Module, optimizer: OptimizerLike) -> torch.optim.Optimizer:
         """The optimizer over the sharded parameters.
@@ -324,6 +358,18 @@ def _take_rank0_weights(model: torch.nn.Module) -> None:
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             dist.broadcast(tensor.data, src=0)
+
+
+@contextlib.contextmanager
+def _uncounted(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """No step hook of `optimizer` sees the steps in the body (DCP's own step laying out the optimizer's state)."""
+    hooks: dict[Any, Any] = getattr(optimizer, "_optimizer_step_post_hooks", {})
+    kept = dict(hooks)
+    hooks.clear()
+    try:
+        yield
+    finally:
+        hooks.update(kept)
 
 
 @contextlib.contextmanager

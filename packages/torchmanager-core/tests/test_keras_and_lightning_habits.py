@@ -1,0 +1,176 @@
+"""What a Keras or Lightning user reaches for (issue 23, points 7 and 11): `fit(x, y)`, a misspelt keyword,
+NumPy arrays, dict batches, `fast_dev_run`, `limit_train_batches`/`limit_val_batches`, `History.history`,
+`model_summary()`. References: hand loops over the same batches, and the error text pinned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from core_testkit import batches, blobs
+
+from torchmanager_core import Callback, Manager
+
+
+def linear() -> torch.nn.Linear:
+    torch.manual_seed(0)
+    return torch.nn.Linear(4, 3)
+
+
+def manager_of(model: torch.nn.Module) -> Manager:
+    return Manager(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss())
+
+
+def hand(model: torch.nn.Module, data: list[tuple[torch.Tensor, torch.Tensor]], epochs: int) -> None:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(epochs):
+        for x, y in data:
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+
+def test_keras_fit_x_y_gets_a_house_error_with_the_way_to_batches() -> None:
+    x, y = blobs(16)
+    with pytest.raises(
+        TypeError,
+        match=r"`fit` takes the training data as batches of `\(x, y\)`.*from_tensor_slices.*"
+        r"Received: training_dataset of shape \(16, 4\), epochs of shape \(16,\)",
+    ):
+        manager_of(linear()).fit(x, y)
+    with pytest.raises(TypeError, match=r"not the inputs and labels apart.*Received: .*epochs of shape \(16,\)"):
+        manager_of(linear()).fit(x.numpy(), y.numpy())
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"), [("epoch", "epochs"), ("val_data", "val_dataset"), ("callbacks", "callbacks_list")]
+)
+def test_a_misspelt_fit_keyword_names_the_one_meant(typo: str, meant: str) -> None:
+    x, y = blobs(16)
+    with pytest.raises(
+        TypeError, match=rf"`fit` got keyword arguments it does not take: {typo}\. Did you mean `{meant}`\?"
+    ):
+        manager_of(linear()).fit(batches(x, y, 8), epochs=1, **{typo: 3})
+
+
+def test_numpy_float64_batches_train_as_float32_tensors() -> None:
+    x, y = blobs(32)
+    data = batches(x, y, 8)
+    arrays = [(xb.double().numpy(), yb.numpy()) for xb, yb in data]  # NumPy's default float64
+    model = linear()
+    manager_of(model).fit(arrays, epochs=2)
+    reference = linear()
+    hand(reference, data, 2)
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_dict_batches_take_their_first_two_values() -> None:
+    x, y = blobs(32)
+    data = batches(x, y, 8)
+    model = linear()
+    manager = manager_of(model)
+    manager.fit([{"image": xb, "label": yb} for xb, yb in data], epochs=2)
+    reference = linear()
+    hand(reference, data, 2)
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+class Count(Callback):
+    def __init__(self) -> None:
+        self.batches, self.validations, self.epochs = 0, 0, 0
+
+    def on_batch_end(self, batch: int, summary: Any = None) -> None:
+        self.batches += 1
+
+    def on_validation_end(self, epoch: int, val_summary: Any) -> None:
+        self.validations += 1
+
+    def on_epoch_end(self, epoch: int, summary: Any = None, val_summary: Any = None) -> None:
+        self.epochs += 1
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        raise AssertionError("fast_dev_run writes no checkpoint")
+
+
+@pytest.mark.parametrize("n", [True, 2])
+def test_fast_dev_run_trains_and_validates_n_batches_once_and_saves_nothing(n: bool | int, tmp_path: Path) -> None:
+    x, y = blobs(64)
+    data = batches(x, y, 8)
+    model = linear()
+    manager = manager_of(model)
+    count = Count()
+
+    class Save(Callback):
+        def on_batch_end(self, batch: int, summary: Any = None) -> None:
+            self.manager.save_checkpoint(tmp_path / "never.model")
+
+    _, summary = manager.fit(
+        data, epochs=10, val_dataset=data, callbacks_list=[count, Save()], fast_dev_run=n, return_summary=True
+    )
+    batches_tried = 1 if n is True else int(n)
+    assert (count.batches, count.epochs, manager.global_step) == (batches_tried, 1, batches_tried)
+    assert not (tmp_path / "never.model").exists()
+    reference = linear()
+    hand(reference, data[:batches_tried], 1)
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    with torch.no_grad():  # validation on its first n batches only
+        xs, ys = torch.cat([b[0] for b in data[:batches_tried]]), torch.cat([b[1] for b in data[:batches_tried]])
+        assert summary["val_loss"] == pytest.approx(F.cross_entropy(model(xs), ys).item(), rel=1e-5)
+
+
+def test_limit_train_and_val_batches_end_each_epoch_at_the_limit() -> None:
+    x, y = blobs(64)
+    data = batches(x, y, 8)  # 8 batches
+    model = linear()
+    manager = manager_of(model)
+    count = Count()
+    _, summary = manager.fit(
+        data,
+        epochs=3,
+        val_dataset=data,
+        callbacks_list=[count],
+        limit_train_batches=3,
+        limit_val_batches=2,
+        return_summary=True,
+    )
+    assert (count.batches, count.epochs, count.validations, manager.global_step) == (9, 3, 3, 9)
+    reference = linear()
+    hand(reference, data[:3], 3)
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    with torch.no_grad():
+        xs, ys = torch.cat([b[0] for b in data[:2]]), torch.cat([b[1] for b in data[:2]])
+        assert summary["val_loss"] == pytest.approx(F.cross_entropy(model(xs), ys).item(), rel=1e-5)
+    with pytest.raises(
+        ValueError, match=r"`limit_train_batches` must be a positive int\. Received: limit_train_batches=0"
+    ):
+        manager.fit(data, epochs=4, limit_train_batches=0)
+
+
+def test_history_reads_as_keras_history() -> None:
+    x, y = blobs(32)
+    manager = manager_of(linear())
+    manager.fit(batches(x, y, 8), epochs=3, val_dataset=batches(x, y, 16))
+    lists = manager.history.history
+    assert lists["loss"] == [epoch["loss"] for epoch in manager.history] and len(lists["val_loss"]) == 3
+
+
+def test_model_summary_lists_layers_shapes_and_parameters() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    table = manager_of(model).model_summary(torch.randn(2, 4))
+    assert "[2, 8]" in table and "[2, 3]" in table and "67" in table  # 4*8+8 + 8*3+3 parameters
+
+
+def test_numpy_in_evaluation_too() -> None:
+    x, y = blobs(16)
+    model = linear()
+    result = manager_of(model).test([(x.numpy().astype(np.float64), y.numpy())])
+    with torch.no_grad():
+        assert result["loss"] == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
