@@ -17,12 +17,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from bench_loops import WORKLOADS, Batches, ours_fit, raw_fit, seeded_start
+from bench_loops import WORKLOADS, ours_fit, raw_fit, seeded_start
 from bench_timing import interleaved_medians
 
 import torchmanager
 from torchmanager.callbacks import Callback, LastCheckpoint, TensorBoard
-from torchmanager_core import checkpoint as core_checkpoint
 from torchmanager_core.callbacks import CallbackList
 
 __all__ = ["ROWS", "RowResult", "Settings"]
@@ -145,65 +144,6 @@ def bf16_row(s: Settings) -> RowResult:
     return RowResult("A bf16 (autocast both sides)", times["raw"], times["ours"], s.epochs * s.steps)
 
 
-def _count_saves(initial: torch.nn.Module, batches: Batches, s: Settings, path: str) -> int:
-    """How many checkpoints one run with step checkpoints writes (an untimed run, counting the file writes)."""
-    saves = 0
-    write = core_checkpoint.save
-
-    def counted(payload: dict[str, Any], ckpt_path: str | os.PathLike[str]) -> None:
-        nonlocal saves
-        saves += 1
-        write(payload, ckpt_path)
-
-    def attach(manager: torchmanager.Manager) -> list[Callback]:
-        return [LastCheckpoint(manager, path, save_every_n_steps=s.ckpt_every)]
-
-    core_checkpoint.save = counted
-    try:
-        ours_fit(copy.deepcopy(initial), batches, s.epochs, callbacks=attach)
-    finally:
-        core_checkpoint.save = write
-    return saves
-
-
-def step_checkpoint_row(s: Settings) -> RowResult:
-    """A with `LastCheckpoint(..., save_every_n_steps=N)` against the raw loop (which saves nothing)."""
-    initial, batches = seeded_start(WORKLOADS["A"], s.steps)
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "last.model")
-
-        def attach(manager: torchmanager.Manager) -> list[Callback]:
-            return [LastCheckpoint(manager, path, save_every_n_steps=s.ckpt_every)]
-
-        times = interleaved_medians(
-            {
-                "raw": lambda: raw_fit(copy.deepcopy(initial), batches, s.epochs),
-                "ours": lambda: ours_fit(copy.deepcopy(initial), batches, s.epochs),
-                "ours+step checkpoints": lambda: ours_fit(copy.deepcopy(initial), batches, s.epochs, callbacks=attach),
-            },
-            s.rounds,
-            s.warmup,
-        )
-        saves = _count_saves(initial, batches, s, path)
-        size_kb = os.path.getsize(path) / 1024
-    step_saves = s.epochs * s.steps // s.ckpt_every
-    doubled = sum(1 for epoch in range(1, s.epochs + 1) if epoch * s.steps % s.ckpt_every == 0)
-    extra = times["ours+step checkpoints"] - times["ours"]
-    notes = [
-        f"{saves} saves per run ({step_saves} every {s.ckpt_every} steps + {s.epochs} at epoch ends, freq=1), "
-        f"{size_kb:.0f} KB each: {extra / saves * 1e3:.2f} ms per save over plain ours"
-    ]
-    if doubled:
-        notes.append(f"{doubled} of the step saves fall on an epoch's last batch, right before that epoch's own save")
-    return RowResult(
-        f"A + LastCheckpoint every {s.ckpt_every} steps",
-        times["raw"],
-        times["ours+step checkpoints"],
-        s.epochs * s.steps,
-        notes,
-    )
-
-
 class _ModelProbe(Callback):
     """Records the class of `manager.model` when training starts (DDP-wrapped or not)."""
 
@@ -258,7 +198,6 @@ ROWS: dict[str, Callable[[Settings], RowResult]] = {
     "P": plain_row("P"),
     "callbacks": callbacks_row,
     "bf16": bf16_row,
-    "ckpt-steps": step_checkpoint_row,
     "dist": distributed_row,
 }
 """Row keys for `--rows`, in table order."""

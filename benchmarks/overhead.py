@@ -6,28 +6,34 @@ per epoch. Rounds run every contender of a row once, in rotating order, in one p
 thread, after an untimed warm-up round; medians are compared (ratio ours/raw, and ours minus raw
 per step). Rows (pick them with --rows):
 
-  A           a 64-256-10 MLP, batch 128: per-step overhead dominates
-  B           a small CNN: compute dominates (its steps cost ~30x more: a quarter as many by default)
-  S           a 64-64-10 MLP, batch 32: the smallest step (issue 15's workload)
-  P           S through a subclass whose `train_step` is a copy of the default one (a custom step)
-  callbacks   A with a per-epoch LastCheckpoint and a TensorBoard (the raw loop saves nothing)
-  bf16        A with precision="bf16" against the raw loop under torch.autocast("cpu", bfloat16)
-  ckpt-steps  A with LastCheckpoint(save_every_n_steps=N) (the raw loop saves nothing)
-  dist        A inside a gloo process group of world size 1, and raw DDP(model) beside it
-  import      the time `import torchmanager` adds to `import torch`, in fresh processes
+  A                a 64-256-10 MLP, batch 128: per-step overhead dominates
+  B                a small CNN: compute dominates (its steps cost ~30x more: a quarter as many by default)
+  S                a 64-64-10 MLP, batch 32: the smallest step (issue 15's workload)
+  P                S through a subclass whose `train_step` is a copy of the default one (a custom step)
+  callbacks        A with a per-epoch LastCheckpoint and a TensorBoard (the raw loop saves nothing)
+  bf16             A with precision="bf16" against the raw loop under torch.autocast("cpu", bfloat16)
+  ckpt-steps       A with LastCheckpoint(save_every_n_steps=N) in the background; its notes give the
+                   synchronous save and no save, timed in the same rounds (`bench_checkpoint`)
+  fsdp-async       FSDP2 on 2 processes (torchrun): asynchronous sharded checkpoints against none
+  torchrun         A on 2 processes (torchrun) with a batch callback, against raw DDP; its notes give
+                   the run with the processes' agreement on stopping switched off (`bench_torchrun`)
+  dist             A inside a gloo process group of world size 1, and raw DDP(model) beside it
+  resume           seconds to the first new batch of a pass resumed at 5% and 95% of an epoch, against
+                   a fresh start and a replay (`bench_data`)
+  import           the time `import torchmanager` adds to `import torch`, in fresh processes
 
 The epoch summary lines of the "torchmanager" logger are silenced so the table stays readable.
 Timings depend on what else the machine runs: the load average is printed before and after.
 
-With --instructions, a second table counts the instructions per training step of the rows A, B,
-S and P under callgrind (valgrind must be installed; see `bench_instructions`): the same runs
-(`--steps` batches per epoch) for 1 and 2 epochs (`--instr-epochs`), per step = the difference
-over the extra steps, which does not move with the machine's load. Without --rows it measures S,
-A and P, and the wall-time table above it shows the same three rows. `profile_step.py` attributes
-ours' per-step instructions to the functions that spend them.
+A second table counts the instructions per training step of the rows S, A and P (those of A, B, S
+and P among `--rows`) under callgrind, where valgrind is installed (`--no-instructions` skips it;
+`--instructions` insists): the same runs (`--steps` batches per epoch) for 1 and 2 epochs
+(`--instr-epochs`), per step = the difference over the extra steps, which does not move with the
+machine's load; the wall-time ratio of the same row stands beside it. `profile_step.py`
+attributes ours' per-step instructions to the functions that spend them.
 
 Usage: hatch run bench [--rows A B ...] [--rounds 9] [--epochs 2] [--steps 200] [--steps-b 50] [--ckpt-every 50]
-                       [--instructions [--instr-epochs 1 2]]
+                       [--instructions | --no-instructions] [--instr-epochs 1 2]
 """
 
 from __future__ import annotations
@@ -39,14 +45,25 @@ import time
 
 import torch
 from bench_callgrind import valgrind_missing, valgrind_version
+from bench_checkpoint import background_row, fsdp_async_row
+from bench_data import resume_rows
 from bench_instructions import InstructionCounts, count_row
 from bench_loops import WORKLOADS
 from bench_rows import ROWS, RowResult, Settings
 from bench_timing import import_time, load_line, machine_facts
+from bench_torchrun import torchrun_row
 
-ALL_ROWS = [*ROWS, "import"]
+ROWS = {
+    **{key: row for key, row in ROWS.items() if key != "dist"},
+    "ckpt-steps": background_row,
+    "fsdp-async": fsdp_async_row,
+    "torchrun": torchrun_row,
+    "dist": ROWS["dist"],
+}
+"""The rows of the wall-time table, in table order."""
+ALL_ROWS = [*ROWS, "resume", "import"]
 INSTRUCTION_ROWS = ["S", "A", "P"]
-"""The rows `--instructions` measures when `--rows` is not given."""
+"""The rows whose instructions are counted when `--rows` is not given."""
 LABEL_WIDTH = 42
 
 
@@ -62,9 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--rows", nargs="+", choices=ALL_ROWS, help="rows to run (default: all; with --instructions: S A P)"
-    )
+    parser.add_argument("--rows", nargs="+", choices=ALL_ROWS, help="rows to run (default: all)")
     parser.add_argument("--rounds", type=_positive, default=9, help="timed rounds per row")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before them")
     parser.add_argument("--epochs", type=_positive, default=2, help="epochs per run")
@@ -74,8 +89,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--ckpt-every", type=_positive, default=50, help="N of the ckpt-steps row")
     parser.add_argument("--import-runs", type=_positive, default=5, help="fresh processes per import timing")
-    parser.add_argument(
-        "--instructions", action="store_true", help="also count instructions per step under callgrind (rows A, B, S, P)"
+    counting = parser.add_mutually_exclusive_group()
+    counting.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per step under callgrind (rows A, B, S, P), or fail where valgrind is missing",
+    )
+    counting.add_argument(
+        "--no-instructions", action="store_true", help="skip the instruction counts (default: count where possible)"
     )
     parser.add_argument(
         "--instr-epochs",
@@ -85,16 +106,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="epoch counts of the counted runs (per step from the first to the last)",
     )
     args = parser.parse_args(argv)
-    if args.rows is None:
-        args.rows = INSTRUCTION_ROWS if args.instructions else ALL_ROWS
-    if args.instructions:
-        if len(set(args.instr_epochs)) < 2:
-            parser.error(f"--instr-epochs needs two different epoch counts, got {args.instr_epochs}")
-        if not any(key in WORKLOADS for key in args.rows):
-            parser.error(f"--instructions counts the rows {', '.join(WORKLOADS)}; pick one with --rows")
-        reason = valgrind_missing()
-        if reason:
-            parser.error(f"--instructions cannot count here: {reason}")
+    args.counted_rows = [key for key in (args.rows or INSTRUCTION_ROWS) if key in WORKLOADS]
+    args.rows = args.rows or ALL_ROWS
+    args.skip_counting = None  # why no instructions are counted, where they are not
+    if len(set(args.instr_epochs)) < 2:
+        parser.error(f"--instr-epochs needs two different epoch counts, got {args.instr_epochs}")
+    if args.instructions and not args.counted_rows:
+        parser.error(f"--instructions counts the rows {', '.join(WORKLOADS)}; pick one with --rows")
+    reason = valgrind_missing()
+    if args.instructions and reason:
+        parser.error(f"--instructions cannot count here: {reason}")
+    if args.no_instructions:
+        args.skip_counting = "--no-instructions"
+    elif not args.counted_rows:
+        args.skip_counting = f"none of the rows {', '.join(WORKLOADS)} was picked"
+    elif reason:
+        args.skip_counting = reason
     return args
 
 
@@ -137,7 +164,7 @@ def print_instructions(args: argparse.Namespace, steps_b: int, wall_ratios: dict
         flush=True,
     )
     for key in WORKLOADS:
-        if key in args.rows:
+        if key in args.counted_rows:
             counts = count_row(key, steps_b if key == "B" else args.steps, args.instr_epochs)
             print("\n".join(format_instructions(counts, wall_ratios.get(key))), flush=True)
 
@@ -163,14 +190,18 @@ def main(argv: list[str] | None = None) -> None:
             result = ROWS[key](settings)
             wall_ratios[key] = result.ratio
             print("\n".join(format_row(result)), flush=True)
+    if "resume" in args.rows:
+        print("\n".join(resume_rows(max(1, args.rounds // 3))), flush=True)
     if "import" in args.rows:
         base = import_time("import torch", args.import_runs)
         full = import_time("import torch, torchmanager", args.import_runs)
         print(
             f"import torchmanager over import torch: {(full - base) * 1e3:.0f} ms (median of {args.import_runs} fresh processes)"
         )
-    if args.instructions:
+    if args.skip_counting is None:
         print_instructions(args, steps_b, wall_ratios)
+    else:
+        print(f"instructions per training step: not counted ({args.skip_counting})")
     print(f"{load_line()} (at end); {time.perf_counter() - start:.0f} s in all")
 
 

@@ -26,12 +26,16 @@ LABELS = {
     "A": "A: MLP 64-256-10",
     "B": "B: CNN 1-32-64",
     "S": "S: MLP 64-64-10, batch 32",
+    "P": "P: S, train_step copied from the default",
     "callbacks": "A + LastCheckpoint/epoch + TensorBoard",
     "bf16": "A bf16 (autocast both sides)",
-    "ckpt-steps": "A + LastCheckpoint every 2 steps",
+    "ckpt-steps": "A + LastCheckpoint every 2 steps, background",
+    "fsdp-async": "FSDP2 (2 procs, gloo) + async sharded every 10 steps",
+    "torchrun": "A, 2 procs (torchrun, gloo), batch callback",
     "dist": "A in a gloo group, world size 1",
 }
 TINY = ["--rounds", "1", "--warmup", "0", "--epochs", "2", "--steps", "4", "--ckpt-every", "2", "--import-runs", "1"]
+QUICK = [*TINY, "--no-instructions"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,7 +53,7 @@ def _rows(stdout: str) -> dict[str, dict[str, float]]:
 
 @pytest.mark.slow
 def test_every_row_prints_a_ratio_and_its_notes() -> None:
-    result = _run(*TINY)
+    result = _run(*QUICK)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     rows = _rows(out)
@@ -61,8 +65,15 @@ def test_every_row_prints_a_ratio_and_its_notes() -> None:
     assert "per-batch hooks the loop calls: none" in out  # per-epoch callbacks are not called per batch
     # 2 epochs x 4 steps: a save every 2 steps (4) and one per epoch (2)
     assert re.search(
-        r"^    6 saves per run \(4 every 2 steps \+ 2 at epoch ends, freq=1\), \d+ KB each: ", out, re.MULTILINE
+        rf"^    6 saves a run of \d+ KB: against no checkpoint, synchronous {NUMBER}x \({NUMBER} ms a save\), "
+        rf"in the background {NUMBER}x",
+        out,
+        re.MULTILINE,
     ), out
+    assert re.search(rf"^    agreement off: ratio {NUMBER}; the agreement costs [+-]{NUMBER} us a step", out, re.M), out
+    for share in ("5%", "95%"):  # the first new batch after a resume, beside a replay, at both positions
+        assert re.search(rf"replay at {share} {NUMBER} s \({NUMBER}x\), resume at {share} {NUMBER} s", out), out
+    assert "instructions per training step: not counted (--no-instructions)" in out
     assert "the manager trains `Sequential` (it wraps in DDP only when world size > 1)" in out
     assert re.search(rf"raw DDP\(model\) at world size 1 vs raw: ratio {NUMBER}", out), out
     assert re.search(r"^import torchmanager over import torch: -?\d+ ms", out, re.MULTILINE), out
@@ -71,10 +82,24 @@ def test_every_row_prints_a_ratio_and_its_notes() -> None:
 
 @pytest.mark.slow
 def test_rows_picks_the_rows_to_run() -> None:
-    result = _run(*TINY, "--rows", "A", "bf16")
+    result = _run(*QUICK, "--rows", "A", "bf16")
     assert result.returncode == 0, result.stderr
     assert list(_rows(result.stdout)) == [LABELS["A"], LABELS["bf16"]]
     assert "import torchmanager over import torch" not in result.stdout
+
+
+def test_a_plain_run_counts_the_instructions_of_s_a_and_p_where_valgrind_is() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from overhead import parse_args
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    args = parse_args([])
+    assert args.counted_rows == ["S", "A", "P"] and args.skip_counting == valgrind_missing()
+    assert "resume" in args.rows and "torchrun" in args.rows
+    assert parse_args(["--rows", "B", "callbacks"]).counted_rows == ["B"]
+    assert parse_args(["--rows", "callbacks"]).skip_counting == "none of the rows A, B, S, P was picked"
+    assert parse_args(["--no-instructions"]).skip_counting == "--no-instructions"
 
 
 def test_unknown_row_and_zero_rounds_are_refused() -> None:
@@ -87,7 +112,7 @@ def test_unknown_row_and_zero_rounds_are_refused() -> None:
 @pytest.mark.skipif(valgrind_missing() is not None, reason=f"no instruction counts here: {valgrind_missing()}")
 def test_instruction_mode_refuses_rows_without_a_workload_and_a_single_epoch_count() -> None:
     result = _run("--instructions", "--rows", "callbacks", "import")
-    assert result.returncode == 2 and "--instructions counts the rows A, B, S; pick one with --rows" in result.stderr
+    assert result.returncode == 2 and "--instructions counts the rows A, B, S, P; pick one with --rows" in result.stderr
     for epochs in (["2"], ["2", "2"]):
         result = _run("--instructions", "--instr-epochs", *epochs)
         assert result.returncode == 2, result.stdout
