@@ -21,8 +21,6 @@ import copy
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,7 +29,7 @@ from pathlib import Path
 import torch
 from bench_loops import WORKLOADS, ours_fit, raw_fit, seeded_start
 from bench_rows import RowResult, Settings
-from bench_timing import interleaved_medians
+from bench_timing import interleaved_medians, two_process_medians
 
 import torchmanager
 from torchmanager.callbacks import Callback, LastCheckpoint
@@ -76,24 +74,7 @@ def background_row(s: Settings) -> RowResult:
 
 def fsdp_async_row(s: Settings) -> RowResult:
     """FSDP2 on 2 CPU processes: asynchronous sharded checkpoints every 10 updates against none (one torchrun launch)."""
-    with tempfile.TemporaryDirectory() as folder:
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            __file__,
-            "--fsdp-worker",
-            folder,
-            "--rounds",
-            str(s.rounds),
-            "--steps",
-            str(s.steps),
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
-        subprocess.run(command, check=True, env=env, capture_output=True, text=True)
-        times = json.loads(Path(folder, "times.json").read_text())
+    times = two_process_medians(__file__, "--rounds", str(s.rounds), "--steps", str(s.steps))
     notes = [
         f"{s.steps // FSDP_EVERY} saves a run; synchronous sharded saves {times['sync'] / times['none']:.3f}x no checkpoint; "
         "the raw column is FSDP2 through the Manager without a checkpoint"
@@ -152,10 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--ckpt-every", type=int, default=50)
-    parser.add_argument("--fsdp-worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.fsdp_worker is not None:
-        _fsdp_worker(args.fsdp_worker, args.rounds, args.steps)
+    if args.worker is not None:
+        _fsdp_worker(args.worker, args.rounds, args.steps)
         return
     import logging
 

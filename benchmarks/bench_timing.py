@@ -7,19 +7,22 @@ trains (`bench_loops`) or which runs a row compares (`bench_rows`).
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 
 import torchmanager
 
-__all__ = ["cpu_model", "import_time", "interleaved_medians", "load_line", "machine_facts"]
+__all__ = ["cpu_model", "import_time", "interleaved_medians", "load_line", "machine_facts", "two_process_medians"]
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -55,6 +58,17 @@ def interleaved_medians(
             if round_index >= warmup:
                 times[name].append(elapsed)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def two_process_medians(script: str, *args: str) -> dict[str, float]:
+    """Launch `script --worker FOLDER *args` on 2 processes under torchrun (one torch thread each) and return
+    the medians (seconds by run name) its rank 0 wrote to `FOLDER/times.json`."""
+    with tempfile.TemporaryDirectory() as folder:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
+        subprocess.run([*command, script, "--worker", folder, *args], check=True, env=env, capture_output=True)
+        times: dict[str, float] = json.loads(Path(folder, "times.json").read_text())
+    return times
 
 
 def import_time(statement: str, runs: int) -> float:

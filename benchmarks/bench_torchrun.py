@@ -19,11 +19,7 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +28,7 @@ from pathlib import Path
 import torch
 from bench_loops import WORKLOADS, make_batches, ours_fit, raw_fit
 from bench_rows import RowResult, Settings
+from bench_timing import two_process_medians
 
 from torchmanager.callbacks import Callback
 
@@ -42,26 +39,7 @@ MODES = ("raw DDP", "agreement", "no agreement")
 
 def torchrun_row(s: Settings) -> RowResult:
     """Workload A on 2 processes under torchrun with a batch callback: raw DDP against ours, agreement on and off."""
-    with tempfile.TemporaryDirectory() as folder:
-        command = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            __file__,
-            "--worker",
-            folder,
-            "--rounds",
-            str(s.rounds),
-            "--epochs",
-            str(s.epochs),
-            "--steps",
-            str(s.steps),
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
-        subprocess.run(command, check=True, env=env, capture_output=True, text=True)
-        times = json.loads(Path(folder, "times.json").read_text())
+    times = two_process_medians(__file__, "--rounds", str(s.rounds), "--epochs", str(s.epochs), "--steps", str(s.steps))
     steps = s.epochs * s.steps
     cost = (times["agreement"] - times["no agreement"]) / steps * 1e6
     notes = [
