@@ -319,6 +319,8 @@ def _pass(manager: Any, batches: list[Any]) -> Any:
 def _flat(state: Any, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], Any]:
     if isinstance(state, Mapping):
         return {k: v for key, item in state.items() for k, v in _flat(item, (*path, key)).items()}
+    if isinstance(state, list) and "pending" in path:  # a tracker's `[mean, n]` pairs waiting to be summed
+        return {k: v for index, item in enumerate(state) for k, v in _flat(item, (*path, index)).items()}
     return {path: state}
 
 
@@ -344,6 +346,10 @@ def test_a_rank_without_batches_holds_the_layout_of_the_values_with_nothing_coun
         if isinstance(theirs, torch.Tensor):
             assert (blank[path].shape, blank[path].dtype) == (theirs.shape, theirs.dtype), path
             assert torch.equal(blank[path] + theirs, theirs), path  # the sum leaves rank 0's state as it is
+        elif isinstance(theirs, bool):
+            assert blank[path] is theirs, path  # a flag (whether the losses made the values), not a count
+        elif isinstance(theirs, list):
+            assert blank[path] == [], path  # a metric's batches waiting to be summed, a "cat" state: none here
         elif path[-1] == "calls":
             assert blank[path] == theirs > 0  # the losses' and metrics' values mean something
         else:

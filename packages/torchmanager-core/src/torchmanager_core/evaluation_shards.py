@@ -255,6 +255,9 @@ class _TensorSpec(NamedTuple):
 
 
 _KEPT = {("losses", "calls"), ("metrics", "calls")}
+_PENDING = "pending"
+"""The key of a `MeanTracker`'s batches waiting to be summed: a rank without them blanks them as zeros of 0
+samples, so that it sums (and reduces) the same names and shapes as the others."""
 """Numbers a blank takes from the rank it copies: whether the losses' and metrics' values mean anything."""
 
 
@@ -280,11 +283,13 @@ def join(values: PassValues, had_batches: bool, device: torch.device) -> bool:
 
 
 def _spec(state: Any) -> Any:
-    """`state` with each tensor replaced by its shape and dtype."""
+    """`state` with each tensor (in lists too) replaced by its shape and dtype."""
     if isinstance(state, torch.Tensor):
         return _TensorSpec(tuple(state.shape), state.dtype)
     if isinstance(state, Mapping):
         return {key: _spec(item) for key, item in state.items()}
+    if isinstance(state, list):
+        return [_spec(item) for item in state]
     return state
 
 
@@ -299,6 +304,8 @@ def _blank(own: Any, spec: Any, device: torch.device, path: tuple[Any, ...]) -> 
         return {key: _blank(mine.get(key), item, device, (*path, key)) for key, item in spec.items()}
     if isinstance(spec, (int, float)) and not isinstance(spec, bool) and path not in _KEPT:
         return type(spec)(0)
-    if isinstance(spec, list):  # values waiting to be summed, a "cat" state: this rank's own (none)
+    if isinstance(spec, list) and _PENDING in path:  # a tracker's `[mean, n]` waiting to be summed: zeros over 0
+        return [_blank(None, item, device, (*path, index)) for index, item in enumerate(spec)]
+    if isinstance(spec, list):  # a "cat" state: this rank's own (none)
         return own if isinstance(own, list) else []
     return spec
