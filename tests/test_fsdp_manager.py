@@ -196,20 +196,21 @@ def test_resume_that_would_not_be_the_same_run_is_refused(resumed: dict[int, lis
 @pytest.mark.parametrize("mode", ["kill", "term"])
 def test_killed_or_preempted_mid_epoch_then_run_again_is_bit_identical(trained: dict[str, Any], mode: str) -> None:
     """Dropout with per-process random streams; process 1 SIGKILLed after update 5 (the last checkpoint at update
-    4), or every process sent SIGTERM after update 5 (saved there): the same command again ends where the run
-    that was never interrupted ends, bit for bit."""
+    4), or every process sent SIGTERM after update 5 (the processes agree on it one batch later, in the
+    background: saved at update 6): the same command again ends where the run that was never interrupted
+    ends, bit for bit."""
     out = trained["out"]
     first = torchrun(SCRIPTS / "fsdp_kill_manager.py", str(out), mode, cwd=out, processes=2)
     assert first.returncode != 0
     if mode == "term":
-        told = "SIGTERM received: training stopped after batch 5 of epoch 1 (optimizer update 5)"
+        told = "SIGTERM received: training stopped after batch 6 of epoch 1 (optimizer update 6)"
         assert told in first.stdout + first.stderr
     again = torchrun(SCRIPTS / "fsdp_kill_manager.py", str(out), mode, cwd=out, processes=2)
     assert again.returncode == 0, again.stderr[-5000:]
     runs = (out / f"{mode}_runs.txt").read_text().splitlines()  # the update each run started at, its batches
-    assert runs[-1] == ("4 8" if mode == "kill" else "5 7")  # from the last checkpoint: update 4, or 5 (SIGTERM)
+    assert runs[-1] == ("4 8" if mode == "kill" else "6 6")  # from the last checkpoint: update 4, or 6 (SIGTERM)
     if mode == "term":
-        assert runs == ["0 5", "5 7"]
+        assert runs == ["0 6", "6 6"]
     reference, resumed = whole(out / "none_final.pt"), whole(out / f"{mode}_final.pt")
     assert all(torch.equal(reference[name], resumed[name]) for name in reference)
 
