@@ -16,7 +16,6 @@ import torch
 
 from .callbacks import Callback
 from .checkpointing import CheckpointMembers
-from .compiled import CompiledLoss, CompiledMetrics
 from .devices import move_optimizer_state
 from .epoch_values import EpochValues
 from .errors import ModelError, describe
@@ -42,7 +41,6 @@ from .strategy import (
     placed,
     unwrap,
 )
-from .stream_checks import check_loss_fn, check_metrics, check_summary_names
 from .upstream_members import UpstreamMembers
 
 __all__ = ["DataSource", "Devices", "Manager"]
@@ -105,11 +103,8 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
         self.model = model
         self._strategy_option = check_strategy(strategy)
         self.optimizer, self._optimizer_factory = optimizer_or_factory(model, optimizer, self._strategy_option)
-        self._loss_fn = check_loss_fn(loss_fn)
-        self._metric_fns = check_metrics(metrics)
-        check_summary_names(self._loss_fn, self._metric_fns)
-        self.compiled_losses = CompiledLoss(self._loss_fn) if self._loss_fn is not None else None
-        self.compiled_metrics = CompiledMetrics(self._metric_fns)
+        self._loss_fn, self._metric_fns = None, {}
+        self.loss_fn, self.metric_fns = loss_fn, metrics  # checked (and compiled) as a later change would be
         self.precision = precision
         if not isinstance(compile, (bool, Mapping)):
             raise TypeError(
