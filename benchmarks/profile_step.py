@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
+import functools
 import gc
 import inspect
 import json
@@ -113,7 +114,9 @@ def discover(key: str, steps: int) -> list[Target]:
     initial, batches = seeded_start(WORKLOADS[key], steps)
     fits: dict[str, Callable[[int], object]] = {
         "raw": lambda epochs: raw_fit(copy.deepcopy(initial), batches, epochs),
-        "ours": lambda epochs: ours_fit(copy.deepcopy(initial), batches, epochs),
+        "ours": lambda epochs: ours_fit(
+            copy.deepcopy(initial), batches, epochs, copied_step=WORKLOADS[key].copied_step
+        ),
     }
     targets = []
     for contender, fit in fits.items():
@@ -330,7 +333,10 @@ def _child(key: str, steps: int, targets_file: str, calls_file: str) -> None:
     torch.set_num_threads(1)
     logging.getLogger("torchmanager").setLevel(logging.WARNING)
     initial, batches = seeded_start(WORKLOADS[key], 2 * steps)
-    fits: dict[str, Callable[..., object]] = {"raw": raw_fit, "ours": ours_fit}
+    fits: dict[str, Callable[..., object]] = {
+        "raw": raw_fit,
+        "ours": functools.partial(ours_fit, copied_step=WORKLOADS[key].copied_step),
+    }
     for fit in fits.values():
         fit(copy.deepcopy(initial), batches, 1)  # uncounted warm-up
     gc.collect()
@@ -519,7 +525,7 @@ def _print_tree(rows: dict[str, Row]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--row", default="S", choices=["A", "B", "S"], help="the workload (bench_loops.WORKLOADS)")
+    parser.add_argument("--row", default="S", choices=["A", "B", "S", "P"], help="the workload (bench_loops.WORKLOADS)")
     parser.add_argument(
         "--steps", type=int, default=10, help="batches of the short epoch (the long one has twice as many)"
     )
