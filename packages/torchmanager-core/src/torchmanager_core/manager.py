@@ -19,7 +19,7 @@ from .checkpointing import CheckpointMembers
 from .compiled import CompiledLoss, CompiledMetrics
 from .devices import move_optimizer_state
 from .epoch_values import EpochValues
-from .errors import ModelError, describe
+from .errors import ModelError, describe, failure_message
 from .loop import checks, evaluate, update
 from .loop.epoch import DataSource, train_epoch
 from .loop.fit import fit as run_fit
@@ -202,9 +202,9 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
         except ModelError:
             raise  # a strategy's own, saying what is wrong (DDP's gradient errors)
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            fix = "Check that the data's input fits the model (its shape, dtype and device)."
             raise ModelError(
-                f"The model failed on an input of {describe(input)}: {error} Check that the data's input fits the "
-                f"model (its shape, dtype and device). Received: input of {describe(input)}"
+                failure_message("The model failed on an input", error, fix, f"input={describe(input)}")
             ) from error
         if target is None or self.compiled_losses is None:
             return y, None
