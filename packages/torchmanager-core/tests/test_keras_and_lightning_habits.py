@@ -160,6 +160,16 @@ def test_history_reads_as_keras_history() -> None:
     manager.fit(batches(x, y, 8), epochs=3, val_dataset=batches(x, y, 16))
     lists = manager.history.history
     assert lists["loss"] == [epoch["loss"] for epoch in manager.history] and len(lists["val_loss"]) == 3
+    # Keras's `history["loss"]` on the manager's list of epochs: the way to both readings, not list's TypeError
+    with pytest.raises(
+        TypeError,
+        match=r"`manager\.history` is a list of each epoch's summary: `manager\.history\[-1\]\['loss'\]` is the last "
+        r"epoch's value, `manager\.history\.history\['loss'\]` the list of every epoch's \(Keras's `History\.history`\)\. "
+        r"Received: key='loss'$",
+    ):
+        manager.history["loss"]  # type: ignore[call-overload]
+    assert manager.history[-1] == {name: values[-1] for name, values in lists.items()}  # ints and slices as a list's
+    assert manager.history[1:] == list(manager.history)[1:]
 
 
 def test_model_summary_lists_layers_shapes_and_parameters() -> None:
