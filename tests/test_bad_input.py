@@ -319,7 +319,7 @@ FIT_ARGUMENTS = [
     case(
         lambda env: env.fit(manager(loss_fn=None), DATA),
         ValueError,
-        r"`fit` needs a `loss_fn` for the default training step: pass one to the manager, or override `train_step`",
+        r"`fit` needs a `loss_fn` for the default training step: pass one to the manager .*, or override `train_step`",
         id="no-loss",
     ),
     case(
