@@ -57,6 +57,18 @@ def test_a_misspelt_fit_keyword_names_the_one_meant(typo: str, meant: str) -> No
         manager_of(linear()).fit(batches(x, y, 8), epochs=1, **{typo: 3})
 
 
+@pytest.mark.parametrize("typo", ["epoch", "max_epochs", "num_epochs", "n_epochs"])
+def test_a_misspelt_epochs_given_alone_is_named_not_reported_as_no_epochs(typo: str) -> None:
+    """The user's line has no `epochs=` besides the typo (Keras's `epoch=3`, Lightning's `max_epochs=3`): the
+    message names the typo, not "give exactly one of `epochs` and `iterations`" with epochs=None."""
+    x, y = blobs(16)
+    with pytest.raises(
+        TypeError,
+        match=rf"^`fit` got keyword arguments it does not take: {typo}\. Did you mean `epochs`\? Received: {typo}=3$",
+    ):
+        manager_of(linear()).fit(batches(x, y, 8), **{typo: 3})
+
+
 def test_numpy_float64_batches_train_as_float32_tensors() -> None:
     x, y = blobs(32)
     data = batches(x, y, 8)
