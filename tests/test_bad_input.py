@@ -34,7 +34,7 @@ from torchmanager.data import Dataset
 from torchmanager.losses import CrossEntropy, MultiLosses
 from torchmanager.metrics import F1, ConfusionMatrix, SparseCategoricalAccuracy
 from torchmanager_core.checkpoint import CheckpointError  # the error types live in core (installed with torchmanager)
-from torchmanager_core.errors import LossError, MetricError, NonFiniteLossError
+from torchmanager_core.errors import LossError, MetricError, ModelError, NonFiniteLossError
 
 GENERATOR = torch.Generator().manual_seed(0)
 X = torch.randn(32, 4, generator=GENERATOR)
@@ -319,7 +319,7 @@ FIT_ARGUMENTS = [
     case(
         lambda env: env.fit(manager(loss_fn=None), DATA),
         ValueError,
-        r"`fit` needs a `loss_fn` for the default training step: pass one to the manager, or override `train_step`",
+        r"`fit` needs a `loss_fn` for the default training step: pass one to the manager .*, or override `train_step`",
         id="no-loss",
     ),
     case(
@@ -458,8 +458,9 @@ DATA_CASES = [
     ),
     case(
         lambda env: env.fit(manager(), [(torch.randn(8, 5), Y[:8])]),
-        (RuntimeError, TypeError, ValueError),
-        r"[Mm]odel.*input.*\(8, 5\)",
+        ModelError,
+        r"The model failed on an input: mat1 and mat2 shapes cannot be multiplied \(8x5 and 4x3\)\. Check that the "
+        r"data's input fits the model \(its shape, dtype and device\)\. Received: input=shape \(8, 5\)$",
         id="input-of-the-wrong-width",
     ),
     case(
@@ -471,7 +472,9 @@ DATA_CASES = [
     case(
         lambda env: env.fit(manager(), [(X[:8], torch.full((8,), 7))]),
         LossError,
-        r"Loss `loss` failed on model output shape \(8, 3\) and label shape \(8,\): Target 7 is out of bounds",
+        r"Loss `loss` failed on model output shape \(8, 3\) and label shape \(8,\): Target 7 is out of bounds\. Check "
+        r"that the model output and the label fit this loss \(shapes, dtypes, `target` keys\)\. "
+        r"Received: y=shape \(8, 3\), label=shape \(8,\)$",
         id="label-out-of-range",
     ),
     case(
@@ -483,7 +486,8 @@ DATA_CASES = [
     case(
         lambda env: manager(loss_fn=None).test([(X[:8], torch.rand(8, 7))]),
         MetricError,
-        r"Metric `accuracy` failed on model output shape \(8, 3\) and label shape \(8, 7\).*use CategoricalAccuracy",
+        r"Metric `accuracy` failed on model output shape \(8, 3\) and label shape \(8, 7\).*use CategoricalAccuracy.*"
+        r"\. Check that the model output and the label fit this metric\. Received: y=shape \(8, 3\), label=shape \(8, 7\)$",
         id="metric-on-one-hot-floats",
     ),
     case(

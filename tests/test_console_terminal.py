@@ -48,10 +48,10 @@ json.dump(manager.history, open(sys.argv[1], "w"))
 _CI = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD")
 
 
-def in_terminal(code: str, columns: int, *args: str) -> str:
-    """Run `python -c code args` with stdin, stdout and stderr on a new pseudo-terminal of `columns`; its output."""
+def in_terminal(code: str, columns: int, *args: str, rows: int = 24) -> str:
+    """Run `python -c code args` with stdin, stdout and stderr on a new pseudo-terminal of `columns` and `rows`; its output."""
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in _CI} | {"COLUMNS": str(columns), "TERM": "xterm"}
     process = subprocess.Popen(
         [sys.executable, "-c", code, *args], stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
@@ -130,10 +130,15 @@ def check_values(shown: dict[str, str], reference: dict[str, Any]) -> None:
             assert len(shown[name].replace("-", "").replace(".", "").lstrip("0")) >= 4 or value == 0
 
 
-@pytest.mark.parametrize("columns", [0, 80, 200])
-def test_each_epoch_line_shows_every_value_whole_in_a_terminal_of_any_width(tmp_path: Path, columns: int) -> None:
+@pytest.mark.parametrize(
+    ("columns", "rows"),
+    [(0, 24), (80, 24), (200, 24), (0, 0)],  # 0 x 0: a pseudo-terminal nobody sized (`docker exec -t`, some CI runners)
+)
+def test_each_epoch_line_shows_every_value_whole_in_a_terminal_of_any_width(
+    tmp_path: Path, columns: int, rows: int
+) -> None:
     history_file = tmp_path / "history.json"
-    text = in_terminal(SCRIPT.format(setup="", verbose=True), columns, str(history_file))
+    text = in_terminal(SCRIPT.format(setup="", verbose=True), columns, str(history_file), rows=rows)
     history = json.loads(history_file.read_text())
     lines = screen(text, columns)
     for epoch, reference in enumerate(history, 1):

@@ -28,16 +28,22 @@ pytestmark = pytest.mark.slow
 HARNESS = ROOT / "tests" / "scripts" / "task_runner_signal.py"
 
 
-def demo_command(*args: str) -> str:
-    """hatch.toml's demo script, with its arguments, the script's path made absolute (the job runs elsewhere)."""
+def hatch_script(name: str, *args: str) -> str:
+    """hatch.toml's script `name`, with its arguments, the main job's path made absolute (the job runs elsewhere)."""
     scripts = tomllib.loads((ROOT / "hatch.toml").read_text())["envs"]["default"]["scripts"]
-    command: str = scripts["demo"]
-    return command.replace("examples/digits.py", str(ROOT / "examples" / "digits.py")).replace("{args}", " ".join(args))
+    command: str = scripts[name]
+    return command.replace("{args}", " ".join(args)).replace("examples/digits.py", str(ROOT / "examples" / "digits.py"))
 
 
-def signalled(tmp_path: Path, signal_name: str) -> list[dict[str, Any]]:
-    command = demo_command("--epochs", "100000", "--experiment", "job", "--quiet")
+def demo_command(*args: str) -> str:
+    """hatch.toml's demo script, with its arguments."""
+    return hatch_script("demo", *args)
+
+
+def signalled(tmp_path: Path, signal_name: str, command: str | None = None) -> list[dict[str, Any]]:
+    command = command or demo_command("--epochs", "100000", "--experiment", "job", "--quiet")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # as hatch sets it
+    env.update(OMP_NUM_THREADS="1", TORCHMANAGER_DIST_TIMEOUT="120")
     done = subprocess.run(
         [sys.executable, str(HARNESS), str(tmp_path), signal_name, command], env=env, capture_output=True, text=True
     )
@@ -55,6 +61,22 @@ def test_sigterm_to_hatch_reaches_the_job_which_saves_and_exits_143(tmp_path: Pa
     assert [process["code"] for process in below] == [143], ended
     output = (tmp_path / "output.txt").read_text()
     assert "SIGTERM received: training stopped" in output
+    assert (tmp_path / "experiments" / "job.exp" / "checkpoints" / "last.model").is_file()
+
+
+def test_sigterm_to_hatch_running_the_readme_s_torchrun_line_reaches_every_worker(tmp_path: Path) -> None:
+    """`hatch run torchmanager-run --standalone --nproc_per_node=2 examples/digits.py ...`, the README's line:
+    hatch dies of SIGTERM; without the supervisor the launcher and its workers went on training, orphaned."""
+    command = hatch_script(
+        "torchmanager-run", "--standalone", "--nproc_per_node=2", "examples/digits.py", "--epochs", "100000"
+    )
+    ended = signalled(tmp_path, "SIGTERM", f"{command} --experiment job --quiet")
+    runner, *below = ended
+    assert runner["code"] == -15
+    # nothing orphaned: the supervisor alone came to the harness, with the launcher's code (its workers saved)
+    assert [process["code"] for process in below] == [143], ended
+    output = (tmp_path / "output.txt").read_text()
+    assert "torchmanager-run: SIGTERM received and passed on to the workers: they exited with code 143" in output
     assert (tmp_path / "experiments" / "job.exp" / "checkpoints" / "last.model").is_file()
 
 

@@ -116,3 +116,19 @@ def test_an_upstream_layout_without_a_model_is_refused_and_other_dicts_pass_thro
         load(tmp_path / "odd.model", trusted=True)
     torch.save({"weights": torch.ones(2)}, tmp_path / "other.pt")
     assert set(load(tmp_path / "other.pt", trusted=True)) == {"weights"}
+
+
+def test_fit_on_an_upstream_manager_restored_without_its_loss_says_where_the_loss_goes() -> None:
+    """1.5 pickled the loss with the manager; ours is not carried over, so `fit` must say to pass it back."""
+    manager = torchmanager.Manager.from_checkpoint(FILES["manager"], trusted=True)
+    data = [(torch.randn(8, 4), torch.randn(8, 3))]
+    with pytest.raises(
+        ValueError,
+        match=r"`fit` needs a `loss_fn` for the default training step: pass one to the manager "
+        r"\(`Manager\.from_checkpoint\(path, \.\.\., loss_fn=\.\.\.\)` for a restored one: a checkpoint keeps no loss "
+        r"function\), or override `train_step`\. Received: loss_fn=None$",
+    ):
+        manager.fit(data, epochs=3)
+    restored = torchmanager.Manager.from_checkpoint(FILES["manager"], trusted=True, loss_fn=torchmanager.losses.MSE())
+    restored.fit(data, epochs=3)  # the way the message names trains on from epoch 2
+    assert restored.current_epoch == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -153,3 +154,25 @@ def test_early_stop_with_experiment_resumes_its_counter(tmp_path: Any) -> None:
     # the experiment hands its checkpoint to fit, which gives every callback of the list its state back
     again.fit(DATA, epochs=10, callbacks_list=[early2, exp])
     assert early2.wait == 3 and again.current_epoch == 4  # epochs 1 (before the resume), 2, 3 without improvement
+
+
+def test_a_script_run_again_is_told_on_its_console_where_its_run_is_kept(tmp_path: Path) -> None:
+    """The README's Tour run twice, each in a fresh process without `Configs` (which set up the console itself):
+    the second run's console says the first is kept and where this one goes, as the run's log does."""
+    code = (
+        "import torch; from torchmanager_core import Manager; from torchmanager_callbacks import Experiment\n"
+        "model = torch.nn.Linear(4, 2)\n"
+        "manager = Manager(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss())\n"
+        "experiment = Experiment('tour.exp', manager)\n"
+        "manager.fit([(torch.randn(8, 4), torch.randint(0, 2, (8,)))], epochs=1, callbacks_list=[experiment])\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    assert "Experiment tour: starts at epoch 1, folder experiments/tour.exp," in runs[0]
+    kept = (
+        "Experiment tour: `experiments/tour.exp` holds a finished run, so this run is kept in `experiments/tour-2.exp`"
+    )
+    assert kept in runs[1]
+    assert kept in (tmp_path / "experiments" / "tour-2.exp" / "tour.log").read_text()  # the log says the same

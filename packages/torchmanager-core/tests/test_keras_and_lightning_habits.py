@@ -57,6 +57,18 @@ def test_a_misspelt_fit_keyword_names_the_one_meant(typo: str, meant: str) -> No
         manager_of(linear()).fit(batches(x, y, 8), epochs=1, **{typo: 3})
 
 
+@pytest.mark.parametrize("typo", ["epoch", "max_epochs", "num_epochs", "n_epochs"])
+def test_a_misspelt_epochs_given_alone_is_named_not_reported_as_no_epochs(typo: str) -> None:
+    """The user's line has no `epochs=` besides the typo (Keras's `epoch=3`, Lightning's `max_epochs=3`): the
+    message names the typo, not "give exactly one of `epochs` and `iterations`" with epochs=None."""
+    x, y = blobs(16)
+    with pytest.raises(
+        TypeError,
+        match=rf"^`fit` got keyword arguments it does not take: {typo}\. Did you mean `epochs`\? Received: {typo}=3$",
+    ):
+        manager_of(linear()).fit(batches(x, y, 8), **{typo: 3})
+
+
 def test_numpy_float64_batches_train_as_float32_tensors() -> None:
     x, y = blobs(32)
     data = batches(x, y, 8)
@@ -160,6 +172,16 @@ def test_history_reads_as_keras_history() -> None:
     manager.fit(batches(x, y, 8), epochs=3, val_dataset=batches(x, y, 16))
     lists = manager.history.history
     assert lists["loss"] == [epoch["loss"] for epoch in manager.history] and len(lists["val_loss"]) == 3
+    # Keras's `history["loss"]` on the manager's list of epochs: the way to both readings, not list's TypeError
+    with pytest.raises(
+        TypeError,
+        match=r"`manager\.history` is a list of each epoch's summary: `manager\.history\[-1\]\['loss'\]` is the last "
+        r"epoch's value, `manager\.history\.history\['loss'\]` the list of every epoch's \(Keras's `History\.history`\)\. "
+        r"Received: key='loss'$",
+    ):
+        manager.history["loss"]  # type: ignore[call-overload]
+    assert manager.history[-1] == {name: values[-1] for name, values in lists.items()}  # ints and slices as a list's
+    assert manager.history[1:] == list(manager.history)[1:]
 
 
 def test_model_summary_lists_layers_shapes_and_parameters() -> None:

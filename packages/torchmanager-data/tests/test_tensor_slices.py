@@ -146,3 +146,17 @@ def test_the_loading_options_are_checked_as_for_any_dataset(bad: int) -> None:
         Dataset.from_tensor_slices(rows(), batch_size=bad)
     with pytest.raises(ValueError, match=r"`shuffle` must be False when a `sampler` is given"):
         Dataset.from_tensor_slices(rows(), batch_size=2, shuffle=True, sampler=[0, 1])
+
+
+@pytest.mark.parametrize("as_array", [False, True])
+def test_inputs_and_labels_given_apart_are_told_to_come_as_one_tuple(as_array: bool) -> None:
+    """Keras habit: `from_tensor_slices(x, y)` put the labels where the batch size goes (the message named a
+    batch size of 64 label values)."""
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    labels: Any = y.numpy() if as_array else y
+    with pytest.raises(
+        TypeError,
+        match=r"^`from_tensor_slices` takes the inputs and labels as one tuple, `from_tensor_slices\(\(x, y\), "
+        r"batch_size=32\)`: its second argument is the batch size\. Received: batch_size of shape \(64,\)$",
+    ):
+        Dataset.from_tensor_slices(x, labels)

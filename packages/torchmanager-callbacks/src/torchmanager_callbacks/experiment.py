@@ -33,6 +33,7 @@ from torchmanager_core.configs.experiment_folder import (
     mark_in_progress,
 )
 from torchmanager_core.distributed import from_main_process
+from torchmanager_core.run_log import add_console
 
 from ._hooks import error_leaving_fit, handled_error
 from ._io import configs_dict, is_writer
@@ -256,6 +257,7 @@ class Experiment(MultiCallbacks):
             self._link_upstream_names()
             if self.configs is not None:
                 write_configs(self.configs, self.cfg_path)
+            add_console()  # where the run is kept goes to the console too, as `fit`'s own lines do
             self._open_log()
             if self.renamed_from is not None:
                 _logger.info(

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .errors import LossError, MetricError, describe
+from .errors import LossError, MetricError, describe, failure_message
 from .protocols import has_state, read_result
 from .tracking import MeanTracker, count_samples, summable
 
@@ -201,8 +201,12 @@ class CompiledLoss(_Streams):
                 value = fn(y, label)
             except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as error:
                 raise LossError(
-                    f"Loss `{name}` failed on model output {describe(y)} and label {describe(label)}: {error} "
-                    "Check that the model output and the label fit this loss (shapes, dtypes, `target` keys)."
+                    failure_message(
+                        f"Loss `{name}` failed on model output {describe(y)} and label {describe(label)}",
+                        error,
+                        "Check that the model output and the label fit this loss (shapes, dtypes, `target` keys).",
+                        f"y={describe(y)}, label={describe(label)}",
+                    )
                 ) from error
             if not isinstance(value, torch.Tensor):
                 raise LossError(
@@ -320,8 +324,12 @@ class CompiledMetrics(_Streams, Mapping[str, Callable[..., Any]]):
     def _failure(name: str, y: Any, label: Any, error: Exception) -> MetricError:
         return MetricError(
             name,
-            f"Metric `{name}` failed on model output {describe(y)} and label {describe(label)}: {error} "
-            "Check that the model output and the label fit this metric.",
+            failure_message(
+                f"Metric `{name}` failed on model output {describe(y)} and label {describe(label)}",
+                error,
+                "Check that the model output and the label fit this metric.",
+                f"y={describe(y)}, label={describe(label)}",
+            ),
         )
 
     def _update(self, y: Any, label: Any, training: bool, wanted: bool) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from .callbacks import Callback
 from .checkpointing import CheckpointMembers
 from .devices import move_optimizer_state
 from .epoch_values import EpochValues
-from .errors import ModelError, describe
+from .errors import ModelError, describe, failure_message
 from .loop import checks, evaluate, update
 from .loop.epoch import DataSource, train_epoch
 from .loop.fit import fit as run_fit
@@ -55,6 +55,7 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
     a step (`train_step`, `test_step`) to change one iteration; `Manager[MyModel]` types `model` and `raw_model`.
 
     Args:
+        model: The `torch.nn.Module` to train, test and predict with (a `ModuleDict` for several, see `optimizer`).
         optimizer: Needed only by `fit`: an optimizer; a dict of them by name (a GAN's, with a
             `ModuleDict` model: `manager.optimizer["gen"]`; see `Optimizers`); or a function of the
             parameters building one (`lambda params: AdamW(params, lr=1e-3)`), called with the parameters
@@ -197,9 +198,9 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
         except ModelError:
             raise  # a strategy's own, saying what is wrong (DDP's gradient errors)
         except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            fix = "Check that the data's input fits the model (its shape, dtype and device)."
             raise ModelError(
-                f"The model failed on an input of {describe(input)}: {error} Check that the data's input fits the "
-                f"model (its shape, dtype and device). Received: input of {describe(input)}"
+                failure_message("The model failed on an input", error, fix, f"input={describe(input)}")
             ) from error
         if target is None or self.compiled_losses is None:
             return y, None
@@ -329,7 +330,8 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
         """Train the model and return it (unwrapped), or `(model, summary)` with `return_summary=True`.
 
         Args:
-            training_dataset: Batches of `(x, y)`: a torchmanager `Dataset`, a `DataLoader`, a list, any iterable.
+            training_dataset: Batches of `(x, y)` (or dicts whose first two values are they): a torchmanager
+                `Dataset`, a `DataLoader`, a list, any iterable; `y` goes as it is to `loss_fn(model(x), y)`.
             epochs: The epochs to train in all (counting those done); or `iterations`: the batches in all
                 (this process's share under torchrun; a budget reached inside an epoch stops there).
             val_dataset: Batches to validate on after each epoch (reported as `val_<name>`).
@@ -354,6 +356,7 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
             The trained raw model; `summary` is the last epoch's, validation values prefixed "val_".
         Raises:
             ValueError, TypeError: Bad arguments (checked before anything trains).
+            ModelError, LossError, MetricError: The model, a loss or a metric failed on a batch (cause chained).
             NonFiniteLossError, CheckpointError: As the two policies say.
             Preempted: SIGTERM or SIGUSR1 (main thread): every process stopped after the same update,
                 saved the run to its preemption checkpoints and exits with 143 or 138.

@@ -98,6 +98,19 @@ def _columns(stream: IO[str]) -> int | None:
     return columns if columns > 0 else None
 
 
+def _rows(stream: IO[str]) -> int:
+    """The terminal's height, for tqdm: its rows; 20, tqdm's own stand-in, when 0 or unknown.
+
+    Left to itself, tqdm takes `LINES - 1`, or -1 when the terminal reports 0 rows and no `LINES`,
+    and then hides every bar (a bar's row must be above the last): each epoch became a blank line.
+    """
+    try:
+        rows = os.get_terminal_size(stream.fileno()).lines
+    except (AttributeError, OSError, ValueError):
+        rows = 0
+    return rows if rows > 0 else 20
+
+
 class RunEta:
     """The time left for a whole run, from its mean step time so far.
 
@@ -166,6 +179,7 @@ class EpochProgress:
                 desc=description,
                 leave=True,
                 ncols=_columns(sys.stderr) if self._terminal else None,
+                nrows=_rows(sys.stderr) if self._terminal else None,
                 mininterval=math.inf,  # tqdm never redraws by itself: `step` and `close` decide
                 maxinterval=math.inf,
             )

@@ -164,6 +164,13 @@ class Dataset(_TorchDataset[T], abc.ABC):
         """
         from .tensors import TensorSlices
 
+        if getattr(batch_size, "shape", ()) != ():  # Keras's habit: `from_tensor_slices(x, y)`
+            raise TypeError(
+                "`from_tensor_slices` takes the inputs and labels as one tuple, `from_tensor_slices((x, y), "
+                "batch_size=32)`: its second argument is the batch size. "
+                f"Received: batch_size of shape {tuple(getattr(batch_size, 'shape', ()))}"
+            )
+
         return TensorSlices(
             data,
             batch_size,

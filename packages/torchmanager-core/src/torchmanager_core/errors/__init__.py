@@ -25,6 +25,7 @@ __all__ = [
     "TestingError",
     "VersionError",
     "describe",
+    "failure_message",
     "raise_error",
 ]
 
@@ -127,6 +128,17 @@ def describe(value: object) -> str:
     if isinstance(value, dict):
         return "dict {" + ", ".join(f"{k!r}: {describe(v)}" for k, v in value.items()) + "}"
     return f"type {type(value).__name__}"
+
+
+def failure_message(what: str, error: BaseException, fix: str, received: str) -> str:
+    """The house-format message for a user's model, loss or metric that raised `error`.
+
+    `"<what>: <error>. <fix> Received: <received>"`: the error's own text ends in a full stop
+    (added when it has none, as torch's shape errors), so that what to do reads as a sentence of
+    its own, and the values received come last.
+    """
+    cause = str(error).strip() or type(error).__name__
+    return f"{what}: {cause}{'' if cause.endswith(('.', '!', '?')) else '.'} {fix} Received: {received}"
 
 
 def raise_error(error: BaseException) -> NoReturn:

@@ -122,8 +122,9 @@ def check_fit(manager: ManagerLike, dataset: DataSource, val_dataset: DataSource
         )
     if manager.compiled_losses is None and is_default(manager, "train_step"):
         raise ValueError(
-            "`fit` needs a `loss_fn` for the default training step: pass one to the manager, or override "
-            "`train_step`. Received: loss_fn=None"
+            "`fit` needs a `loss_fn` for the default training step: pass one to the manager "
+            "(`Manager.from_checkpoint(path, ..., loss_fn=...)` for a restored one: a checkpoint keeps no loss "
+            "function), or override `train_step`. Received: loss_fn=None"
         )
     _check_choice(options.on_nonfinite_loss, "on_nonfinite_loss", ("raise", "stop"))
     _check_choice(options.on_checkpoint_error, "on_checkpoint_error", ("raise", "continue"))

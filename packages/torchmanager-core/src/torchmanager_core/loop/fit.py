@@ -42,8 +42,8 @@ def fit(
     options: FitOptions,
 ) -> dict[str, float]:
     """Train `manager`'s model (see `Manager.fit` for the arguments); the last epoch's merged summary, or {}."""
+    checks.check_train_kwargs(manager, options.train_kwargs)  # first: a misspelt `epochs` is named as such
     total = checks.check_fit(manager, data, val_data, options)
-    checks.check_train_kwargs(manager, options.train_kwargs)
     run, callbacks = manager._run, with_manager(callbacks_list, manager)
     resume(manager, options.resume_from or callbacks.resume_checkpoint(), options.initial_epoch)
     dev_run = options.fast_dev_run > 0

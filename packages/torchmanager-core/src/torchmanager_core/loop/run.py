@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, SupportsIndex, overload
 
 import torch
 
@@ -94,6 +94,24 @@ class History(list[dict[str, float]]):
             for name, value in summary.items():
                 lists.setdefault(name, []).append(value)
         return lists
+
+    @overload
+    def __getitem__(self, index: SupportsIndex, /) -> dict[str, float]: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> list[dict[str, float]]: ...
+    def __getitem__(self, index: SupportsIndex | slice, /) -> dict[str, float] | list[dict[str, float]]:
+        """Epoch `index`'s summary, or a slice of them, as a list's.
+
+        Raises:
+            TypeError: A value's name (Keras's `history["loss"]`): its list is `history.history["loss"]`.
+        """
+        if isinstance(index, str):
+            raise TypeError(
+                f"`manager.history` is a list of each epoch's summary: `manager.history[-1][{index!r}]` is the last "
+                f"epoch's value, `manager.history.history[{index!r}]` the list of every epoch's (Keras's "
+                f"`History.history`). Received: key={index!r}"
+            )
+        return super().__getitem__(index)
 
 
 @dataclass(eq=False)
