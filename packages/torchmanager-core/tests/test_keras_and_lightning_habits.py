@@ -4,6 +4,7 @@ NumPy arrays, dict batches, `fast_dev_run`, `limit_train_batches`/`limit_val_bat
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,57 @@ def test_keras_fit_x_y_gets_a_house_error_with_the_way_to_batches() -> None:
         manager_of(linear()).fit(x, y)
     with pytest.raises(TypeError, match=r"not the inputs and labels apart.*Received: .*epochs of shape \(16,\)"):
         manager_of(linear()).fit(x.numpy(), y.numpy())
+
+
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_keras_fit_x_y_with_epochs_and_test_x_y_get_the_way_to_batches(as_numpy: bool) -> None:
+    """Keras's most common lines, `fit(x, y, epochs=3)` and `evaluate(x, y)` as `test(x, y)`: Python cannot bind
+    them (the labels and `epochs=` both land in `epochs`), and gets the house's error instead of its own."""
+    x, y = blobs(16)
+    xs, ys = (x.numpy(), y.numpy()) if as_numpy else (x, y)
+    manager = manager_of(linear())
+    with pytest.raises(
+        TypeError,
+        match=r"^`fit` takes the training data as batches of `\(x, y\)`.*from_tensor_slices.*pass `epochs=` by name\. "
+        r"Received: training_dataset of shape \(16, 4\), epochs of shape \(16,\)$",
+    ):
+        manager.fit(xs, ys, epochs=3)
+    with pytest.raises(
+        TypeError,
+        match=r"^`test` takes the data as batches of `\(x, y\)`, not the inputs and labels apart.*DataLoader.*"
+        r"Received: dataset of shape \(16, 4\), labels of shape \(16,\)$",
+    ):
+        manager.test(xs, ys)
+    assert manager.current_epoch == 0 and manager.history == []  # nothing ran
+
+
+def test_lightning_keywords_for_the_data_name_ours() -> None:
+    x, y = blobs(16)
+    manager = manager_of(linear())
+    with pytest.raises(
+        TypeError,
+        match=r"^`fit` cannot take these arguments \(missing a required argument: 'training_dataset'\): call it as "
+        r"fit\(training_dataset, epochs=\.\.\., val_dataset=\.\.\., callbacks_list=\.\.\., other options by name\), "
+        r"the data first and by position\. Here `train_dataloaders` is `training_dataset`; `max_epochs` is `epochs`\. "
+        r"Received: 0 positional arguments, train_dataloaders=\.\.\., max_epochs=\.\.\.$",
+    ):
+        manager.fit(train_dataloaders=batches(x, y, 8), max_epochs=2)
+    with pytest.raises(TypeError, match=r"^`test` cannot take.*Here `dataloaders` is `dataset`\. Received: 0 posit"):
+        manager.test(dataloaders=batches(x, y, 8))
+    with pytest.raises(TypeError, match=r"^`predict` cannot take.*\(too many positional arguments\).*Received: 3 pos"):
+        manager.predict(batches(x, y, 8), 1, 2)
+
+
+def test_help_shows_the_real_signatures() -> None:
+    assert list(inspect.signature(Manager.fit).parameters)[:5] == [
+        "self",
+        "training_dataset",
+        "epochs",
+        "val_dataset",
+        "callbacks_list",
+    ]
+    assert "dataset" in inspect.signature(Manager.test).parameters
+    assert "Train the model" in (Manager.fit.__doc__ or "")
 
 
 @pytest.mark.parametrize(

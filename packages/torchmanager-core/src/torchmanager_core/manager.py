@@ -182,11 +182,8 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
 
     def forward(self, input: Any, target: Any = None) -> tuple[Any, torch.Tensor | None]:
         """`(y, loss)`: the model's output on `input` in the manager's precision, and with a label the total
-        loss (a scalar with its graph; None without a label or `loss_fn`).
-
-        Raises:
-            ModelError, LossError: The model, or a loss, failed on the batch (the message names its shapes).
-        """
+        loss (a scalar with its graph; None without a label or `loss_fn`). Raises `ModelError` or `LossError`:
+        the model, or a loss, failed on the batch (the message names its shapes)."""
         if self._precision.autocast_dtype is None:  # no context to enter on every batch
             return self._model_and_loss(input, target)
         with self._precision.forward_context():
@@ -303,6 +300,7 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
 
     # -- the loops -----------------------------------------------------------------------------
 
+    @checks.explains_binding_errors
     def fit(
         self,
         training_dataset: DataSource,
@@ -385,6 +383,7 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
         model = self.raw_model
         return (model, summary) if return_summary else model
 
+    @checks.explains_binding_errors
     def test(
         self,
         dataset: DataSource,
@@ -411,6 +410,7 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
         with self._placed(device, devices, use_multi_gpus, empty_cache):
             return evaluate.test(self, dataset, callbacks_list, wants_progress(show_verbose))
 
+    @checks.explains_binding_errors
     def predict(
         self,
         dataset: DataSource,

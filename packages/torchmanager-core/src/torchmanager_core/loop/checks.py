@@ -6,9 +6,11 @@ Every message says what is wrong, what would be right, then `Received: name=valu
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 
@@ -24,6 +26,7 @@ __all__ = [
     "check_optimizer_params",
     "check_train_kwargs",
     "dev_run_batches",
+    "explains_binding_errors",
     "positive_int",
     "positive_or_none",
 ]
@@ -50,6 +53,60 @@ FIT_ARGUMENTS = (
 
 MANAGER_OPTIONS = ("accumulate_grad_batches", "clip_grad_norm", "clip_grad_value", "precision", "compile", "strategy")
 """Options a manager takes when it is made, which Lightning and Keras users may give to `fit`."""
+
+
+FAMILIAR_NAMES = {
+    "train_dataloaders": "training_dataset",
+    "x": "training_dataset",
+    "dataloaders": "dataset",
+    "val_dataloaders": "val_dataset",
+    "validation_data": "val_dataset",
+    "callbacks": "callbacks_list",
+    "max_epochs": "epochs",
+}
+"""Lightning's and Keras's names for the data and options of `fit` and `test`, and ours."""
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+def explains_binding_errors(method: Callable[Params, Result]) -> Callable[Params, Result]:
+    """`method` whose arguments, where Python cannot bind them to its signature, raise the house's `TypeError`.
+
+    Python's own ("got multiple values for argument 'epochs'") names neither the cause nor the way out:
+    Keras's `fit(x, y, epochs=3)` and `test(x, y)` get the way to batches, Lightning's
+    `fit(train_dataloaders=...)` ours names. `help()` shows `method`'s own signature.
+    """
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def call(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise _binding_error(method.__name__, signature, args[1:], kwargs, error) from None
+        return method(*args, **kwargs)
+
+    return call
+
+
+def _binding_error(
+    name: str, signature: inspect.Signature, args: tuple[Any, ...], kwargs: Mapping[str, Any], error: TypeError
+) -> TypeError:
+    if len(args) >= 2 and _is_array(args[0]) and _is_array(args[1]) and not isinstance(args[1], int):
+        return _keras_arrays_error(name, args[0], args[1])
+    positional = [
+        p.name if p.default is inspect.Parameter.empty else f"{p.name}=..."
+        for p in list(signature.parameters.values())[1:]
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    familiar = [f"`{key}` is `{FAMILIAR_NAMES[key]}`" for key in kwargs if key in FAMILIAR_NAMES]
+    hint = f" Here {'; '.join(familiar)}." if familiar else ""
+    received = [f"{len(args)} positional argument{'s' if len(args) != 1 else ''}", *(f"{key}=..." for key in kwargs)]
+    return TypeError(
+        f"`{name}` cannot take these arguments ({error}): call it as {name}({', '.join(positional)}, "
+        f"other options by name), the data first and by position.{hint} Received: {', '.join(received)}"
+    )
 
 
 def check_model_and_optimizer(model: object, optimizer: object) -> None:
@@ -161,13 +218,18 @@ def check_fit(manager: ManagerLike, dataset: DataSource, val_dataset: DataSource
 
 def _check_keras_arrays(dataset: object, epochs: object) -> None:
     """Keras's `fit(x, y)`: the labels land in `epochs`; say how to give the data as batches instead."""
-    if not _is_array(epochs) or isinstance(epochs, int):
-        return
-    raise TypeError(
-        "`fit` takes the training data as batches of `(x, y)`, not the inputs and labels apart (Keras's "
-        "`fit(x, y)`): make batches with `Dataset.from_tensor_slices((x, y), batch_size=32, shuffle=True)` "
-        "(torchmanager.data), or a `DataLoader(TensorDataset(x, y), batch_size=32)`, and pass `epochs=` by name. "
-        f"Received: training_dataset of {_shape(dataset)}, epochs of {_shape(epochs)}"
+    if _is_array(epochs) and not isinstance(epochs, int):
+        raise _keras_arrays_error("fit", dataset, epochs)
+
+
+def _keras_arrays_error(name: str, x: object, y: object) -> TypeError:
+    data, second = ("training data", "epochs") if name == "fit" else ("data", "labels")
+    return TypeError(
+        f"`{name}` takes the {data} as batches of `(x, y)`, not the inputs and labels apart (Keras's "
+        f"`{name}(x, y)`): make batches with `Dataset.from_tensor_slices((x, y), batch_size=32, shuffle=True)` "
+        "(torchmanager.data), or a `DataLoader(TensorDataset(x, y), batch_size=32)`"
+        + (", and pass `epochs=` by name" if name == "fit" else "")
+        + f". Received: {'training_dataset' if name == 'fit' else 'dataset'} of {_shape(x)}, {second} of {_shape(y)}"
     )
 
 
