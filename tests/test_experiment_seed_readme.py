@@ -52,9 +52,10 @@ def test_readme_experiment_as_written(tmp_path: Any, monkeypatch: pytest.MonkeyP
         assert line in log
     assert "Settings: model=PytorchModel (15 parameters), optimizer=SGD (lr=0.5)" in log
     assert re.search(r"INFO Experiment test: training ended$", log.strip())
-    assert not [
-        h for h in logging.getLogger("torchmanager").handlers if isinstance(h, logging.FileHandler)
-    ]  # the log file is released at the end of training
+    held = [h for h in logging.getLogger("torchmanager").handlers if isinstance(h, logging.FileHandler)]
+    assert [h.baseFilename for h in held] == [os.path.abspath(os.path.join("experiments", "test.exp", "test.log"))]
+    exp_callback.close_log()  # the log stays open after `fit` (a `test()` after it belongs to the run) until closed
+    assert not [h for h in logging.getLogger("torchmanager").handlers if isinstance(h, logging.FileHandler)]
     assert scalars(os.path.join("experiments", "test.exp", "data"), "loss", "val") == [
         (e + 1, pytest.approx(s["val_loss"], rel=1e-6)) for e, s in enumerate(summaries)
     ]

@@ -16,6 +16,7 @@ from cb_testkit import batches, blobs, make_manager
 
 from torchmanager_callbacks import EarlyStop, Experiment, MonitorType
 from torchmanager_core import checkpoint
+from torchmanager_core.run_log import format_value
 
 DATA = batches(*blobs(24), size=8)
 
@@ -176,3 +177,30 @@ def test_a_script_run_again_is_told_on_its_console_where_its_run_is_kept(tmp_pat
     )
     assert kept in runs[1]
     assert kept in (tmp_path / "experiments" / "tour-2.exp" / "tour.log").read_text()  # the log says the same
+
+
+def test_the_test_after_fit_is_in_the_run_s_log_and_a_later_run_is_not(tmp_path: Path) -> None:
+    """A script's `test()` after `fit` belongs to the run (issue 23 point 4): its result is in the experiment's
+    log, as `test()` returned it; the next experiment's run goes to its own log only."""
+    manager = make_manager()
+    first = Experiment("first", manager, root=str(tmp_path))
+    manager.fit(DATA, epochs=1, callbacks_list=[first], show_verbose=False)
+    summary = manager.test(DATA, show_verbose=False)
+    first_log = records(first.log_path)
+    written = ", ".join(f"{name}={format_value(value)}" for name, value in summary.items())
+    assert first_log.count(f"Test: {written}") == 1
+    assert first_log.index("Experiment first: training ended") < first_log.index(f"Test: {written}")
+
+    other = make_manager(seed=1)
+    second = Experiment("second", other, root=str(tmp_path))
+    other.fit(DATA, epochs=1, callbacks_list=[second], show_verbose=False)
+    assert records(first.log_path) == first_log  # nothing of the second run
+    assert "Experiment second: training ended" in records(second.log_path)
+    second.close_log()
+    other.test(DATA, show_verbose=False)
+    assert not any(line.startswith("Test:") for line in records(second.log_path))
+
+
+def records(log_path: str) -> list[str]:
+    """The messages of a log file's records (without their time and level)."""
+    return [line.split(" INFO ", 1)[-1] for line in Path(log_path).read_text().splitlines()]

@@ -45,6 +45,8 @@ from .tensorboard import TensorBoard
 __all__ = ["Experiment"]
 
 _logger = logging.getLogger("torchmanager")
+_open_experiment: Experiment | None = None
+"""The experiment whose log file the `torchmanager` logger writes to (one at a time)."""
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
@@ -288,13 +290,20 @@ class Experiment(MultiCallbacks):
         try:
             super().on_train_end(model)
         finally:
-            self._close_log(finished)
+            if self._handler is not None:
+                _logger.info(f"Experiment {self.name}: training {'ended' if finished else 'stopped before its end'}")
             if finished and is_writer():
                 mark_finished(self.experiment_dir)
+        # the log stays open: what the script does next (its `test()`) belongs to the run, as upstream's log
+        # kept it; the next experiment to open its log, or `close_log()`, closes it
 
     def _open_log(self) -> None:
+        global _open_experiment
         if self._handler is not None:
             return
+        if _open_experiment is not None:
+            _open_experiment.close_log()  # one run's log at a time: a later run is not written into it
+        _open_experiment = self
         handler = logging.FileHandler(self.log_path, mode="a", encoding="utf-8")
         handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
@@ -304,10 +313,17 @@ class Experiment(MultiCallbacks):
         _logger.addHandler(handler)
         self._handler = handler
 
-    def _close_log(self, finished: bool) -> None:
+    def close_log(self) -> None:
+        """Stop writing the `torchmanager` logger's records to this experiment's log file.
+
+        The log stays open after `fit`, so that a `test()` after it is in the run's log; the next
+        experiment to start a `fit` closes it, as does the end of the process.
+        """
+        global _open_experiment
         if self._handler is None:
             return
-        _logger.info(f"Experiment {self.name}: training {'ended' if finished else 'stopped before its end'}")
+        if _open_experiment is self:
+            _open_experiment = None
         _logger.removeHandler(self._handler)
         self._handler.close()
         self._handler = None
