@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +263,22 @@ def test_from_checkpoint_keeps_the_options_and_takes_a_subclass_own_arguments(
     assert restored.global_step == manager.global_step and restored.current_epoch == 1
     overridden = Manager.from_checkpoint(path, model=MLP(), accumulate_grad_batches=1)
     assert overridden.accumulate_grad_batches == 1 and overridden.precision == "bf16"
+
+
+def test_single_file_checkpoints_never_import_torch_distributed_checkpoint(tmp_path: Path) -> None:
+    """DCP (and DTensor, sympy behind it) costs about a second to import: only a sharded checkpoint needs it. A
+    fresh process imports the package, saves, resumes and loads single files without it."""
+    code = (
+        "import sys, torch\n"
+        "from torchmanager_core import Manager\n"
+        "model = torch.nn.Linear(2, 2)\n"
+        "manager = Manager(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=torch.nn.CrossEntropyLoss())\n"
+        "data = [(torch.randn(4, 2), torch.randint(0, 2, (4,)))]\n"
+        f"manager.fit(data, epochs=1, show_verbose=False); manager.save_checkpoint({str(tmp_path / 'a.model')!r})\n"
+        f"manager.load_checkpoint({str(tmp_path / 'a.model')!r})\n"
+        f"manager.fit(data, epochs=2, show_verbose=False, resume_from={str(tmp_path / 'a.model')!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('torch.distributed.checkpoint')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -29,7 +29,7 @@ import torch
 
 from . import checkpoint, distributed
 from .callbacks import CallbackList
-from .checkpoint import reshard, sharded
+from .checkpoint import is_sharded_checkpoint, reshard
 from .checkpoint.writes import RunWrites, Snapshot, single_file
 from .data_position import samples_done
 from .epoch_values import EpochValues
@@ -91,13 +91,15 @@ class CheckpointMembers:
             FileNotFoundError: No file at `path`.
             CheckpointError: The file is not a checkpoint of ours, is corrupt, or holds another model.
         """
-        if not sharded.is_sharded_checkpoint(path):
+        if not is_sharded_checkpoint(path):
             payload = read(path, map_location=map_location, trusted=trusted)
             restore(self, payload, os.fspath(path))
             return payload
         resume(self, os.fspath(path))  # a sharded model's: its shards load now, or when `fit` shards it
         if is_fully_sharded(self.raw_model):
             load_pending_shards(self)
+        from .checkpoint import sharded  # DCP: imported once a sharded checkpoint is met
+
         return dict(sharded.read_plain(path).run)
 
     @classmethod
@@ -309,9 +311,11 @@ def resume(manager: ManagerLike, path: str) -> None:
         FileNotFoundError: Nothing at `path`.
         CheckpointError: The checkpoint does not fit the manager (nothing was loaded), or is not one.
     """
-    if not sharded.is_sharded_checkpoint(path):
+    if not is_sharded_checkpoint(path):
         restore(manager, read(path), path)
         return
+    from .checkpoint import sharded  # DCP: imported once a sharded checkpoint is met
+
     loaded = sharded.read_plain(path)
     restore(manager, {**loaded.run, **loaded.ranks[0], "ranks": loaded.ranks}, path)
     manager._run.pending_shards = loaded.folder
@@ -335,6 +339,8 @@ def load_pending_shards(manager: ManagerLike) -> None:
             f"`{folder}` is a sharded checkpoint (a folder), which a run resumes with the strategy that shards the "
             f"model: pass `strategy='fsdp'` to the manager and launch with torchrun. Received: strategy={strategy!r}"
         )
+    from .checkpoint import sharded  # DCP: imported once a sharded checkpoint is met
+
     tensors = {"model": strategy.model_state_dict(manager.model)}
     if optimizer is not None:  # laid out as saved: with a state, or hyperparameters alone
         stepped = sharded.holds(folder, "optimizer.state.")

@@ -35,6 +35,7 @@ __all__ = [
     "CheckpointWriteError",
     "SHARDED_COMPLETE",
     "exists",
+    "is_sharded_checkpoint",
     "is_sharded_folder",
     "list_checkpoints",
     "load",
@@ -61,6 +62,11 @@ SHARDED_COMPLETE: str = "complete.pt"
 def exists(path: str | os.PathLike[str]) -> bool:
     """Whether a checkpoint is at `path`: a file, or a sharded checkpoint's folder with a complete version."""
     return os.path.isfile(path) or os.path.isfile(os.path.join(os.fspath(path), SHARDED_COMPLETE))
+
+
+def is_sharded_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a sharded checkpoint's folder with a complete version (read without importing DCP)."""
+    return os.path.isfile(os.path.join(os.fspath(path), SHARDED_COMPLETE))
 
 
 def is_sharded_folder(path: str | os.PathLike[str]) -> bool:

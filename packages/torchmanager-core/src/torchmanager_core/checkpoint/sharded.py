@@ -47,7 +47,15 @@ from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 from torch.distributed.checkpoint.storage import WriteResult
 
 from .. import distributed
-from . import SHARDED_COMPLETE, CheckpointError, CheckpointWriteError, _check_loadable, load, save
+from . import (
+    SHARDED_COMPLETE,
+    CheckpointError,
+    CheckpointWriteError,
+    _check_loadable,
+    is_sharded_checkpoint,
+    load,
+    save,
+)
 from .dcp_reading import SafePlanner, SafeReader
 
 __all__ = [
@@ -323,11 +331,6 @@ def _quiet_in_one_process() -> None:
     """
     if not distributed.is_distributed():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-
-
-def is_sharded_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether `path` is a sharded checkpoint's folder with a complete version."""
-    return os.path.isfile(os.path.join(os.fspath(path), COMPLETE))
 
 
 def load_sharded(path: str | os.PathLike[str], tensors: dict[str, Any]) -> Loaded:

@@ -60,13 +60,11 @@ _NAMES = ("auto", "single", "dp", "ddp", "fsdp")
 def is_fully_sharded(model: torch.nn.Module) -> bool:
     """Whether `model` (under any DDP or `torch.compile` wrapper) was sharded with `fully_shard` at its root.
 
-    FSDP2 is not imported for it: a model can only be sharded once FSDP2 was.
+    Neither FSDP2 nor the FSDP2 strategy (which imports `torch.distributed.checkpoint`) is imported for it: a
+    model can only be sharded once FSDP2 was.
     """
-    if "torch.distributed.fsdp" not in sys.modules:
-        return False
-    from .fsdp import is_fully_sharded as sharded
-
-    return sharded(model)
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(unwrap(model), fsdp.FSDPModule)
 
 
 def shards_model(option: StrategyOption, model: torch.nn.Module) -> bool:

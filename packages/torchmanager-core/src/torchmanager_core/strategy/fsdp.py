@@ -27,6 +27,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
 from .. import distributed
+from . import is_fully_sharded  # one definition, which imports neither FSDP2 nor this module
 from .base import OptimizerLike, Strategy, unwrap
 from .meta_init import initialise_shards
 
@@ -49,11 +50,6 @@ PRECISIONS: dict[str, str] = {
 
 _SHARDED_WITH = "_torchmanager_sharded_with"
 """The attribute naming the precision a model was sharded with by this strategy."""
-
-
-def is_fully_sharded(model: torch.nn.Module) -> bool:
-    """Whether `model` (under any DDP or `torch.compile` wrapper) was sharded with `fully_shard` at its root."""
-    return isinstance(unwrap(model), FSDPModule)
 
 
 class FSDP2Strategy(Strategy):
