@@ -79,7 +79,7 @@ def resume_rows(rounds: int) -> list[str]:
                 contenders[f"{how} at {share}"] = lambda workers=workers, done=done, how=how: first_batch_seconds(
                     workers, done, how
                 )
-        times = interleaved_medians(contenders, rounds, warmup=0)
+        times = interleaved_medians(contenders, rounds, warmup=1)
         fresh = times["fresh start"]
         cells = ", ".join(f"{name} {seconds:.3f} s ({seconds / fresh:.1f}x)" for name, seconds in times.items())
         lines.append(f"  {workers} loader processes: {cells}")

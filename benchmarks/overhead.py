@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             wall_ratios[key] = result.ratio
             print("\n".join(format_row(result)), flush=True)
     if "resume" in args.rows:
-        print("\n".join(resume_rows(max(1, args.rounds // 3))), flush=True)
+        print("\n".join(resume_rows(args.rounds)), flush=True)
     if "import" in args.rows:
         base = import_time("import torch", args.import_runs)
         full = import_time("import torch, torchmanager", args.import_runs)
