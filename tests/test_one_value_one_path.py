@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import torchmanager
+from benchmarks.bench_loops import CopiedStep as PlainStep  # the default `train_step`, copied
 from torchmanager.callbacks import Callback
 from torchmanager.losses import MSE, BCEWithLogits, CrossEntropy, FocalCrossEntropy
 from torchmanager.metrics import MAE, BinaryAccuracy, SparseCategoricalAccuracy, TopKAccuracy
@@ -37,19 +38,6 @@ class ReadsBatchValues(Callback):
 
     def on_batch_end(self, batch: int, summary: Mapping[str, Any] | None = None) -> None:
         self.seen.append(dict(summary or {}))
-
-
-class PlainStep(torchmanager.Manager):  # type: ignore[type-arg]
-    """A subclass whose `train_step` is a copy of the default one (the method users copy to write their own)."""
-
-    def train_step(self, x_train: Any, y_train: Any) -> dict[str, Any]:
-        y, loss = self.forward(x_train, y_train)
-        assert loss is not None
-        self.backward(loss)
-        self.optimize()
-        summary: dict[str, Any] = {"loss": loss.detach()}
-        summary.update(self.eval(y.detach(), y_train, training=True))
-        return summary
 
 
 def every_path(
