@@ -30,7 +30,7 @@ import torch
 from . import checkpoint, distributed
 from .callbacks import CallbackList
 from .checkpoint import is_sharded_checkpoint, reshard
-from .checkpoint.writes import RunWrites, Snapshot, single_file
+from .checkpoint.writes import RunWrites, Snapshot
 from .data_position import samples_done
 from .epoch_values import EpochValues
 from .loop.protocol import ManagerLike
@@ -44,7 +44,6 @@ __all__ = [
     "CheckpointMembers",
     "construct",
     "options",
-    "payload",
     "save",
     "plain_compile_option",
     "read",
@@ -137,17 +136,6 @@ class CheckpointMembers:
         return manager
 
 
-def payload(
-    manager: ManagerLike,
-    callbacks: CallbackList | None = None,
-    structure: Callable[[torch.nn.Module], torch.Tensor | None] | None = None,
-) -> dict[str, Any]:
-    """The checkpoint content of `manager` and its run in this process, as state dicts and plain values
-    (a single file's layout; see `snapshot` for what each process holds)."""
-    taken = snapshot(manager, callbacks, structure)
-    return single_file(taken, [taken.own])
-
-
 def snapshot(
     manager: ManagerLike,
     callbacks: CallbackList | None = None,
@@ -219,8 +207,7 @@ def _open_window_gradients(manager: ManagerLike) -> dict[str, torch.Tensor]:
     `fit` defers its saves to a window's end; a save inside one (a stop between two batches of a
     window, a save after such a `fit`) keeps them, so the resumed window sums the same gradients.
     """
-    accumulate, run = manager.accumulate_grad_batches, manager._run
-    if accumulate == 1 or run.batch % accumulate == 0:
+    if manager._run.window_done(manager.accumulate_grad_batches):
         return {}
     return plain_gradients(manager.raw_model)
 

@@ -123,7 +123,7 @@ class Dispatch:
 
     def _inside_window(self, run: Run) -> bool:
         """Whether the run is between two batches of one accumulation window (its update not done)."""
-        return self.accumulate > 1 and run.batch % self.accumulate != 0 and not run.last_batch
+        return not run.window_done(self.accumulate)
 
     def write(self, path: str, background: bool = False) -> bool:
         """Write the run's checkpoint at `path` now (in the background: snapshotted now, written by a thread).

@@ -28,14 +28,9 @@ def backward(manager: ManagerLike, loss: torch.Tensor, inputs: Sequence[torch.Te
         else:
             loss.backward(inputs=inputs)  # type: ignore[no-untyped-call]
         return
-    run, strategy = manager._run, manager._strategy
-    assert strategy is not None  # a plan exists only during a placed `fit`
-    accumulate = plan.accumulate
-    if accumulate > 1:
-        loss = loss / run.window_size(accumulate)
-    loss = manager._precision.scale(loss)
-    with strategy.gradient_sync(manager.model, accumulate == 1 or run.window_end(accumulate)):
-        loss.backward(inputs=inputs)  # type: ignore[no-untyped-call]
+    if plan.accumulate > 1:  # the pass runs the whole step inside the strategy's `gradient_sync` (`epoch.run_pass`)
+        loss = loss / manager._run.window_size(plan.accumulate)
+    manager._precision.scale(loss).backward(inputs=inputs)  # type: ignore[no-untyped-call]
 
 
 def optimize(manager: ManagerLike) -> None:

@@ -99,8 +99,10 @@ class DDP(Strategy):
             yield model
 
     def gradient_sync(self, model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        if sync:
+            return contextlib.nullcontext()
         wrapped = model.wrapped() if isinstance(model, Wrapped) else [_find_ddp(model)]
-        if sync or not any(wrapped):
+        if not any(wrapped):
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         for ddp in wrapped:
