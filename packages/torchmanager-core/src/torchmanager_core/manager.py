@@ -365,19 +365,19 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
         batch (`on_epoch_start`), or after the current epoch (validation and epoch-end hooks).
         """
         options = FitOptions(
-            epochs,
-            iterations,
-            initial_epoch,
-            os.fspath(resume_from) if resume_from is not None else None,
-            (device, devices, use_multi_gpus),
-            wants_progress(show_verbose),
-            on_nonfinite_loss,
-            on_checkpoint_error,
-            limit_train_batches,
-            limit_val_batches,
-            checks.dev_run_batches(fast_dev_run),
-            kwargs,
-            allow_divergence,
+            epochs=epochs,
+            iterations=iterations,
+            initial_epoch=initial_epoch,
+            resume_from=os.fspath(resume_from) if resume_from is not None else None,
+            places=(device, devices, use_multi_gpus),
+            show_verbose=wants_progress(show_verbose),
+            on_nonfinite_loss=on_nonfinite_loss,
+            on_checkpoint_error=on_checkpoint_error,
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            fast_dev_run=checks.dev_run_batches(fast_dev_run),
+            train_kwargs=kwargs,
+            allow_divergence=allow_divergence,
         )
         summary = run_fit(self, training_dataset, val_dataset, callbacks_list, options)
         model = self.raw_model

@@ -31,26 +31,6 @@ __all__ = [
     "positive_or_none",
 ]
 
-FIT_ARGUMENTS = (
-    "epochs",
-    "val_dataset",
-    "callbacks_list",
-    "iterations",
-    "initial_epoch",
-    "return_summary",
-    "device",
-    "devices",
-    "use_multi_gpus",
-    "show_verbose",
-    "resume_from",
-    "on_nonfinite_loss",
-    "on_checkpoint_error",
-    "limit_train_batches",
-    "limit_val_batches",
-    "fast_dev_run",
-)
-"""`fit`'s keyword arguments (a misspelt one gets the closest as a hint)."""
-
 MANAGER_OPTIONS = ("accumulate_grad_batches", "clip_grad_norm", "clip_grad_value", "precision", "compile", "strategy")
 """Options a manager takes when it is made, which Lightning and Keras users may give to `fit`."""
 
@@ -279,7 +259,12 @@ def check_train_kwargs(manager: ManagerLike, kwargs: Mapping[str, Any]) -> None:
     if not unknown or not is_default(manager, "_train"):
         return
     options = [name for name in unknown if name in MANAGER_OPTIONS]
-    close = [match for name in unknown for match in difflib.get_close_matches(name, FIT_ARGUMENTS, n=1)]
+    taken = [  # `fit`'s own keywords, read from its signature (a misspelt one gets the closest as a hint)
+        p.name
+        for p in inspect.signature(type(manager).fit).parameters.values()  # type: ignore[attr-defined]  # the manager class, not the protocol
+        if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    close = [match for name in unknown for match in difflib.get_close_matches(name, taken, n=1)]
     if options:
         hint = (
             f" {', '.join(f'`{name}`' for name in options)} is an option of the manager: "
