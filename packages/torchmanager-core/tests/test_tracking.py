@@ -8,7 +8,7 @@ import torch
 from core_testkit import Accuracy, batches, blobs, linear
 
 from torchmanager_core import Callback, Manager
-from torchmanager_core.tracking import merge_summaries
+from torchmanager_core.tracking import MeanTracker, merge_summaries
 
 
 def test_validation_names_get_val_once_after_the_training_ones() -> None:
@@ -41,3 +41,40 @@ def test_it_is_the_summary_fit_returns() -> None:
         batches(x, y, 8), epochs=2, val_dataset=batches(x, y, 12), callbacks_list=[Record()], return_summary=True
     )
     assert summary == merge_summaries(*seen[-1])
+
+
+def test_a_tracked_value_is_a_copy_of_what_the_step_returned() -> None:
+    """A step may change its returned tensor in place afterwards (a buffer it reuses, a CUDA graph's output): the
+    running mean holds what was returned at the time (by hand: (1 * 2 + 3 * 1) / 3)."""
+    tracker = MeanTracker()
+    value = torch.tensor(1.0)
+    tracker.update("a", value, 2)
+    value.add_(10)  # the step's buffer, reused
+    value.fill_(3.0)
+    tracker.update("a", value, 1)
+    value.zero_()
+    assert torch.equal(tracker.means()["a"], torch.tensor(5.0 / 3))
+
+
+def test_a_user_metric_runs_without_a_graph_in_training() -> None:
+    """A metric class whose `forward` is the user's, and a metric made from a function, count a training batch
+    under `no_grad` (the model's outputs require grad): no graph is built and dropped each step."""
+    from torchmanager_metrics import Metric
+
+    seen: list[bool] = []
+
+    class Mine(Metric):
+        def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.is_grad_enabled())
+            return (input.argmax(1) == target).float().mean()
+
+    def fn(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.is_grad_enabled())
+        return (input.argmax(1) == target).float().mean()
+
+    model = linear()
+    manager = Manager(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(), {"a": Mine(), "b": Metric(fn)}
+    )
+    manager.fit(batches(*blobs(16), 8), epochs=1, show_verbose=False)
+    assert seen == [False] * 4

@@ -184,13 +184,15 @@ class EpochValues:
         left as it was."""
         if not distributed.is_distributed():
             return dict(state)
-        mine = self.state_dict()
+        mine, counted = self.state_dict(), self.counted
         try:
             self.load_state_dict(state)
+            self.counted = counted  # a rank whose share had no batch stays out of the reductions
             self._reduce()
             return self.state_dict()
         finally:
             self.load_state_dict(mine)
+            self.counted = counted
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from `state_dict()`."""

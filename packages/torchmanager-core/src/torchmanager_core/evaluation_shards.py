@@ -255,10 +255,11 @@ class _TensorSpec(NamedTuple):
 
 
 _KEPT = {("losses", "calls"), ("metrics", "calls")}
-_PENDING = "pending"
-"""The key of a `MeanTracker`'s batches waiting to be summed: a rank without them blanks them as zeros of 0
-samples, so that it sums (and reduces) the same names and shapes as the others."""
 """Numbers a blank takes from the rank it copies: whether the losses' and metrics' values mean anything."""
+
+_PENDING = "pending"
+"""The key of a `MeanTracker`'s batches waiting to be summed (`{"pending": {name: [[mean, n], ...]}}`): a rank
+without them blanks them as zeros of 0 samples, so that it sums (and reduces) the same names and shapes."""
 
 
 def join(values: PassValues, had_batches: bool, device: torch.device) -> bool:
@@ -304,8 +305,8 @@ def _blank(own: Any, spec: Any, device: torch.device, path: tuple[Any, ...]) -> 
         return {key: _blank(mine.get(key), item, device, (*path, key)) for key, item in spec.items()}
     if isinstance(spec, (int, float)) and not isinstance(spec, bool) and path not in _KEPT:
         return type(spec)(0)
-    if isinstance(spec, list) and _PENDING in path:  # a tracker's `[mean, n]` waiting to be summed: zeros over 0
-        return [_blank(None, item, device, (*path, index)) for index, item in enumerate(spec)]
+    if isinstance(spec, list) and len(path) >= 2 and path[-2] == _PENDING:  # a tracker's waiting `[mean, n]`s
+        return [[_blank(None, part, device, (*path, i)) for part in pair] for i, pair in enumerate(spec)]
     if isinstance(spec, list):  # a "cat" state: this rank's own (none)
         return own if isinstance(own, list) else []
     return spec

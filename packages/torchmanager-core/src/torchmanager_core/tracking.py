@@ -100,8 +100,8 @@ class MeanTracker:
 
     def update(self, name: str, value: torch.Tensor | float, n: int = 1) -> None:
         """Add the batch mean `value` of `n` samples to the running mean of `name` (a tensor's graph is not kept)."""
-        if isinstance(value, torch.Tensor) and value.requires_grad:
-            value = value.detach()
+        if isinstance(value, torch.Tensor):  # a copy: the caller may change its tensor in place (a CUDA graph's output)
+            value = value.detach().clone()
         pending = self._pending.get(name)
         if pending is None:
             pending = self._pending[name] = []

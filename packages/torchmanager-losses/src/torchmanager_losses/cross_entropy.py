@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from torchmanager_metrics.metric import at_least_float32, overrides
-from torchmanager_metrics.waiting import PENDING_BATCHES
 
 from .loss import Loss, averaged_elements, check_non_negative
 
@@ -164,10 +163,7 @@ class CrossEntropy(Loss):
         )
         if self._weight != 1:
             value = torch.mul(value, self._weight)
-        means = self._waiting.means  # `add_batch_mean` inlined; a batch all ignored is NaN here, as torch's loss
-        means.append((value.data, total_weight))
-        if len(means) >= PENDING_BATCHES:
-            self.materialize()
+        self.add_batch_mean(value.data, total_weight)  # a batch all ignored is NaN here, as torch's loss
         return value
 
     def _update_any(self, input: Any, target: Any) -> torch.Tensor:

@@ -134,7 +134,8 @@ class Metric(torch.nn.Module):
     keeps_no_graph = True
     """Whether the state never keeps a tensor's graph (values are added detached), so a loop may update it
     with outputs that require grad and no `torch.no_grad()`. Decided per class: a class defined outside
-    torchmanager that replaces how a batch is added (`update`, `update_state`, `__call__`) is not trusted with it."""
+    torchmanager that replaces how a batch is added or valued (`update`, `update_state`, `__call__`, `forward`), or
+    an instance made with a `metric_fn`, is not trusted with it (its code then runs under `no_grad`)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -151,6 +152,8 @@ class Metric(torch.nn.Module):
                 f"`target` must be a key (str) of the model's output dict, or None. Received: target={target!r}"
             )
         self._metric_fn = metric_fn
+        if metric_fn is not None:  # the user's code makes the batch value: it runs under `no_grad` in a loop
+            self.keeps_no_graph = False
         self._target = target
         self._reductions: dict[str, Reduction] = {}
         self._defaults: dict[str, torch.Tensor] = {}
@@ -510,7 +513,7 @@ class Metric(torch.nn.Module):
         return f"target={self._target!r}" if self._target is not None else ""
 
 
-_ADDING = ("update", "update_state", "__call__")
+_ADDING = ("update", "update_state", "__call__", "forward")
 """The methods by which a batch is added to a metric's state."""
 
 BaseMetric = Metric
