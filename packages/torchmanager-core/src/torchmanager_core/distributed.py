@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import pickle
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "any_process",
     "barrier",
     "broadcast_buffers",
+    "broadcast_tensors",
     "from_main_process",
     "gather_objects",
     "get_rank",
@@ -84,7 +86,9 @@ def barrier() -> None:
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum `tensor` over all processes in place and return it (unchanged in a single process)."""
     if is_distributed():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        total = _handed_over(tensor.detach().clone())
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        tensor.copy_(total)
     return tensor
 
 
@@ -106,6 +110,42 @@ def _flag_group() -> Any:
     return _flag_groups[default]
 
 
+_USERS: Callable[[torch.Tensor], int] | None = getattr(torch.Tensor, "_use_count", None)
+_handed: list[tuple[torch.Tensor, int]] = []
+"""Tensors given to a collective, each with its count of C++ users before it, until the backend let go of them."""
+
+HAND_BACK_TIMEOUT_S = 5.0
+"""Seconds the exit waits for the backend's threads to let go of the collectives' tensors (a dead peer's never do)."""
+
+
+def _handed_over(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, noted as given to a collective until the thread running the collective has let go of it.
+
+    Why: that thread (gloo's worker, nccl's watchdog) drops its reference after the call returned, and
+    for a tensor Python made that takes the GIL. If the interpreter is finalizing by then, Python ends
+    the thread inside a C++ destructor and the process aborts after a run that ended well ("terminate
+    called without an active exception", SIGABRT). `_wait_for_hand_backs` waits for them at exit.
+    Hand over tensors made for the one collective (a copy of a lasting tensor): the count of their C++
+    users is then back where it was exactly when the thread has let go.
+    """
+    if _USERS is None:  # a torch without `Tensor._use_count`: not followed
+        return tensor
+    _handed[:] = [(held, users) for held, users in _handed if _USERS(held) > users]
+    _handed.append((tensor, _USERS(tensor)))
+    return tensor
+
+
+@atexit.register
+def _wait_for_hand_backs() -> None:
+    """At exit, before the interpreter finalizes: wait (the GIL free) until the collectives' threads let go."""
+    users_of, deadline = _USERS, time.monotonic() + HAND_BACK_TIMEOUT_S
+    while (
+        users_of is not None and any(users_of(held) > users for held, users in _handed) and time.monotonic() < deadline
+    ):
+        time.sleep(0.001)
+    _handed.clear()
+
+
 def max_over_processes(values: Sequence[int]) -> list[int]:
     """Each of `values` at its largest over all processes (one host-side collective; `values` in a single process).
 
@@ -114,7 +154,7 @@ def max_over_processes(values: Sequence[int]) -> list[int]:
     """
     if not is_distributed():
         return list(values)
-    tensor = torch.tensor(list(values), dtype=torch.int64)
+    tensor = _handed_over(torch.tensor(list(values), dtype=torch.int64))
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group())
     return [int(value) for value in tensor.tolist()]
 
@@ -127,7 +167,7 @@ def start_max_over_processes(values: Sequence[int]) -> Callable[[], list[int]]:
     """
     if not is_distributed():
         return lambda: list(values)
-    tensor = torch.tensor(list(values), dtype=torch.int64)
+    tensor = _handed_over(torch.tensor(list(values), dtype=torch.int64))
     work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=_flag_group(), async_op=True)
 
     def read() -> list[int]:
@@ -157,9 +197,7 @@ def on_main_process(action: Callable[[], None]) -> Exception | None:
             error = caught
     if not is_distributed():
         return error
-    holder = [_picklable(error)]
-    dist.broadcast_object_list(holder, src=0, group=_flag_group())
-    shared: Exception | None = holder[0]
+    shared: Exception | None = _broadcast_object(_picklable(error))
     return error if is_main_process() else shared
 
 
@@ -176,17 +214,41 @@ def from_main_process(value: Any) -> Any:
     """Rank 0's `value` on every process (a picklable object; `value` itself in a single process)."""
     if not is_distributed():
         return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0, group=_flag_group())  # through the host, also under nccl
-    return holder[0]
+    return _broadcast_object(value)
+
+
+def _broadcast_object(value: Any) -> Any:
+    """Rank 0's picklable `value` on every process, through the host (also under nccl): its size, then its bytes.
+
+    `dist.broadcast_object_list` does the same with tensors of its own, which `_handed_over` cannot keep.
+    """
+    group = _flag_group()
+    payload = torch.frombuffer(bytearray(pickle.dumps(value)), dtype=torch.uint8) if is_main_process() else None
+    size = _handed_over(torch.tensor([0 if payload is None else payload.numel()], dtype=torch.int64))
+    dist.broadcast(size, src=0, group=group)
+    if payload is None:
+        payload = torch.empty(int(size.item()), dtype=torch.uint8)
+    dist.broadcast(_handed_over(payload), src=0, group=group)
+    return value if is_main_process() else pickle.loads(payload.numpy().tobytes())
+
+
+def broadcast_tensors(tensors: Sequence[torch.Tensor]) -> None:
+    """Copy rank 0's values into `tensors` on every process, in place (a no-op in a single process).
+
+    Every process calls it with tensors of the same shapes and dtypes, in the same order.
+    """
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for tensor in tensors:
+            value = _handed_over(tensor.detach().clone())
+            dist.broadcast(value, src=0)
+            tensor.copy_(value)
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Give every process rank 0's buffers (BatchNorm statistics) of `module` (a no-op in a single process)."""
-    if not is_distributed():
-        return
-    for buffer in module.buffers():
-        dist.broadcast(buffer, src=0)
+    broadcast_tensors(list(module.buffers()))
 
 
 def launched_by_torchrun() -> bool:
@@ -311,16 +373,20 @@ def reduce_states(module: torch.nn.Module, *, counted: bool = True) -> None:
                 setattr(submodule, name, _concatenated(state, counted))
             elif reduction == "mean":
                 contributors = contributors if contributors is not None else sum(all_flags(counted))
-                total = (
-                    state.double() if counted else torch.zeros(state.shape, dtype=torch.float64, device=state.device)
+                total = _handed_over(
+                    state.double().clone()
+                    if counted
+                    else torch.zeros(state.shape, dtype=torch.float64, device=state.device)
                 )
                 dist.all_reduce(total, op=dist.ReduceOp.SUM)
                 mean = total / max(contributors, 1)
                 setattr(submodule, name, mean.to(state.dtype) if state.is_floating_point() else mean)
             elif reduction in _OPS:
+                reduced = _handed_over(state.detach().clone())
                 if not counted:
-                    state.fill_(_identity(reduction, state.dtype))
-                dist.all_reduce(state, op=_OPS[reduction])
+                    reduced.fill_(_identity(reduction, state.dtype))
+                dist.all_reduce(reduced, op=_OPS[reduction])
+                state.copy_(reduced)
             else:
                 raise ValueError(
                     "A metric state's reduction must be 'sum', 'mean', 'max', 'min' or 'cat'. "
@@ -333,9 +399,7 @@ def _concatenated(state: torch.Tensor, counted: bool) -> torch.Tensor:
     mine = state.detach().cpu()
     if not counted:
         mine = mine.new_empty((0, *mine.shape[1:]))
-    gathered: list[Any] = [None] * get_world_size()
-    dist.all_gather_object(gathered, mine, group=_flag_group())
-    return torch.cat([part.to(state.device) for part in gathered])
+    return torch.cat([part.to(state.device) for part in gather_objects(mine)])
 
 
 def _identity(reduction: str, dtype: torch.dtype) -> float | int | bool:
@@ -354,7 +418,7 @@ def all_flags(flag: bool) -> list[bool]:
     """Every rank's `flag`, in rank order (one host-side collective; `[flag]` in a single process)."""
     if not is_distributed():
         return [flag]
-    tensor = torch.zeros(get_world_size(), dtype=torch.int64)
+    tensor = _handed_over(torch.zeros(get_world_size(), dtype=torch.int64))
     tensor[get_rank()] = int(flag)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=_flag_group())
     return [bool(value) for value in tensor.tolist()]
@@ -364,9 +428,16 @@ def gather_objects(value: Any) -> list[Any]:
     """Every rank's `value` (picklable), in rank order, through the host (`[value]` in a single process)."""
     if not is_distributed():
         return [value]
-    gathered: list[Any] = [None] * get_world_size()
-    dist.all_gather_object(gathered, value, group=_flag_group())
-    return gathered
+    group, rank, world_size = _flag_group(), get_rank(), get_world_size()
+    payload = torch.frombuffer(bytearray(pickle.dumps(value)), dtype=torch.uint8)
+    sizes = _handed_over(torch.zeros(world_size, dtype=torch.int64))
+    sizes[rank] = payload.numel()
+    dist.all_reduce(sizes, op=dist.ReduceOp.SUM, group=group)  # every rank's size, to pad to the largest
+    padded = _handed_over(torch.zeros(int(sizes.max().item()), dtype=torch.uint8))
+    padded[: payload.numel()] = payload
+    parts = [_handed_over(torch.empty_like(padded)) for _ in range(world_size)]
+    dist.all_gather(parts, padded, group=group)  # `dist.all_gather_object` would keep tensors of its own
+    return [pickle.loads(part[:size].numpy().tobytes()) for part, size in zip(parts, sizes.tolist(), strict=True)]
 
 
 def agree_on(value: Any) -> Any:
@@ -378,10 +449,8 @@ def agree_on(value: Any) -> Any:
     if not is_distributed():
         return value
     digest = int.from_bytes(hashlib.blake2b(pickle.dumps(value), digest_size=7).digest(), "big")
-    extremes = torch.tensor([digest, -digest], dtype=torch.int64)
+    extremes = _handed_over(torch.tensor([digest, -digest], dtype=torch.int64))
     dist.all_reduce(extremes, op=dist.ReduceOp.MAX, group=_flag_group())
     if int(extremes[0]) == -int(extremes[1]):  # the largest digest is the smallest: all alike
         return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0, group=_flag_group())
-    return holder[0]
+    return _broadcast_object(value)

@@ -349,11 +349,7 @@ def _meta_state(model: torch.nn.Module) -> bool:
 
 def _take_rank0_weights(model: torch.nn.Module) -> None:
     """Every process gets rank 0's parameters and buffers, as DDP does when it wraps a model."""
-    if not distributed.is_distributed():
-        return
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(tensor.data, src=0)
+    distributed.broadcast_tensors([*model.parameters(), *model.buffers()])
 
 
 @contextlib.contextmanager
