@@ -338,3 +338,35 @@ def test_a_split_loader_keeping_its_processes_takes_a_new_iterators_base_seed_ea
         list(share)
         list(reference_loader)
         assert torch.equal(generator.get_state(), reference.get_state())
+
+
+def test_host_collectives_carry_values_of_each_ranks_own_size(launch: dict[str, Any]) -> None:
+    """Objects gathered and broadcast through tensors of torchmanager's own (a size per rank), written out by hand."""
+    world = launch["world"]
+
+    def own(rank: int) -> dict[str, Any]:
+        return {"rank": rank, "text": "x" * (1000 * rank + 1), "tensor": torch.arange(rank + 2.0)}
+
+    for record in launch["ranks"]:
+        values = record["collectives"]
+        gathered = values["gathered"]
+        assert [part["rank"] for part in gathered] == list(range(world))
+        assert [len(part["text"]) for part in gathered] == [1000 * r + 1 for r in range(world)]
+        for r, part in enumerate(gathered):
+            assert torch.equal(part["tensor"], own(r)["tensor"])
+        assert values["from_main"]["rank"] == 0 and values["from_main"]["text"] == "x"
+        assert values["on_main_error"] == ("ValueError", "disk full")  # rank 0's failure, on every rank
+        assert values["agreed_alike"] == ["same", 1]
+        assert values["agreed_apart"]["rank"] == 0  # the ranks differ: rank 0's value
+        assert values["flags"] == [r == world - 1 for r in range(world)]
+        assert values["max"] == [world - 1, 0]
+        assert values["started_max"] == [10 * (world - 1)]
+        assert torch.equal(values["buffers"][0], torch.zeros(3)) and values["buffers"][1].tolist() == [0]
+
+
+def test_the_exit_waits_until_the_backend_let_go_of_every_tensor(launch: dict[str, Any]) -> None:
+    """Every tensor handed to a collective is followed until gloo's worker thread let go of it: after the wait
+    none is held (that thread releases it by taking the GIL, which aborts the process once Python finalizes)."""
+    for record in launch["ranks"]:
+        assert record["collectives"]["handed"] > 0
+        assert record["collectives"]["still_held_at_exit"] == 0

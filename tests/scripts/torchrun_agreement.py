@@ -31,6 +31,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Itera
 import torchmanager
 from torchmanager.callbacks import Experiment, LastCheckpoint
 from torchmanager.configs import Configs
+from torchmanager_core import distributed
 from torchmanager_core.errors import ModelError
 from torchmanager_core.strategy import DDP
 
@@ -379,6 +380,35 @@ def unused_parameters(result: dict[str, Any], train: tuple[torch.Tensor, torch.T
     result["unused"] = {"errors": errors, "seen": manager.seen, "weights": weights(model)}
 
 
+def host_collectives(result: dict[str, Any]) -> None:
+    """The host-side collectives with values of a size of each rank's own, and what the exit waits for afterwards."""
+    distributed.init_from_environment()  # as `fit` starts it
+    rank, world = distributed.get_rank(), distributed.get_world_size()
+    own = {"rank": rank, "text": "x" * (1000 * rank + 1), "tensor": torch.arange(rank + 2.0)}
+    buffers = [torch.full((3,), float(rank)), torch.tensor([rank], dtype=torch.int64)]
+    distributed.broadcast_tensors(buffers)
+    failure = ValueError("disk full") if rank == 0 else None
+
+    def fail_on_main() -> None:
+        if failure is not None:
+            raise failure
+
+    error = distributed.on_main_process(fail_on_main)
+    result["collectives"] = {
+        "gathered": distributed.gather_objects(own),
+        "from_main": distributed.from_main_process(own),
+        "on_main_error": (type(error).__name__, str(error)),
+        "agreed_alike": distributed.agree_on(["same", 1]),
+        "agreed_apart": distributed.agree_on(own),
+        "flags": distributed.all_flags(rank == world - 1),
+        "max": distributed.max_over_processes([rank, -rank]),
+        "started_max": distributed.start_max_over_processes([rank * 10])(),
+        "buffers": buffers,
+        "handed": len(distributed._handed),  # what the exit waits for
+        "still_held_at_exit": distributed._wait_for_hand_backs(),
+    }
+
+
 def main(out: Path) -> None:
     os.chdir(out)
     rank = int(os.environ["RANK"])
@@ -398,6 +428,7 @@ def main(out: Path) -> None:
         )
     result: dict[str, Any] = {"test": {}, "user": {}}
     for case in (
+        lambda: host_collectives(result),
         lambda: reductions(result),
         lambda: frozen(result),
         lambda: user_samplers(result, train, val),

@@ -136,14 +136,19 @@ def _handed_over(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @atexit.register
-def _wait_for_hand_backs() -> None:
-    """At exit, before the interpreter finalizes: wait (the GIL free) until the collectives' threads let go."""
+def _wait_for_hand_backs() -> int:
+    """At exit, before the interpreter finalizes: wait (the GIL free) until the collectives' threads let go.
+
+    Returns the number of tensors still held when `HAND_BACK_TIMEOUT_S` ran out (0: all were let go).
+    """
     users_of, deadline = _USERS, time.monotonic() + HAND_BACK_TIMEOUT_S
-    while (
-        users_of is not None and any(users_of(held) > users for held, users in _handed) and time.monotonic() < deadline
-    ):
-        time.sleep(0.001)
+    held = len(_handed)
+    while users_of is not None and held and time.monotonic() < deadline:
+        held = sum(users_of(tensor) > users for tensor, users in _handed)
+        if held:
+            time.sleep(0.001)
     _handed.clear()
+    return held
 
 
 def max_over_processes(values: Sequence[int]) -> list[int]:
