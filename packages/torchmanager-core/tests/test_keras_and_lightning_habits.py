@@ -248,3 +248,44 @@ def test_numpy_in_evaluation_too() -> None:
     result = manager_of(model).test([(x.numpy().astype(np.float64), y.numpy())])
     with torch.no_grad():
         assert result["loss"] == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("evaluate", "`test(dataset)` evaluates"),
+        ("validate", "`test(val_dataset)` evaluates"),
+        ("compile", "`Manager(model, optimizer, loss_fn, metrics)`"),
+        ("train_on_batch", "`train_step(x, y)` trains on one batch"),
+        ("save_weights", "`save_checkpoint(path)`"),
+    ],
+)
+def test_a_keras_or_lightning_method_says_what_does_its_work_here(name: str, hint: str) -> None:
+    """Still Python's AttributeError (`hasattr` stays False), its text naming our counterpart."""
+    manager = manager_of(linear())
+    with pytest.raises(AttributeError) as raised:
+        getattr(manager, name)
+    assert str(raised.value).startswith(f"'Manager' object has no attribute '{name}'; ")
+    assert hint in str(raised.value)
+    assert raised.value.name == name and raised.value.obj is manager
+    assert not hasattr(manager, name)
+
+
+def test_any_other_missing_member_gets_pythons_own_error() -> None:
+    manager = manager_of(linear())
+    with pytest.raises(AttributeError, match=r"^'Manager' object has no attribute 'evaluat'$"):
+        manager.evaluat  # noqa: B018
+
+
+def test_an_attribute_error_inside_a_property_is_not_hidden() -> None:
+    """Python calls `__getattr__` when a property's getter raises AttributeError: the getter's own error comes out."""
+
+    class Broken(Manager):
+        @property
+        def summary_of_weights(self) -> str:
+            return self.raw_model.no_such_layer  # type: ignore[no-any-return]
+
+    model = linear()
+    manager = Broken(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(AttributeError, match="'Linear' object has no attribute 'no_such_layer'"):
+        manager.summary_of_weights  # noqa: B018

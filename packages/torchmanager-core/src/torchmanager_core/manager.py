@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 
@@ -163,6 +163,14 @@ class Manager(LossesAndMetrics, RunPosition, CheckpointMembers, UpstreamMembers,
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={type(self.raw_model).__name__}, loss_fn={self._loss_fn!r}, metrics={list(self._metric_fns)})"
+
+    if not TYPE_CHECKING:  # to a type checker a missing member stays an error
+
+        def __getattr__(self, name: str) -> Any:
+            """Only for a member that is missing: Keras's `evaluate`, `compile`, ... say what does their work here."""
+            if hasattr(type(self), name):  # a property whose getter raised AttributeError: its own error, not ours
+                return object.__getattribute__(self, name)
+            raise checks.missing_member(self, name)
 
     # -- extension points ----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ __all__ = [
     "check_train_kwargs",
     "dev_run_batches",
     "explains_binding_errors",
+    "missing_member",
     "positive_int",
     "positive_or_none",
 ]
@@ -45,6 +46,31 @@ FAMILIAR_NAMES = {
     "max_epochs": "epochs",
 }
 """Lightning's and Keras's names for the data and options of `fit` and `test`, and ours."""
+
+FAMILIAR_METHODS = {
+    "evaluate": "`test(dataset)` evaluates (Keras's `evaluate`; it returns the loss and metrics by name)",
+    "validate": "`test(val_dataset)` evaluates; `fit(..., val_dataset=...)` validates after each epoch",
+    "compile": "a manager is made with what Keras's `compile` takes: `Manager(model, optimizer, loss_fn, metrics)` "
+    "(`compile=True` there runs the model through `torch.compile`)",
+    "fit_generator": "`fit` takes any iterable of batches (a `DataLoader`, a generator function's result)",
+    "evaluate_generator": "`test` takes any iterable of batches",
+    "predict_generator": "`predict` takes any iterable of batches",
+    "train_on_batch": "`train_step(x, y)` trains on one batch (forward, backward and the optimizer's step)",
+    "test_on_batch": "`test_step(x, y)` evaluates one batch",
+    "predict_on_batch": "`manager.model(x)` predicts one batch (`predict` for a whole data set)",
+    "save_weights": "`save_checkpoint(path)` saves the run; `torch.save(manager.raw_model.state_dict(), path)` the weights",
+    "load_weights": "`load_checkpoint(path)` loads a run; `manager.raw_model.load_state_dict(...)` the weights",
+}
+"""Keras's and Lightning's methods a manager does not have, and what does their work here."""
+
+
+def missing_member(owner: object, name: str) -> AttributeError:
+    """Python's AttributeError for `owner.name`, which for a Keras or Lightning method says what does its work here."""
+    message = f"{type(owner).__name__!r} object has no attribute {name!r}"
+    if name in FAMILIAR_METHODS:
+        message += f"; {FAMILIAR_METHODS[name]}"
+    return AttributeError(message, name=name, obj=owner)
+
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")
