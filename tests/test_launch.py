@@ -157,6 +157,19 @@ def test_the_readme_launches_with_the_installed_command() -> None:
     assert project["project"]["scripts"] == {"torchmanager-run": "torchmanager_core.launch:main"}
 
 
+@pytest.mark.parametrize(
+    "started",
+    [["-m", "torchmanager_core.launch"], ["-m", "torchmanager_core.supervise", "-m", "torchmanager_core.launch"]],
+    ids=["module", "as hatch runs it"],
+)
+def test_help_names_the_command_and_torchrun_s_options(started: list[str]) -> None:
+    """Not "usage: launch.py": the command's own name, however the module was started (hatch.toml's script)."""
+    done = subprocess.run([sys.executable, *started, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: torchmanager-run [-h]")
+    assert "--nproc-per-node" in done.stdout and "training_script" in done.stdout
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_launcher_reaches_the_workers_and_ends_in_one_line(tmp_path: Path) -> None:
     """The preemption contract through the launcher: the workers save and exit 143, and so does it, in one line."""

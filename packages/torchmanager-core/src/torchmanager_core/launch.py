@@ -74,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    args = torchrun.parse_args(arguments)  # type: ignore[no-untyped-call]
+    parser = torchrun.get_args_parser()
+    parser.prog = "torchmanager-run"  # not the module's file name, however it was started
+    args = parser.parse_args(arguments)
     if not args.no_python and not args.run_path:  # a Python script or module: start it through `run_worker`
         target = ["-m", args.training_script] if args.module else [args.training_script]
         args.training_script_args = [WORKER_FLAG, *target, *args.training_script_args]
