@@ -404,9 +404,14 @@ def host_collectives(result: dict[str, Any]) -> None:
         "max": distributed.max_over_processes([rank, -rank]),
         "started_max": distributed.start_max_over_processes([rank * 10])(),
         "buffers": buffers,
-        "handed": len(distributed._handed),  # what the exit waits for
-        "still_held_at_exit": distributed._wait_for_hand_backs(),
     }
+    handed = list(distributed._handed)  # what the exit waits for: (tensor, its C++ users before the collective)
+    left = distributed._wait_for_hand_backs()
+    result["collectives"].update(
+        handed=len(handed),
+        still_held_at_exit=left,
+        users_after_wait=[tensor._use_count() - users for tensor, users in handed],  # 0: the backend let go
+    )
 
 
 def main(out: Path) -> None:
